@@ -1,0 +1,3 @@
+DROP TABLE service_secrets;
+DROP TABLE users;
+DROP TABLE organisations;

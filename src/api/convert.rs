@@ -1,0 +1,78 @@
+//! Domain values ↔ protobuf messages.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::user::{Organisation, User};
+use crate::domain::{DomainError, Role};
+use crate::proto;
+
+pub fn role_to_proto(role: Role) -> proto::Role {
+    match role {
+        Role::NanoAdmin => proto::Role::NanoAdmin,
+        Role::NanoUser => proto::Role::NanoUser,
+        Role::NanoReadOnly => proto::Role::NanoReadOnly,
+    }
+}
+
+/// A role field: `None` for ROLE_UNSPECIFIED, INVALID_ARGUMENT for values
+/// this service does not know.
+pub fn optional_role(field: &str, value: i32) -> Result<Option<Role>, DomainError> {
+    match proto::Role::try_from(value) {
+        Ok(proto::Role::Unspecified) => Ok(None),
+        Ok(proto::Role::NanoAdmin) => Ok(Some(Role::NanoAdmin)),
+        Ok(proto::Role::NanoUser) => Ok(Some(Role::NanoUser)),
+        Ok(proto::Role::NanoReadOnly) => Ok(Some(Role::NanoReadOnly)),
+        Err(_) => Err(DomainError::invalid(field, "is not a known role")),
+    }
+}
+
+/// A role field that must be set.
+pub fn required_role(field: &str, value: i32) -> Result<Role, DomainError> {
+    optional_role(field, value)?.ok_or_else(|| DomainError::invalid(field, "must be set"))
+}
+
+pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A count as the contract's int32, saturating rather than wrapping.
+pub fn count(value: i64) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+pub fn user(user: &User) -> proto::User {
+    proto::User {
+        id: user.id.to_string(),
+        email: user.email.clone(),
+        role: role_to_proto(user.role) as i32,
+        created_at: Some(timestamp(user.created_at)),
+        token_key_fingerprint: user.token_key_fingerprint(),
+        updated_at: Some(timestamp(user.updated_at)),
+        etag: user.etag(),
+    }
+}
+
+pub fn organisation(organisation: &Organisation) -> proto::Organisation {
+    proto::Organisation {
+        id: organisation.id.to_string(),
+        name: organisation.name.clone(),
+        user_count: count(organisation.user_count()),
+        role_counts: organisation
+            .role_counts
+            .iter()
+            .map(|(role, n)| proto::RoleCount {
+                role: role_to_proto(*role) as i32,
+                count: count(*n),
+            })
+            .collect(),
+        created_at: Some(timestamp(organisation.created_at)),
+    }
+}
+
+/// The permission ids of a role, in the matrix's order.
+pub fn permission_ids(role: Role) -> Vec<String> {
+    role.permissions().map(|p| p.id().to_owned()).collect()
+}

@@ -1,0 +1,25 @@
+//! The gRPC surface: thin tonic adapters that turn requests into domain
+//! values, call the store or the authenticator, and turn results back.
+
+pub mod auth_service;
+pub mod convert;
+pub mod organisation_service;
+pub mod role_service;
+pub mod status;
+pub mod user_service;
+
+use tonic::{Request, Status};
+
+use crate::auth::Principal;
+
+/// The caller, as the per-call check established it for this request.
+pub fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| {
+            tracing::error!("a handler that needs a caller ran without the per-call check");
+            Status::internal("internal error")
+        })
+}

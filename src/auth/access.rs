@@ -1,0 +1,56 @@
+//! Which RPC needs what: one table, consulted before every call.
+
+use crate::domain::Permission;
+
+/// What a caller needs to call an RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials (signing in, health, reflection).
+    Public,
+    /// Any valid credential, whatever its role (asking who one is).
+    Authenticated,
+    /// A valid credential whose current role holds the permission.
+    Permission(Permission),
+}
+
+use Access::{Authenticated, Public};
+use Permission as P;
+
+const fn needs(permission: Permission) -> Access {
+    Access::Permission(permission)
+}
+
+/// The access rule of every RPC of the `usermgmt.v1` services. An RPC that is
+/// not listed here is refused (a test checks that every RPC is listed).
+pub const RULES: &[(&str, Access)] = &[
+    ("/usermgmt.v1.AuthService/Login", Public),
+    ("/usermgmt.v1.AuthService/WhoAmI", Authenticated),
+    ("/usermgmt.v1.UserService/GetUser", needs(P::UsersRead)),
+    ("/usermgmt.v1.UserService/ListUsers", needs(P::UsersRead)),
+    ("/usermgmt.v1.RoleService/ListRoles", Authenticated),
+    (
+        "/usermgmt.v1.OrganisationService/GetOrganisation",
+        needs(P::UsersRead),
+    ),
+];
+
+/// Services anyone may call: they reveal nothing about organisations.
+const PUBLIC_SERVICES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// The rule for a request path (`/package.Service/Method`), if there is one.
+pub fn rule_for(path: &str) -> Option<Access> {
+    if PUBLIC_SERVICES
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+    {
+        return Some(Public);
+    }
+    RULES
+        .iter()
+        .find(|(rpc, _)| *rpc == path)
+        .map(|(_, access)| *access)
+}

@@ -1,0 +1,14 @@
+//! Authentication and authorization: access tokens, passwords, the access
+//! rule of every RPC and the check that runs before every call.
+
+pub mod access;
+pub mod authenticator;
+pub mod layer;
+pub mod passwords;
+pub mod principal;
+pub mod tokens;
+
+pub use access::Access;
+pub use authenticator::{Authenticator, Credential};
+pub use layer::AuthLayer;
+pub use principal::Principal;

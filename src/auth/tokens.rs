@@ -1,0 +1,133 @@
+//! Access tokens: HS256 JWTs that carry the user's tokenKey.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::error::AuthFailure;
+
+/// Tokens longer than this are refused before any parsing or crypto.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    sub: Uuid,
+    org: Uuid,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    jti: Uuid,
+    /// The id of the user's tokenKey at issue time.
+    tkey: Uuid,
+}
+
+/// What a verified token says; still to be checked against the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub user_id: Uuid,
+    pub organisation_id: Uuid,
+    pub token_key: Uuid,
+}
+
+/// A freshly issued token. `Debug` does not show the token.
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub lifetime: Duration,
+}
+
+/// Issues and verifies access tokens with one HS256 key.
+pub struct AccessTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    settings: TokenSettings,
+}
+
+impl fmt::Debug for AccessTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessTokens")
+            .field("key", &"<redacted>")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl AccessTokens {
+    pub fn new(
+        secret: &[u8],
+        settings: TokenSettings,
+    ) -> Result<Self, jsonwebtoken::errors::Error> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[settings.issuer.as_str()]);
+        validation.set_audience(&[settings.audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = 0;
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret)?,
+            decoding: DecodingKey::from_secret(secret)?,
+            validation,
+            settings,
+        })
+    }
+
+    pub fn issue(&self, claims: TokenClaims) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        let now = Utc::now();
+        let lifetime = chrono::Duration::from_std(self.settings.lifetime)
+            .unwrap_or(chrono::Duration::hours(1));
+        let expires_at = now + lifetime;
+        let body = Claims {
+            iss: self.settings.issuer.clone(),
+            aud: self.settings.audience.clone(),
+            sub: claims.user_id,
+            org: claims.organisation_id,
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: expires_at.timestamp(),
+            jti: Uuid::new_v4(),
+            tkey: claims.token_key,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &body, &self.encoding)?;
+        Ok(IssuedToken { token, expires_at })
+    }
+
+    /// Checks signature, algorithm, time window, issuer and audience.
+    pub fn verify(&self, token: &str) -> Result<TokenClaims, AuthFailure> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthFailure::MalformedCredentials);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => AuthFailure::TokenExpired,
+                _ => AuthFailure::InvalidToken,
+            })?;
+        Ok(TokenClaims {
+            user_id: data.claims.sub,
+            organisation_id: data.claims.org,
+            token_key: data.claims.tkey,
+        })
+    }
+}

@@ -1,0 +1,195 @@
+//! Command line and environment: every setting has a flag and a variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::auth::tokens::TokenSettings;
+use crate::store::pool::PoolSettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "usermgmt",
+    version,
+    about = "Users, roles and access tokens of a streaming cloud's organisations"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log filter (tracing's EnvFilter syntax, e.g. `info` or `usermgmt=debug`).
+    #[arg(long, env = "USERMGMT_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "USERMGMT_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the gRPC server (runs pending migrations first).
+    Serve(ServeArgs),
+    /// Creates the database if needed and runs pending migrations.
+    Migrate(DatabaseArgs),
+    /// Creates an organisation with its first nanoAdmin; prints its ids as JSON.
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL. The database is created when it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/usermgmt"
+    )]
+    pub database_url: String,
+
+    /// Largest number of database connections.
+    #[arg(long, env = "USERMGMT_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool_size: u32,
+
+    /// How long a call waits for a free connection before UNAVAILABLE, in milliseconds.
+    #[arg(long, env = "USERMGMT_DB_WAIT_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub db_wait_timeout_ms: u64,
+
+    /// How long opening a database connection may take, in milliseconds.
+    #[arg(long, env = "USERMGMT_DB_CONNECT_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub db_connect_timeout_ms: u64,
+}
+
+impl DatabaseArgs {
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_size: self.db_pool_size as usize,
+            wait_timeout: Duration::from_millis(self.db_wait_timeout_ms),
+            connect_timeout: Duration::from_millis(self.db_connect_timeout_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "USERMGMT_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// HS256 key for access tokens, at least 32 bytes. When unset, a random
+    /// key is generated once and kept in the database for every replica.
+    #[arg(long, env = "USERMGMT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// The `iss` of access tokens.
+    #[arg(long, env = "USERMGMT_TOKEN_ISSUER", default_value = "usermgmt")]
+    pub token_issuer: String,
+
+    /// The `aud` of access tokens.
+    #[arg(long, env = "USERMGMT_TOKEN_AUDIENCE", default_value = "usermgmt")]
+    pub token_audience: String,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "USERMGMT_ACCESS_TOKEN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=31 * 24 * 3600))]
+    pub access_token_ttl_secs: u64,
+
+    /// Password hashes computed at once (each argon2id takes ~19 MiB and a core);
+    /// 0 means one less than the number of cores, at least one.
+    #[arg(long, env = "USERMGMT_PASSWORD_HASH_CONCURRENCY", default_value_t = 0)]
+    pub password_hash_concurrency: usize,
+
+    /// How often the database is checked for the health service, in milliseconds.
+    #[arg(long, env = "USERMGMT_HEALTH_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub health_interval_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn token_settings(&self) -> TokenSettings {
+        TokenSettings {
+            issuer: self.token_issuer.clone(),
+            audience: self.token_audience.clone(),
+            lifetime: Duration::from_secs(self.access_token_ttl_secs),
+        }
+    }
+
+    pub fn password_concurrency(&self) -> usize {
+        match self.password_hash_concurrency {
+            0 => {
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+            }
+            n => n,
+        }
+    }
+
+    /// Settings that parse but cannot work, as a one-line reason.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(secret) = &self.jwt_secret
+            && secret.expose().len() < 32
+        {
+            return Err("USERMGMT_JWT_SECRET must be at least 32 bytes".into());
+        }
+        if self.token_issuer.is_empty() || self.token_audience.is_empty() {
+            return Err("the token issuer and audience must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BootstrapArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Name of the new organisation.
+    #[arg(long, env = "USERMGMT_BOOTSTRAP_ORGANISATION")]
+    pub organisation: String,
+
+    /// Email of its first nanoAdmin.
+    #[arg(long, env = "USERMGMT_BOOTSTRAP_EMAIL")]
+    pub email: String,
+
+    /// Password of its first nanoAdmin (prefer the environment variable).
+    #[arg(long, env = "USERMGMT_BOOTSTRAP_PASSWORD", hide_env_values = true)]
+    pub password: Secret,
+}
+
+/// A secret setting: shown as `<redacted>` by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}

@@ -1,0 +1,13 @@
+//! The rules of the service, free of I/O: roles and their permissions, the
+//! shapes of users and organisations, validation and the error vocabulary.
+
+pub mod email;
+pub mod error;
+pub mod paging;
+pub mod permission;
+pub mod role;
+pub mod user;
+
+pub use error::{DomainError, FieldViolation};
+pub use permission::Permission;
+pub use role::Role;

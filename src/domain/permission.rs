@@ -1,0 +1,261 @@
+//! The role → permission matrix: the one place that says who may do what.
+//! It is served to clients by `RoleService.ListRoles` and enforced on every
+//! call through the access rules in `auth::access`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::role::Role;
+
+/// Something a caller may be allowed to do in an organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    ApiKeyRead,
+    ApiKeyRotate,
+    PlayerKeyRead,
+    OwnTokenRead,
+    WebhookSet,
+    UsersRead,
+    UsersCreate,
+    UsersInvite,
+    UsersUpdateRole,
+    UsersRenewToken,
+    UsersDelete,
+    AuditRead,
+    OrganisationUpdate,
+    StreamsRead,
+    StreamsCreate,
+    StreamsStop,
+    StreamsLock,
+    StreamsDelete,
+    TagsRead,
+    TagsWrite,
+    TagsDelete,
+    PlaybackTokensCreate,
+    MetricsRead,
+}
+
+use Permission as P;
+use Role::{NanoAdmin as A, NanoReadOnly as R, NanoUser as U};
+
+/// The matrix: each permission, its id, what it allows and who holds it.
+/// The product's RBAC table, one row per capability.
+const MATRIX: &[(Permission, &str, &str, &[Role])] = &[
+    (
+        P::ApiKeyRead,
+        "apikey.read",
+        "Get the organisation API key",
+        &[A],
+    ),
+    (
+        P::ApiKeyRotate,
+        "apikey.rotate",
+        "Rotate the organisation API key",
+        &[A],
+    ),
+    (
+        P::PlayerKeyRead,
+        "playerkey.read",
+        "Get the player key",
+        &[A, U, R],
+    ),
+    (
+        P::OwnTokenRead,
+        "token.read_own",
+        "Get one's own user API token",
+        &[A, U, R],
+    ),
+    (P::WebhookSet, "webhook.set", "Set a custom webhook", &[A]),
+    (P::UsersRead, "users.read", "List and get users", &[A, U]),
+    (P::UsersCreate, "users.create", "Create users", &[A]),
+    (P::UsersInvite, "users.invite", "Invite users", &[A]),
+    (
+        P::UsersUpdateRole,
+        "users.update_role",
+        "Change a user's role",
+        &[A],
+    ),
+    (
+        P::UsersRenewToken,
+        "users.renew_token",
+        "Renew a user's tokenKey",
+        &[A],
+    ),
+    (P::UsersDelete, "users.delete", "Delete users", &[A]),
+    (P::AuditRead, "audit.read", "Read the audit log", &[A]),
+    (
+        P::OrganisationUpdate,
+        "organisation.update",
+        "Change the organisation's settings",
+        &[A],
+    ),
+    (P::StreamsRead, "streams.read", "Get streams", &[A, U, R]),
+    (
+        P::StreamsCreate,
+        "streams.create",
+        "Create streams",
+        &[A, U],
+    ),
+    (P::StreamsStop, "streams.stop", "Stop streams", &[A]),
+    (
+        P::StreamsLock,
+        "streams.lock",
+        "Lock and unlock streams",
+        &[A],
+    ),
+    (P::StreamsDelete, "streams.delete", "Delete streams", &[A]),
+    (P::TagsRead, "tags.read", "Get tags", &[A, U, R]),
+    (P::TagsWrite, "tags.write", "Create and edit tags", &[A, U]),
+    (P::TagsDelete, "tags.delete", "Delete tags", &[A]),
+    (
+        P::PlaybackTokensCreate,
+        "playback_tokens.create",
+        "Create playback tokens",
+        &[A, U],
+    ),
+    (
+        P::MetricsRead,
+        "metrics.read",
+        "Get metrics and alerts",
+        &[A, U, R],
+    ),
+];
+
+impl Permission {
+    /// Every permission, in the matrix's order.
+    pub const ALL: [Permission; 23] = [
+        P::ApiKeyRead,
+        P::ApiKeyRotate,
+        P::PlayerKeyRead,
+        P::OwnTokenRead,
+        P::WebhookSet,
+        P::UsersRead,
+        P::UsersCreate,
+        P::UsersInvite,
+        P::UsersUpdateRole,
+        P::UsersRenewToken,
+        P::UsersDelete,
+        P::AuditRead,
+        P::OrganisationUpdate,
+        P::StreamsRead,
+        P::StreamsCreate,
+        P::StreamsStop,
+        P::StreamsLock,
+        P::StreamsDelete,
+        P::TagsRead,
+        P::TagsWrite,
+        P::TagsDelete,
+        P::PlaybackTokensCreate,
+        P::MetricsRead,
+    ];
+
+    fn row(self) -> &'static (Permission, &'static str, &'static str, &'static [Role]) {
+        // ALL and MATRIX list the permissions in the same order (a test checks).
+        &MATRIX[self as usize]
+    }
+
+    /// The permission's stable id, e.g. `streams.create`.
+    pub fn id(self) -> &'static str {
+        self.row().1
+    }
+
+    pub fn description(self) -> &'static str {
+        self.row().2
+    }
+}
+
+/// Whether `role` holds `permission`.
+pub fn granted(role: Role, permission: Permission) -> bool {
+    permission.row().3.contains(&role)
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown permission {0:?}")]
+pub struct UnknownPermission(pub String);
+
+impl FromStr for Permission {
+    type Err = UnknownPermission;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MATRIX
+            .iter()
+            .find(|row| row.1 == s)
+            .map(|row| row.0)
+            .ok_or_else(|| UnknownPermission(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrix_rows_are_in_the_order_of_all() {
+        assert_eq!(MATRIX.len(), Permission::ALL.len());
+        for (index, permission) in Permission::ALL.into_iter().enumerate() {
+            assert_eq!(MATRIX[index].0, permission);
+            assert_eq!(permission as usize, index);
+        }
+    }
+
+    #[test]
+    fn ids_round_trip_and_are_unique() {
+        let mut ids: Vec<_> = Permission::ALL.iter().map(|p| p.id()).collect();
+        for permission in Permission::ALL {
+            assert_eq!(permission.id().parse::<Permission>().ok(), Some(permission));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), Permission::ALL.len());
+    }
+
+    #[test]
+    fn matrix_matches_the_product_table() {
+        // The product's RBAC table, spelled out once more as a cross-check.
+        let only_admin = [
+            P::ApiKeyRead,
+            P::WebhookSet,
+            P::UsersCreate,
+            P::UsersInvite,
+            P::UsersUpdateRole,
+            P::UsersRenewToken,
+            P::UsersDelete,
+            P::StreamsStop,
+            P::StreamsLock,
+            P::StreamsDelete,
+            P::TagsDelete,
+        ];
+        let admin_and_user = [
+            P::UsersRead,
+            P::StreamsCreate,
+            P::TagsWrite,
+            P::PlaybackTokensCreate,
+        ];
+        let everyone = [
+            P::PlayerKeyRead,
+            P::OwnTokenRead,
+            P::StreamsRead,
+            P::TagsRead,
+            P::MetricsRead,
+        ];
+        for p in only_admin {
+            assert_eq!((A.can(p), U.can(p), R.can(p)), (true, false, false), "{p}");
+        }
+        for p in admin_and_user {
+            assert_eq!((A.can(p), U.can(p), R.can(p)), (true, true, false), "{p}");
+        }
+        for p in everyone {
+            assert_eq!((A.can(p), U.can(p), R.can(p)), (true, true, true), "{p}");
+        }
+        assert!(
+            Permission::ALL.into_iter().all(|p| A.can(p)),
+            "nanoAdmin holds everything"
+        );
+    }
+}

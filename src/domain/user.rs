@@ -1,0 +1,92 @@
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::error::DomainError;
+use super::role::Role;
+
+pub const MIN_PASSWORD_LEN: usize = 8;
+pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// A user as the service knows it. The password hash stays in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub organisation_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub token_key: Uuid,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl User {
+    /// A short fingerprint of the current tokenKey, safe to show.
+    pub fn token_key_fingerprint(&self) -> String {
+        token_key_fingerprint(self.token_key)
+    }
+
+    /// The user's entity tag (AIP-154): changes with every change of the user.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+}
+
+pub fn token_key_fingerprint(token_key: Uuid) -> String {
+    let digest = Sha256::digest(token_key.as_bytes());
+    digest[..6]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// An organisation with its user counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organisation {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub role_counts: Vec<(Role, i64)>,
+}
+
+impl Organisation {
+    pub fn user_count(&self) -> i64 {
+        self.role_counts.iter().map(|(_, count)| count).sum()
+    }
+}
+
+/// Parses a UUID given in the request field `field`.
+pub fn parse_id(field: &str, raw: &str) -> Result<Uuid, DomainError> {
+    if raw.is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    Uuid::try_parse(raw).map_err(|_| DomainError::invalid(field, "must be a UUID"))
+}
+
+/// Checks a new password's length; its strength is the caller's business.
+pub fn validate_password(field: &str, password: &str) -> Result<(), DomainError> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_LEN {
+        return Err(DomainError::invalid(field, "must be at least 8 characters"));
+    }
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(DomainError::invalid(field, "must be at most 1024 bytes"));
+    }
+    Ok(())
+}
+
+/// Checks an organisation name.
+pub fn validate_organisation_name(field: &str, name: &str) -> Result<String, DomainError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(DomainError::invalid(field, "must be 1 to 200 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}

@@ -1,0 +1,20 @@
+//! usermgmt: the users, roles and access tokens of a streaming cloud's
+//! organisations, served over gRPC.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+/// The generated code of the contract in `proto/usermgmt/v1`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("usermgmt.v1");
+
+    /// The contract's descriptors, for reflection and tests.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("usermgmt_descriptor");
+}

@@ -1,0 +1,176 @@
+//! Wiring: the database, the authenticator, the services and the server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::{
+    auth_service::AuthApi, organisation_service::OrganisationApi, role_service::RoleApi,
+    user_service::UserApi,
+};
+use crate::auth::passwords::Passwords;
+use crate::auth::tokens::AccessTokens;
+use crate::auth::{AuthLayer, Authenticator};
+use crate::config::ServeArgs;
+use crate::proto::{
+    auth_service_server::AuthServiceServer, organisation_service_server::OrganisationServiceServer,
+    role_service_server::RoleServiceServer, user_service_server::UserServiceServer,
+};
+use crate::store::{Store, pool};
+use crate::telemetry::TelemetryLayer;
+
+/// The name under which the access-token key is kept in the database.
+const JWT_SECRET_NAME: &str = "access_token_hs256_key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Setup(#[from] pool::SetupError),
+    #[error("{0}")]
+    Init(String),
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Prepares the database: creates it when missing and runs migrations.
+pub async fn prepare_database(url: &str) -> Result<Vec<String>, pool::SetupError> {
+    pool::ensure_database_exists(url).await?;
+    pool::run_migrations(url).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains calls.
+pub async fn serve(
+    args: ServeArgs,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    args.validate().map_err(ServeError::Init)?;
+    let applied = prepare_database(&args.database.database_url).await?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "ran migrations");
+    }
+    let store = Store::new(pool::build_pool(
+        &args.database.database_url,
+        &args.database.pool_settings(),
+    )?);
+    let tokens = AccessTokens::new(&signing_key(&args, &store).await?, args.token_settings())
+        .map_err(|e| ServeError::Init(format!("access-token key: {e}")))?;
+    let tokens = Arc::new(tokens);
+    let passwords = Passwords::new(args.password_concurrency())
+        .await
+        .map_err(|e| ServeError::Init(e.to_string()))?;
+    let authenticator = Arc::new(Authenticator::new(tokens, passwords, store.clone()));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&health_reporter, ServingStatus::Serving).await;
+    let health_task = tokio::spawn(watch_database(
+        store.clone(),
+        health_reporter,
+        Duration::from_millis(args.health_interval_ms),
+    ));
+
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let address = listener
+        .local_addr()
+        .map_err(|e| ServeError::Init(e.to_string()))?;
+    tracing::info!(%address, "usermgmt listening");
+    let result = Server::builder()
+        .layer(TelemetryLayer)
+        .layer(AuthLayer::new(authenticator.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AuthServiceServer::new(AuthApi {
+            authenticator,
+            store: store.clone(),
+        }))
+        .add_service(UserServiceServer::new(UserApi {
+            store: store.clone(),
+        }))
+        .add_service(RoleServiceServer::new(RoleApi))
+        .add_service(OrganisationServiceServer::new(OrganisationApi {
+            store: store.clone(),
+        }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    health_task.abort();
+    tracing::info!("usermgmt stopped");
+    result.map_err(ServeError::from)
+}
+
+/// Reflection knows the contract, health, reflection itself (both versions,
+/// so grpcurl lists them) and `google.rpc`, so that clients can decode the
+/// error details.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// The access-token key: configured, or shared through the database.
+async fn signing_key(args: &ServeArgs, store: &Store) -> Result<Vec<u8>, ServeError> {
+    if let Some(secret) = &args.jwt_secret {
+        return Ok(secret.expose().as_bytes().to_vec());
+    }
+    let mut candidate = [0u8; 64];
+    getrandom::fill(&mut candidate).map_err(|e| ServeError::Init(format!("no randomness: {e}")))?;
+    store
+        .shared_secret(JWT_SECRET_NAME, &candidate)
+        .await
+        .map_err(|e| ServeError::Init(format!("cannot load the access-token key: {e}")))
+}
+
+/// The services whose health is reported, besides the server as a whole ("").
+pub const SERVICE_NAMES: &[&str] = &[
+    "",
+    <AuthServiceServer<AuthApi> as NamedService>::NAME,
+    <UserServiceServer<UserApi> as NamedService>::NAME,
+    <RoleServiceServer<RoleApi> as NamedService>::NAME,
+    <OrganisationServiceServer<OrganisationApi> as NamedService>::NAME,
+];
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+/// Reports NOT_SERVING while the database does not answer, SERVING again once
+/// it does.
+async fn watch_database(store: Store, reporter: HealthReporter, interval: Duration) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(interval).await;
+        let healthy = matches!(
+            tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()).await,
+            Ok(Ok(()))
+        );
+        if healthy != serving {
+            serving = healthy;
+            if healthy {
+                tracing::info!("database reachable again: SERVING");
+                set_health(&reporter, ServingStatus::Serving).await;
+            } else {
+                tracing::warn!("database unreachable: NOT_SERVING");
+                set_health(&reporter, ServingStatus::NotServing).await;
+            }
+        }
+    }
+}

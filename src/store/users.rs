@@ -1,0 +1,110 @@
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use super::models::{CredentialRow, LoginRow, UserRow, parse_role};
+use super::schema::users;
+use super::{Store, db_error};
+use crate::domain::{DomainError, Role, user::User};
+
+/// A page of users: `limit` users after `after`, in id (= creation) order.
+#[derive(Debug, Clone, Copy)]
+pub struct UserQuery {
+    pub organisation_id: Uuid,
+    pub role: Option<Role>,
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// One user of the organisation; NOT_FOUND also for other organisations'.
+    pub async fn user(&self, organisation_id: Uuid, user_id: Uuid) -> Result<User, DomainError> {
+        let mut conn = self.conn().await?;
+        let row = users::table
+            .filter(users::organisation_id.eq(organisation_id))
+            .filter(users::id.eq(user_id))
+            .select(UserRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(db_error)?;
+        row.ok_or(DomainError::NotFound("user"))?.try_into()
+    }
+
+    /// A page of users, by keyset on the id (an index serves each filter).
+    pub async fn list_users(&self, query: UserQuery) -> Result<Vec<User>, DomainError> {
+        let mut conn = self.conn().await?;
+        let mut select = users::table
+            .filter(users::organisation_id.eq(query.organisation_id))
+            .select(UserRow::as_select())
+            .order(users::id.asc())
+            .limit(query.limit)
+            .into_boxed();
+        if let Some(role) = query.role {
+            select = select.filter(users::role.eq(role.as_str()));
+        }
+        if let Some(after) = query.after {
+            select = select.filter(users::id.gt(after));
+        }
+        let rows = select.load(&mut conn).await.map_err(db_error)?;
+        rows.into_iter().map(User::try_from).collect()
+    }
+
+    /// The number of users of the organisation, with one role or all.
+    pub async fn count_users(
+        &self,
+        organisation_id: Uuid,
+        role: Option<Role>,
+    ) -> Result<i64, DomainError> {
+        let mut conn = self.conn().await?;
+        let mut count = users::table
+            .filter(users::organisation_id.eq(organisation_id))
+            .count()
+            .into_boxed();
+        if let Some(role) = role {
+            count = count.filter(users::role.eq(role.as_str()));
+        }
+        count.get_result(&mut conn).await.map_err(db_error)
+    }
+
+    /// The users a login with this email may be for, across organisations
+    /// unless one is given.
+    pub async fn login_candidates(
+        &self,
+        email: &str,
+        organisation_id: Option<Uuid>,
+    ) -> Result<Vec<LoginRow>, DomainError> {
+        let mut conn = self.conn().await?;
+        let mut select = users::table
+            .filter(lower(users::email).eq(email))
+            .select(LoginRow::as_select())
+            .limit(20)
+            .into_boxed();
+        if let Some(organisation_id) = organisation_id {
+            select = select.filter(users::organisation_id.eq(organisation_id));
+        }
+        select.load(&mut conn).await.map_err(db_error)
+    }
+
+    /// The user's current role and tokenKey: what every call is checked
+    /// against. `None` when the user does not exist (any more).
+    pub async fn current_credential(
+        &self,
+        organisation_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<(Role, Uuid)>, DomainError> {
+        let mut conn = self.conn().await?;
+        let row = users::table
+            .filter(users::id.eq(user_id))
+            .filter(users::organisation_id.eq(organisation_id))
+            .select(CredentialRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(db_error)?;
+        row.map(|row| Ok((parse_role(&row.role)?, row.token_key)))
+            .transpose()
+    }
+}
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
