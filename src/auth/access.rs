@@ -54,3 +54,56 @@ pub fn rule_for(path: &str) -> Option<Access> {
         .find(|(rpc, _)| *rpc == path)
         .map(|(_, access)| *access)
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    /// Every RPC of the contract, as `/package.Service/Method`.
+    fn contract_rpcs() -> Vec<String> {
+        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("the contract's descriptors decode");
+        let mut rpcs = Vec::new();
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    rpcs.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        rpcs
+    }
+
+    #[test]
+    fn every_rpc_of_the_contract_has_exactly_one_access_rule() {
+        let rpcs = contract_rpcs();
+        assert!(!rpcs.is_empty());
+        for rpc in &rpcs {
+            let rules = RULES.iter().filter(|(path, _)| path == rpc).count();
+            assert_eq!(rules, 1, "{rpc} must have exactly one access rule");
+        }
+        for (path, _) in RULES {
+            assert!(
+                rpcs.iter().any(|rpc| rpc == path),
+                "{path} is not an RPC of the contract"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_methods_have_no_rule_and_health_is_public() {
+        assert_eq!(rule_for("/usermgmt.v1.UserService/DropEverything"), None);
+        assert_eq!(rule_for("/grpc.health.v1.Health/Check"), Some(Public));
+        assert_eq!(
+            rule_for("/usermgmt.v1.UserService/ListUsers"),
+            Some(Access::Permission(P::UsersRead))
+        );
+    }
+}

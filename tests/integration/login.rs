@@ -1,0 +1,100 @@
+use tonic::Code;
+use usermgmt::proto::{self, auth_service_client::AuthServiceClient};
+
+use crate::support::*;
+
+fn login_request(email: &str, password: &str) -> proto::LoginRequest {
+    proto::LoginRequest {
+        email: email.into(),
+        password: password.into(),
+        organisation_id: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_returns_a_token_that_who_am_i_accepts() {
+    let server = TestServer::start().await;
+    let org = create_org(&server.db, "Acme").await;
+    let channel = server.channel().await;
+    let mut auth = AuthServiceClient::new(channel.clone());
+
+    // The email is matched whatever its case and surrounding space.
+    let response = auth
+        .login(login_request("  ADMIN@acme.example.com ", ADMIN_PASSWORD))
+        .await
+        .expect("login")
+        .into_inner();
+    assert_eq!(response.user_id, org.admin_id.to_string());
+    assert_eq!(response.organisation_id, org.id.to_string());
+    assert!(response.expires_at.is_some());
+
+    let me = auth
+        .who_am_i(authed(proto::WhoAmIRequest {}, &response.access_token))
+        .await
+        .expect("who am i")
+        .into_inner();
+    assert_eq!(me.role, proto::Role::NanoAdmin as i32);
+    let user = me.user.expect("user");
+    assert_eq!(user.email, org.admin_email);
+    assert_eq!(user.token_key_fingerprint.len(), 12);
+    let organisation = me.organisation.expect("organisation");
+    assert_eq!(organisation.name, "Acme");
+    assert!(me.permissions.iter().any(|p| p == "users.delete"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_email_and_wrong_password_fail_alike() {
+    let server = TestServer::start().await;
+    let org = create_org(&server.db, "Acme").await;
+    let mut auth = AuthServiceClient::new(server.channel().await);
+
+    let wrong_password = auth
+        .login(login_request(&org.admin_email, "not the password"))
+        .await;
+    let unknown_email = auth
+        .login(login_request("nobody@acme.example.com", ADMIN_PASSWORD))
+        .await;
+    let a = assert_status(wrong_password, Code::Unauthenticated, Some("LOGIN_FAILED"));
+    let b = assert_status(unknown_email, Code::Unauthenticated, Some("LOGIN_FAILED"));
+    assert_eq!(a.message(), b.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_validates_its_fields() {
+    let server = TestServer::start().await;
+    let mut auth = AuthServiceClient::new(server.channel().await);
+    let status = assert_status(
+        auth.login(login_request("not-an-email", "")).await,
+        Code::InvalidArgument,
+        None,
+    );
+    let mut fields = violated_fields(&status);
+    fields.sort();
+    assert_eq!(fields, ["email", "password"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_email_in_two_organisations_needs_the_organisation() {
+    let server = TestServer::start().await;
+    let acme = create_org(&server.db, "Acme").await;
+    let globex = create_org(&server.db, "Globex").await;
+    let email = "shared@example.com";
+    insert_user(&server.db, acme.id, email, "nanoUser").await;
+    let in_globex = insert_user(&server.db, globex.id, email, "nanoReadOnly").await;
+    let mut auth = AuthServiceClient::new(server.channel().await);
+
+    assert_status(
+        auth.login(login_request(email, PASSWORD)).await,
+        Code::FailedPrecondition,
+        Some("ORGANISATION_REQUIRED"),
+    );
+    let response = auth
+        .login(proto::LoginRequest {
+            organisation_id: globex.id.to_string(),
+            ..login_request(email, PASSWORD)
+        })
+        .await
+        .expect("login with organisation")
+        .into_inner();
+    assert_eq!(response.user_id, in_globex.to_string());
+}

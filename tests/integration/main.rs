@@ -1,0 +1,10 @@
+//! Integration tests: a real server on a real PostgreSQL, through the
+//! generated client. One binary, so that it links once.
+
+mod support;
+
+mod access_tokens;
+mod login;
+mod replicas;
+mod roles_and_organisation;
+mod users;

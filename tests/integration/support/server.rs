@@ -1,0 +1,157 @@
+//! Real servers for tests: in-process on an ephemeral port, or as separate
+//! `usermgmt serve` processes (replicas) on one database.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use usermgmt::config::{Cli, Command as CliCommand};
+
+use super::db::TestDb;
+
+/// A server running inside the test's runtime, with its own database.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub db: TestDb,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `serve` flags.
+    pub async fn start_with(extra: &[&str]) -> Self {
+        let db = TestDb::new().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let mut argv = vec![
+            "usermgmt",
+            "serve",
+            "--database-url",
+            &db.url,
+            "--db-pool-size",
+            "4",
+            "--password-hash-concurrency",
+            "2",
+        ];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).expect("serve flags");
+        let CliCommand::Serve(args) = cli.command else {
+            panic!("not a serve command");
+        };
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            if let Err(error) = usermgmt::server::serve(args, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            {
+                eprintln!("test server failed: {error}");
+            }
+        });
+        wait_until_serving(addr).await;
+        TestServer {
+            addr,
+            db,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        channel(self.addr).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Waits (at most 30 s) until the server at `addr` reports SERVING.
+pub async fn wait_until_serving(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+        {
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|response| response.into_inner().status);
+            if status.ok() == Some(ServingStatus::Serving as i32) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server at {addr} did not become SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `usermgmt serve` process: a replica of its own, killed when dropped.
+pub struct Replica {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Replica {
+    pub async fn start(database_url: &str) -> Self {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = Command::new(env!("CARGO_BIN_EXE_usermgmt"))
+            .args([
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--db-pool-size",
+                "4",
+            ])
+            .env("DATABASE_URL", database_url)
+            .env("USERMGMT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn usermgmt serve");
+        wait_until_serving(addr).await;
+        Replica { addr, child }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("free port")
+}
