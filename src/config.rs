@@ -46,9 +46,16 @@ pub enum Command {
     /// Runs the gRPC server (runs pending migrations first).
     Serve(ServeArgs),
     /// Creates the database if needed and runs pending migrations.
-    Migrate(DatabaseArgs),
+    Migrate(MigrateArgs),
     /// Creates an organisation with its first nanoAdmin; prints its ids as JSON.
     Bootstrap(BootstrapArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// PostgreSQL URL. The database is created when it does not exist.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/usermgmt")]
+    pub database_url: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -115,6 +122,14 @@ pub struct ServeArgs {
     #[arg(long, env = "USERMGMT_PASSWORD_HASH_CONCURRENCY", default_value_t = 0)]
     pub password_hash_concurrency: usize,
 
+    /// Lifetime of an invite whose request sets none, in seconds.
+    #[arg(long, env = "USERMGMT_INVITE_TTL_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..=30 * 24 * 3600))]
+    pub invite_ttl_secs: u64,
+
+    /// Lifetime of the confirmation token of a delete or renew, in seconds.
+    #[arg(long, env = "USERMGMT_CONFIRMATION_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub confirmation_ttl_secs: u64,
+
     /// How often the database is checked for the health service, in milliseconds.
     #[arg(long, env = "USERMGMT_HEALTH_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub health_interval_ms: u64,
@@ -126,6 +141,13 @@ impl ServeArgs {
             issuer: self.token_issuer.clone(),
             audience: self.token_audience.clone(),
             lifetime: Duration::from_secs(self.access_token_ttl_secs),
+        }
+    }
+
+    pub fn admin_settings(&self) -> crate::api::user_service::AdminSettings {
+        crate::api::user_service::AdminSettings {
+            invite_ttl: Duration::from_secs(self.invite_ttl_secs),
+            confirmation_ttl: Duration::from_secs(self.confirmation_ttl_secs),
         }
     }
 

@@ -11,16 +11,17 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api::{
-    auth_service::AuthApi, organisation_service::OrganisationApi, role_service::RoleApi,
-    user_service::UserApi,
+    audit_service::AuditApi, auth_service::AuthApi, organisation_service::OrganisationApi,
+    role_service::RoleApi, user_service::UserApi,
 };
 use crate::auth::passwords::Passwords;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::ServeArgs;
 use crate::proto::{
-    auth_service_server::AuthServiceServer, organisation_service_server::OrganisationServiceServer,
-    role_service_server::RoleServiceServer, user_service_server::UserServiceServer,
+    audit_service_server::AuditServiceServer, auth_service_server::AuthServiceServer,
+    organisation_service_server::OrganisationServiceServer, role_service_server::RoleServiceServer,
+    user_service_server::UserServiceServer,
 };
 use crate::store::{Store, pool};
 use crate::telemetry::TelemetryLayer;
@@ -95,10 +96,15 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AuthServiceServer::new(AuthApi {
-            authenticator,
+            authenticator: authenticator.clone(),
             store: store.clone(),
         }))
         .add_service(UserServiceServer::new(UserApi {
+            store: store.clone(),
+            authenticator,
+            settings: args.admin_settings(),
+        }))
+        .add_service(AuditServiceServer::new(AuditApi {
             store: store.clone(),
         }))
         .add_service(RoleServiceServer::new(RoleApi))
@@ -144,6 +150,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     <UserServiceServer<UserApi> as NamedService>::NAME,
     <RoleServiceServer<RoleApi> as NamedService>::NAME,
     <OrganisationServiceServer<OrganisationApi> as NamedService>::NAME,
+    <AuditServiceServer<AuditApi> as NamedService>::NAME,
 ];
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

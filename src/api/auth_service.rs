@@ -2,10 +2,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{convert, principal};
+use super::{convert, principal, request_id};
 use crate::auth::Authenticator;
 use crate::domain::error::Violations;
-use crate::domain::user::{MAX_PASSWORD_LEN, parse_id};
+use crate::domain::user::{MAX_PASSWORD_LEN, parse_id, validate_password};
 use crate::domain::{DomainError, email::Email};
 use crate::proto::{self, auth_service_server::AuthService};
 use crate::store::Store;
@@ -62,6 +62,30 @@ impl AuthService for AuthApi {
             organisation: Some(convert::organisation(&organisation)),
             role: convert::role_to_proto(caller.role) as i32,
             permissions: convert::permission_ids(caller.role),
+        }))
+    }
+
+    async fn accept_invite(
+        &self,
+        request: Request<proto::AcceptInviteRequest>,
+    ) -> Result<Response<proto::AcceptInviteResponse>, Status> {
+        let request_id = request_id(&request);
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        if request.invite_token.is_empty() {
+            v.add("invite_token", "must not be empty");
+        }
+        v.check(validate_password("password", &request.password));
+        v.into_result()?;
+        let joined = self
+            .authenticator
+            .accept_invite(&request.invite_token, &request.password, request_id)
+            .await?;
+        Ok(Response::new(proto::AcceptInviteResponse {
+            access_token: joined.token.token,
+            expires_at: Some(convert::timestamp(joined.token.expires_at)),
+            user_id: joined.user_id.to_string(),
+            organisation_id: joined.organisation_id.to_string(),
         }))
     }
 }

@@ -76,3 +76,69 @@ pub fn organisation(organisation: &Organisation) -> proto::Organisation {
 pub fn permission_ids(role: Role) -> Vec<String> {
     role.permissions().map(|p| p.id().to_owned()).collect()
 }
+
+pub fn invite(invite: &crate::domain::invite::Invite) -> proto::Invite {
+    proto::Invite {
+        id: invite.id.to_string(),
+        email: invite.email.clone(),
+        role: role_to_proto(invite.role) as i32,
+        created_at: Some(timestamp(invite.created_at)),
+        expires_at: Some(timestamp(invite.expires_at)),
+        created_by: invite.created_by.clone(),
+    }
+}
+
+pub fn audit_event(event: &crate::domain::audit::AuditEvent) -> proto::AuditEvent {
+    proto::AuditEvent {
+        id: event.id.to_string(),
+        occurred_at: Some(timestamp(event.occurred_at)),
+        actor: event.actor.clone(),
+        action: event.action.clone(),
+        target_type: event.target_type.clone(),
+        target_id: event.target_id.clone(),
+        target_label: event.target_label.clone(),
+        before: event.before.clone().unwrap_or_default(),
+        after: event.after.clone().unwrap_or_default(),
+        request_id: event.request_id.clone().unwrap_or_default(),
+    }
+}
+
+/// A timestamp field, when set.
+pub fn optional_time(
+    field: &str,
+    value: Option<prost_types::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, DomainError> {
+    value
+        .map(|ts| {
+            u32::try_from(ts.nanos)
+                .ok()
+                .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
+                .ok_or_else(|| DomainError::invalid(field, "is not a valid timestamp"))
+        })
+        .transpose()
+}
+
+/// A duration field, when set; negative durations are refused.
+pub fn optional_duration(
+    field: &str,
+    value: Option<prost_types::Duration>,
+) -> Result<Option<std::time::Duration>, DomainError> {
+    value
+        .map(|d| {
+            std::time::Duration::try_from(d)
+                .map_err(|_| DomainError::invalid(field, "must be a positive duration"))
+        })
+        .transpose()
+}
+
+/// An optional text field of at most `max` characters; empty means unset.
+pub fn optional_text(field: &str, value: &str, max: usize) -> Result<Option<String>, DomainError> {
+    match value {
+        "" => Ok(None),
+        text if text.chars().count() > max => Err(DomainError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        )),
+        text => Ok(Some(text.to_owned())),
+    }
+}

@@ -1,6 +1,7 @@
 //! The gRPC surface: thin tonic adapters that turn requests into domain
 //! values, call the store or the authenticator, and turn results back.
 
+pub mod audit_service;
 pub mod auth_service;
 pub mod convert;
 pub mod organisation_service;
@@ -22,4 +23,12 @@ pub fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
             tracing::error!("a handler that needs a caller ran without the per-call check");
             Status::internal("internal error")
         })
+}
+
+/// The call's request id (see [`crate::telemetry`]), for the audit log.
+pub fn request_id<T>(request: &Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<crate::telemetry::RequestId>()
+        .map(|id| id.0.clone())
 }

@@ -25,8 +25,34 @@ const fn needs(permission: Permission) -> Access {
 pub const RULES: &[(&str, Access)] = &[
     ("/usermgmt.v1.AuthService/Login", Public),
     ("/usermgmt.v1.AuthService/WhoAmI", Authenticated),
+    ("/usermgmt.v1.AuthService/AcceptInvite", Public),
     ("/usermgmt.v1.UserService/GetUser", needs(P::UsersRead)),
     ("/usermgmt.v1.UserService/ListUsers", needs(P::UsersRead)),
+    ("/usermgmt.v1.UserService/CreateUser", needs(P::UsersCreate)),
+    (
+        "/usermgmt.v1.UserService/CreateInvite",
+        needs(P::UsersInvite),
+    ),
+    (
+        "/usermgmt.v1.UserService/ListInvites",
+        needs(P::UsersInvite),
+    ),
+    (
+        "/usermgmt.v1.UserService/RevokeInvite",
+        needs(P::UsersInvite),
+    ),
+    (
+        "/usermgmt.v1.UserService/UpdateUserRole",
+        needs(P::UsersUpdateRole),
+    ),
+    ("/usermgmt.v1.UserService/DeleteUser", needs(P::UsersDelete)),
+    // Anyone may renew their own tokenKey; others' needs users.renew_token,
+    // which the handler checks once it knows the target.
+    ("/usermgmt.v1.UserService/RenewTokenKey", Authenticated),
+    (
+        "/usermgmt.v1.AuditService/ListAuditEvents",
+        needs(P::AuditRead),
+    ),
     ("/usermgmt.v1.RoleService/ListRoles", Authenticated),
     (
         "/usermgmt.v1.OrganisationService/GetOrganisation",

@@ -7,6 +7,7 @@ use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
 use super::access::{self, Access};
+use super::opaque;
 use super::passwords::Passwords;
 use super::principal::{Actor, Principal};
 use super::tokens::{AccessTokens, IssuedToken, TokenClaims};
@@ -116,9 +117,52 @@ impl Authenticator {
         Ok(Principal {
             organisation_id: claims.organisation_id,
             role,
-            actor: Actor::User {
-                user_id: claims.user_id,
-            },
+            actor: Actor::User(claims.user_id),
+        })
+    }
+
+    /// Joins the invite's organisation as a new user and signs them in.
+    pub async fn accept_invite(
+        &self,
+        invite_token: &str,
+        password: &str,
+        request_id: Option<String>,
+    ) -> Result<LoggedIn, DomainError> {
+        let invalid = DomainError::Unauthenticated(AuthFailure::InviteInvalid);
+        if !opaque::well_formed(invite_token, opaque::INVITE_PREFIX) {
+            return Err(invalid);
+        }
+        let token_hash = opaque::hash(invite_token);
+        // Checked before the costly hashing, and again in the transaction.
+        if !self.store.invite_pending(&token_hash).await? {
+            return Err(invalid);
+        }
+        let password_hash = self.passwords.hash(password).await?;
+        let user = self
+            .store
+            .accept_invite(&token_hash, &password_hash, request_id)
+            .await?;
+        self.logged_in(user.id, user.organisation_id, user.token_key)
+    }
+
+    fn logged_in(
+        &self,
+        user_id: Uuid,
+        organisation_id: Uuid,
+        token_key: Uuid,
+    ) -> Result<LoggedIn, DomainError> {
+        let token = self
+            .tokens
+            .issue(TokenClaims {
+                user_id,
+                organisation_id,
+                token_key,
+            })
+            .map_err(|e| DomainError::Internal(format!("signing a token: {e}")))?;
+        Ok(LoggedIn {
+            user_id,
+            organisation_id,
+            token,
         })
     }
 
@@ -159,19 +203,7 @@ impl Authenticator {
                 });
             }
         };
-        let token = self
-            .tokens
-            .issue(TokenClaims {
-                user_id: user.id,
-                organisation_id: user.organisation_id,
-                token_key: user.token_key,
-            })
-            .map_err(|e| DomainError::Internal(format!("signing a token: {e}")))?;
-        Ok(LoggedIn {
-            user_id: user.id,
-            organisation_id: user.organisation_id,
-            token,
-        })
+        self.logged_in(user.id, user.organisation_id, user.token_key)
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod authenticator;
 pub mod layer;
+pub mod opaque;
 pub mod passwords;
 pub mod principal;
 pub mod tokens;

@@ -1,5 +1,7 @@
 use uuid::Uuid;
 
+pub use crate::domain::actor::Actor;
+use crate::domain::actor::ChangeContext;
 use crate::domain::{DomainError, Permission, Role};
 
 /// Who is calling, as established for this call from the database's current
@@ -12,17 +14,9 @@ pub struct Principal {
     pub actor: Actor,
 }
 
-/// The credential's holder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
-    User { user_id: Uuid },
-}
-
 impl Principal {
     pub fn user_id(&self) -> Option<Uuid> {
-        match self.actor {
-            Actor::User { user_id } => Some(user_id),
-        }
+        self.actor.user_id()
     }
 
     pub fn can(&self, permission: Permission) -> bool {
@@ -35,6 +29,28 @@ impl Principal {
             Ok(())
         } else {
             Err(DomainError::PermissionDenied(permission))
+        }
+    }
+
+    /// Like [`Self::require`], but one's own account needs no permission.
+    pub fn require_unless_self(
+        &self,
+        permission: Permission,
+        target: Uuid,
+    ) -> Result<(), DomainError> {
+        if self.user_id() == Some(target) {
+            Ok(())
+        } else {
+            self.require(permission)
+        }
+    }
+
+    /// The context of a change this caller makes.
+    pub fn change(&self, request_id: Option<String>) -> ChangeContext {
+        ChangeContext {
+            organisation_id: self.organisation_id,
+            actor: self.actor.clone(),
+            request_id,
         }
     }
 }

@@ -27,6 +27,7 @@ pub enum AuthFailure {
     TokenExpired,
     TokenRevoked,
     InvalidLogin,
+    InviteInvalid,
 }
 
 impl AuthFailure {
@@ -40,6 +41,7 @@ impl AuthFailure {
             AuthFailure::TokenExpired => "TOKEN_EXPIRED",
             AuthFailure::TokenRevoked => "TOKEN_REVOKED",
             AuthFailure::InvalidLogin => "LOGIN_FAILED",
+            AuthFailure::InviteInvalid => "INVITE_INVALID",
         }
     }
 
@@ -56,6 +58,9 @@ impl AuthFailure {
                 "the access token is no longer valid: its user was changed, logged out or deleted"
             }
             AuthFailure::InvalidLogin => "email or password is wrong",
+            AuthFailure::InviteInvalid => {
+                "the invite token is invalid, expired, revoked or already used"
+            }
         }
     }
 }

@@ -1,8 +1,12 @@
 //! The rules of the service, free of I/O: roles and their permissions, the
 //! shapes of users and organisations, validation and the error vocabulary.
 
+pub mod actor;
+pub mod audit;
 pub mod email;
 pub mod error;
+pub mod invariants;
+pub mod invite;
 pub mod paging;
 pub mod permission;
 pub mod role;

@@ -56,6 +56,30 @@ impl PageToken {
     }
 }
 
+/// Trims a page fetched with one row more than `page_size` and returns the
+/// token of the next page (empty when this is the last).
+pub fn next_page_token<T>(
+    rows: &mut Vec<T>,
+    page_size: i64,
+    filter: &str,
+    id: impl Fn(&T) -> Uuid,
+) -> String {
+    let page_size = usize::try_from(page_size).unwrap_or(usize::MAX);
+    if rows.len() <= page_size {
+        return String::new();
+    }
+    rows.truncate(page_size);
+    rows.last()
+        .map(|last| {
+            PageToken {
+                filter: filter.to_owned(),
+                after: id(last),
+            }
+            .encode()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,9 @@
 //! Persistence: the Diesel schema, rows, queries and the connection pool.
 //! Every query about users takes the caller's organisation id.
 
+pub mod admin;
+pub mod audit;
+pub mod invites;
 pub mod models;
 pub mod organisations;
 pub mod pool;
@@ -92,4 +95,10 @@ pub fn is_unique_violation(error: &DieselError) -> bool {
         error,
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
     )
+}
+
+impl From<DieselError> for DomainError {
+    fn from(error: DieselError) -> Self {
+        db_error(error)
+    }
 }

@@ -86,3 +86,76 @@ pub struct LoginRow {
     pub token_key: Uuid,
     pub password_hash: String,
 }
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = super::schema::invites, check_for_backend(diesel::pg::Pg))]
+pub struct InviteRow {
+    pub id: Uuid,
+    pub organisation_id: Uuid,
+    pub email: String,
+    pub role: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl TryFrom<InviteRow> for crate::domain::invite::Invite {
+    type Error = DomainError;
+
+    fn try_from(row: InviteRow) -> Result<Self, Self::Error> {
+        Ok(crate::domain::invite::Invite {
+            id: row.id,
+            organisation_id: row.organisation_id,
+            email: row.email,
+            role: parse_role(&row.role)?,
+            created_by: row.created_by,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        })
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = super::schema::confirmations, check_for_backend(diesel::pg::Pg))]
+pub struct ConfirmationRow {
+    pub id: Uuid,
+    pub organisation_id: Uuid,
+    pub actor: String,
+    pub action: String,
+    pub target_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = super::schema::audit_events, check_for_backend(diesel::pg::Pg))]
+pub struct AuditRow {
+    pub id: Uuid,
+    pub organisation_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub target_label: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl From<AuditRow> for crate::domain::audit::AuditEvent {
+    fn from(row: AuditRow) -> Self {
+        crate::domain::audit::AuditEvent {
+            id: row.id,
+            occurred_at: row.occurred_at,
+            actor: row.actor,
+            action: row.action,
+            target_type: row.target_type,
+            target_id: row.target_id,
+            target_label: row.target_label,
+            before: row.before,
+            after: row.after,
+            request_id: row.request_id,
+        }
+    }
+}

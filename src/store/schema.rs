@@ -31,5 +31,58 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    invites (id) {
+        id -> Uuid,
+        organisation_id -> Uuid,
+        email -> Text,
+        role -> Text,
+        token_hash -> Bytea,
+        created_by -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        accepted_at -> Nullable<Timestamptz>,
+        accepted_user_id -> Nullable<Uuid>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    confirmations (id) {
+        id -> Uuid,
+        organisation_id -> Uuid,
+        token_hash -> Bytea,
+        actor -> Text,
+        action -> Text,
+        target_id -> Uuid,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Uuid,
+        organisation_id -> Uuid,
+        occurred_at -> Timestamptz,
+        actor -> Text,
+        action -> Text,
+        target_type -> Text,
+        target_id -> Text,
+        target_label -> Text,
+        before -> Nullable<Text>,
+        after -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(users -> organisations (organisation_id));
-diesel::allow_tables_to_appear_in_same_query!(organisations, users, service_secrets);
+diesel::allow_tables_to_appear_in_same_query!(
+    organisations,
+    users,
+    service_secrets,
+    invites,
+    confirmations,
+    audit_events
+);

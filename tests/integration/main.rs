@@ -4,6 +4,9 @@
 mod support;
 
 mod access_tokens;
+mod admin;
+mod audit;
+mod last_admin;
 mod login;
 mod replicas;
 mod roles_and_organisation;

@@ -151,3 +151,173 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
         .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
 }
+
+/// A signed-in caller on one server.
+#[derive(Clone)]
+pub struct Session {
+    pub channel: tonic::transport::Channel,
+    pub token: String,
+}
+
+impl Session {
+    pub async fn login(channel: &tonic::transport::Channel, email: &str, password: &str) -> Self {
+        Session {
+            channel: channel.clone(),
+            token: login(channel, email, password).await,
+        }
+    }
+
+    pub fn users(
+        &self,
+    ) -> proto::user_service_client::UserServiceClient<tonic::transport::Channel> {
+        proto::user_service_client::UserServiceClient::new(self.channel.clone())
+    }
+
+    pub fn req<T>(&self, message: T) -> Request<T> {
+        authed(message, &self.token)
+    }
+
+    pub async fn create_user(&self, email: &str, role: proto::Role) -> Result<proto::User, Status> {
+        let request = proto::CreateUserRequest {
+            email: email.into(),
+            role: role as i32,
+            password: PASSWORD.into(),
+        };
+        let response = self.users().create_user(self.req(request)).await?;
+        Ok(response.into_inner().user.expect("user"))
+    }
+
+    pub async fn set_role(
+        &self,
+        user_id: &str,
+        role: proto::Role,
+        etag: &str,
+    ) -> Result<proto::UpdateUserRoleResponse, Status> {
+        let request = proto::UpdateUserRoleRequest {
+            user_id: user_id.into(),
+            role: role as i32,
+            etag: etag.into(),
+        };
+        Ok(self
+            .users()
+            .update_user_role(self.req(request))
+            .await?
+            .into_inner())
+    }
+
+    /// The first step of DeleteUser: the confirmation.
+    pub async fn ask_delete(&self, user_id: &str) -> Result<proto::Confirmation, Status> {
+        use proto::delete_user_response::Outcome;
+        let request = proto::DeleteUserRequest {
+            user_id: user_id.into(),
+            confirmation_token: String::new(),
+        };
+        match self
+            .users()
+            .delete_user(self.req(request))
+            .await?
+            .into_inner()
+            .outcome
+        {
+            Some(Outcome::ConfirmationRequired(confirmation)) => Ok(confirmation),
+            other => panic!("expected a confirmation, got {other:?}"),
+        }
+    }
+
+    /// The second step of DeleteUser.
+    pub async fn confirm_delete(&self, user_id: &str, token: &str) -> Result<proto::User, Status> {
+        use proto::delete_user_response::Outcome;
+        let request = proto::DeleteUserRequest {
+            user_id: user_id.into(),
+            confirmation_token: token.into(),
+        };
+        match self
+            .users()
+            .delete_user(self.req(request))
+            .await?
+            .into_inner()
+            .outcome
+        {
+            Some(Outcome::Deleted(user)) => Ok(user),
+            other => panic!("expected a deletion, got {other:?}"),
+        }
+    }
+
+    pub async fn ask_renew(&self, user_id: &str) -> Result<proto::Confirmation, Status> {
+        use proto::renew_token_key_response::Outcome;
+        let request = proto::RenewTokenKeyRequest {
+            user_id: user_id.into(),
+            confirmation_token: String::new(),
+        };
+        match self
+            .users()
+            .renew_token_key(self.req(request))
+            .await?
+            .into_inner()
+            .outcome
+        {
+            Some(Outcome::ConfirmationRequired(confirmation)) => Ok(confirmation),
+            other => panic!("expected a confirmation, got {other:?}"),
+        }
+    }
+
+    pub async fn confirm_renew(&self, user_id: &str, token: &str) -> Result<proto::User, Status> {
+        use proto::renew_token_key_response::Outcome;
+        let request = proto::RenewTokenKeyRequest {
+            user_id: user_id.into(),
+            confirmation_token: token.into(),
+        };
+        match self
+            .users()
+            .renew_token_key(self.req(request))
+            .await?
+            .into_inner()
+            .outcome
+        {
+            Some(Outcome::Renewed(user)) => Ok(user),
+            other => panic!("expected a renewal, got {other:?}"),
+        }
+    }
+
+    /// A cheap call that needs a valid token and users.read.
+    pub async fn who_am_i(&self) -> Result<proto::WhoAmIResponse, Status> {
+        let mut auth = AuthServiceClient::new(self.channel.clone());
+        Ok(auth
+            .who_am_i(self.req(proto::WhoAmIRequest {}))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn audit_events(
+        &self,
+        request: proto::ListAuditEventsRequest,
+    ) -> Result<Vec<proto::AuditEvent>, Status> {
+        let mut audit = proto::audit_service_client::AuditServiceClient::new(self.channel.clone());
+        let mut events = Vec::new();
+        let mut request = request;
+        loop {
+            let page = audit
+                .list_audit_events(self.req(request.clone()))
+                .await?
+                .into_inner();
+            events.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return Ok(events);
+            }
+            request.page_token = page.next_page_token;
+        }
+    }
+}
+
+/// How many audit events the organisation has, straight from the database.
+pub async fn audit_count(db: &TestDb, org: Uuid) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM audit_events WHERE organisation_id = $1",
+            &[&org],
+        )
+        .await
+        .expect("count audit events")
+        .get(0)
+}

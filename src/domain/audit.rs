@@ -1,0 +1,51 @@
+//! The audit log's vocabulary.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub const USER_CREATE: &str = "user.create";
+pub const USER_UPDATE_ROLE: &str = "user.update_role";
+pub const USER_DELETE: &str = "user.delete";
+pub const USER_RENEW_TOKEN_KEY: &str = "user.renew_token_key";
+pub const INVITE_CREATE: &str = "invite.create";
+pub const INVITE_REVOKE: &str = "invite.revoke";
+pub const INVITE_ACCEPT: &str = "invite.accept";
+
+/// One recorded change. Holds no secrets: no tokens, keys or hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub target_label: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// Which events to list; every filter is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub target_id: Option<String>,
+    pub action: Option<String>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+}
+
+impl AuditFilter {
+    /// A canonical text of the filter, bound into page tokens.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "actor={:?};target={:?};action={:?};start={:?};end={:?}",
+            self.actor,
+            self.target_id,
+            self.action,
+            self.start_time.map(|t| t.timestamp_micros()),
+            self.end_time.map(|t| t.timestamp_micros()),
+        )
+    }
+}

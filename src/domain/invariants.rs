@@ -1,0 +1,241 @@
+//! The rules a change must keep, as pure functions the store applies inside
+//! its transactions.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::error::DomainError;
+use super::role::Role;
+use super::user::User;
+
+/// An organisation always keeps at least one nanoAdmin: a change that takes
+/// `user` out of the admins (`new_role` None = deletion) needs another one.
+pub fn keeps_an_admin(
+    user: &User,
+    new_role: Option<Role>,
+    admin_count: i64,
+) -> Result<(), DomainError> {
+    let leaves_admins = user.role == Role::NanoAdmin && new_role != Some(Role::NanoAdmin);
+    if leaves_admins && admin_count <= 1 {
+        return Err(DomainError::FailedPrecondition {
+            reason: "LAST_ADMIN",
+            message: format!(
+                "{} is the organisation's last nanoAdmin: make another user nanoAdmin first",
+                user.email
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// AIP-154: a given etag must be the current one.
+pub fn etag_matches(user: &User, etag: Option<&str>) -> Result<(), DomainError> {
+    match etag {
+        Some(etag) if etag != user.etag() => Err(DomainError::Aborted(format!(
+            "the user was changed since etag {etag} was read: read it again"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The double-confirmed actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmedAction {
+    DeleteUser,
+    RenewTokenKey,
+}
+
+impl ConfirmedAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfirmedAction::DeleteUser => super::audit::USER_DELETE,
+            ConfirmedAction::RenewTokenKey => super::audit::USER_RENEW_TOKEN_KEY,
+        }
+    }
+
+    /// The consequences, in plain language, for the confirmation dialog.
+    pub fn warning(self, user: &User) -> String {
+        let email = &user.email;
+        match self {
+            ConfirmedAction::DeleteUser => format!(
+                "Deleting {email} cannot be undone: all of {email}'s access tokens stop working at once \
+                 and {email} can no longer log in. Playback tokens {email} issued stay valid until they expire."
+            ),
+            ConfirmedAction::RenewTokenKey => format!(
+                "Renewing the tokenKey of {email} makes all of {email}'s access tokens stop working at once; \
+                 {email} must log in again. Playback tokens {email} issued stay valid until they expire."
+            ),
+        }
+    }
+}
+
+/// A stored confirmation, as the second step finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredConfirmation {
+    pub organisation_id: Uuid,
+    pub actor: String,
+    pub action: String,
+    pub target_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub used: bool,
+}
+
+/// What the second step confirms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirming<'a> {
+    pub organisation_id: Uuid,
+    pub actor: &'a str,
+    pub action: ConfirmedAction,
+    pub target_id: Uuid,
+}
+
+/// Whether `stored` confirms exactly `confirming`, now.
+pub fn confirmation_valid(
+    stored: Option<&StoredConfirmation>,
+    confirming: &Confirming<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), DomainError> {
+    let fail = |reason: &'static str, message: &str| {
+        Err(DomainError::FailedPrecondition {
+            reason,
+            message: message.to_owned(),
+        })
+    };
+    let Some(stored) = stored else {
+        return fail(
+            "CONFIRMATION_INVALID",
+            "the confirmation token is not valid: start again",
+        );
+    };
+    if stored.used {
+        return fail(
+            "CONFIRMATION_USED",
+            "the confirmation token was already used: start again",
+        );
+    }
+    if stored.expires_at <= now {
+        return fail(
+            "CONFIRMATION_EXPIRED",
+            "the confirmation token has expired: start again",
+        );
+    }
+    let bound_here = stored.organisation_id == confirming.organisation_id
+        && stored.actor == confirming.actor
+        && stored.action == confirming.action.as_str()
+        && stored.target_id == confirming.target_id;
+    if !bound_here {
+        return fail(
+            "CONFIRMATION_MISMATCH",
+            "the confirmation token was issued to another caller, for another action or another user",
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(role: Role) -> User {
+        let now = Utc::now();
+        User {
+            id: Uuid::now_v7(),
+            organisation_id: Uuid::now_v7(),
+            email: "alice@example.com".into(),
+            role,
+            token_key: Uuid::new_v4(),
+            version: 3,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn the_last_admin_stays() {
+        let admin = user(Role::NanoAdmin);
+        assert!(keeps_an_admin(&admin, Some(Role::NanoUser), 1).is_err());
+        assert!(keeps_an_admin(&admin, None, 1).is_err());
+        assert!(keeps_an_admin(&admin, Some(Role::NanoUser), 2).is_ok());
+        assert!(keeps_an_admin(&admin, Some(Role::NanoAdmin), 1).is_ok());
+        assert!(keeps_an_admin(&user(Role::NanoUser), None, 1).is_ok());
+    }
+
+    #[test]
+    fn etags_must_match_when_given() {
+        let u = user(Role::NanoUser);
+        assert!(etag_matches(&u, None).is_ok());
+        assert!(etag_matches(&u, Some("\"3\"")).is_ok());
+        assert!(matches!(
+            etag_matches(&u, Some("\"2\"")),
+            Err(DomainError::Aborted(_))
+        ));
+    }
+
+    #[test]
+    fn confirmations_are_bound_single_use_and_short_lived() {
+        let now = Utc::now();
+        let stored = StoredConfirmation {
+            organisation_id: Uuid::nil(),
+            actor: "user:a".into(),
+            action: "user.delete".into(),
+            target_id: Uuid::nil(),
+            expires_at: now + chrono::Duration::minutes(5),
+            used: false,
+        };
+        let confirming = Confirming {
+            organisation_id: Uuid::nil(),
+            actor: "user:a",
+            action: ConfirmedAction::DeleteUser,
+            target_id: Uuid::nil(),
+        };
+        let reason = |result: Result<(), DomainError>| match result {
+            Err(DomainError::FailedPrecondition { reason, .. }) => reason,
+            _ => "ok",
+        };
+        assert_eq!(
+            reason(confirmation_valid(Some(&stored), &confirming, now)),
+            "ok"
+        );
+        assert_eq!(
+            reason(confirmation_valid(None, &confirming, now)),
+            "CONFIRMATION_INVALID"
+        );
+        let used = StoredConfirmation {
+            used: true,
+            ..stored.clone()
+        };
+        assert_eq!(
+            reason(confirmation_valid(Some(&used), &confirming, now)),
+            "CONFIRMATION_USED"
+        );
+        let later = now + chrono::Duration::minutes(6);
+        assert_eq!(
+            reason(confirmation_valid(Some(&stored), &confirming, later)),
+            "CONFIRMATION_EXPIRED"
+        );
+        let other_action = Confirming {
+            action: ConfirmedAction::RenewTokenKey,
+            ..confirming.clone()
+        };
+        assert_eq!(
+            reason(confirmation_valid(Some(&stored), &other_action, now)),
+            "CONFIRMATION_MISMATCH"
+        );
+        let other_caller = Confirming {
+            actor: "user:b",
+            ..confirming.clone()
+        };
+        assert_eq!(
+            reason(confirmation_valid(Some(&stored), &other_caller, now)),
+            "CONFIRMATION_MISMATCH"
+        );
+        let other_target = Confirming {
+            target_id: Uuid::now_v7(),
+            ..confirming
+        };
+        assert_eq!(
+            reason(confirmation_valid(Some(&stored), &other_target, now)),
+            "CONFIRMATION_MISMATCH"
+        );
+    }
+}

@@ -1,0 +1,35 @@
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::error::DomainError;
+use super::role::Role;
+
+pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+const MIN_INVITE_TTL: Duration = Duration::from_secs(60);
+const MAX_INVITE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A pending invitation to join an organisation with a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    pub id: Uuid,
+    pub organisation_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The lifetime of a new invite: the requested one, within bounds.
+pub fn invite_ttl(requested: Option<Duration>, default: Duration) -> Result<Duration, DomainError> {
+    match requested {
+        None => Ok(default),
+        Some(ttl) if (MIN_INVITE_TTL..=MAX_INVITE_TTL).contains(&ttl) => Ok(ttl),
+        Some(_) => Err(DomainError::invalid(
+            "ttl",
+            "must be between 1 minute and 30 days",
+        )),
+    }
+}

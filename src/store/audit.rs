@@ -1,0 +1,105 @@
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::models::AuditRow;
+use super::schema::audit_events;
+use super::{Store, db_error};
+use crate::domain::DomainError;
+use crate::domain::actor::ChangeContext;
+use crate::domain::audit::{AuditEvent, AuditFilter};
+use crate::domain::user::User;
+
+/// What a change records about itself.
+pub struct Audit {
+    pub action: &'static str,
+    pub target_type: &'static str,
+    pub target_id: String,
+    pub target_label: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+impl Audit {
+    pub fn user(
+        action: &'static str,
+        user: &User,
+        before: Option<String>,
+        after: Option<String>,
+    ) -> Self {
+        Audit {
+            action,
+            target_type: "user",
+            target_id: user.id.to_string(),
+            target_label: user.email.clone(),
+            before,
+            after,
+        }
+    }
+}
+
+/// Writes the audit event of a change, on the change's own connection (and
+/// so in its transaction).
+pub async fn record(
+    conn: &mut AsyncPgConnection,
+    ctx: &ChangeContext,
+    audit: Audit,
+) -> Result<(), DomainError> {
+    diesel::insert_into(audit_events::table)
+        .values(AuditRow {
+            id: Uuid::now_v7(),
+            organisation_id: ctx.organisation_id,
+            occurred_at: Utc::now(),
+            actor: ctx.actor.to_string(),
+            action: audit.action.to_owned(),
+            target_type: audit.target_type.to_owned(),
+            target_id: audit.target_id,
+            target_label: audit.target_label,
+            before: audit.before,
+            after: audit.after,
+            request_id: ctx.request_id.clone(),
+        })
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// A page of the organisation's audit events, newest first.
+    pub async fn list_audit_events(
+        &self,
+        organisation_id: Uuid,
+        filter: &AuditFilter,
+        before_id: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, DomainError> {
+        let mut conn = self.conn().await?;
+        let mut query = audit_events::table
+            .filter(audit_events::organisation_id.eq(organisation_id))
+            .select(AuditRow::as_select())
+            .order(audit_events::id.desc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(actor) = &filter.actor {
+            query = query.filter(audit_events::actor.eq(actor.clone()));
+        }
+        if let Some(target_id) = &filter.target_id {
+            query = query.filter(audit_events::target_id.eq(target_id.clone()));
+        }
+        if let Some(action) = &filter.action {
+            query = query.filter(audit_events::action.eq(action.clone()));
+        }
+        if let Some(start) = filter.start_time {
+            query = query.filter(audit_events::occurred_at.ge(start));
+        }
+        if let Some(end) = filter.end_time {
+            query = query.filter(audit_events::occurred_at.lt(end));
+        }
+        if let Some(before_id) = before_id {
+            query = query.filter(audit_events::id.lt(before_id));
+        }
+        let rows = query.load(&mut conn).await.map_err(db_error)?;
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
+    }
+}
