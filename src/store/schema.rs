@@ -6,6 +6,11 @@ diesel::table! {
         name -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        api_key_hash -> Nullable<Bytea>,
+        api_key_fingerprint -> Nullable<Text>,
+        api_key_rotated_at -> Nullable<Timestamptz>,
+        secure_playback -> Bool,
+        version -> Int8,
     }
 }
 
@@ -77,6 +82,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    service_credentials (id) {
+        id -> Uuid,
+        name -> Text,
+        secret_hash -> Bytea,
+        created_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(users -> organisations (organisation_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organisations,
@@ -84,5 +99,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     service_secrets,
     invites,
     confirmations,
-    audit_events
+    audit_events,
+    service_credentials
 );
