@@ -47,14 +47,40 @@ pub enum Command {
     Serve(ServeArgs),
     /// Creates the database if needed and runs pending migrations.
     Migrate(MigrateArgs),
-    /// Creates an organisation with its first nanoAdmin; prints its ids as JSON.
+    /// Creates an organisation with its API key and first nanoAdmin; prints
+    /// its ids and the API key (shown only here) as JSON.
     Bootstrap(BootstrapArgs),
+    /// Registers or revokes the internal services that may call Authorize.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Registers a service; prints its key (shown only here) as JSON.
+    Register(ServiceArgs),
+    /// Revokes a service; its key stops working on the next call.
+    Revoke(ServiceArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The service's name, e.g. `streams`.
+    #[arg(long)]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
     /// PostgreSQL URL. The database is created when it does not exist.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/usermgmt")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/usermgmt"
+    )]
     pub database_url: String,
 }
 

@@ -3,10 +3,10 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
-use usermgmt::config::{BootstrapArgs, Cli, Command, LogFormat};
-use usermgmt::domain::{email::Email, user};
-use usermgmt::server;
+use usermgmt::auth::passwords::Passwords;
+use usermgmt::config::{BootstrapArgs, Cli, Command, DatabaseArgs, LogFormat, ServiceCommand};
 use usermgmt::store::{Store, pool};
+use usermgmt::{provisioning, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -65,36 +65,55 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Bootstrap(args) => bootstrap(args).await,
+        Command::Service(ServiceCommand::Register(args)) => {
+            let store = open_store(&args.database).await?;
+            let key = provisioning::register_service(&store, &args.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::json!({ "name": args.name.trim(), "service_key": key })
+            );
+            Ok(())
+        }
+        Command::Service(ServiceCommand::Revoke(args)) => {
+            let store = open_store(&args.database).await?;
+            store
+                .revoke_service(args.name.trim())
+                .await
+                .map_err(|e| e.to_string())
+        }
     }
 }
 
-/// Creates an organisation and its first nanoAdmin; prints their ids.
+/// The database, created and migrated when needed.
+async fn open_store(database: &DatabaseArgs) -> Result<Store, String> {
+    server::prepare_database(&database.database_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pool = pool::build_pool(&database.database_url, &database.pool_settings())
+        .map_err(|e| e.to_string())?;
+    Ok(Store::new(pool))
+}
+
+/// Creates an organisation and its first nanoAdmin; prints their ids and
+/// the organisation API key.
 async fn bootstrap(args: BootstrapArgs) -> Result<(), String> {
-    let name = user::validate_organisation_name("organisation", &args.organisation)
-        .map_err(|e| e.to_string())?;
-    let email = Email::parse("email", &args.email).map_err(|e| e.to_string())?;
-    user::validate_password("password", args.password.expose()).map_err(|e| e.to_string())?;
-    server::prepare_database(&args.database.database_url)
-        .await
-        .map_err(|e| e.to_string())?;
-    let store = Store::new(
-        pool::build_pool(&args.database.database_url, &args.database.pool_settings())
-            .map_err(|e| e.to_string())?,
-    );
-    let passwords = usermgmt::auth::passwords::Passwords::new(1)
-        .await
-        .map_err(|e| e.to_string())?;
-    let hash = passwords
-        .hash(args.password.expose())
-        .await
-        .map_err(|e| e.to_string())?;
-    let admin = store
-        .create_organisation_with_admin(&name, &email, &hash)
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = open_store(&args.database).await?;
+    let passwords = Passwords::new(1).await.map_err(|e| e.to_string())?;
+    let created = provisioning::bootstrap(
+        &store,
+        &passwords,
+        &args.organisation,
+        &args.email,
+        args.password.expose(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let output = serde_json::json!({
-        "organisation_id": admin.organisation_id.to_string(),
-        "user_id": admin.id.to_string(),
+        "organisation_id": created.organisation_id.to_string(),
+        "user_id": created.user_id.to_string(),
+        "api_key": created.api_key,
     });
     println!("{output}");
     Ok(())

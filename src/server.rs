@@ -110,6 +110,7 @@ pub async fn serve(
         .add_service(RoleServiceServer::new(RoleApi))
         .add_service(OrganisationServiceServer::new(OrganisationApi {
             store: store.clone(),
+            confirmation_ttl: Duration::from_secs(args.confirmation_ttl_secs),
         }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;

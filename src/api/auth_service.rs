@@ -2,11 +2,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{convert, principal, request_id};
-use crate::auth::Authenticator;
+use super::{convert, principal, request_id, service_caller};
+use crate::auth::{Authenticator, Credential, Principal, Verdict};
+use crate::domain::error::AuthFailure;
 use crate::domain::error::Violations;
-use crate::domain::user::{MAX_PASSWORD_LEN, parse_id, validate_password};
-use crate::domain::{DomainError, email::Email};
+use crate::domain::user::{MAX_PASSWORD_LEN, optional_id, validate_password};
+use crate::domain::{DomainError, Permission, email::Email};
 use crate::proto::{self, auth_service_server::AuthService};
 use crate::store::Store;
 
@@ -27,10 +28,9 @@ impl AuthService for AuthApi {
         if request.password.is_empty() || request.password.len() > MAX_PASSWORD_LEN {
             violations.add("password", "must be 1 to 1024 bytes");
         }
-        let organisation_id = match request.organisation_id.as_str() {
-            "" => None,
-            raw => violations.check(parse_id("organisation_id", raw)),
-        };
+        let organisation_id = violations
+            .check(optional_id("organisation_id", &request.organisation_id))
+            .flatten();
         violations.into_result()?;
         let email = email.ok_or_else(|| DomainError::invalid("email", "is required"))?;
         let logged_in = self
@@ -65,6 +65,61 @@ impl AuthService for AuthApi {
         }))
     }
 
+    async fn authorize(
+        &self,
+        request: Request<proto::AuthorizeRequest>,
+    ) -> Result<Response<proto::AuthorizeResponse>, Status> {
+        service_caller(&request)?;
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        let credential = v.check(credential(request.credential.as_ref()));
+        let permission = v.check(permission("permission", &request.permission));
+        let organisation_id = v
+            .check(optional_id("organisation_id", &request.organisation_id))
+            .flatten();
+        v.into_result()?;
+        let (Some(credential), Some(permission)) = (credential, permission) else {
+            return Err(DomainError::Internal("validated fields missing".into()).into());
+        };
+        let verdict = self
+            .authenticator
+            .authorize(credential, Some(permission), organisation_id)
+            .await?;
+        Ok(Response::new(decision(verdict)))
+    }
+
+    async fn authorize_batch(
+        &self,
+        request: Request<proto::AuthorizeBatchRequest>,
+    ) -> Result<Response<proto::AuthorizeBatchResponse>, Status> {
+        service_caller(&request)?;
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        let credential = v.check(credential(request.credential.as_ref()));
+        if request.permissions.is_empty() || request.permissions.len() > MAX_BATCH {
+            v.add("permissions", "must list 1 to 100 permissions");
+        }
+        let permissions: Vec<Permission> = request
+            .permissions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, raw)| v.check(permission(&format!("permissions[{i}]"), raw)))
+            .collect();
+        let organisation_id = v
+            .check(optional_id("organisation_id", &request.organisation_id))
+            .flatten();
+        v.into_result()?;
+        let credential =
+            credential.ok_or_else(|| DomainError::Internal("validated fields missing".into()))?;
+        let verdicts = self
+            .authenticator
+            .authorize_each(credential, &permissions, organisation_id)
+            .await?;
+        Ok(Response::new(proto::AuthorizeBatchResponse {
+            decisions: verdicts.into_iter().map(decision).collect(),
+        }))
+    }
+
     async fn accept_invite(
         &self,
         request: Request<proto::AcceptInviteRequest>,
@@ -87,5 +142,66 @@ impl AuthService for AuthApi {
             user_id: joined.user_id.to_string(),
             organisation_id: joined.organisation_id.to_string(),
         }))
+    }
+}
+
+/// The most permissions one AuthorizeBatch may ask about.
+const MAX_BATCH: usize = 100;
+
+fn credential(credential: Option<&proto::Credential>) -> Result<Credential<'_>, DomainError> {
+    use proto::credential::Kind;
+    match credential.and_then(|c| c.kind.as_ref()) {
+        Some(Kind::AccessToken(token)) => Ok(Credential::AccessToken(token)),
+        Some(Kind::ApiKey(key)) => Ok(Credential::ApiKey(key)),
+        None => Err(DomainError::invalid(
+            "credential",
+            "must hold an access_token or an api_key",
+        )),
+    }
+}
+
+fn permission(field: &str, raw: &str) -> Result<Permission, DomainError> {
+    raw.parse()
+        .map_err(|_| DomainError::invalid(field, "is not a permission of RoleService.ListRoles"))
+}
+
+fn decision(verdict: Verdict) -> proto::AuthorizeResponse {
+    use proto::DenialReason;
+    let authorized = |p: &Principal| proto::AuthorizedPrincipal {
+        organisation_id: p.organisation_id.to_string(),
+        user_id: p.user_id().map(|id| id.to_string()).unwrap_or_default(),
+        role: convert::role_to_proto(p.role) as i32,
+        actor: p.actor.to_string(),
+    };
+    match verdict {
+        Verdict::Allowed(principal) => proto::AuthorizeResponse {
+            allowed: true,
+            principal: Some(authorized(&principal)),
+            ..Default::default()
+        },
+        Verdict::Denied { principal, reason } => {
+            let (denial, code) = match &reason {
+                DomainError::Unauthenticated(AuthFailure::TokenExpired) => {
+                    (DenialReason::CredentialExpired, "TOKEN_EXPIRED")
+                }
+                DomainError::Unauthenticated(AuthFailure::TokenRevoked) => {
+                    (DenialReason::CredentialRevoked, "TOKEN_REVOKED")
+                }
+                DomainError::Unauthenticated(failure) => {
+                    (DenialReason::CredentialInvalid, failure.reason())
+                }
+                DomainError::WrongOrganisation => {
+                    (DenialReason::WrongOrganisation, "WRONG_ORGANISATION")
+                }
+                _ => (DenialReason::PermissionMissing, "PERMISSION_MISSING"),
+            };
+            proto::AuthorizeResponse {
+                allowed: false,
+                principal: principal.as_ref().map(authorized),
+                denial_reason: denial as i32,
+                reason: code.to_owned(),
+                message: reason.to_string(),
+            }
+        }
     }
 }

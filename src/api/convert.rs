@@ -69,6 +69,10 @@ pub fn organisation(organisation: &Organisation) -> proto::Organisation {
             })
             .collect(),
         created_at: Some(timestamp(organisation.created_at)),
+        secure_playback: organisation.secure_playback,
+        api_key_rotated_at: organisation.api_key_rotated_at.map(timestamp),
+        api_key_fingerprint: organisation.api_key_fingerprint.clone().unwrap_or_default(),
+        etag: organisation.etag(),
     }
 }
 

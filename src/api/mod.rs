@@ -25,6 +25,18 @@ pub fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
         })
 }
 
+/// The internal service calling, as the per-call check established it.
+pub fn service_caller<T>(request: &Request<T>) -> Result<crate::auth::ServiceCaller, Status> {
+    request
+        .extensions()
+        .get::<crate::auth::ServiceCaller>()
+        .cloned()
+        .ok_or_else(|| {
+            tracing::error!("a service method ran without the per-call check");
+            Status::internal("internal error")
+        })
+}
+
 /// The call's request id (see [`crate::telemetry`]), for the audit log.
 pub fn request_id<T>(request: &Request<T>) -> Option<String> {
     request

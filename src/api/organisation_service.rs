@@ -1,11 +1,57 @@
+use std::time::Duration;
+
+use chrono::Utc;
 use tonic::{Request, Response, Status};
 
-use super::{convert, principal};
+use super::{convert, principal, request_id};
+use crate::auth::opaque::{self, API_KEY_PREFIX, CONFIRMATION_PREFIX};
+use crate::domain::DomainError;
+use crate::domain::invariants::ConfirmedAction;
+use crate::domain::user::validate_organisation_name;
 use crate::proto::{self, organisation_service_server::OrganisationService};
 use crate::store::Store;
+use crate::store::organisations::{ApiKeyHash, OrganisationChanges};
 
 pub struct OrganisationApi {
     pub store: Store,
+    /// The lifetime of the confirmation of an API key rotation.
+    pub confirmation_ttl: Duration,
+}
+
+/// The changes an AIP-134 update asks for: the fields named in the mask, or
+/// the fields set to a non-default value when the mask is empty.
+fn requested_changes(
+    organisation: &proto::Organisation,
+    mask: Option<&prost_types::FieldMask>,
+) -> Result<OrganisationChanges, DomainError> {
+    let paths: Vec<&str> = mask
+        .map(|m| m.paths.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let (name, secure_playback) = if paths.is_empty() {
+        (!organisation.name.is_empty(), organisation.secure_playback)
+    } else {
+        let mut wanted = (false, false);
+        for path in paths {
+            match path {
+                "name" => wanted.0 = true,
+                "secure_playback" => wanted.1 = true,
+                "*" => wanted = (true, true),
+                other => {
+                    return Err(DomainError::invalid(
+                        "update_mask",
+                        format!("{other:?} cannot be changed: use name, secure_playback or *"),
+                    ));
+                }
+            }
+        }
+        wanted
+    };
+    Ok(OrganisationChanges {
+        name: name
+            .then(|| validate_organisation_name("organisation.name", &organisation.name))
+            .transpose()?,
+        secure_playback: secure_playback.then_some(organisation.secure_playback),
+    })
 }
 
 #[tonic::async_trait]
@@ -18,6 +64,73 @@ impl OrganisationService for OrganisationApi {
         let organisation = self.store.organisation(caller.organisation_id).await?;
         Ok(Response::new(proto::GetOrganisationResponse {
             organisation: Some(convert::organisation(&organisation)),
+        }))
+    }
+
+    async fn update_organisation(
+        &self,
+        request: Request<proto::UpdateOrganisationRequest>,
+    ) -> Result<Response<proto::UpdateOrganisationResponse>, Status> {
+        let caller = principal(&request)?;
+        let ctx = caller.change(request_id(&request));
+        let request = request.into_inner();
+        let organisation = request
+            .organisation
+            .ok_or_else(|| DomainError::invalid("organisation", "must be set"))?;
+        let changes = requested_changes(&organisation, request.update_mask.as_ref())?;
+        let etag = convert::optional_text("organisation.etag", &organisation.etag, 64)?;
+        let updated = self
+            .store
+            .update_organisation(&ctx, &changes, etag.as_deref())
+            .await?;
+        Ok(Response::new(proto::UpdateOrganisationResponse {
+            organisation: Some(convert::organisation(&updated)),
+        }))
+    }
+
+    async fn rotate_api_key(
+        &self,
+        request: Request<proto::RotateApiKeyRequest>,
+    ) -> Result<Response<proto::RotateApiKeyResponse>, Status> {
+        use proto::rotate_api_key_response::Outcome;
+        let caller = principal(&request)?;
+        let ctx = caller.change(request_id(&request));
+        let confirmation_token = request.into_inner().confirmation_token;
+        if confirmation_token.is_empty() {
+            let secret = opaque::generate(CONFIRMATION_PREFIX)?;
+            let expires_at = Utc::now() + self.confirmation_ttl;
+            self.store
+                .create_api_key_confirmation(&ctx, &secret.hash, expires_at)
+                .await?;
+            let confirmation = proto::ApiKeyConfirmation {
+                confirmation_token: secret.token,
+                expires_at: Some(convert::timestamp(expires_at)),
+                warning: ConfirmedAction::api_key_warning(),
+            };
+            return Ok(Response::new(proto::RotateApiKeyResponse {
+                outcome: Some(Outcome::ConfirmationRequired(confirmation)),
+            }));
+        }
+        if confirmation_token.len() > opaque::MAX_LEN {
+            return Err(DomainError::invalid("confirmation_token", "is too long").into());
+        }
+        let key = opaque::generate(API_KEY_PREFIX)?;
+        let fingerprint = opaque::fingerprint(&key.hash);
+        let new_key = ApiKeyHash {
+            hash: &key.hash,
+            fingerprint: &fingerprint,
+        };
+        let organisation = self
+            .store
+            .rotate_api_key(&ctx, &opaque::hash(&confirmation_token), new_key)
+            .await?;
+        let rotated = proto::RotatedApiKey {
+            api_key: key.token,
+            api_key_fingerprint: fingerprint,
+            rotated_at: organisation.api_key_rotated_at.map(convert::timestamp),
+        };
+        Ok(Response::new(proto::RotateApiKeyResponse {
+            outcome: Some(Outcome::Rotated(rotated)),
         }))
     }
 }

@@ -41,6 +41,12 @@ pub fn to_status(error: DomainError) -> Status {
             "PERMISSION_MISSING",
             [("permission", permission.id())],
         ),
+        DomainError::WrongOrganisation => with_reason(
+            Code::PermissionDenied,
+            "the credential belongs to another organisation",
+            "WRONG_ORGANISATION",
+            [],
+        ),
         DomainError::NotFound(resource) => Status::with_error_details(
             Code::NotFound,
             format!("{resource} not found"),

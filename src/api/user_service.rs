@@ -82,6 +82,11 @@ impl UserApi {
                     .renew_token_key(&ctx, user_id, &token_hash)
                     .await?
             }
+            ConfirmedAction::RotateApiKey => {
+                return Err(DomainError::Internal(
+                    "rotate_api_key is not a user action".into(),
+                ));
+            }
         };
         Ok(Step::Done(user))
     }

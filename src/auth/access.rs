@@ -11,9 +11,11 @@ pub enum Access {
     Authenticated,
     /// A valid credential whose current role holds the permission.
     Permission(Permission),
+    /// A registered internal service (`x-usermgmt-service-key`).
+    Service,
 }
 
-use Access::{Authenticated, Public};
+use Access::{Authenticated, Public, Service};
 use Permission as P;
 
 const fn needs(permission: Permission) -> Access {
@@ -26,6 +28,8 @@ pub const RULES: &[(&str, Access)] = &[
     ("/usermgmt.v1.AuthService/Login", Public),
     ("/usermgmt.v1.AuthService/WhoAmI", Authenticated),
     ("/usermgmt.v1.AuthService/AcceptInvite", Public),
+    ("/usermgmt.v1.AuthService/Authorize", Service),
+    ("/usermgmt.v1.AuthService/AuthorizeBatch", Service),
     ("/usermgmt.v1.UserService/GetUser", needs(P::UsersRead)),
     ("/usermgmt.v1.UserService/ListUsers", needs(P::UsersRead)),
     ("/usermgmt.v1.UserService/CreateUser", needs(P::UsersCreate)),
@@ -57,6 +61,14 @@ pub const RULES: &[(&str, Access)] = &[
     (
         "/usermgmt.v1.OrganisationService/GetOrganisation",
         needs(P::UsersRead),
+    ),
+    (
+        "/usermgmt.v1.OrganisationService/UpdateOrganisation",
+        needs(P::OrganisationUpdate),
+    ),
+    (
+        "/usermgmt.v1.OrganisationService/RotateApiKey",
+        needs(P::ApiKeyRotate),
     ),
 ];
 

@@ -1,4 +1,5 @@
 //! The per-call check: who is calling, checked against the database now.
+//! The same check answers `AuthService.Authorize` for internal services.
 
 use std::sync::Arc;
 
@@ -12,24 +13,54 @@ use super::passwords::Passwords;
 use super::principal::{Actor, Principal};
 use super::tokens::{AccessTokens, IssuedToken, TokenClaims};
 use crate::domain::error::AuthFailure;
-use crate::domain::{DomainError, email::Email};
+use crate::domain::{DomainError, Permission, email::Email};
 use crate::store::Store;
 
 pub const BEARER_HEADER: &str = "authorization";
 pub const BINTU_TOKEN_HEADER: &str = "x-bintu-token";
+pub const API_KEY_HEADER: &str = "x-bintu-apikey";
+pub const SERVICE_KEY_HEADER: &str = "x-usermgmt-service-key";
 
 /// A credential as presented, before it is checked. `Debug` hides the secret.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Credential<'a> {
     AccessToken(&'a str),
+    ApiKey(&'a str),
 }
 
 impl std::fmt::Debug for Credential<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credential::AccessToken(_) => f.write_str("AccessToken(<redacted>)"),
+            Credential::ApiKey(_) => f.write_str("ApiKey(<redacted>)"),
         }
     }
+}
+
+/// A registered internal service, as established for a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceCaller {
+    pub name: String,
+}
+
+/// Who a call was admitted as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    Anonymous,
+    Principal(Principal),
+    Service(ServiceCaller),
+}
+
+/// The answer to "may this credential do this now?". Infrastructure
+/// failures (no database) are errors instead: the check fails closed.
+#[derive(Debug)]
+pub enum Verdict {
+    Allowed(Principal),
+    Denied {
+        /// Who the credential stands for, when it is valid at all.
+        principal: Option<Principal>,
+        reason: DomainError,
+    },
 }
 
 /// A successful login.
@@ -61,40 +92,89 @@ impl Authenticator {
         &self.passwords
     }
 
-    /// Admits a call to `path`, or says why not. Public RPCs get `None`;
-    /// every other call gets the caller, whose current role holds what the
-    /// RPC's rule asks for.
-    pub async fn admit(
-        &self,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Result<Option<Principal>, DomainError> {
+    /// Admits a call to `path`, or says why not, by the RPC's access rule.
+    pub async fn admit(&self, path: &str, headers: &HeaderMap) -> Result<Admitted, DomainError> {
         let Some(rule) = access::rule_for(path) else {
             return Err(DomainError::Unimplemented(format!(
                 "no such method: {path}"
             )));
         };
-        if rule == Access::Public {
-            return Ok(None);
-        }
+        let permission = match rule {
+            Access::Public => return Ok(Admitted::Anonymous),
+            Access::Service => {
+                return self
+                    .authenticate_service(headers)
+                    .await
+                    .map(Admitted::Service);
+            }
+            Access::Authenticated => None,
+            Access::Permission(permission) => Some(permission),
+        };
         let credential = credential_from_headers(headers)
             .map_err(DomainError::Unauthenticated)?
             .ok_or(DomainError::Unauthenticated(
                 AuthFailure::MissingCredentials,
             ))?;
-        let principal = self.authenticate(credential).await?;
-        if let Access::Permission(permission) = rule {
-            principal.require(permission)?;
+        match self.authorize(credential, permission, None).await? {
+            Verdict::Allowed(principal) => Ok(Admitted::Principal(principal)),
+            Verdict::Denied { reason, .. } => Err(reason),
         }
-        Ok(Some(principal))
     }
 
-    /// Checks a credential against the database's current state: the token
-    /// must be genuine and unexpired, and its user must still exist with the
-    /// same tokenKey. The role is the user's current one, never the token's.
+    /// The one authorization check: the credential is valid now, belongs to
+    /// `organisation_id` (when given) and its current role holds `permission`
+    /// (when given).
+    pub async fn authorize(
+        &self,
+        credential: Credential<'_>,
+        permission: Option<Permission>,
+        organisation_id: Option<Uuid>,
+    ) -> Result<Verdict, DomainError> {
+        let principal = match self.authenticate(credential).await {
+            Ok(principal) => principal,
+            Err(reason @ DomainError::Unauthenticated(_)) => {
+                return Ok(Verdict::Denied {
+                    principal: None,
+                    reason,
+                });
+            }
+            Err(failure) => return Err(failure),
+        };
+        Ok(decide(principal, permission, organisation_id))
+    }
+
+    /// Like [`Self::authorize`] for several permissions: one authentication,
+    /// the same decision for each.
+    pub async fn authorize_each(
+        &self,
+        credential: Credential<'_>,
+        permissions: &[Permission],
+        organisation_id: Option<Uuid>,
+    ) -> Result<Vec<Verdict>, DomainError> {
+        match self.authenticate(credential).await {
+            Ok(principal) => Ok(permissions
+                .iter()
+                .map(|permission| decide(principal.clone(), Some(*permission), organisation_id))
+                .collect()),
+            Err(DomainError::Unauthenticated(failure)) => Ok(permissions
+                .iter()
+                .map(|_| Verdict::Denied {
+                    principal: None,
+                    reason: DomainError::Unauthenticated(failure),
+                })
+                .collect()),
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// Checks a credential against the database's current state. An access
+    /// token must be genuine and unexpired, and its user must still exist
+    /// with the same tokenKey; the role is the user's current one, never the
+    /// token's. An API key must be its organisation's current key.
     pub async fn authenticate(&self, credential: Credential<'_>) -> Result<Principal, DomainError> {
         match credential {
             Credential::AccessToken(token) => self.authenticate_token(token).await,
+            Credential::ApiKey(key) => self.authenticate_api_key(key).await,
         }
     }
 
@@ -119,6 +199,50 @@ impl Authenticator {
             role,
             actor: Actor::User(claims.user_id),
         })
+    }
+
+    /// The key is looked up by its SHA-256: the lookup compares hashes, not
+    /// the key, so its timing tells nothing about the key.
+    async fn authenticate_api_key(&self, key: &str) -> Result<Principal, DomainError> {
+        if !opaque::well_formed(key, opaque::API_KEY_PREFIX) {
+            return Err(DomainError::Unauthenticated(
+                AuthFailure::MalformedCredentials,
+            ));
+        }
+        let hash = opaque::hash(key);
+        let organisation_id = self
+            .store
+            .organisation_by_api_key(&hash)
+            .await?
+            .ok_or(DomainError::Unauthenticated(AuthFailure::ApiKeyInvalid))?;
+        Ok(Principal {
+            organisation_id,
+            role: crate::domain::Role::NanoAdmin,
+            actor: Actor::ApiKey(opaque::fingerprint(&hash)),
+        })
+    }
+
+    async fn authenticate_service(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<ServiceCaller, DomainError> {
+        let mut values = headers.get_all(SERVICE_KEY_HEADER).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err(DomainError::Unauthenticated(
+                AuthFailure::ServiceCredentialsMissing,
+            ));
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|key| opaque::well_formed(key, opaque::SERVICE_KEY_PREFIX))
+            .ok_or(DomainError::Unauthenticated(
+                AuthFailure::ServiceCredentialsInvalid,
+            ))?;
+        let name = self.store.service_by_key(&opaque::hash(key)).await?.ok_or(
+            DomainError::Unauthenticated(AuthFailure::ServiceCredentialsInvalid),
+        )?;
+        Ok(ServiceCaller { name })
     }
 
     /// Joins the invite's organisation as a new user and signs them in.
@@ -207,9 +331,32 @@ impl Authenticator {
     }
 }
 
-/// The one credential of a call, from its metadata: `authorization: Bearer`
-/// or `x-bintu-token`. Two credentials, or one that is not well formed, are
-/// refused rather than guessed at.
+/// Whether an authenticated principal may act: in the organisation asked
+/// about, with a role that holds the permission.
+fn decide(
+    principal: Principal,
+    permission: Option<Permission>,
+    organisation_id: Option<Uuid>,
+) -> Verdict {
+    let refusal = match (organisation_id, permission) {
+        (Some(organisation_id), _) if organisation_id != principal.organisation_id => {
+            Some(DomainError::WrongOrganisation)
+        }
+        (_, Some(permission)) => principal.require(permission).err(),
+        _ => None,
+    };
+    match refusal {
+        None => Verdict::Allowed(principal),
+        Some(reason) => Verdict::Denied {
+            principal: Some(principal),
+            reason,
+        },
+    }
+}
+
+/// The one credential of a call, from its metadata: `authorization: Bearer`,
+/// `x-bintu-token` or `x-bintu-apikey`. Two credentials, or one that is not
+/// well formed, are refused rather than guessed at.
 pub fn credential_from_headers(headers: &HeaderMap) -> Result<Option<Credential<'_>>, AuthFailure> {
     let mut found = None;
     for value in headers.get_all(BEARER_HEADER) {
@@ -229,6 +376,12 @@ pub fn credential_from_headers(headers: &HeaderMap) -> Result<Option<Credential<
             .to_str()
             .map_err(|_| AuthFailure::MalformedCredentials)?;
         found = one_more(found, Credential::AccessToken(non_empty(text)?))?;
+    }
+    for value in headers.get_all(API_KEY_HEADER) {
+        let text = value
+            .to_str()
+            .map_err(|_| AuthFailure::MalformedCredentials)?;
+        found = one_more(found, Credential::ApiKey(non_empty(text)?))?;
     }
     Ok(found)
 }
@@ -265,7 +418,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_one_credential_from_either_header() {
+    fn reads_one_credential_from_any_of_its_headers() {
         let bearer = headers(&[("authorization", "Bearer abc")]);
         assert_eq!(
             credential_from_headers(&bearer),
@@ -276,16 +429,32 @@ mod tests {
             credential_from_headers(&bintu),
             Ok(Some(Credential::AccessToken("abc")))
         );
+        let key = headers(&[("x-bintu-apikey", "um_live_abc")]);
+        assert_eq!(
+            credential_from_headers(&key),
+            Ok(Some(Credential::ApiKey("um_live_abc")))
+        );
         assert_eq!(credential_from_headers(&HeaderMap::new()), Ok(None));
     }
 
     #[test]
     fn refuses_two_or_malformed_credentials() {
-        let two = headers(&[("authorization", "Bearer a"), ("x-bintu-token", "b")]);
-        assert_eq!(
-            credential_from_headers(&two),
-            Err(AuthFailure::AmbiguousCredentials)
-        );
+        for two in [
+            headers(&[("authorization", "Bearer a"), ("x-bintu-token", "b")]),
+            headers(&[
+                ("authorization", "Bearer a"),
+                ("x-bintu-apikey", "um_live_b"),
+            ]),
+            headers(&[
+                ("x-bintu-apikey", "um_live_a"),
+                ("x-bintu-apikey", "um_live_b"),
+            ]),
+        ] {
+            assert_eq!(
+                credential_from_headers(&two),
+                Err(AuthFailure::AmbiguousCredentials)
+            );
+        }
         for bad in ["Basic abc", "Bearer", "Bearer   ", "abc"] {
             let map = headers(&[("authorization", bad)]);
             assert_eq!(

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use super::authenticator::Authenticator;
+use super::authenticator::{Admitted, Authenticator};
 use crate::api::status::to_status;
 
 #[derive(Clone)]
@@ -69,9 +69,15 @@ where
                 .admit(request.uri().path(), request.headers())
                 .await
             {
-                Ok(principal) => {
-                    if let Some(principal) = principal {
-                        request.extensions_mut().insert(principal);
+                Ok(admitted) => {
+                    match admitted {
+                        Admitted::Anonymous => {}
+                        Admitted::Principal(principal) => {
+                            request.extensions_mut().insert(principal);
+                        }
+                        Admitted::Service(service) => {
+                            request.extensions_mut().insert(service);
+                        }
                     }
                     inner.call(request).await
                 }

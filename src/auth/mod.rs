@@ -10,6 +10,6 @@ pub mod principal;
 pub mod tokens;
 
 pub use access::Access;
-pub use authenticator::{Authenticator, Credential};
+pub use authenticator::{Admitted, Authenticator, Credential, ServiceCaller, Verdict};
 pub use layer::AuthLayer;
 pub use principal::Principal;

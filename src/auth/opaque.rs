@@ -11,6 +11,8 @@ use crate::domain::DomainError;
 
 pub const INVITE_PREFIX: &str = "umi_";
 pub const CONFIRMATION_PREFIX: &str = "umc_";
+pub const API_KEY_PREFIX: &str = "um_live_";
+pub const SERVICE_KEY_PREFIX: &str = "usk_";
 /// Longer presented tokens are refused before hashing.
 pub const MAX_LEN: usize = 128;
 
@@ -40,6 +42,15 @@ pub fn generate(prefix: &str) -> Result<OpaqueToken, DomainError> {
 /// suffices: nothing can be guessed from it.
 pub fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// A short, stable name of a secret for logs and the audit log: the first
+/// 12 hex digits of its hash. Reveals nothing of the secret.
+pub fn fingerprint(hash: &[u8]) -> String {
+    hash.iter()
+        .take(6)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// Whether `token` could be one of ours (cheap shape check, no lookup).

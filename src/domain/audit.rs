@@ -10,6 +10,8 @@ pub const USER_RENEW_TOKEN_KEY: &str = "user.renew_token_key";
 pub const INVITE_CREATE: &str = "invite.create";
 pub const INVITE_REVOKE: &str = "invite.revoke";
 pub const INVITE_ACCEPT: &str = "invite.accept";
+pub const ORGANISATION_UPDATE: &str = "organisation.update";
+pub const ORGANISATION_ROTATE_API_KEY: &str = "organisation.rotate_api_key";
 
 /// One recorded change. Holds no secrets: no tokens, keys or hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]

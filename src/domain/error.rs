@@ -28,6 +28,9 @@ pub enum AuthFailure {
     TokenRevoked,
     InvalidLogin,
     InviteInvalid,
+    ApiKeyInvalid,
+    ServiceCredentialsMissing,
+    ServiceCredentialsInvalid,
 }
 
 impl AuthFailure {
@@ -42,13 +45,16 @@ impl AuthFailure {
             AuthFailure::TokenRevoked => "TOKEN_REVOKED",
             AuthFailure::InvalidLogin => "LOGIN_FAILED",
             AuthFailure::InviteInvalid => "INVITE_INVALID",
+            AuthFailure::ApiKeyInvalid => "API_KEY_INVALID",
+            AuthFailure::ServiceCredentialsMissing => "SERVICE_CREDENTIALS_MISSING",
+            AuthFailure::ServiceCredentialsInvalid => "SERVICE_CREDENTIALS_INVALID",
         }
     }
 
     pub fn message(self) -> &'static str {
         match self {
             AuthFailure::MissingCredentials => {
-                "credentials required: send `authorization: Bearer <access token>` or `x-bintu-token`"
+                "credentials required: send `authorization: Bearer <access token>`, `x-bintu-token` or `x-bintu-apikey`"
             }
             AuthFailure::MalformedCredentials => "the credentials are malformed",
             AuthFailure::AmbiguousCredentials => "send exactly one credential",
@@ -61,6 +67,11 @@ impl AuthFailure {
             AuthFailure::InviteInvalid => {
                 "the invite token is invalid, expired, revoked or already used"
             }
+            AuthFailure::ApiKeyInvalid => "the API key is not valid (it may have been rotated)",
+            AuthFailure::ServiceCredentialsMissing => {
+                "this method is for internal services: send `x-usermgmt-service-key`"
+            }
+            AuthFailure::ServiceCredentialsInvalid => "the service credentials are not valid",
         }
     }
 }
@@ -75,6 +86,9 @@ pub enum DomainError {
     Unauthenticated(AuthFailure),
     #[error("permission denied: {0} required")]
     PermissionDenied(Permission),
+    /// The credential is valid, but for another organisation than asked.
+    #[error("the credential belongs to another organisation")]
+    WrongOrganisation,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{resource} already exists: {message}")]

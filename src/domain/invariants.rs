@@ -43,6 +43,7 @@ pub fn etag_matches(user: &User, etag: Option<&str>) -> Result<(), DomainError> 
 pub enum ConfirmedAction {
     DeleteUser,
     RenewTokenKey,
+    RotateApiKey,
 }
 
 impl ConfirmedAction {
@@ -50,13 +51,22 @@ impl ConfirmedAction {
         match self {
             ConfirmedAction::DeleteUser => super::audit::USER_DELETE,
             ConfirmedAction::RenewTokenKey => super::audit::USER_RENEW_TOKEN_KEY,
+            ConfirmedAction::RotateApiKey => super::audit::ORGANISATION_ROTATE_API_KEY,
         }
+    }
+
+    /// The consequences of rotating the API key, in plain language.
+    pub fn api_key_warning() -> String {
+        "Rotating the API key makes the current key stop working at once, for every service that uses it. \
+         The new key is shown once, in the answer of the second step: store it before you close it."
+            .to_owned()
     }
 
     /// The consequences, in plain language, for the confirmation dialog.
     pub fn warning(self, user: &User) -> String {
         let email = &user.email;
         match self {
+            ConfirmedAction::RotateApiKey => Self::api_key_warning(),
             ConfirmedAction::DeleteUser => format!(
                 "Deleting {email} cannot be undone: all of {email}'s access tokens stop working at once \
                  and {email} can no longer log in. Playback tokens {email} issued stay valid until they expire."

@@ -48,9 +48,19 @@ pub struct Organisation {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub role_counts: Vec<(Role, i64)>,
+    /// Whether every playback needs a playback token.
+    pub secure_playback: bool,
+    pub api_key_fingerprint: Option<String>,
+    pub api_key_rotated_at: Option<DateTime<Utc>>,
+    pub version: i64,
 }
 
 impl Organisation {
+    /// The organisation's entity tag (AIP-154).
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+
     pub fn user_count(&self) -> i64 {
         self.role_counts.iter().map(|(_, count)| count).sum()
     }
@@ -62,6 +72,15 @@ pub fn parse_id(field: &str, raw: &str) -> Result<Uuid, DomainError> {
         return Err(DomainError::invalid(field, "must not be empty"));
     }
     Uuid::try_parse(raw).map_err(|_| DomainError::invalid(field, "must be a UUID"))
+}
+
+/// An optional UUID field: empty means unset.
+pub fn optional_id(field: &str, raw: &str) -> Result<Option<Uuid>, DomainError> {
+    if raw.is_empty() {
+        Ok(None)
+    } else {
+        parse_id(field, raw).map(Some)
+    }
 }
 
 /// Checks a new password's length; its strength is the caller's business.

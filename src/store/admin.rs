@@ -99,7 +99,7 @@ pub(super) async fn insert_user(
 }
 
 /// Checks the confirmation of the second step (locking it) and marks it used.
-async fn consume_confirmation(
+pub(super) async fn consume_confirmation(
     conn: &mut AsyncPgConnection,
     token_hash: &[u8],
     confirming: &Confirming<'_>,
@@ -126,6 +126,35 @@ async fn consume_confirmation(
             .execute(conn)
             .await?;
     }
+    Ok(())
+}
+
+/// Stores the first step of a double-confirmed action (and drops the
+/// confirmations that expired a day ago or more).
+pub(super) async fn insert_confirmation(
+    conn: &mut AsyncPgConnection,
+    ctx: &ChangeContext,
+    action: ConfirmedAction,
+    target_id: Uuid,
+    token_hash: &[u8],
+    expires_at: chrono::DateTime<Utc>,
+) -> Result<(), DomainError> {
+    let long_expired = Utc::now() - chrono::Duration::days(1);
+    diesel::delete(confirmations::table.filter(confirmations::expires_at.lt(long_expired)))
+        .execute(conn)
+        .await?;
+    diesel::insert_into(confirmations::table)
+        .values((
+            confirmations::id.eq(Uuid::now_v7()),
+            confirmations::organisation_id.eq(ctx.organisation_id),
+            confirmations::token_hash.eq(token_hash),
+            confirmations::actor.eq(ctx.actor.to_string()),
+            confirmations::action.eq(action.as_str()),
+            confirmations::target_id.eq(target_id),
+            confirmations::expires_at.eq(expires_at),
+        ))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -229,24 +258,15 @@ impl Store {
             if confirmation.action == ConfirmedAction::DeleteUser && user.role == Role::NanoAdmin {
                 keeps_an_admin(&user, None, admin_count(conn, ctx.organisation_id).await?)?;
             }
-            diesel::delete(
-                confirmations::table
-                    .filter(confirmations::expires_at.lt(Utc::now() - chrono::Duration::days(1))),
+            insert_confirmation(
+                conn,
+                ctx,
+                confirmation.action,
+                confirmation.target_id,
+                confirmation.token_hash,
+                confirmation.expires_at,
             )
-            .execute(conn)
             .await?;
-            diesel::insert_into(confirmations::table)
-                .values((
-                    confirmations::id.eq(Uuid::now_v7()),
-                    confirmations::organisation_id.eq(ctx.organisation_id),
-                    confirmations::token_hash.eq(confirmation.token_hash),
-                    confirmations::actor.eq(ctx.actor.to_string()),
-                    confirmations::action.eq(confirmation.action.as_str()),
-                    confirmations::target_id.eq(confirmation.target_id),
-                    confirmations::expires_at.eq(confirmation.expires_at),
-                ))
-                .execute(conn)
-                .await?;
             Ok(user)
         })
         .await

@@ -9,6 +9,7 @@ pub mod organisations;
 pub mod pool;
 pub mod schema;
 pub mod secrets;
+pub mod services;
 pub mod users;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};

@@ -60,6 +60,10 @@ pub struct OrganisationRow {
     pub id: Uuid,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    pub secure_playback: bool,
+    pub api_key_fingerprint: Option<String>,
+    pub api_key_rotated_at: Option<DateTime<Utc>>,
+    pub version: i64,
 }
 
 #[derive(Debug, Insertable)]
@@ -67,6 +71,9 @@ pub struct OrganisationRow {
 pub struct NewOrganisationRow<'a> {
     pub id: Uuid,
     pub name: &'a str,
+    pub api_key_hash: &'a [u8],
+    pub api_key_fingerprint: &'a str,
+    pub api_key_rotated_at: DateTime<Utc>,
 }
 
 /// What the per-call check needs of a user: the current role and tokenKey.

@@ -5,7 +5,9 @@ mod support;
 
 mod access_tokens;
 mod admin;
+mod api_keys;
 mod audit;
+mod authorize;
 mod last_admin;
 mod login;
 mod replicas;

@@ -33,10 +33,11 @@ pub struct Org {
     pub id: Uuid,
     pub admin_id: Uuid,
     pub admin_email: String,
+    pub api_key: String,
 }
 
-pub async fn create_org(db: &TestDb, name: &str) -> Org {
-    let store = usermgmt::store::Store::new(
+pub fn store(db: &TestDb) -> usermgmt::store::Store {
+    usermgmt::store::Store::new(
         usermgmt::store::pool::build_pool(
             &db.url,
             &usermgmt::store::pool::PoolSettings {
@@ -46,18 +47,36 @@ pub async fn create_org(db: &TestDb, name: &str) -> Org {
             },
         )
         .expect("pool"),
-    );
+    )
+}
+
+pub async fn create_org(db: &TestDb, name: &str) -> Org {
     let admin_email = format!("admin@{}.example.com", name.to_lowercase());
-    let email = usermgmt::domain::email::Email::parse("email", &admin_email).expect("email");
-    let admin = store
-        .create_organisation_with_admin(name, &email, &hash(ADMIN_PASSWORD).await)
+    let passwords = usermgmt::auth::passwords::Passwords::new(1)
         .await
-        .expect("create organisation");
+        .expect("passwords");
+    let created = usermgmt::provisioning::bootstrap(
+        &store(db),
+        &passwords,
+        name,
+        &admin_email,
+        ADMIN_PASSWORD,
+    )
+    .await
+    .expect("create organisation");
     Org {
-        id: admin.organisation_id,
-        admin_id: admin.id,
+        id: created.organisation_id,
+        admin_id: created.user_id,
         admin_email,
+        api_key: created.api_key,
     }
+}
+
+/// Registers an internal service; returns its key.
+pub async fn register_service(db: &TestDb, name: &str) -> String {
+    usermgmt::provisioning::register_service(&store(db), name)
+        .await
+        .expect("register service")
 }
 
 /// Inserts a user straight into the database; returns its id.

@@ -1,0 +1,310 @@
+//! Authorize: the per-call check, offered to the cloud's other services.
+
+use tonic::Code;
+use usermgmt::domain::{Permission, Role as DomainRole};
+use usermgmt::proto::{
+    self, DenialReason, Role, auth_service_client::AuthServiceClient, credential::Kind,
+};
+
+use crate::support::*;
+
+fn ask(kind: Kind, permission: &str, organisation_id: &str) -> proto::AuthorizeRequest {
+    proto::AuthorizeRequest {
+        credential: Some(proto::Credential { kind: Some(kind) }),
+        permission: permission.into(),
+        organisation_id: organisation_id.into(),
+    }
+}
+
+fn as_service<T>(message: T, service_key: &str) -> tonic::Request<T> {
+    with_header(message, "x-usermgmt-service-key", service_key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_gets_exactly_its_permissions_and_the_api_key_all() {
+    let server = TestServer::start().await;
+    let org = create_org(&server.db, "Acme").await;
+    let service_key = register_service(&server.db, "streams").await;
+    let channel = server.channel().await;
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    admin
+        .create_user("op@acme.example.com", Role::NanoUser)
+        .await
+        .expect("create");
+    admin
+        .create_user("ro@acme.example.com", Role::NanoReadOnly)
+        .await
+        .expect("create");
+    let tokens = [
+        (DomainRole::NanoAdmin, admin.token.clone()),
+        (
+            DomainRole::NanoUser,
+            login(&channel, "op@acme.example.com", PASSWORD).await,
+        ),
+        (
+            DomainRole::NanoReadOnly,
+            login(&channel, "ro@acme.example.com", PASSWORD).await,
+        ),
+    ];
+    let mut auth = AuthServiceClient::new(channel);
+
+    for (role, token) in &tokens {
+        for permission in Permission::ALL {
+            let request = ask(
+                Kind::AccessToken(token.clone()),
+                permission.id(),
+                &org.id.to_string(),
+            );
+            let answer = auth
+                .authorize(as_service(request, &service_key))
+                .await
+                .expect("authorize")
+                .into_inner();
+            assert_eq!(answer.allowed, role.can(permission), "{role} {permission}");
+            let principal = answer.principal.expect("a valid token has a principal");
+            assert_eq!(principal.organisation_id, org.id.to_string());
+            if !answer.allowed {
+                assert_eq!(answer.denial_reason, DenialReason::PermissionMissing as i32);
+                assert_eq!(answer.reason, "PERMISSION_MISSING");
+            }
+        }
+    }
+    for permission in Permission::ALL {
+        let request = ask(Kind::ApiKey(org.api_key.clone()), permission.id(), "");
+        let answer = auth
+            .authorize(as_service(request, &service_key))
+            .await
+            .expect("authorize")
+            .into_inner();
+        assert!(answer.allowed, "the API key may {permission}");
+        assert!(
+            answer
+                .principal
+                .expect("principal")
+                .actor
+                .starts_with("api_key:")
+        );
+    }
+
+    // The batch gives the same answers, in order.
+    let batch = proto::AuthorizeBatchRequest {
+        credential: Some(proto::Credential {
+            kind: Some(Kind::AccessToken(tokens[2].1.clone())),
+        }),
+        permissions: Permission::ALL.iter().map(|p| p.id().to_owned()).collect(),
+        organisation_id: String::new(),
+    };
+    let decisions = auth
+        .authorize_batch(as_service(batch, &service_key))
+        .await
+        .expect("batch")
+        .into_inner()
+        .decisions;
+    let allowed: Vec<bool> = decisions.iter().map(|d| d.allowed).collect();
+    let expected: Vec<bool> = Permission::ALL
+        .iter()
+        .map(|p| DomainRole::NanoReadOnly.can(*p))
+        .collect();
+    assert_eq!(allowed, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_say_why() {
+    let server = TestServer::start().await;
+    let acme = create_org(&server.db, "Acme").await;
+    let globex = create_org(&server.db, "Globex").await;
+    let service_key = register_service(&server.db, "tags").await;
+    let channel = server.channel().await;
+    let token = login(&channel, &acme.admin_email, ADMIN_PASSWORD).await;
+    let mut auth = AuthServiceClient::new(channel);
+    let mut decide = async |request| {
+        auth.authorize(as_service(request, &service_key))
+            .await
+            .expect("answer")
+            .into_inner()
+    };
+
+    let wrong_org = decide(ask(
+        Kind::AccessToken(token.clone()),
+        "tags.read",
+        &globex.id.to_string(),
+    ))
+    .await;
+    assert!(!wrong_org.allowed);
+    assert_eq!(
+        wrong_org.denial_reason,
+        DenialReason::WrongOrganisation as i32
+    );
+    let garbage = decide(ask(Kind::AccessToken("garbage".into()), "tags.read", "")).await;
+    assert_eq!(
+        garbage.denial_reason,
+        DenialReason::CredentialInvalid as i32
+    );
+    assert!(garbage.principal.is_none());
+    let foreign_key = decide(ask(
+        Kind::ApiKey(globex.api_key.clone()),
+        "tags.read",
+        &acme.id.to_string(),
+    ))
+    .await;
+    assert_eq!(
+        foreign_key.denial_reason,
+        DenialReason::WrongOrganisation as i32
+    );
+
+    server
+        .db
+        .client()
+        .await
+        .execute("DELETE FROM users WHERE id = $1", &[&acme.admin_id])
+        .await
+        .expect("delete");
+    let deleted = decide(ask(Kind::AccessToken(token), "tags.read", "")).await;
+    assert_eq!(
+        deleted.denial_reason,
+        DenialReason::CredentialRevoked as i32
+    );
+    assert_eq!(deleted.reason, "TOKEN_REVOKED");
+
+    let unknown = auth
+        .authorize(as_service(
+            ask(Kind::ApiKey(acme.api_key.clone()), "streams.fly", ""),
+            &service_key,
+        ))
+        .await;
+    assert_eq!(
+        violated_fields(&assert_status(unknown, Code::InvalidArgument, None)),
+        ["permission"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_registered_services_may_ask() {
+    let server = TestServer::start().await;
+    let org = create_org(&server.db, "Acme").await;
+    let service_key = register_service(&server.db, "metrics").await;
+    let channel = server.channel().await;
+    let token = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let mut auth = AuthServiceClient::new(channel);
+    let request = || ask(Kind::AccessToken(token.clone()), "metrics.read", "");
+
+    let anonymous = auth.authorize(request()).await;
+    assert_status(
+        anonymous,
+        Code::Unauthenticated,
+        Some("SERVICE_CREDENTIALS_MISSING"),
+    );
+    let as_user = auth.authorize(authed(request(), &token)).await;
+    assert_status(
+        as_user,
+        Code::Unauthenticated,
+        Some("SERVICE_CREDENTIALS_MISSING"),
+    );
+    let wrong = auth
+        .authorize(as_service(request(), &format!("usk_{}", "B".repeat(43))))
+        .await;
+    assert_status(
+        wrong,
+        Code::Unauthenticated,
+        Some("SERVICE_CREDENTIALS_INVALID"),
+    );
+    auth.authorize(as_service(request(), &service_key))
+        .await
+        .expect("a registered service");
+
+    store(&server.db)
+        .revoke_service("metrics")
+        .await
+        .expect("revoke");
+    let revoked = auth.authorize(as_service(request(), &service_key)).await;
+    assert_status(
+        revoked,
+        Code::Unauthenticated,
+        Some("SERVICE_CREDENTIALS_INVALID"),
+    );
+}
+
+/// Revocation through one replica, Authorize on another: denied on the very
+/// next call, for every kind of revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_deny_on_the_next_call_on_another_replica() {
+    use proto::rotate_api_key_response::Outcome;
+    let db = TestDb::new().await;
+    let writer = Replica::start(&db.url).await;
+    let reader = Replica::start(&db.url).await;
+    let org = create_org(&db, "Acme").await;
+    let service_key = register_service(&db, "streams").await;
+    let on_writer = channel(writer.addr).await;
+    let mut auth = AuthServiceClient::new(channel(reader.addr).await);
+    let admin = Session::login(&on_writer, &org.admin_email, ADMIN_PASSWORD).await;
+    let mut check = async |kind: Kind| {
+        auth.authorize(as_service(ask(kind, "streams.delete", ""), &service_key))
+            .await
+            .expect("answer")
+            .into_inner()
+    };
+
+    // A role change.
+    let bob = admin
+        .create_user("bob@acme.example.com", Role::NanoAdmin)
+        .await
+        .expect("create");
+    let bob_token = login(&on_writer, "bob@acme.example.com", PASSWORD).await;
+    assert!(check(Kind::AccessToken(bob_token.clone())).await.allowed);
+    admin
+        .set_role(&bob.id, Role::NanoAdmin, "")
+        .await
+        .expect("same role is no change");
+    assert!(check(Kind::AccessToken(bob_token.clone())).await.allowed);
+    admin
+        .set_role(&bob.id, Role::NanoUser, "")
+        .await
+        .expect("demote");
+    assert!(!check(Kind::AccessToken(bob_token)).await.allowed);
+
+    // A tokenKey renewal.
+    let bob_token = login(&on_writer, "bob@acme.example.com", PASSWORD).await;
+    let renew = admin.ask_renew(&bob.id).await.expect("ask");
+    admin
+        .confirm_renew(&bob.id, &renew.confirmation_token)
+        .await
+        .expect("renew");
+    let answer = check(Kind::AccessToken(bob_token)).await;
+    assert_eq!(answer.denial_reason, DenialReason::CredentialRevoked as i32);
+
+    // A deletion.
+    let bob_token = login(&on_writer, "bob@acme.example.com", PASSWORD).await;
+    let delete = admin.ask_delete(&bob.id).await.expect("ask");
+    admin
+        .confirm_delete(&bob.id, &delete.confirmation_token)
+        .await
+        .expect("delete");
+    assert_eq!(
+        check(Kind::AccessToken(bob_token)).await.denial_reason,
+        DenialReason::CredentialRevoked as i32
+    );
+
+    // An API key rotation.
+    assert!(check(Kind::ApiKey(org.api_key.clone())).await.allowed);
+    let mut organisations =
+        proto::organisation_service_client::OrganisationServiceClient::new(on_writer);
+    let Some(Outcome::ConfirmationRequired(confirmation)) = organisations
+        .rotate_api_key(admin.req(proto::RotateApiKeyRequest::default()))
+        .await
+        .expect("ask")
+        .into_inner()
+        .outcome
+    else {
+        panic!("expected a confirmation");
+    };
+    organisations
+        .rotate_api_key(admin.req(proto::RotateApiKeyRequest {
+            confirmation_token: confirmation.confirmation_token,
+        }))
+        .await
+        .expect("rotate");
+    assert_eq!(
+        check(Kind::ApiKey(org.api_key)).await.denial_reason,
+        DenialReason::CredentialInvalid as i32
+    );
+}
