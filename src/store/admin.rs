@@ -99,7 +99,7 @@ pub(super) async fn insert_user(
 }
 
 /// Checks the confirmation of the second step (locking it) and marks it used.
-pub(super) async fn consume_confirmation(
+async fn consume_confirmation(
     conn: &mut AsyncPgConnection,
     token_hash: &[u8],
     confirming: &Confirming<'_>,
@@ -127,6 +127,26 @@ pub(super) async fn consume_confirmation(
             .await?;
     }
     Ok(())
+}
+
+/// Starts the second step of a double-confirmed action: takes the
+/// organisation's lock, then checks and uses up the confirmation.
+pub(super) async fn confirmed_step(
+    conn: &mut AsyncPgConnection,
+    ctx: &ChangeContext,
+    action: ConfirmedAction,
+    target_id: Uuid,
+    token_hash: &[u8],
+) -> Result<(), DomainError> {
+    lock_organisation(conn, ctx.organisation_id).await?;
+    let actor = ctx.actor.to_string();
+    let confirming = Confirming {
+        organisation_id: ctx.organisation_id,
+        actor: &actor,
+        action,
+        target_id,
+    };
+    consume_confirmation(conn, token_hash, &confirming).await
 }
 
 /// Stores the first step of a double-confirmed action (and drops the
@@ -281,15 +301,7 @@ impl Store {
     ) -> Result<User, DomainError> {
         let mut conn = self.conn().await?;
         conn.transaction::<_, DomainError, _>(async |conn| {
-            lock_organisation(conn, ctx.organisation_id).await?;
-            let actor = ctx.actor.to_string();
-            let confirming = Confirming {
-                organisation_id: ctx.organisation_id,
-                actor: &actor,
-                action: ConfirmedAction::DeleteUser,
-                target_id: user_id,
-            };
-            consume_confirmation(conn, token_hash, &confirming).await?;
+            confirmed_step(conn, ctx, ConfirmedAction::DeleteUser, user_id, token_hash).await?;
             let user = locked_user(conn, ctx.organisation_id, user_id).await?;
             if user.role == Role::NanoAdmin {
                 keeps_an_admin(&user, None, admin_count(conn, ctx.organisation_id).await?)?;
@@ -317,15 +329,14 @@ impl Store {
     ) -> Result<User, DomainError> {
         let mut conn = self.conn().await?;
         conn.transaction::<_, DomainError, _>(async |conn| {
-            lock_organisation(conn, ctx.organisation_id).await?;
-            let actor = ctx.actor.to_string();
-            let confirming = Confirming {
-                organisation_id: ctx.organisation_id,
-                actor: &actor,
-                action: ConfirmedAction::RenewTokenKey,
-                target_id: user_id,
-            };
-            consume_confirmation(conn, token_hash, &confirming).await?;
+            confirmed_step(
+                conn,
+                ctx,
+                ConfirmedAction::RenewTokenKey,
+                user_id,
+                token_hash,
+            )
+            .await?;
             let user = locked_user(conn, ctx.organisation_id, user_id).await?;
             let renewed: User = diesel::update(users::table.find(user.id))
                 .set((

@@ -3,14 +3,14 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::admin::{consume_confirmation, insert_confirmation, insert_user, lock_organisation};
+use super::admin::{confirmed_step, insert_confirmation, insert_user, lock_organisation};
 use super::audit::{Audit, record};
 use super::models::{NewOrganisationRow, OrganisationRow, parse_role};
 use super::schema::{organisations, users};
 use super::{Store, db_error};
 use crate::domain::actor::ChangeContext;
 use crate::domain::audit::{ORGANISATION_ROTATE_API_KEY, ORGANISATION_UPDATE};
-use crate::domain::invariants::{ConfirmedAction, Confirming};
+use crate::domain::invariants::ConfirmedAction;
 use crate::domain::{DomainError, Role, email::Email, user::Organisation, user::User};
 
 /// A new API key's stored form.
@@ -152,15 +152,15 @@ impl Store {
     ) -> Result<Organisation, DomainError> {
         let mut conn = self.conn().await?;
         conn.transaction::<_, DomainError, _>(async |conn| {
-            lock_organisation(conn, ctx.organisation_id).await?;
-            let actor = ctx.actor.to_string();
-            let confirming = Confirming {
-                organisation_id: ctx.organisation_id,
-                actor: &actor,
-                action: ConfirmedAction::RotateApiKey,
-                target_id: ctx.organisation_id,
-            };
-            consume_confirmation(conn, confirmation_hash, &confirming).await?;
+            let organisation_id = ctx.organisation_id;
+            confirmed_step(
+                conn,
+                ctx,
+                ConfirmedAction::RotateApiKey,
+                organisation_id,
+                confirmation_hash,
+            )
+            .await?;
             let before = load_organisation(conn, ctx.organisation_id).await?;
             diesel::update(organisations::table.find(ctx.organisation_id))
                 .set((
