@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod last_admin;
 mod login;
+mod playback;
 mod replicas;
 mod roles_and_organisation;
 mod users;
