@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "proto/usermgmt/v1/role_service.proto",
     "proto/usermgmt/v1/organisation_service.proto",
     "proto/usermgmt/v1/audit_service.proto",
+    "proto/usermgmt/v1/playback_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

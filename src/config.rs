@@ -156,6 +156,11 @@ pub struct ServeArgs {
     #[arg(long, env = "USERMGMT_CONFIRMATION_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub confirmation_ttl_secs: u64,
 
+    /// Lifetime of a playback token whose request sets no `exp`, in seconds
+    /// (at most 24 hours, so that it suits revocable tokens too).
+    #[arg(long, env = "USERMGMT_PLAYBACK_TOKEN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=24 * 3600))]
+    pub playback_token_ttl_secs: u64,
+
     /// How often the database is checked for the health service, in milliseconds.
     #[arg(long, env = "USERMGMT_HEALTH_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub health_interval_ms: u64,
@@ -174,6 +179,12 @@ impl ServeArgs {
         crate::api::user_service::AdminSettings {
             invite_ttl: Duration::from_secs(self.invite_ttl_secs),
             confirmation_ttl: Duration::from_secs(self.confirmation_ttl_secs),
+        }
+    }
+
+    pub fn playback_settings(&self) -> crate::api::playback_service::PlaybackSettings {
+        crate::api::playback_service::PlaybackSettings {
+            default_ttl: Duration::from_secs(self.playback_token_ttl_secs),
         }
     }
 

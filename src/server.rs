@@ -12,16 +12,18 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::{
     audit_service::AuditApi, auth_service::AuthApi, organisation_service::OrganisationApi,
-    role_service::RoleApi, user_service::UserApi,
+    playback_service::PlaybackApi, role_service::RoleApi, user_service::UserApi,
 };
 use crate::auth::passwords::Passwords;
+use crate::auth::playback_tokens::PlaybackTokens;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::ServeArgs;
 use crate::proto::{
     audit_service_server::AuditServiceServer, auth_service_server::AuthServiceServer,
-    organisation_service_server::OrganisationServiceServer, role_service_server::RoleServiceServer,
-    user_service_server::UserServiceServer,
+    organisation_service_server::OrganisationServiceServer,
+    playback_token_service_server::PlaybackTokenServiceServer,
+    role_service_server::RoleServiceServer, user_service_server::UserServiceServer,
 };
 use crate::store::{Store, pool};
 use crate::telemetry::TelemetryLayer;
@@ -112,6 +114,10 @@ pub async fn serve(
             store: store.clone(),
             confirmation_ttl: Duration::from_secs(args.confirmation_ttl_secs),
         }))
+        .add_service(PlaybackTokenServiceServer::new(PlaybackApi {
+            tokens: Arc::new(PlaybackTokens::new(store.clone())),
+            settings: args.playback_settings(),
+        }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     health_task.abort();
@@ -152,6 +158,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     <RoleServiceServer<RoleApi> as NamedService>::NAME,
     <OrganisationServiceServer<OrganisationApi> as NamedService>::NAME,
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
+    <PlaybackTokenServiceServer<PlaybackApi> as NamedService>::NAME,
 ];
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

@@ -5,6 +5,7 @@ pub mod audit_service;
 pub mod auth_service;
 pub mod convert;
 pub mod organisation_service;
+pub mod playback_service;
 pub mod role_service;
 pub mod status;
 pub mod user_service;

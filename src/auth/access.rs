@@ -70,6 +70,27 @@ pub const RULES: &[(&str, Access)] = &[
         "/usermgmt.v1.OrganisationService/RotateApiKey",
         needs(P::ApiKeyRotate),
     ),
+    (
+        "/usermgmt.v1.PlaybackTokenService/IssuePlaybackToken",
+        needs(P::PlaybackTokensCreate),
+    ),
+    // Edge servers verify tokens on their own, with public keys; this RPC is
+    // only a convenience for those that do not. The token is the credential,
+    // and the answer reveals nothing its bearer cannot decode from it.
+    (
+        "/usermgmt.v1.PlaybackTokenService/VerifyPlaybackToken",
+        Public,
+    ),
+    (
+        "/usermgmt.v1.PlaybackTokenService/RevokePlaybackToken",
+        needs(P::PlaybackTokensRevoke),
+    ),
+    // Public keys are public: edge servers fetch them without credentials.
+    ("/usermgmt.v1.PlaybackTokenService/ListSigningKeys", Public),
+    (
+        "/usermgmt.v1.PlaybackTokenService/RotateSigningKey",
+        needs(P::PlaybackKeysRotate),
+    ),
 ];
 
 /// Services anyone may call: they reveal nothing about organisations.

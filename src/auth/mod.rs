@@ -6,6 +6,8 @@ pub mod authenticator;
 pub mod layer;
 pub mod opaque;
 pub mod passwords;
+pub mod playback;
+pub mod playback_tokens;
 pub mod principal;
 pub mod tokens;
 

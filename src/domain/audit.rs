@@ -12,6 +12,10 @@ pub const INVITE_REVOKE: &str = "invite.revoke";
 pub const INVITE_ACCEPT: &str = "invite.accept";
 pub const ORGANISATION_UPDATE: &str = "organisation.update";
 pub const ORGANISATION_ROTATE_API_KEY: &str = "organisation.rotate_api_key";
+pub const PLAYBACK_TOKEN_ISSUE: &str = "playback_token.issue";
+pub const PLAYBACK_TOKEN_REVOKE: &str = "playback_token.revoke";
+pub const PLAYBACK_KEY_CREATE: &str = "playback_key.create";
+pub const PLAYBACK_KEY_ROTATE: &str = "playback_key.rotate";
 
 /// One recorded change. Holds no secrets: no tokens, keys or hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@ pub mod invariants;
 pub mod invite;
 pub mod paging;
 pub mod permission;
+pub mod playback;
 pub mod role;
 pub mod user;
 

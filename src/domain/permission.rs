@@ -32,6 +32,8 @@ pub enum Permission {
     TagsWrite,
     TagsDelete,
     PlaybackTokensCreate,
+    PlaybackTokensRevoke,
+    PlaybackKeysRotate,
     MetricsRead,
 }
 
@@ -114,6 +116,18 @@ const MATRIX: &[(Permission, &str, &str, &[Role])] = &[
         &[A, U],
     ),
     (
+        P::PlaybackTokensRevoke,
+        "playback_tokens.revoke",
+        "Revoke revocable playback tokens",
+        &[A, U],
+    ),
+    (
+        P::PlaybackKeysRotate,
+        "playback_keys.rotate",
+        "Rotate the key that signs playback tokens",
+        &[A],
+    ),
+    (
         P::MetricsRead,
         "metrics.read",
         "Get metrics and alerts",
@@ -123,7 +137,7 @@ const MATRIX: &[(Permission, &str, &str, &[Role])] = &[
 
 impl Permission {
     /// Every permission, in the matrix's order.
-    pub const ALL: [Permission; 23] = [
+    pub const ALL: [Permission; 25] = [
         P::ApiKeyRead,
         P::ApiKeyRotate,
         P::PlayerKeyRead,
@@ -146,6 +160,8 @@ impl Permission {
         P::TagsWrite,
         P::TagsDelete,
         P::PlaybackTokensCreate,
+        P::PlaybackTokensRevoke,
+        P::PlaybackKeysRotate,
         P::MetricsRead,
     ];
 
@@ -230,12 +246,14 @@ mod tests {
             P::StreamsLock,
             P::StreamsDelete,
             P::TagsDelete,
+            P::PlaybackKeysRotate,
         ];
         let admin_and_user = [
             P::UsersRead,
             P::StreamsCreate,
             P::TagsWrite,
             P::PlaybackTokensCreate,
+            P::PlaybackTokensRevoke,
         ];
         let everyone = [
             P::PlayerKeyRead,

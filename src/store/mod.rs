@@ -6,6 +6,7 @@ pub mod audit;
 pub mod invites;
 pub mod models;
 pub mod organisations;
+pub mod playback;
 pub mod pool;
 pub mod schema;
 pub mod secrets;

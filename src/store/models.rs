@@ -166,3 +166,47 @@ impl From<AuditRow> for crate::domain::audit::AuditEvent {
         }
     }
 }
+
+/// A playback signing key with its private half, to sign with.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = super::schema::playback_signing_keys, check_for_backend(diesel::pg::Pg))]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub organisation_id: Uuid,
+    pub alg: String,
+    pub private_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for SigningKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRow")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("private_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A playback signing key's public half, to verify with and publish.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = super::schema::playback_signing_keys, check_for_backend(diesel::pg::Pg))]
+pub struct PublicKeyRow {
+    pub kid: String,
+    pub organisation_id: Uuid,
+    pub alg: String,
+    pub public_key: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub retired_at: Option<DateTime<Utc>>,
+    pub verify_until: Option<DateTime<Utc>>,
+}
+
+/// What is known of an issued playback token (never the token itself).
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = super::schema::playback_tokens, check_for_backend(diesel::pg::Pg))]
+pub struct PlaybackTokenRow {
+    pub jti: Uuid,
+    pub organisation_id: Uuid,
+    pub revocable: bool,
+    pub scope: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+}

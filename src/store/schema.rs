@@ -92,6 +92,33 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    playback_signing_keys (kid) {
+        kid -> Text,
+        organisation_id -> Uuid,
+        alg -> Text,
+        private_key -> Bytea,
+        public_key -> Bytea,
+        created_at -> Timestamptz,
+        retired_at -> Nullable<Timestamptz>,
+        verify_until -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    playback_tokens (jti) {
+        jti -> Uuid,
+        organisation_id -> Uuid,
+        kid -> Text,
+        issued_by -> Text,
+        revocable -> Bool,
+        scope -> Text,
+        issued_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(users -> organisations (organisation_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organisations,
@@ -100,5 +127,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     invites,
     confirmations,
     audit_events,
-    service_credentials
+    service_credentials,
+    playback_signing_keys,
+    playback_tokens
 );

@@ -1,0 +1,2 @@
+DROP TABLE playback_tokens;
+DROP TABLE playback_signing_keys;

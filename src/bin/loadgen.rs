@@ -1,0 +1,736 @@
+//! `loadgen`: a bounded, loopback-only load generator for a running
+//! `usermgmt serve`.
+//!
+//! It signs in once, then, for each in-flight level, measures every scenario
+//! in turn against the same server: `grpc.health.v1.Health/Check` first (the
+//! no-auth baseline), then the authenticated calls. Each measurement opens its
+//! own connections, warms up, then records the latency of every call for a
+//! fixed time. It prints req/s, p50 and p99 per scenario, and each scenario's
+//! ratio to the baseline measured at the same in-flight level in the same run.
+//!
+//! ```text
+//! cargo build --release --bin usermgmt --bin loadgen
+//! target/release/loadgen --addr http://127.0.0.1:50051 \
+//!     --email admin@example.com --password '...'
+//! ```
+//!
+//! Adding a scenario is one variant of [`Scenario`] and one arm of
+//! [`Scenario::call`].
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use tokio::time::Instant;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use usermgmt::proto;
+use usermgmt::proto::auth_service_client::AuthServiceClient;
+use usermgmt::proto::user_service_client::UserServiceClient;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// How long one call may take before it counts as an error; keeps every
+/// measurement bounded in time even if the server stalls.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Loopback load generator for usermgmt: req/s, p50 and p99 of each RPC, \
+             as ratios to grpc.health.v1.Health/Check measured in the same run"
+)]
+struct Args {
+    /// Server address. Loopback only (127.0.0.0/8, ::1 or localhost).
+    #[arg(long, env = "LOADGEN_ADDR", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+
+    /// Email of the user to sign in as.
+    #[arg(long, env = "LOADGEN_EMAIL")]
+    email: String,
+
+    /// Password of that user.
+    #[arg(long, env = "LOADGEN_PASSWORD", hide_env_values = true)]
+    password: String,
+
+    /// Organisation to sign in to (only needed when the email and password
+    /// belong to users of several organisations).
+    #[arg(long, env = "LOADGEN_ORGANISATION_ID", default_value = "")]
+    organisation_id: String,
+
+    /// Measured seconds per scenario and in-flight level.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration_secs: u64,
+
+    /// Unmeasured warm-up seconds before each measurement.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    warmup_secs: u64,
+
+    /// HTTP/2 connections per measurement (one tonic Channel each).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    connections: u32,
+
+    /// Requests in flight, comma-separated; one table per level.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,64",
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    in_flight: Vec<u32>,
+
+    /// Scenarios, comma-separated. `health` (the baseline) always runs first.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "health,get_user,who_am_i"
+    )]
+    scenarios: Vec<Scenario>,
+
+    /// Worker threads of the load generator's own runtime (default: one per
+    /// core). On a small machine the load generator competes with the server.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+
+    /// Process id of the server, to report its CPU use and RSS (Linux /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
+
+    /// Also print one JSON object per measurement on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One kind of call to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum Scenario {
+    /// `grpc.health.v1.Health/Check` of the whole server: no credentials, no
+    /// database; the baseline every other scenario is compared with.
+    Health,
+    /// `UserService/GetUser` of the signed-in user.
+    GetUser,
+    /// `AuthService/WhoAmI`.
+    WhoAmI,
+}
+
+impl Scenario {
+    /// Sends one request; `Ok` only for an OK response.
+    async fn call(self, channel: &Channel, session: &Session) -> Result<(), Status> {
+        match self {
+            Scenario::Health => {
+                let response = HealthClient::new(channel.clone())
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await?
+                    .into_inner();
+                if response.status() != ServingStatus::Serving {
+                    return Err(Status::unavailable(format!(
+                        "health check answered {:?}",
+                        response.status()
+                    )));
+                }
+            }
+            Scenario::GetUser => {
+                UserServiceClient::new(channel.clone())
+                    .get_user(session.authorized(proto::GetUserRequest {
+                        user_id: session.user_id.clone(),
+                    }))
+                    .await?;
+            }
+            Scenario::WhoAmI => {
+                AuthServiceClient::new(channel.clone())
+                    .who_am_i(session.authorized(proto::WhoAmIRequest {}))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|value| value.get_name().to_owned())
+            .unwrap_or_else(|| format!("{self:?}"))
+    }
+}
+
+/// What a signed-in caller needs to build its requests.
+#[derive(Debug)]
+struct Session {
+    bearer: AsciiMetadataValue,
+    user_id: String,
+}
+
+impl Session {
+    fn authorized<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", self.bearer.clone());
+        request
+    }
+}
+
+/// What one worker saw during the measured window.
+#[derive(Debug, Default)]
+struct WorkerStats {
+    /// Latency of each OK call, in nanoseconds.
+    latencies: Vec<u64>,
+    errors: Errors,
+}
+
+/// Errors by status code: how many, and the first message seen.
+#[derive(Debug, Default)]
+struct Errors(BTreeMap<i32, (u64, String)>);
+
+impl Errors {
+    fn record(&mut self, status: &Status) {
+        let entry = self
+            .0
+            .entry(status.code() as i32)
+            .or_insert_with(|| (0, status.message().to_owned()));
+        entry.0 += 1;
+    }
+
+    fn merge(&mut self, other: Errors) {
+        for (code, (count, message)) in other.0 {
+            self.0.entry(code).or_insert((0, message)).0 += count;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.0.values().map(|(count, _)| count).sum()
+    }
+
+    fn describe(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|(code, (count, message))| {
+                format!("{count} × {:?} (first: {message:?})", Code::from(*code))
+            })
+            .collect()
+    }
+}
+
+/// The result of one scenario at one in-flight level.
+#[derive(Debug)]
+struct Measurement {
+    scenario: Scenario,
+    in_flight: u32,
+    seconds: f64,
+    ok: u64,
+    errors: Errors,
+    req_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    cpu: Option<CpuUse>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = args.threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = match builder.build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    require_loopback(&args.addr)?;
+    let endpoint = Endpoint::from_shared(args.addr.clone())
+        .map_err(|e| format!("invalid --addr {:?}: {}", args.addr, error_chain(&e)))?
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT);
+
+    let scenarios = ordered_scenarios(&args.scenarios);
+    let levels = dedup(&args.in_flight);
+    let session = Arc::new(login(&endpoint, &args).await?);
+
+    let per_measurement = args.warmup_secs + args.duration_secs;
+    let total = levels.len() as u64 * scenarios.len() as u64 * per_measurement;
+    eprintln!(
+        "loadgen: {} · {} connection(s) · in flight {:?} · scenarios {} · \
+         {}s warm-up + {}s measured each · about {}s in all",
+        args.addr,
+        args.connections,
+        levels,
+        scenarios
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        args.warmup_secs,
+        args.duration_secs,
+        total
+    );
+    if !scenarios.contains(&Scenario::Health) {
+        eprintln!("loadgen: `health` is not among the scenarios; no ratios to the baseline");
+    }
+
+    for &in_flight in &levels {
+        let mut results = Vec::with_capacity(scenarios.len());
+        for &scenario in &scenarios {
+            eprintln!("  measuring {} at {in_flight} in flight …", scenario.name());
+            results.push(measure(&endpoint, &session, &args, scenario, in_flight).await?);
+        }
+        print_table(&args, in_flight, &results);
+        if args.json {
+            print_json(&args, &results);
+        }
+    }
+    Ok(())
+}
+
+/// Refuses anything but a plain-HTTP loopback address.
+fn require_loopback(addr: &str) -> Result<(), BoxError> {
+    let uri: http::Uri = addr
+        .parse()
+        .map_err(|e| format!("invalid --addr {addr:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("--addr {addr:?} must start with http:// (loopback, no TLS)").into());
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("--addr {addr:?} has no host"))?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(format!(
+            "--addr {addr:?}: refusing to load a non-loopback host ({host}); \
+             use 127.0.0.1, ::1 or localhost"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The requested scenarios without repeats, the baseline first.
+fn ordered_scenarios(requested: &[Scenario]) -> Vec<Scenario> {
+    let mut ordered = Vec::new();
+    if requested.contains(&Scenario::Health) {
+        ordered.push(Scenario::Health);
+    }
+    for &scenario in requested {
+        if !ordered.contains(&scenario) {
+            ordered.push(scenario);
+        }
+    }
+    ordered
+}
+
+fn dedup(levels: &[u32]) -> Vec<u32> {
+    let mut unique = Vec::new();
+    for &level in levels {
+        if !unique.contains(&level) {
+            unique.push(level);
+        }
+    }
+    unique
+}
+
+async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {}: {}", args.addr, error_chain(&e)))?;
+    let response = AuthServiceClient::new(channel)
+        .login(proto::LoginRequest {
+            email: args.email.clone(),
+            password: args.password.clone(),
+            organisation_id: args.organisation_id.clone(),
+        })
+        .await
+        .map_err(|status| {
+            format!(
+                "login as {} failed: {:?}: {}",
+                args.email,
+                status.code(),
+                status.message()
+            )
+        })?
+        .into_inner();
+    let bearer: AsciiMetadataValue =
+        MetadataValue::try_from(format!("Bearer {}", response.access_token))
+            .map_err(|e| format!("the access token is not a valid header value: {e}"))?;
+    Ok(Session {
+        bearer,
+        user_id: response.user_id,
+    })
+}
+
+/// Runs one scenario at one in-flight level on fresh connections.
+async fn measure(
+    endpoint: &Endpoint,
+    session: &Arc<Session>,
+    args: &Args,
+    scenario: Scenario,
+    in_flight: u32,
+) -> Result<Measurement, BoxError> {
+    // One Channel per connection: each `connect` opens its own HTTP/2
+    // connection, and clones of a Channel share it.
+    let mut channels = Vec::with_capacity(args.connections as usize);
+    for index in 0..args.connections {
+        let channel = endpoint.connect().await.map_err(|e| {
+            format!(
+                "cannot open connection {} to {}: {}",
+                index + 1,
+                args.addr,
+                error_chain(&e)
+            )
+        })?;
+        channels.push(channel);
+    }
+
+    let warmup_end = Instant::now() + Duration::from_secs(args.warmup_secs);
+    let end = warmup_end + Duration::from_secs(args.duration_secs);
+    let workers: Vec<_> = (0..in_flight as usize)
+        .map(|index| {
+            let channel = channels[index % channels.len()].clone();
+            let session = Arc::clone(session);
+            tokio::spawn(worker(scenario, channel, session, warmup_end, end))
+        })
+        .collect();
+
+    tokio::time::sleep_until(warmup_end).await;
+    let cpu_before = CpuSample::take(args.server_pid);
+    let mut latencies = Vec::new();
+    let mut errors = Errors::default();
+    for handle in workers {
+        let stats = handle
+            .await
+            .map_err(|e| format!("a {} worker failed: {e}", scenario.name()))?;
+        latencies.extend(stats.latencies);
+        errors.merge(stats.errors);
+    }
+    let finished = Instant::now();
+    let cpu = match (cpu_before, CpuSample::take(args.server_pid)) {
+        (Some(before), Some(after)) => Some(CpuUse::between(&before, &after)),
+        _ => None,
+    };
+    drop(channels);
+
+    latencies.sort_unstable();
+    let seconds = finished.duration_since(warmup_end).as_secs_f64();
+    let ok = latencies.len() as u64;
+    Ok(Measurement {
+        scenario,
+        in_flight,
+        seconds,
+        ok,
+        errors,
+        req_per_s: ok as f64 / seconds,
+        p50_us: percentile_us(&latencies, 0.50),
+        p99_us: percentile_us(&latencies, 0.99),
+        max_us: latencies.last().map_or(f64::NAN, |&ns| ns as f64 / 1e3),
+        cpu,
+    })
+}
+
+/// Sends requests back to back until `end`; records those started after
+/// `warmup_end`.
+async fn worker(
+    scenario: Scenario,
+    channel: Channel,
+    session: Arc<Session>,
+    warmup_end: Instant,
+    end: Instant,
+) -> WorkerStats {
+    let mut stats = WorkerStats::default();
+    loop {
+        let start = Instant::now();
+        if start >= end {
+            break;
+        }
+        let result = scenario.call(&channel, &session).await;
+        if start < warmup_end {
+            continue;
+        }
+        match result {
+            Ok(()) => {
+                let nanos = start.elapsed().as_nanos();
+                stats
+                    .latencies
+                    .push(u64::try_from(nanos).unwrap_or(u64::MAX));
+            }
+            Err(status) => stats.errors.record(&status),
+        }
+    }
+    stats
+}
+
+/// Nearest-rank percentile of sorted nanoseconds, in microseconds.
+fn percentile_us(sorted: &[u64], quantile: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (quantile * sorted.len() as f64).ceil() as usize;
+    let index = rank.clamp(1, sorted.len()) - 1;
+    sorted[index] as f64 / 1e3
+}
+
+fn baseline(results: &[Measurement]) -> Option<&Measurement> {
+    results
+        .iter()
+        .find(|m| m.scenario == Scenario::Health && m.ok > 0)
+}
+
+fn ratio(value: f64, base: Option<f64>) -> Option<f64> {
+    base.filter(|b| *b > 0.0 && b.is_finite())
+        .map(|b| value / b)
+        .filter(|r| r.is_finite())
+}
+
+fn print_table(args: &Args, in_flight: u32, results: &[Measurement]) {
+    let base = baseline(results);
+    println!();
+    println!(
+        "in flight {in_flight} · {} connection(s) · {}s measured after {}s warm-up",
+        args.connections, args.duration_secs, args.warmup_secs
+    );
+    let with_cpu = results.iter().any(|m| m.cpu.is_some());
+    let mut header = format!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>9}",
+        "scenario", "req/s", "p50 µs", "p99 µs", "ok", "errors", "req/s ×hc", "p99 ×hc"
+    );
+    if with_cpu {
+        header.push_str(&format!(
+            " {:>9} {:>8} {:>8}",
+            "cpu busy", "loadgen", "server"
+        ));
+    }
+    println!("{header}");
+    for m in results {
+        let rps_ratio = ratio(m.req_per_s, base.map(|b| b.req_per_s));
+        let p99_ratio = ratio(m.p99_us, base.map(|b| b.p99_us));
+        let mut line = format!(
+            "{:<10} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>8} {:>10} {:>9}",
+            m.scenario.name(),
+            m.req_per_s,
+            m.p50_us,
+            m.p99_us,
+            m.ok,
+            m.errors.total(),
+            fmt_ratio(rps_ratio),
+            fmt_ratio(p99_ratio),
+        );
+        if let Some(cpu) = &m.cpu {
+            line.push_str(&format!(
+                " {:>9} {:>8} {:>8}",
+                format!("{:.2}/{}", cpu.busy_cores, cpu.cores),
+                format!("{:.2}", cpu.loadgen_cores),
+                cpu.server_cores
+                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
+            ));
+        }
+        println!("{line}");
+    }
+    for m in results {
+        for error in m.errors.describe() {
+            println!("  errors of {}: {error}", m.scenario.name());
+        }
+    }
+    let rss: Vec<String> = results
+        .iter()
+        .filter_map(|m| {
+            m.cpu
+                .as_ref()
+                .and_then(|c| c.server_rss_kib)
+                .map(|kib| format!("{} {:.1} MiB", m.scenario.name(), kib as f64 / 1024.0))
+        })
+        .collect();
+    if !rss.is_empty() {
+        println!("  server RSS after each: {}", rss.join(", "));
+    }
+    if with_cpu {
+        println!(
+            "  (×hc = ratio to health at this level; cpu = cores busy machine-wide, \
+             cores used by loadgen and by the server)"
+        );
+    } else {
+        println!("  (×hc = ratio to health at this level)");
+    }
+}
+
+fn fmt_ratio(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"))
+}
+
+fn print_json(args: &Args, results: &[Measurement]) {
+    let base = baseline(results);
+    for m in results {
+        let errors: serde_json::Map<String, serde_json::Value> = m
+            .errors
+            .0
+            .iter()
+            .map(|(code, (count, _))| (format!("{:?}", Code::from(*code)), (*count).into()))
+            .collect();
+        let line = serde_json::json!({
+            "scenario": m.scenario.name(),
+            "in_flight": m.in_flight,
+            "connections": args.connections,
+            "seconds": m.seconds,
+            "ok": m.ok,
+            "errors": m.errors.total(),
+            "error_codes": errors,
+            "req_per_s": finite(m.req_per_s),
+            "p50_us": finite(m.p50_us),
+            "p99_us": finite(m.p99_us),
+            "max_us": finite(m.max_us),
+            "req_per_s_ratio": ratio(m.req_per_s, base.map(|b| b.req_per_s)),
+            "p99_ratio": ratio(m.p99_us, base.map(|b| b.p99_us)),
+            "cpu_cores": m.cpu.as_ref().map(|c| c.cores),
+            "cpu_busy_cores": m.cpu.as_ref().map(|c| c.busy_cores),
+            "loadgen_cores": m.cpu.as_ref().map(|c| c.loadgen_cores),
+            "server_cores": m.cpu.as_ref().and_then(|c| c.server_cores),
+            "server_rss_kib": m.cpu.as_ref().and_then(|c| c.server_rss_kib),
+        });
+        println!("{line}");
+    }
+}
+
+fn finite(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}
+
+/// CPU counters from Linux's /proc, in clock ticks (the unit cancels out).
+#[derive(Debug)]
+struct CpuSample {
+    total: u64,
+    idle: u64,
+    cores: usize,
+    loadgen: u64,
+    server: Option<u64>,
+    server_rss_kib: Option<u64>,
+}
+
+/// CPU use during one measurement, in cores.
+#[derive(Debug)]
+struct CpuUse {
+    cores: usize,
+    busy_cores: f64,
+    loadgen_cores: f64,
+    server_cores: Option<f64>,
+    server_rss_kib: Option<u64>,
+}
+
+impl CpuSample {
+    /// `None` where /proc is not available.
+    fn take(server_pid: Option<u32>) -> Option<CpuSample> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let mut lines = stat.lines();
+        let fields: Vec<u64> = lines
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest is in user).
+        let total = fields.iter().take(8).sum();
+        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+        let cores = lines
+            .filter(|line| line.starts_with("cpu") && !line.starts_with("cpu "))
+            .count();
+        let loadgen = process_ticks("self")?;
+        let server = server_pid.and_then(|pid| process_ticks(&pid.to_string()));
+        let server_rss_kib = server_pid.and_then(rss_kib);
+        Some(CpuSample {
+            total,
+            idle,
+            cores,
+            loadgen,
+            server,
+            server_rss_kib,
+        })
+    }
+}
+
+impl CpuUse {
+    fn between(before: &CpuSample, after: &CpuSample) -> CpuUse {
+        let total = after.total.saturating_sub(before.total).max(1) as f64;
+        let cores = after.cores.max(1);
+        let share = |ticks: u64| ticks as f64 / total * cores as f64;
+        let idle = after.idle.saturating_sub(before.idle);
+        let busy = after
+            .total
+            .saturating_sub(before.total)
+            .saturating_sub(idle);
+        CpuUse {
+            cores,
+            busy_cores: share(busy),
+            loadgen_cores: share(after.loadgen.saturating_sub(before.loadgen)),
+            server_cores: match (before.server, after.server) {
+                (Some(b), Some(a)) => Some(share(a.saturating_sub(b))),
+                _ => None,
+            },
+            server_rss_kib: after.server_rss_kib,
+        }
+    }
+}
+
+/// utime + stime of a process from /proc/<pid>/stat.
+fn process_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// An error with its sources, e.g. "transport error: tcp connect error: …".
+fn error_chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

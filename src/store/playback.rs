@@ -1,0 +1,326 @@
+//! Playback tokens: the signing keys of each organisation and what was
+//! issued (never the tokens). Lock order, as everywhere: the organisation's
+//! row first. Issuing holds it shared, rotating exclusively, so a rotation
+//! sees every token its old key signed.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::Store;
+use super::admin::lock_organisation;
+use super::audit::{Audit, record};
+use super::models::{PlaybackTokenRow, PublicKeyRow, SigningKeyRow};
+use super::schema::{organisations, playback_signing_keys as keys, playback_tokens as tokens};
+use crate::domain::DomainError;
+use crate::domain::actor::ChangeContext;
+use crate::domain::audit::{
+    PLAYBACK_KEY_CREATE, PLAYBACK_KEY_ROTATE, PLAYBACK_TOKEN_ISSUE, PLAYBACK_TOKEN_REVOKE,
+};
+use crate::domain::playback::{self, SigningAlgorithm};
+
+/// A new signing key, as the caller generated it. Deliberately not `Debug`:
+/// it holds the private key.
+pub struct NewSigningKey {
+    pub kid: String,
+    pub alg: SigningAlgorithm,
+    pub private_der: Vec<u8>,
+    pub public_key: Vec<u8>,
+}
+
+/// What is recorded of a token about to be signed.
+#[derive(Debug)]
+pub struct NewPlaybackToken<'a> {
+    pub jti: Uuid,
+    pub revocable: bool,
+    pub scope: &'a str,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Issued tokens are forgotten a day after they expired: by then they fail
+/// as expired whatever the list says.
+const FORGET_AFTER: chrono::Duration = chrono::Duration::days(1);
+
+fn key_audit(action: &'static str, kid: &str, before: Option<String>, after: &str) -> Audit {
+    Audit {
+        action,
+        target_type: "playback_key",
+        target_id: kid.to_owned(),
+        target_label: String::new(),
+        before,
+        after: Some(after.to_owned()),
+    }
+}
+
+async fn current_key(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+) -> Result<Option<SigningKeyRow>, DomainError> {
+    Ok(keys::table
+        .filter(keys::organisation_id.eq(organisation_id))
+        .filter(keys::retired_at.is_null())
+        .select(SigningKeyRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Inserts `key` as the organisation's current key unless it has one.
+/// Returns whether it was inserted.
+async fn insert_key(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    key: &NewSigningKey,
+) -> Result<bool, DomainError> {
+    let inserted = diesel::insert_into(keys::table)
+        .values((
+            keys::kid.eq(&key.kid),
+            keys::organisation_id.eq(organisation_id),
+            keys::alg.eq(key.alg.as_str()),
+            keys::private_key.eq(&key.private_der),
+            keys::public_key.eq(&key.public_key),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(inserted == 1)
+}
+
+/// The current key, created with `new_key` (and audited) when there is none.
+async fn current_or_new_key(
+    conn: &mut AsyncPgConnection,
+    ctx: &ChangeContext,
+    new_key: impl FnOnce() -> Result<NewSigningKey, DomainError>,
+) -> Result<SigningKeyRow, DomainError> {
+    if let Some(key) = current_key(conn, ctx.organisation_id).await? {
+        return Ok(key);
+    }
+    let key = new_key()?;
+    if insert_key(conn, ctx.organisation_id, &key).await? {
+        record(
+            conn,
+            ctx,
+            key_audit(PLAYBACK_KEY_CREATE, &key.kid, None, key.alg.as_str()),
+        )
+        .await?;
+    }
+    // Either ours or the one a concurrent issue inserted first.
+    current_key(conn, ctx.organisation_id)
+        .await?
+        .ok_or_else(|| DomainError::Internal("no current playback signing key".into()))
+}
+
+impl Store {
+    /// Records a token about to be issued in a secure organisation and
+    /// returns the key to sign it with (the current key, created with
+    /// `new_key` on the organisation's first issue).
+    pub async fn record_playback_token(
+        &self,
+        ctx: &ChangeContext,
+        token: NewPlaybackToken<'_>,
+        new_key: impl FnOnce() -> Result<NewSigningKey, DomainError> + Send,
+    ) -> Result<SigningKeyRow, DomainError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, DomainError, _>(async |conn| {
+            let secure: bool = organisations::table
+                .find(ctx.organisation_id)
+                .select(organisations::secure_playback)
+                .for_share()
+                .first(conn)
+                .await
+                .optional()?
+                .ok_or(DomainError::NotFound("organisation"))?;
+            if !secure {
+                return Err(playback::not_secure_organisation());
+            }
+            let key = current_or_new_key(conn, ctx, new_key).await?;
+            diesel::insert_into(tokens::table)
+                .values((
+                    tokens::jti.eq(token.jti),
+                    tokens::organisation_id.eq(ctx.organisation_id),
+                    tokens::kid.eq(&key.kid),
+                    tokens::issued_by.eq(ctx.actor.to_string()),
+                    tokens::revocable.eq(token.revocable),
+                    tokens::scope.eq(token.scope),
+                    tokens::expires_at.eq(token.expires_at),
+                ))
+                .execute(conn)
+                .await?;
+            diesel::delete(tokens::table.filter(tokens::expires_at.lt(Utc::now() - FORGET_AFTER)))
+                .execute(conn)
+                .await?;
+            let after = format!(
+                "{}; expires {}; {}",
+                token.scope,
+                token.expires_at.to_rfc3339(),
+                if token.revocable {
+                    "revocable"
+                } else {
+                    "not revocable"
+                }
+            );
+            let audit = Audit {
+                action: PLAYBACK_TOKEN_ISSUE,
+                target_type: "playback_token",
+                target_id: token.jti.to_string(),
+                target_label: key.kid.clone(),
+                before: None,
+                after: Some(after),
+            };
+            record(conn, ctx, audit).await?;
+            Ok(key)
+        })
+        .await
+    }
+
+    /// The algorithm of the organisation's current key, if it has one.
+    pub async fn current_signing_algorithm(
+        &self,
+        organisation_id: Uuid,
+    ) -> Result<Option<SigningAlgorithm>, DomainError> {
+        let mut conn = self.conn().await?;
+        let key = current_key(&mut conn, organisation_id).await?;
+        key.map(|key| key.alg.parse()).transpose()
+    }
+
+    /// Makes `key` the organisation's current key. The old one retires but
+    /// keeps verifying until the last token it signed expires. Returns the
+    /// new key and the retired key's id.
+    pub async fn rotate_signing_key(
+        &self,
+        ctx: &ChangeContext,
+        key: &NewSigningKey,
+    ) -> Result<(PublicKeyRow, Option<String>), DomainError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, DomainError, _>(async |conn| {
+            lock_organisation(conn, ctx.organisation_id).await?;
+            let old = current_key(conn, ctx.organisation_id).await?;
+            if let Some(old) = &old {
+                retire(conn, &old.kid).await?;
+            }
+            if !insert_key(conn, ctx.organisation_id, key).await? {
+                return Err(DomainError::Aborted("a concurrent rotation won".into()));
+            }
+            let old_kid = old.map(|old| old.kid);
+            let audit = key_audit(
+                PLAYBACK_KEY_ROTATE,
+                &key.kid,
+                old_kid.clone(),
+                key.alg.as_str(),
+            );
+            record(conn, ctx, audit).await?;
+            let new = keys::table
+                .find(&key.kid)
+                .select(PublicKeyRow::as_select())
+                .first(conn)
+                .await?;
+            Ok((new, old_kid))
+        })
+        .await
+    }
+
+    /// The public half of the key `kid`, of any organisation.
+    pub async fn playback_public_key(
+        &self,
+        kid: &str,
+    ) -> Result<Option<PublicKeyRow>, DomainError> {
+        let mut conn = self.conn().await?;
+        Ok(keys::table
+            .find(kid)
+            .select(PublicKeyRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
+    /// Every key that still verifies tokens, of every organisation.
+    pub async fn verifying_keys(&self) -> Result<Vec<PublicKeyRow>, DomainError> {
+        let mut conn = self.conn().await?;
+        Ok(keys::table
+            .filter(
+                keys::retired_at
+                    .is_null()
+                    .or(keys::verify_until.gt(Utc::now())),
+            )
+            .select(PublicKeyRow::as_select())
+            .order((keys::organisation_id, keys::created_at))
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// Whether the token `jti` was revoked; `None` if it is not on record.
+    pub async fn playback_token_revoked(&self, jti: Uuid) -> Result<Option<bool>, DomainError> {
+        let mut conn = self.conn().await?;
+        let revoked_at: Option<Option<DateTime<Utc>>> = tokens::table
+            .find(jti)
+            .select(tokens::revoked_at)
+            .first(&mut conn)
+            .await
+            .optional()?;
+        Ok(revoked_at.map(|at| at.is_some()))
+    }
+
+    /// Revokes a revocable token of the caller's organisation; returns when
+    /// it was revoked. Revoking it again changes nothing.
+    pub async fn revoke_playback_token(
+        &self,
+        ctx: &ChangeContext,
+        jti: Uuid,
+    ) -> Result<DateTime<Utc>, DomainError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, DomainError, _>(async |conn| {
+            let token: PlaybackTokenRow = tokens::table
+                .filter(tokens::organisation_id.eq(ctx.organisation_id))
+                .filter(tokens::jti.eq(jti))
+                .select(PlaybackTokenRow::as_select())
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?
+                .ok_or(DomainError::NotFound("playback token"))?;
+            if !token.revocable {
+                return Err(playback::not_revocable());
+            }
+            if let Some(revoked_at) = token.revoked_at {
+                return Ok(revoked_at);
+            }
+            // As stored (microseconds), so that a second revocation reports the same.
+            let revoked_at: Option<DateTime<Utc>> = diesel::update(tokens::table.find(jti))
+                .set(tokens::revoked_at.eq(Utc::now()))
+                .returning(tokens::revoked_at)
+                .get_result(conn)
+                .await?;
+            let audit = Audit {
+                action: PLAYBACK_TOKEN_REVOKE,
+                target_type: "playback_token",
+                target_id: jti.to_string(),
+                target_label: String::new(),
+                before: Some(token.scope),
+                after: Some("revoked".into()),
+            };
+            record(conn, ctx, audit).await?;
+            revoked_at.ok_or_else(|| DomainError::Internal("revoked_at not set".into()))
+        })
+        .await
+    }
+}
+
+/// Retires a key: it verifies until the last token it signed has expired
+/// (issuing holds the organisation's row shared, so none is in flight).
+async fn retire(conn: &mut AsyncPgConnection, kid: &str) -> Result<(), DomainError> {
+    let last_expiry: Option<DateTime<Utc>> = tokens::table
+        .filter(tokens::kid.eq(kid))
+        .select(diesel::dsl::max(tokens::expires_at))
+        .first(conn)
+        .await?;
+    let now = Utc::now();
+    diesel::update(keys::table.find(kid))
+        .set((
+            keys::retired_at.eq(now),
+            keys::verify_until.eq(last_expiry.unwrap_or(now).max(now)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
