@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -118,11 +118,17 @@ pub async fn serve(
             tokens: Arc::new(PlaybackTokens::new(store.clone())),
             settings: args.playback_settings(),
         }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     health_task.abort();
     tracing::info!("usermgmt stopped");
     result.map_err(ServeError::from)
+}
+
+/// Accepted connections with TCP_NODELAY: without it, Nagle's algorithm and
+/// the client's delayed ACK stall some responses by ~40 ms.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Reflection knows the contract, health, reflection itself (both versions,
