@@ -35,6 +35,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use usermgmt::proto;
 use usermgmt::proto::auth_service_client::AuthServiceClient;
+use usermgmt::proto::playback_token_service_client::PlaybackTokenServiceClient;
 use usermgmt::proto::user_service_client::UserServiceClient;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -99,6 +100,16 @@ struct Args {
     )]
     scenarios: Vec<Scenario>,
 
+    /// Key of a registered service (`usermgmt service register`), for the
+    /// `authorize_*` scenarios.
+    #[arg(long, env = "LOADGEN_SERVICE_KEY", hide_env_values = true)]
+    service_key: Option<String>,
+
+    /// The organisation API key (from `usermgmt bootstrap`), for
+    /// `authorize_api_key`.
+    #[arg(long, env = "LOADGEN_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
     /// Worker threads of the load generator's own runtime (default: one per
     /// core). On a small machine the load generator competes with the server.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
@@ -124,6 +135,15 @@ enum Scenario {
     GetUser,
     /// `AuthService/WhoAmI`.
     WhoAmI,
+    /// `AuthService/Authorize` of the signed-in user's access token
+    /// (needs `--service-key`).
+    AuthorizeToken,
+    /// `AuthService/Authorize` of the organisation API key (needs
+    /// `--service-key` and `--api-key`).
+    AuthorizeApiKey,
+    /// `PlaybackTokenService/VerifyPlaybackToken` of a token issued at start
+    /// (the signed-in user's organisation must be a secure organisation).
+    VerifyPlayback,
 }
 
 impl Scenario {
@@ -156,6 +176,40 @@ impl Scenario {
                     .who_am_i(session.authorized(proto::WhoAmIRequest {}))
                     .await?;
             }
+            Scenario::AuthorizeToken | Scenario::AuthorizeApiKey => {
+                let kind = if self == Scenario::AuthorizeToken {
+                    proto::credential::Kind::AccessToken(session.access_token.clone())
+                } else {
+                    proto::credential::Kind::ApiKey(session.api_key.clone().unwrap_or_default())
+                };
+                let request = proto::AuthorizeRequest {
+                    credential: Some(proto::Credential { kind: Some(kind) }),
+                    permission: "streams.create".into(),
+                    organisation_id: String::new(),
+                };
+                let answer = AuthServiceClient::new(channel.clone())
+                    .authorize(session.as_service(request)?)
+                    .await?
+                    .into_inner();
+                if !answer.allowed {
+                    return Err(Status::permission_denied(answer.message));
+                }
+            }
+            Scenario::VerifyPlayback => {
+                let request = proto::VerifyPlaybackTokenRequest {
+                    token: session.playback_token.clone().unwrap_or_default(),
+                    ..Default::default()
+                };
+                let answer = PlaybackTokenServiceClient::new(channel.clone())
+                    .verify_playback_token(request)
+                    .await?
+                    .into_inner();
+                if !answer.valid {
+                    return Err(Status::failed_precondition(
+                        "the playback token did not verify",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -171,10 +225,23 @@ impl Scenario {
 #[derive(Debug)]
 struct Session {
     bearer: AsciiMetadataValue,
+    access_token: String,
     user_id: String,
+    service_key: Option<AsciiMetadataValue>,
+    api_key: Option<String>,
+    playback_token: Option<String>,
 }
 
 impl Session {
+    fn as_service<T>(&self, message: T) -> Result<Request<T>, Status> {
+        let key = self.service_key.clone().ok_or_else(|| {
+            Status::invalid_argument("the authorize scenarios need --service-key")
+        })?;
+        let mut request = Request::new(message);
+        request.metadata_mut().insert("x-usermgmt-service-key", key);
+        Ok(request)
+    }
+
     fn authorized<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request
@@ -382,10 +449,46 @@ async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
     let bearer: AsciiMetadataValue =
         MetadataValue::try_from(format!("Bearer {}", response.access_token))
             .map_err(|e| format!("the access token is not a valid header value: {e}"))?;
-    Ok(Session {
+    let service_key = args
+        .service_key
+        .as_deref()
+        .map(MetadataValue::try_from)
+        .transpose()
+        .map_err(|e| format!("the service key is not a valid header value: {e}"))?;
+    let mut session = Session {
         bearer,
+        access_token: response.access_token,
         user_id: response.user_id,
-    })
+        service_key,
+        api_key: args.api_key.clone(),
+        playback_token: None,
+    };
+    if args.scenarios.contains(&Scenario::VerifyPlayback) {
+        session.playback_token = Some(issue_playback_token(endpoint, &session).await?);
+    }
+    Ok(session)
+}
+
+/// An organisation-wide playback token for the `verify_playback` scenario.
+async fn issue_playback_token(endpoint: &Endpoint, session: &Session) -> Result<String, BoxError> {
+    let channel = endpoint.connect().await?;
+    let request = proto::IssuePlaybackTokenRequest {
+        scope: Some(proto::PlaybackScope {
+            scope: Some(proto::playback_scope::Scope::OrganisationWide(true)),
+        }),
+        ..Default::default()
+    };
+    let response = PlaybackTokenServiceClient::new(channel)
+        .issue_playback_token(session.authorized(request))
+        .await
+        .map_err(|status| {
+            format!(
+                "issuing a playback token failed (is the organisation secure?): {:?}: {}",
+                status.code(),
+                status.message()
+            )
+        })?;
+    Ok(response.into_inner().token)
 }
 
 /// Runs one scenario at one in-flight level on fresh connections.
