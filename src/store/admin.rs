@@ -129,6 +129,26 @@ async fn consume_confirmation(
     Ok(())
 }
 
+/// Gives the user a new tokenKey (so every token the user holds fails on
+/// its next call) and the role `role`, as one new version of the user.
+async fn renew_token_key_with_role(
+    conn: &mut AsyncPgConnection,
+    user: &User,
+    role: Role,
+) -> Result<User, DomainError> {
+    diesel::update(users::table.find(user.id))
+        .set((
+            users::role.eq(role.as_str()),
+            users::token_key.eq(Uuid::new_v4()),
+            users::version.eq(users::version + 1),
+            users::updated_at.eq(Utc::now()),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await?
+        .try_into()
+}
+
 /// Starts the second step of a double-confirmed action: takes the
 /// organisation's lock, then checks and uses up the confirmation.
 pub(super) async fn confirmed_step(
@@ -241,17 +261,7 @@ impl Store {
                     admin_count(conn, ctx.organisation_id).await?,
                 )?;
             }
-            let updated: User = diesel::update(users::table.find(user.id))
-                .set((
-                    users::role.eq(role.as_str()),
-                    users::token_key.eq(Uuid::new_v4()),
-                    users::version.eq(users::version + 1),
-                    users::updated_at.eq(Utc::now()),
-                ))
-                .returning(UserRow::as_returning())
-                .get_result(conn)
-                .await?
-                .try_into()?;
+            let updated = renew_token_key_with_role(conn, &user, role).await?;
             let audit = Audit::user(
                 USER_UPDATE_ROLE,
                 &updated,
@@ -338,16 +348,7 @@ impl Store {
             )
             .await?;
             let user = locked_user(conn, ctx.organisation_id, user_id).await?;
-            let renewed: User = diesel::update(users::table.find(user.id))
-                .set((
-                    users::token_key.eq(Uuid::new_v4()),
-                    users::version.eq(users::version + 1),
-                    users::updated_at.eq(Utc::now()),
-                ))
-                .returning(UserRow::as_returning())
-                .get_result(conn)
-                .await?
-                .try_into()?;
+            let renewed = renew_token_key_with_role(conn, &user, user.role).await?;
             let audit = Audit::user(
                 USER_RENEW_TOKEN_KEY,
                 &renewed,
