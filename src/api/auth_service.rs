@@ -77,10 +77,7 @@ impl AuthService for AuthApi {
         let organisation_id = v
             .check(optional_id("organisation_id", &request.organisation_id))
             .flatten();
-        v.into_result()?;
-        let (Some(credential), Some(permission)) = (credential, permission) else {
-            return Err(DomainError::Internal("validated fields missing".into()).into());
-        };
+        let (credential, permission) = v.conclude(|| Some((credential?, permission?)))?;
         let verdict = self
             .authenticator
             .authorize(credential, Some(permission), organisation_id)
@@ -108,9 +105,7 @@ impl AuthService for AuthApi {
         let organisation_id = v
             .check(optional_id("organisation_id", &request.organisation_id))
             .flatten();
-        v.into_result()?;
-        let credential =
-            credential.ok_or_else(|| DomainError::Internal("validated fields missing".into()))?;
+        let credential = v.conclude(|| credential)?;
         let verdicts = self
             .authenticator
             .authorize_each(credential, &permissions, organisation_id)

@@ -53,10 +53,8 @@ impl PlaybackApi {
             request.revocable,
             self.settings.default_ttl,
         ));
-        v.into_result()?;
-        let (Some(scope), Some(restrictions), Some(window)) = (scope, restrictions, window) else {
-            return Err(DomainError::Internal("validated fields missing".into()));
-        };
+        let (scope, restrictions, window) =
+            v.conclude(|| Some((scope?, restrictions?, window?)))?;
         Ok(Grant {
             scope,
             window,

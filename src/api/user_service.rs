@@ -153,10 +153,7 @@ impl UserService for UserApi {
         let email = v.check(Email::parse("email", &request.email));
         let role = v.check(convert::required_role("role", request.role));
         v.check(validate_password("password", &request.password));
-        v.into_result()?;
-        let (Some(email), Some(role)) = (email, role) else {
-            return Err(DomainError::Internal("validated fields missing".into()).into());
-        };
+        let (email, role) = v.conclude(|| Some((email?, role?)))?;
         let password_hash = self
             .authenticator
             .passwords()
@@ -184,10 +181,7 @@ impl UserService for UserApi {
         let ttl = v
             .check(convert::optional_duration("ttl", request.ttl))
             .and_then(|ttl| v.check(invite::invite_ttl(ttl, self.settings.invite_ttl)));
-        v.into_result()?;
-        let (Some(email), Some(role), Some(ttl)) = (email, role, ttl) else {
-            return Err(DomainError::Internal("validated fields missing".into()).into());
-        };
+        let (email, role, ttl) = v.conclude(|| Some((email?, role?, ttl?)))?;
         let secret = opaque::generate(INVITE_PREFIX)?;
         let new = NewInvite {
             email: &email,
@@ -252,10 +246,7 @@ impl UserService for UserApi {
         let etag = v
             .check(convert::optional_text("etag", &request.etag, 64))
             .flatten();
-        v.into_result()?;
-        let (Some(user_id), Some(role)) = (user_id, role) else {
-            return Err(DomainError::Internal("validated fields missing".into()).into());
-        };
+        let (user_id, role) = v.conclude(|| Some((user_id?, role?)))?;
         let (user, changed) = self
             .store
             .update_user_role(&ctx, user_id, role, etag.as_deref())

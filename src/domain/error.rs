@@ -150,4 +150,11 @@ impl Violations {
             Err(DomainError::InvalidArgument(self.0))
         }
     }
+
+    /// Ends validation: every violation at once, or the checked values that
+    /// `values` gathers (all present when nothing was violated).
+    pub fn conclude<T>(self, values: impl FnOnce() -> Option<T>) -> Result<T, DomainError> {
+        self.into_result()?;
+        values().ok_or_else(|| DomainError::Internal("a validated field is missing".into()))
+    }
 }
