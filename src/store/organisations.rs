@@ -111,14 +111,7 @@ impl Store {
                 ))
                 .execute(conn)
                 .await?;
-            let after = load_organisation(conn, ctx.organisation_id).await?;
-            record(
-                conn,
-                ctx,
-                organisation_audit(ORGANISATION_UPDATE, &before, &after),
-            )
-            .await?;
-            Ok(after)
+            recorded_change(conn, ctx, ORGANISATION_UPDATE, &before).await
         })
         .await
     }
@@ -172,17 +165,23 @@ impl Store {
                 ))
                 .execute(conn)
                 .await?;
-            let after = load_organisation(conn, ctx.organisation_id).await?;
-            record(
-                conn,
-                ctx,
-                organisation_audit(ORGANISATION_ROTATE_API_KEY, &before, &after),
-            )
-            .await?;
-            Ok(after)
+            recorded_change(conn, ctx, ORGANISATION_ROTATE_API_KEY, &before).await
         })
         .await
     }
+}
+
+/// The organisation after a change, once the change's audit event (the
+/// settings before and after) is recorded.
+async fn recorded_change(
+    conn: &mut AsyncPgConnection,
+    ctx: &ChangeContext,
+    action: &'static str,
+    before: &Organisation,
+) -> Result<Organisation, DomainError> {
+    let after = load_organisation(conn, ctx.organisation_id).await?;
+    record(conn, ctx, organisation_audit(action, before, &after)).await?;
+    Ok(after)
 }
 
 /// The audit event of an organisation change: the settings before and after
