@@ -25,6 +25,7 @@ use crate::proto::{
     playback_token_service_server::PlaybackTokenServiceServer,
     role_service_server::RoleServiceServer, user_service_server::UserServiceServer,
 };
+use crate::store::cache::{self, Cache};
 use crate::store::{Store, pool};
 use crate::telemetry::TelemetryLayer;
 
@@ -60,10 +61,17 @@ pub async fn serve(
     if !applied.is_empty() {
         tracing::info!(?applied, "ran migrations");
     }
-    let store = Store::new(pool::build_pool(
-        &args.database.database_url,
-        &args.database.pool_settings(),
-    )?);
+    let pool = pool::build_pool(&args.database.database_url, &args.database.pool_settings())?;
+    let (store, cache_task) = if args.auth_cache {
+        let cache = Arc::new(Cache::enabled());
+        let task = tokio::spawn(cache::maintain(
+            cache.clone(),
+            args.database.database_url.clone(),
+        ));
+        (Store::with_cache(pool, cache), Some(task))
+    } else {
+        (Store::new(pool), None)
+    };
     let tokens = AccessTokens::new(&signing_key(&args, &store).await?, args.token_settings())
         .map_err(|e| ServeError::Init(format!("access-token key: {e}")))?;
     let tokens = Arc::new(tokens);
@@ -121,6 +129,10 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     health_task.abort();
+    if let Some(task) = cache_task {
+        task.abort();
+        store.leave_cache().await;
+    }
     tracing::info!("usermgmt stopped");
     result.map_err(ServeError::from)
 }

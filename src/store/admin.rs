@@ -216,25 +216,29 @@ impl Store {
         password_hash: &str,
     ) -> Result<User, DomainError> {
         let mut conn = self.conn().await?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            lock_organisation(conn, ctx.organisation_id).await?;
-            let user = insert_user(
-                conn,
-                ctx.organisation_id,
-                email.as_str(),
-                role,
-                password_hash,
-            )
+        let changed = conn
+            .transaction::<_, DomainError, _>(async |conn| {
+                lock_organisation(conn, ctx.organisation_id).await?;
+                let user = insert_user(
+                    conn,
+                    ctx.organisation_id,
+                    email.as_str(),
+                    role,
+                    password_hash,
+                )
+                .await?;
+                record(
+                    conn,
+                    ctx,
+                    Audit::user(USER_CREATE, &user, None, Some(role.to_string())),
+                )
+                .await?;
+                Ok(user)
+            })
             .await?;
-            record(
-                conn,
-                ctx,
-                Audit::user(USER_CREATE, &user, None, Some(role.to_string())),
-            )
-            .await?;
-            Ok(user)
-        })
-        .await
+        drop(conn);
+        self.settle().await;
+        Ok(changed)
     }
 
     /// Changes a user's role and renews the user's tokenKey with it. Returns
@@ -247,31 +251,35 @@ impl Store {
         etag: Option<&str>,
     ) -> Result<(User, bool), DomainError> {
         let mut conn = self.conn().await?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            lock_organisation(conn, ctx.organisation_id).await?;
-            let user = locked_user(conn, ctx.organisation_id, user_id).await?;
-            invariants::etag_matches(&user, etag)?;
-            if user.role == role {
-                return Ok((user, false));
-            }
-            if user.role == Role::NanoAdmin {
-                keeps_an_admin(
-                    &user,
-                    Some(role),
-                    admin_count(conn, ctx.organisation_id).await?,
-                )?;
-            }
-            let updated = renew_token_key_with_role(conn, &user, role).await?;
-            let audit = Audit::user(
-                USER_UPDATE_ROLE,
-                &updated,
-                Some(user.role.to_string()),
-                Some(role.to_string()),
-            );
-            record(conn, ctx, audit).await?;
-            Ok((updated, true))
-        })
-        .await
+        let changed = conn
+            .transaction::<_, DomainError, _>(async |conn| {
+                lock_organisation(conn, ctx.organisation_id).await?;
+                let user = locked_user(conn, ctx.organisation_id, user_id).await?;
+                invariants::etag_matches(&user, etag)?;
+                if user.role == role {
+                    return Ok((user, false));
+                }
+                if user.role == Role::NanoAdmin {
+                    keeps_an_admin(
+                        &user,
+                        Some(role),
+                        admin_count(conn, ctx.organisation_id).await?,
+                    )?;
+                }
+                let updated = renew_token_key_with_role(conn, &user, role).await?;
+                let audit = Audit::user(
+                    USER_UPDATE_ROLE,
+                    &updated,
+                    Some(user.role.to_string()),
+                    Some(role.to_string()),
+                );
+                record(conn, ctx, audit).await?;
+                Ok((updated, true))
+            })
+            .await?;
+        drop(conn);
+        self.settle().await;
+        Ok(changed)
     }
 
     /// The first step of a double-confirmed action on a user: stores the
@@ -310,24 +318,28 @@ impl Store {
         token_hash: &[u8],
     ) -> Result<User, DomainError> {
         let mut conn = self.conn().await?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            confirmed_step(conn, ctx, ConfirmedAction::DeleteUser, user_id, token_hash).await?;
-            let user = locked_user(conn, ctx.organisation_id, user_id).await?;
-            if user.role == Role::NanoAdmin {
-                keeps_an_admin(&user, None, admin_count(conn, ctx.organisation_id).await?)?;
-            }
-            diesel::delete(users::table.find(user.id))
-                .execute(conn)
+        let changed = conn
+            .transaction::<_, DomainError, _>(async |conn| {
+                confirmed_step(conn, ctx, ConfirmedAction::DeleteUser, user_id, token_hash).await?;
+                let user = locked_user(conn, ctx.organisation_id, user_id).await?;
+                if user.role == Role::NanoAdmin {
+                    keeps_an_admin(&user, None, admin_count(conn, ctx.organisation_id).await?)?;
+                }
+                diesel::delete(users::table.find(user.id))
+                    .execute(conn)
+                    .await?;
+                record(
+                    conn,
+                    ctx,
+                    Audit::user(USER_DELETE, &user, Some(user.role.to_string()), None),
+                )
                 .await?;
-            record(
-                conn,
-                ctx,
-                Audit::user(USER_DELETE, &user, Some(user.role.to_string()), None),
-            )
+                Ok(user)
+            })
             .await?;
-            Ok(user)
-        })
-        .await
+        drop(conn);
+        self.settle().await;
+        Ok(changed)
     }
 
     /// The second step of RenewTokenKey. Returns the user with its new key.
@@ -338,26 +350,30 @@ impl Store {
         token_hash: &[u8],
     ) -> Result<User, DomainError> {
         let mut conn = self.conn().await?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            confirmed_step(
-                conn,
-                ctx,
-                ConfirmedAction::RenewTokenKey,
-                user_id,
-                token_hash,
-            )
+        let changed = conn
+            .transaction::<_, DomainError, _>(async |conn| {
+                confirmed_step(
+                    conn,
+                    ctx,
+                    ConfirmedAction::RenewTokenKey,
+                    user_id,
+                    token_hash,
+                )
+                .await?;
+                let user = locked_user(conn, ctx.organisation_id, user_id).await?;
+                let renewed = renew_token_key_with_role(conn, &user, user.role).await?;
+                let audit = Audit::user(
+                    USER_RENEW_TOKEN_KEY,
+                    &renewed,
+                    Some(format!("tokenKey {}", user.token_key_fingerprint())),
+                    Some(format!("tokenKey {}", renewed.token_key_fingerprint())),
+                );
+                record(conn, ctx, audit).await?;
+                Ok(renewed)
+            })
             .await?;
-            let user = locked_user(conn, ctx.organisation_id, user_id).await?;
-            let renewed = renew_token_key_with_role(conn, &user, user.role).await?;
-            let audit = Audit::user(
-                USER_RENEW_TOKEN_KEY,
-                &renewed,
-                Some(format!("tokenKey {}", user.token_key_fingerprint())),
-                Some(format!("tokenKey {}", renewed.token_key_fingerprint())),
-            );
-            record(conn, ctx, audit).await?;
-            Ok(renewed)
-        })
-        .await
+        drop(conn);
+        self.settle().await;
+        Ok(changed)
     }
 }

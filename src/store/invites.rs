@@ -185,47 +185,51 @@ impl Store {
             .await
             .optional()?
             .ok_or_else(invalid)?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            lock_organisation(conn, organisation_id).await?;
-            let invite: Invite = invites::table
-                .filter(invites::token_hash.eq(token_hash))
-                .filter(pending!())
-                .filter(invites::expires_at.gt(Utc::now()))
-                .select(InviteRow::as_select())
-                .for_update()
-                .first(conn)
-                .await
-                .optional()?
-                .ok_or_else(invalid)?
-                .try_into()?;
-            let user = insert_user(
-                conn,
-                organisation_id,
-                &invite.email,
-                invite.role,
-                password_hash,
-            )
-            .await?;
-            diesel::update(invites::table.find(invite.id))
-                .set((
-                    invites::accepted_at.eq(Utc::now()),
-                    invites::accepted_user_id.eq(user.id),
-                ))
-                .execute(conn)
+        let changed = conn
+            .transaction::<_, DomainError, _>(async |conn| {
+                lock_organisation(conn, organisation_id).await?;
+                let invite: Invite = invites::table
+                    .filter(invites::token_hash.eq(token_hash))
+                    .filter(pending!())
+                    .filter(invites::expires_at.gt(Utc::now()))
+                    .select(InviteRow::as_select())
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(invalid)?
+                    .try_into()?;
+                let user = insert_user(
+                    conn,
+                    organisation_id,
+                    &invite.email,
+                    invite.role,
+                    password_hash,
+                )
                 .await?;
-            let ctx = ChangeContext {
-                organisation_id,
-                actor: Actor::User(user.id),
-                request_id,
-            };
-            record(
-                conn,
-                &ctx,
-                invite_audit(INVITE_ACCEPT, &invite, Some(format!("user {}", user.id))),
-            )
+                diesel::update(invites::table.find(invite.id))
+                    .set((
+                        invites::accepted_at.eq(Utc::now()),
+                        invites::accepted_user_id.eq(user.id),
+                    ))
+                    .execute(conn)
+                    .await?;
+                let ctx = ChangeContext {
+                    organisation_id,
+                    actor: Actor::User(user.id),
+                    request_id,
+                };
+                record(
+                    conn,
+                    &ctx,
+                    invite_audit(INVITE_ACCEPT, &invite, Some(format!("user {}", user.id))),
+                )
+                .await?;
+                Ok(user)
+            })
             .await?;
-            Ok(user)
-        })
-        .await
+        drop(conn);
+        self.settle().await;
+        Ok(changed)
     }
 }

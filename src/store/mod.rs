@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod cache;
 pub mod invites;
 pub mod models;
 pub mod organisations;
@@ -24,13 +25,79 @@ pub use pool::PgPool;
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    cache: std::sync::Arc<cache::Cache>,
 }
 
 pub type Conn = Object<AsyncPgConnection>;
 
 impl Store {
+    /// A store without a cache: every read goes to the database.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self::with_cache(pool, std::sync::Arc::new(cache::Cache::disabled()))
+    }
+
+    /// A store whose reads for the per-call check go through `cache` (kept
+    /// in step by [`cache::maintain`]).
+    pub fn with_cache(pool: PgPool, cache: std::sync::Arc<cache::Cache>) -> Self {
+        Self { pool, cache }
+    }
+
+    /// Returns once every caching replica has dropped what a change this
+    /// store just committed made stale (see [`cache`]). A change's call must
+    /// not return before.
+    pub async fn settle(&self) {
+        if let Err(error) = self.try_settle().await {
+            tracing::warn!(%error, "cannot confirm cache invalidation; waiting the leases out");
+            tokio::time::sleep(cache::MAX_SETTLE).await;
+        }
+    }
+
+    /// Unregisters this replica's cache (at shutdown), so that writers stop
+    /// waiting for it at once rather than when its lease runs out.
+    pub async fn leave_cache(&self) {
+        use diesel::{ExpressionMethods as _, QueryDsl as _};
+        use diesel_async::RunQueryDsl as _;
+        let replica = self.cache.replica_id();
+        if let Ok(mut conn) = self.conn().await {
+            let _ = diesel::delete(
+                schema::cache_replicas::table.filter(schema::cache_replicas::id.eq(replica)),
+            )
+            .execute(&mut conn)
+            .await;
+        }
+    }
+
+    async fn try_settle(&self) -> Result<(), DomainError> {
+        use diesel::{ExpressionMethods as _, QueryDsl as _};
+        use diesel_async::RunQueryDsl as _;
+        use schema::{cache_acks, cache_replicas};
+        let probe = uuid::Uuid::new_v4();
+        let deadline = tokio::time::Instant::now() + cache::MAX_SETTLE;
+        let mut conn = self.conn().await?;
+        diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<diesel::sql_types::Text, _>(cache::CHANNEL)
+            .bind::<diesel::sql_types::Text, _>(format!("probe:{probe}"))
+            .execute(&mut conn)
+            .await?;
+        loop {
+            let acknowledged = cache_acks::table
+                .filter(cache_acks::probe_id.eq(probe))
+                .filter(cache_acks::replica_id.eq(cache_replicas::id));
+            let waiting: i64 = cache_replicas::table
+                .filter(cache_replicas::lease_until.gt(diesel::dsl::now))
+                .filter(diesel::dsl::not(diesel::dsl::exists(acknowledged)))
+                .count()
+                .get_result(&mut conn)
+                .await?;
+            if waiting == 0 || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        diesel::delete(cache_acks::table.filter(cache_acks::probe_id.eq(probe)))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -63,20 +63,34 @@ impl Store {
 
     /// The organisation whose current API key has this hash.
     pub async fn organisation_by_api_key(&self, hash: &[u8]) -> Result<Option<Uuid>, DomainError> {
+        if let Some(organisation_id) = self.cache.api_key(hash) {
+            return Ok(Some(organisation_id));
+        }
+        let epoch = self.cache.epoch();
         let mut conn = self.conn().await?;
-        organisations::table
+        let found = organisations::table
             .filter(organisations::api_key_hash.eq(hash))
             .select(organisations::id)
             .first(&mut conn)
             .await
             .optional()
-            .map_err(db_error)
+            .map_err(db_error)?;
+        if let Some(organisation_id) = found {
+            self.cache.put_api_key(epoch, hash, organisation_id);
+        }
+        Ok(found)
     }
 
     /// The organisation with its user count per role.
     pub async fn organisation(&self, organisation_id: Uuid) -> Result<Organisation, DomainError> {
+        if let Some(organisation) = self.cache.organisation(organisation_id) {
+            return Ok(organisation);
+        }
+        let epoch = self.cache.epoch();
         let mut conn = self.conn().await?;
-        load_organisation(&mut conn, organisation_id).await
+        let organisation = load_organisation(&mut conn, organisation_id).await?;
+        self.cache.put_organisation(epoch, &organisation);
+        Ok(organisation)
     }
 
     /// Changes the organisation's settings (with its audit event).
@@ -87,33 +101,37 @@ impl Store {
         etag: Option<&str>,
     ) -> Result<Organisation, DomainError> {
         let mut conn = self.conn().await?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            lock_organisation(conn, ctx.organisation_id).await?;
-            let before = load_organisation(conn, ctx.organisation_id).await?;
-            if let Some(etag) = etag
-                && etag != before.etag()
-            {
-                return Err(DomainError::Aborted(format!(
-                    "the organisation was changed since etag {etag} was read: read it again"
-                )));
-            }
-            let name = changes.name.clone().unwrap_or_else(|| before.name.clone());
-            let secure_playback = changes.secure_playback.unwrap_or(before.secure_playback);
-            if name == before.name && secure_playback == before.secure_playback {
-                return Ok(before);
-            }
-            diesel::update(organisations::table.find(ctx.organisation_id))
-                .set((
-                    organisations::name.eq(&name),
-                    organisations::secure_playback.eq(secure_playback),
-                    organisations::version.eq(organisations::version + 1),
-                    organisations::updated_at.eq(Utc::now()),
-                ))
-                .execute(conn)
-                .await?;
-            recorded_change(conn, ctx, ORGANISATION_UPDATE, &before).await
-        })
-        .await
+        let changed = conn
+            .transaction::<_, DomainError, _>(async |conn| {
+                lock_organisation(conn, ctx.organisation_id).await?;
+                let before = load_organisation(conn, ctx.organisation_id).await?;
+                if let Some(etag) = etag
+                    && etag != before.etag()
+                {
+                    return Err(DomainError::Aborted(format!(
+                        "the organisation was changed since etag {etag} was read: read it again"
+                    )));
+                }
+                let name = changes.name.clone().unwrap_or_else(|| before.name.clone());
+                let secure_playback = changes.secure_playback.unwrap_or(before.secure_playback);
+                if name == before.name && secure_playback == before.secure_playback {
+                    return Ok(before);
+                }
+                diesel::update(organisations::table.find(ctx.organisation_id))
+                    .set((
+                        organisations::name.eq(&name),
+                        organisations::secure_playback.eq(secure_playback),
+                        organisations::version.eq(organisations::version + 1),
+                        organisations::updated_at.eq(Utc::now()),
+                    ))
+                    .execute(conn)
+                    .await?;
+                recorded_change(conn, ctx, ORGANISATION_UPDATE, &before).await
+            })
+            .await?;
+        drop(conn);
+        self.settle().await;
+        Ok(changed)
     }
 
     /// The first step of RotateApiKey.
@@ -144,30 +162,34 @@ impl Store {
         new_key: ApiKeyHash<'_>,
     ) -> Result<Organisation, DomainError> {
         let mut conn = self.conn().await?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            let organisation_id = ctx.organisation_id;
-            confirmed_step(
-                conn,
-                ctx,
-                ConfirmedAction::RotateApiKey,
-                organisation_id,
-                confirmation_hash,
-            )
-            .await?;
-            let before = load_organisation(conn, ctx.organisation_id).await?;
-            diesel::update(organisations::table.find(ctx.organisation_id))
-                .set((
-                    organisations::api_key_hash.eq(new_key.hash),
-                    organisations::api_key_fingerprint.eq(new_key.fingerprint),
-                    organisations::api_key_rotated_at.eq(Utc::now()),
-                    organisations::version.eq(organisations::version + 1),
-                    organisations::updated_at.eq(Utc::now()),
-                ))
-                .execute(conn)
+        let changed = conn
+            .transaction::<_, DomainError, _>(async |conn| {
+                let organisation_id = ctx.organisation_id;
+                confirmed_step(
+                    conn,
+                    ctx,
+                    ConfirmedAction::RotateApiKey,
+                    organisation_id,
+                    confirmation_hash,
+                )
                 .await?;
-            recorded_change(conn, ctx, ORGANISATION_ROTATE_API_KEY, &before).await
-        })
-        .await
+                let before = load_organisation(conn, ctx.organisation_id).await?;
+                diesel::update(organisations::table.find(ctx.organisation_id))
+                    .set((
+                        organisations::api_key_hash.eq(new_key.hash),
+                        organisations::api_key_fingerprint.eq(new_key.fingerprint),
+                        organisations::api_key_rotated_at.eq(Utc::now()),
+                        organisations::version.eq(organisations::version + 1),
+                        organisations::updated_at.eq(Utc::now()),
+                    ))
+                    .execute(conn)
+                    .await?;
+                recorded_change(conn, ctx, ORGANISATION_ROTATE_API_KEY, &before).await
+            })
+            .await?;
+        drop(conn);
+        self.settle().await;
+        Ok(changed)
     }
 }
 

@@ -131,3 +131,20 @@ diesel::allow_tables_to_appear_in_same_query!(
     playback_signing_keys,
     playback_tokens
 );
+
+diesel::table! {
+    cache_replicas (id) {
+        id -> Uuid,
+        lease_until -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    cache_acks (probe_id, replica_id) {
+        probe_id -> Uuid,
+        replica_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(cache_replicas, cache_acks);

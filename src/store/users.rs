@@ -2,7 +2,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
-use super::models::{CredentialRow, LoginRow, UserRow, parse_role};
+use super::models::{LoginRow, UserRow};
 use super::schema::users;
 use super::{Store, db_error};
 use crate::domain::{DomainError, Role, user::User};
@@ -19,6 +19,22 @@ pub struct UserQuery {
 impl Store {
     /// One user of the organisation; NOT_FOUND also for other organisations'.
     pub async fn user(&self, organisation_id: Uuid, user_id: Uuid) -> Result<User, DomainError> {
+        self.cached_user(organisation_id, user_id)
+            .await?
+            .ok_or(DomainError::NotFound("user"))
+    }
+
+    /// The user, from the cache when it may answer, else from the database
+    /// (filling the cache).
+    async fn cached_user(
+        &self,
+        organisation_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<User>, DomainError> {
+        if let Some(user) = self.cache.user(organisation_id, user_id) {
+            return Ok(Some(user));
+        }
+        let epoch = self.cache.epoch();
         let mut conn = self.conn().await?;
         let row = users::table
             .filter(users::organisation_id.eq(organisation_id))
@@ -28,7 +44,11 @@ impl Store {
             .await
             .optional()
             .map_err(db_error)?;
-        row.ok_or(DomainError::NotFound("user"))?.try_into()
+        let user = row.map(User::try_from).transpose()?;
+        if let Some(user) = &user {
+            self.cache.put_user(epoch, user);
+        }
+        Ok(user)
     }
 
     /// A page of users, by keyset on the id (an index serves each filter).
@@ -93,17 +113,8 @@ impl Store {
         organisation_id: Uuid,
         user_id: Uuid,
     ) -> Result<Option<(Role, Uuid)>, DomainError> {
-        let mut conn = self.conn().await?;
-        let row = users::table
-            .filter(users::id.eq(user_id))
-            .filter(users::organisation_id.eq(organisation_id))
-            .select(CredentialRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()
-            .map_err(db_error)?;
-        row.map(|row| Ok((parse_role(&row.role)?, row.token_key)))
-            .transpose()
+        let user = self.cached_user(organisation_id, user_id).await?;
+        Ok(user.map(|user| (user.role, user.token_key)))
     }
 }
 

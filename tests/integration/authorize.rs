@@ -110,7 +110,8 @@ async fn every_role_gets_exactly_its_permissions_and_the_api_key_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denials_say_why() {
-    let server = TestServer::start().await;
+    // Deletes a user behind the service's back: uncached, as above.
+    let server = TestServer::start_with(&["--auth-cache", "false"]).await;
     let acme = create_org(&server.db, "Acme").await;
     let globex = create_org(&server.db, "Globex").await;
     let service_key = register_service(&server.db, "tags").await;

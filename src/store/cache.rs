@@ -1,0 +1,385 @@
+//! The replica-local cache of what the per-call check reads (users,
+//! organisations, API keys), and the protocol that keeps it from ever
+//! allowing a revoked credential.
+//!
+//! - Every change of a user or an organisation notifies every replica
+//!   (a trigger, channel `usermgmt_cache`, payload `org:<id>`); a replica
+//!   evicts that organisation's entries when the notification arrives.
+//! - A replica trusts its cache only for [`TRUST`] after sending a heartbeat
+//!   notification that has come back to it. PostgreSQL delivers the
+//!   notifications of one listener in commit order, so by then every change
+//!   committed before the heartbeat has been evicted. A replica that loses its
+//!   listener, or falls behind, stops trusting its cache within [`TRUST`].
+//! - A writer, after its commit, sends a probe and waits until every replica
+//!   with a live lease has acknowledged it (so has evicted), or until every
+//!   lease it could wait for has run out ([`MAX_SETTLE`]): when the writer's
+//!   call returns, no replica serves the old state.
+//! - A read that started before an eviction does not fill the cache (the
+//!   epoch guard), so an eviction is never undone by a slow read.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use tokio_postgres::AsyncMessage;
+use uuid::Uuid;
+
+use crate::domain::user::{Organisation, User};
+
+pub const CHANNEL: &str = "usermgmt_cache";
+/// How often a replica sends a heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_millis(200);
+/// How long a replica trusts its cache after sending a heartbeat that came back.
+pub const TRUST: Duration = Duration::from_millis(800);
+/// The lease a heartbeat writes: longer than [`TRUST`], so that a writer that
+/// finds a lease run out knows the replica has stopped trusting its cache.
+pub const LEASE: Duration = Duration::from_secs(1);
+/// The longest a writer waits for acknowledgements.
+pub const MAX_SETTLE: Duration = Duration::from_millis(1250);
+/// Past this many users, the cache starts over (bounds the memory).
+const MAX_USERS: usize = 50_000;
+
+/// The cache of one replica.
+pub struct Cache {
+    enabled: bool,
+    replica_id: Uuid,
+    origin: Instant,
+    /// Nanoseconds since `origin` until which the cache may be used; 0: never.
+    trusted_until: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Bumped by every eviction: a read that began in an older epoch may
+    /// have read what was just evicted, so it must not fill the cache.
+    epoch: u64,
+    users: HashMap<(Uuid, Uuid), User>,
+    organisations: HashMap<Uuid, Organisation>,
+    api_keys: HashMap<Vec<u8>, Uuid>,
+}
+
+/// The epoch a read began in, when the cache may be filled at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Epoch(Option<u64>);
+
+impl Cache {
+    pub fn disabled() -> Self {
+        Self::new(false)
+    }
+
+    pub fn enabled() -> Self {
+        Self::new(true)
+    }
+
+    fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            replica_id: Uuid::new_v4(),
+            origin: Instant::now(),
+            trusted_until: AtomicU64::new(0),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn replica_id(&self) -> Uuid {
+        self.replica_id
+    }
+
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn trusted(&self) -> bool {
+        self.enabled && self.now_nanos() < self.trusted_until.load(Ordering::Acquire)
+    }
+
+    /// Trusts the cache until `TRUST` after `sent`, the time the heartbeat
+    /// that just came back was sent.
+    fn trust_from(&self, sent: Instant) {
+        let until = (sent + TRUST).saturating_duration_since(self.origin);
+        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
+        self.trusted_until.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    /// Stops trusting and forgets everything (the listener was lost).
+    fn distrust(&self) {
+        self.trusted_until.store(0, Ordering::Release);
+        self.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps inconsistent
+        // in a way that matters: at worst an entry is missing.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        state.epoch += 1;
+        state.users.clear();
+        state.organisations.clear();
+        state.api_keys.clear();
+    }
+
+    pub fn evict_organisation(&self, organisation_id: Uuid) {
+        let mut state = self.lock();
+        state.epoch += 1;
+        state.users.retain(|(org, _), _| *org != organisation_id);
+        state.organisations.remove(&organisation_id);
+        state.api_keys.retain(|_, org| *org != organisation_id);
+    }
+
+    /// Call before reading what may be cached afterwards.
+    pub fn epoch(&self) -> Epoch {
+        if self.trusted() {
+            Epoch(Some(self.lock().epoch))
+        } else {
+            Epoch(None)
+        }
+    }
+
+    fn fill(&self, epoch: Epoch, fill: impl FnOnce(&mut State)) {
+        let Epoch(Some(epoch)) = epoch else { return };
+        let mut state = self.lock();
+        if state.epoch == epoch && self.trusted() {
+            fill(&mut state);
+        }
+    }
+
+    pub fn user(&self, organisation_id: Uuid, user_id: Uuid) -> Option<User> {
+        if !self.trusted() {
+            return None;
+        }
+        self.lock().users.get(&(organisation_id, user_id)).cloned()
+    }
+
+    pub fn put_user(&self, epoch: Epoch, user: &User) {
+        self.fill(epoch, |state| {
+            if state.users.len() >= MAX_USERS {
+                state.users.clear();
+            }
+            state
+                .users
+                .insert((user.organisation_id, user.id), user.clone());
+        });
+    }
+
+    pub fn organisation(&self, organisation_id: Uuid) -> Option<Organisation> {
+        if !self.trusted() {
+            return None;
+        }
+        self.lock().organisations.get(&organisation_id).cloned()
+    }
+
+    pub fn put_organisation(&self, epoch: Epoch, organisation: &Organisation) {
+        self.fill(epoch, |state| {
+            state
+                .organisations
+                .insert(organisation.id, organisation.clone());
+        });
+    }
+
+    pub fn api_key(&self, hash: &[u8]) -> Option<Uuid> {
+        if !self.trusted() {
+            return None;
+        }
+        self.lock().api_keys.get(hash).copied()
+    }
+
+    pub fn put_api_key(&self, epoch: Epoch, hash: &[u8], organisation_id: Uuid) {
+        self.fill(epoch, |state| {
+            if state.api_keys.len() >= MAX_USERS {
+                state.api_keys.clear();
+            }
+            state.api_keys.insert(hash.to_vec(), organisation_id);
+        });
+    }
+}
+
+/// Keeps `cache` in step with the database: listens for changes, sends
+/// heartbeats, acknowledges probes. Reconnects after any failure; the cache is
+/// distrusted and emptied meanwhile. Runs until the task is aborted.
+pub async fn maintain(cache: Arc<Cache>, database_url: String) {
+    loop {
+        match listen(&cache, &database_url).await {
+            Ok(()) => tracing::warn!("cache listener ended; the cache is off until it is back"),
+            Err(error) => {
+                tracing::warn!(%error, "cache listener failed; the cache is off until it is back")
+            }
+        }
+        cache.distrust();
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+}
+
+async fn listen(
+    cache: &Cache,
+    database_url: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut config: tokio_postgres::Config = database_url.parse()?;
+    config.application_name("usermgmt-cache-listener");
+    config.connect_timeout(LEASE);
+    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(notification)) => {
+                    if tx.send(notification.payload().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    let result = serve_notifications(cache, &client, &mut notifications).await;
+    driver.abort();
+    result
+}
+
+async fn serve_notifications(
+    cache: &Cache,
+    client: &tokio_postgres::Client,
+    notifications: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let listen = format!("LISTEN {CHANNEL}");
+    tokio::time::timeout(LEASE, client.batch_execute(&listen)).await??;
+    // Whatever was cached before may have missed notifications.
+    cache.clear();
+    let me = cache.replica_id();
+    let mut sent: HashMap<u64, Instant> = HashMap::new();
+    let mut beat: u64 = 0;
+    let mut ticker = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                beat += 1;
+                sent.insert(beat, Instant::now());
+                sent.retain(|n, _| *n + 20 > beat);
+                let heartbeat = format!(
+                    "BEGIN; \
+                     INSERT INTO cache_replicas (id, lease_until) VALUES ('{me}', now() + interval '{} milliseconds') \
+                     ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until; \
+                     SELECT pg_notify('{CHANNEL}', 'hb:{me}:{beat}'); COMMIT",
+                    LEASE.as_millis()
+                );
+                tokio::time::timeout(LEASE, client.batch_execute(&heartbeat)).await??;
+            }
+            payload = notifications.recv() => {
+                let Some(payload) = payload else { return Ok(()) };
+                handle(cache, client, me, &sent, &payload).await?;
+            }
+        }
+    }
+}
+
+async fn handle(
+    cache: &Cache,
+    client: &tokio_postgres::Client,
+    me: Uuid,
+    sent: &HashMap<u64, Instant>,
+    payload: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (kind, rest) = payload.split_once(':').unwrap_or((payload, ""));
+    match kind {
+        "org" => match rest.parse() {
+            Ok(organisation_id) => cache.evict_organisation(organisation_id),
+            Err(_) => cache.clear(),
+        },
+        "probe" => {
+            if let Ok(probe) = rest.parse::<Uuid>() {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&probe, &me];
+                let ack = client.execute(
+                    "INSERT INTO cache_acks (probe_id, replica_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &params,
+                );
+                tokio::time::timeout(LEASE, ack).await??;
+            }
+        }
+        "hb" => {
+            if let Some((replica, beat)) = rest.split_once(':')
+                && replica == me.to_string()
+                && let Some(at) = beat.parse().ok().and_then(|n: u64| sent.get(&n))
+            {
+                cache.trust_from(*at);
+            }
+        }
+        _ => cache.clear(),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::Role;
+
+    fn user(org: Uuid) -> User {
+        User {
+            id: Uuid::now_v7(),
+            organisation_id: org,
+            email: "a@example.com".into(),
+            role: Role::NanoUser,
+            token_key: Uuid::new_v4(),
+            version: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn an_untrusted_cache_answers_nothing_and_keeps_nothing() {
+        let cache = Cache::enabled();
+        let u = user(Uuid::now_v7());
+        cache.put_user(cache.epoch(), &u);
+        assert_eq!(cache.user(u.organisation_id, u.id), None);
+        cache.trust_from(Instant::now());
+        cache.put_user(cache.epoch(), &u);
+        assert_eq!(cache.user(u.organisation_id, u.id), Some(u.clone()));
+        cache.distrust();
+        assert_eq!(cache.user(u.organisation_id, u.id), None);
+    }
+
+    #[test]
+    fn a_read_that_straddles_an_eviction_does_not_fill_the_cache() {
+        let cache = Cache::enabled();
+        cache.trust_from(Instant::now());
+        let u = user(Uuid::now_v7());
+        let before_read = cache.epoch();
+        cache.evict_organisation(u.organisation_id);
+        cache.put_user(before_read, &u);
+        assert_eq!(cache.user(u.organisation_id, u.id), None);
+    }
+
+    #[test]
+    fn eviction_is_per_organisation() {
+        let cache = Cache::enabled();
+        cache.trust_from(Instant::now());
+        let (a, b) = (user(Uuid::now_v7()), user(Uuid::now_v7()));
+        cache.put_user(cache.epoch(), &a);
+        cache.put_user(cache.epoch(), &b);
+        cache.put_api_key(cache.epoch(), b"key-a", a.organisation_id);
+        cache.evict_organisation(a.organisation_id);
+        assert_eq!(cache.user(a.organisation_id, a.id), None);
+        assert_eq!(cache.api_key(b"key-a"), None);
+        assert_eq!(cache.user(b.organisation_id, b.id), Some(b));
+    }
+
+    #[test]
+    fn trust_runs_out() {
+        let cache = Cache::enabled();
+        cache.trust_from(Instant::now() - TRUST - Duration::from_millis(1));
+        assert!(!cache.trusted());
+        assert!(!Cache::disabled().trusted());
+    }
+}
