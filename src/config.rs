@@ -50,9 +50,27 @@ pub enum Command {
     /// Creates an organisation with its API key and first nanoAdmin; prints
     /// its ids and the API key (shown only here) as JSON.
     Bootstrap(BootstrapArgs),
+    /// Adds many users to an organisation at once, for benchmarks (nanoUser,
+    /// nanoReadOnly and nanoAdmin in turn, all with the password
+    /// `seeded password`).
+    Seed(SeedArgs),
     /// Registers or revokes the internal services that may call Authorize.
     #[command(subcommand)]
     Service(ServiceCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The organisation to add users to.
+    #[arg(long)]
+    pub organisation_id: uuid::Uuid,
+
+    /// How many users to add.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub users: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -65,6 +65,13 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Bootstrap(args) => bootstrap(args).await,
+        Command::Seed(args) => {
+            let store = open_store(&args.database).await?;
+            let passwords = Passwords::new(1).await.map_err(|e| e.to_string())?;
+            provisioning::seed_users(&store, &passwords, args.organisation_id, args.users)
+                .await
+                .map_err(|e| e.to_string())
+        }
         Command::Service(ServiceCommand::Register(args)) => {
             let store = open_store(&args.database).await?;
             let key = provisioning::register_service(&store, &args.name)

@@ -54,6 +54,43 @@ pub async fn bootstrap(
     })
 }
 
+/// The password of every seeded user.
+pub const SEEDED_PASSWORD: &str = "seeded password";
+
+/// Adds `count` users to an organisation in large batches (benchmarks).
+pub async fn seed_users(
+    store: &Store,
+    passwords: &Passwords,
+    organisation_id: Uuid,
+    count: u32,
+) -> Result<(), DomainError> {
+    const BATCH: u32 = 5_000;
+    let password_hash = passwords.hash(SEEDED_PASSWORD).await?;
+    let run = Uuid::new_v4().simple().to_string();
+    let roles = [
+        crate::domain::Role::NanoUser,
+        crate::domain::Role::NanoReadOnly,
+        crate::domain::Role::NanoAdmin,
+    ];
+    let mut first = 0;
+    while first < count {
+        let last = (first + BATCH).min(count);
+        let users: Vec<(String, crate::domain::Role)> = (first..last)
+            .map(|i| {
+                (
+                    format!("seed-{run}-{i}@seed.example.com"),
+                    roles[i as usize % roles.len()],
+                )
+            })
+            .collect();
+        store
+            .insert_users(organisation_id, &users, &password_hash)
+            .await?;
+        first = last;
+    }
+    Ok(())
+}
+
 /// Registers an internal service; returns its key, shown only here.
 pub async fn register_service(store: &Store, name: &str) -> Result<String, DomainError> {
     let name = name.trim();

@@ -29,6 +29,16 @@ $$ LANGUAGE plpgsql;
 CREATE TRIGGER organisations_notify_change AFTER UPDATE OR DELETE ON organisations
     FOR EACH ROW EXECUTE FUNCTION usermgmt_notify_organisation_change();
 
+CREATE FUNCTION usermgmt_notify_service_change() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('usermgmt_cache', 'services');
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER service_credentials_notify_change AFTER INSERT OR UPDATE OR DELETE ON service_credentials
+    FOR EACH STATEMENT EXECUTE FUNCTION usermgmt_notify_service_change();
+
 -- The replicas that cache, each with the lease its heartbeat renews. A writer
 -- waits until every replica with a live lease has acknowledged its probe
 -- (which it receives after the writer's notifications), or until the leases

@@ -119,6 +119,11 @@ struct Args {
     #[arg(long)]
     server_pid: Option<u32>,
 
+    /// First wait until the server is SERVING, and say how long that took
+    /// (start loadgen right after the server to measure its startup).
+    #[arg(long)]
+    wait_serving: bool,
+
     /// Also print one JSON object per measurement on stdout.
     #[arg(long)]
     json: bool,
@@ -144,7 +149,23 @@ enum Scenario {
     /// `PlaybackTokenService/VerifyPlaybackToken` of a token issued at start
     /// (the signed-in user's organisation must be a secure organisation).
     VerifyPlayback,
+    /// `AuthService/Authorize` (token) while 32 more tasks log in back to
+    /// back (argon2id), which are not measured.
+    AuthorizeDuringLogins,
+    /// `UserService/ListUsers`, first page of 100.
+    ListUsersFirst,
+    /// `UserService/ListUsers`, page 1000 of 100 (its token is found once,
+    /// before measuring, by walking the pages).
+    ListUsersDeep,
+    /// `UserService/ListUsers`, first page of 100 nanoUsers (role filter).
+    ListUsersRole,
 }
+
+/// How many logins run during `authorize_during_logins`.
+const LOGIN_STORM: usize = 32;
+/// The page `list_users_deep` measures, and the page size of the list scenarios.
+const DEEP_PAGE: usize = 1000;
+const LIST_PAGE_SIZE: i32 = 100;
 
 impl Scenario {
     /// Sends one request; `Ok` only for an OK response.
@@ -176,8 +197,10 @@ impl Scenario {
                     .who_am_i(session.authorized(proto::WhoAmIRequest {}))
                     .await?;
             }
-            Scenario::AuthorizeToken | Scenario::AuthorizeApiKey => {
-                let kind = if self == Scenario::AuthorizeToken {
+            Scenario::AuthorizeToken
+            | Scenario::AuthorizeApiKey
+            | Scenario::AuthorizeDuringLogins => {
+                let kind = if self != Scenario::AuthorizeApiKey {
                     proto::credential::Kind::AccessToken(session.access_token.clone())
                 } else {
                     proto::credential::Kind::ApiKey(session.api_key.clone().unwrap_or_default())
@@ -194,6 +217,24 @@ impl Scenario {
                 if !answer.allowed {
                     return Err(Status::permission_denied(answer.message));
                 }
+            }
+            Scenario::ListUsersFirst | Scenario::ListUsersDeep | Scenario::ListUsersRole => {
+                let request = proto::ListUsersRequest {
+                    page_size: LIST_PAGE_SIZE,
+                    page_token: if self == Scenario::ListUsersDeep {
+                        session.deep_page_token.clone().unwrap_or_default()
+                    } else {
+                        String::new()
+                    },
+                    role: if self == Scenario::ListUsersRole {
+                        proto::Role::NanoUser as i32
+                    } else {
+                        proto::Role::Unspecified as i32
+                    },
+                };
+                UserServiceClient::new(channel.clone())
+                    .list_users(session.authorized(request))
+                    .await?;
             }
             Scenario::VerifyPlayback => {
                 let request = proto::VerifyPlaybackTokenRequest {
@@ -230,6 +271,10 @@ struct Session {
     service_key: Option<AsciiMetadataValue>,
     api_key: Option<String>,
     playback_token: Option<String>,
+    deep_page_token: Option<String>,
+    email: String,
+    password: String,
+    organisation_id: String,
 }
 
 impl Session {
@@ -340,6 +385,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
     let scenarios = ordered_scenarios(&args.scenarios);
     let levels = dedup(&args.in_flight);
+    if args.wait_serving {
+        let took = wait_serving(&endpoint).await?;
+        println!(
+            "startup: SERVING {} ms after loadgen started",
+            took.as_millis()
+        );
+    }
     let session = Arc::new(login(&endpoint, &args).await?);
 
     let per_measurement = args.warmup_secs + args.duration_secs;
@@ -462,11 +514,82 @@ async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
         service_key,
         api_key: args.api_key.clone(),
         playback_token: None,
+        deep_page_token: None,
+        email: args.email.clone(),
+        password: args.password.clone(),
+        organisation_id: args.organisation_id.clone(),
     };
+    if args.scenarios.contains(&Scenario::ListUsersDeep) {
+        session.deep_page_token = Some(deep_page_token(endpoint, &session).await?);
+    }
     if args.scenarios.contains(&Scenario::VerifyPlayback) {
         session.playback_token = Some(issue_playback_token(endpoint, &session).await?);
     }
     Ok(session)
+}
+
+/// The page token of page [`DEEP_PAGE`], found by walking the pages.
+async fn deep_page_token(endpoint: &Endpoint, session: &Session) -> Result<String, BoxError> {
+    let mut users = UserServiceClient::new(endpoint.connect().await?);
+    let mut token = String::new();
+    for page in 1..DEEP_PAGE {
+        let request = proto::ListUsersRequest {
+            page_size: LIST_PAGE_SIZE,
+            page_token: token,
+            role: proto::Role::Unspecified as i32,
+        };
+        token = users
+            .list_users(session.authorized(request))
+            .await?
+            .into_inner()
+            .next_page_token;
+        if token.is_empty() {
+            return Err(format!(
+                "the organisation has only {page} pages of {LIST_PAGE_SIZE} users; \
+                 list_users_deep needs {DEEP_PAGE} (seed users: `usermgmt seed`)"
+            )
+            .into());
+        }
+    }
+    Ok(token)
+}
+
+/// Logs in back to back until `end` (the storm of `authorize_during_logins`).
+async fn log_in_until(channel: Channel, session: Arc<Session>, end: Instant) {
+    let mut auth = AuthServiceClient::new(channel);
+    while Instant::now() < end {
+        let request = proto::LoginRequest {
+            email: session.email.clone(),
+            password: session.password.clone(),
+            organisation_id: session.organisation_id.clone(),
+        };
+        if auth.login(request).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Waits until the server reports SERVING; returns how long that took.
+async fn wait_serving(endpoint: &Endpoint) -> Result<Duration, BoxError> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    loop {
+        if let Ok(channel) = endpoint.connect().await {
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|response| response.into_inner().status());
+            if matches!(status, Ok(ServingStatus::Serving)) {
+                return Ok(started.elapsed());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("the server did not become SERVING within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// An organisation-wide playback token for the `verify_playback` scenario.
@@ -524,6 +647,17 @@ async fn measure(
         })
         .collect();
 
+    let storm: Vec<_> = if scenario == Scenario::AuthorizeDuringLogins {
+        (0..LOGIN_STORM)
+            .map(|index| {
+                let channel = channels[index % channels.len()].clone();
+                tokio::spawn(log_in_until(channel, Arc::clone(session), end))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
     tokio::time::sleep_until(warmup_end).await;
     let cpu_before = CpuSample::take(args.server_pid);
     let mut latencies = Vec::new();
@@ -536,6 +670,9 @@ async fn measure(
         errors.merge(stats.errors);
     }
     let finished = Instant::now();
+    for login in storm {
+        let _ = login.await;
+    }
     let cpu = match (cpu_before, CpuSample::take(args.server_pid)) {
         (Some(before), Some(after)) => Some(CpuUse::between(&before, &after)),
         _ => None,

@@ -61,6 +61,19 @@ impl Organisation {
         format!("\"{}\"", self.version)
     }
 
+    /// The number of users with `role`, or of all users.
+    pub fn user_count_with(&self, role: Option<Role>) -> i64 {
+        match role {
+            None => self.user_count(),
+            Some(role) => self
+                .role_counts
+                .iter()
+                .filter(|(r, _)| *r == role)
+                .map(|(_, count)| count)
+                .sum(),
+        }
+    }
+
     pub fn user_count(&self) -> i64 {
         self.role_counts.iter().map(|(_, count)| count).sum()
     }

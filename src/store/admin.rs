@@ -207,6 +207,33 @@ pub struct NewConfirmation<'a> {
 }
 
 impl Store {
+    /// Inserts many users with one password hash, in one statement (seeding).
+    pub async fn insert_users(
+        &self,
+        organisation_id: Uuid,
+        users: &[(String, Role)],
+        password_hash: &str,
+    ) -> Result<(), DomainError> {
+        let rows: Vec<NewUserRow<'_>> = users
+            .iter()
+            .map(|(email, role)| NewUserRow {
+                id: Uuid::now_v7(),
+                organisation_id,
+                email,
+                role: role.as_str(),
+                token_key: Uuid::new_v4(),
+                password_hash,
+            })
+            .collect();
+        let mut conn = self.conn().await?;
+        diesel::insert_into(users::table)
+            .values(&rows)
+            .execute(&mut conn)
+            .await
+            .map_err(user_exists_error)?;
+        Ok(())
+    }
+
     /// Creates a user with a password (provisioning).
     pub async fn create_user(
         &self,

@@ -3,8 +3,9 @@
 //! allowing a revoked credential.
 //!
 //! - Every change of a user or an organisation notifies every replica
-//!   (a trigger, channel `usermgmt_cache`, payload `org:<id>`); a replica
-//!   evicts that organisation's entries when the notification arrives.
+//!   (a trigger, channel `usermgmt_cache`, payload `org:<id>`; `services`
+//!   for registered services); a replica evicts the entries concerned when the
+//!   notification arrives.
 //! - A replica trusts its cache only for [`TRUST`] after sending a heartbeat
 //!   notification that has come back to it. PostgreSQL delivers the
 //!   notifications of one listener in commit order, so by then every change
@@ -59,6 +60,8 @@ struct State {
     users: HashMap<(Uuid, Uuid), User>,
     organisations: HashMap<Uuid, Organisation>,
     api_keys: HashMap<Vec<u8>, Uuid>,
+    /// Registered internal services: key hash → name.
+    services: HashMap<Vec<u8>, String>,
 }
 
 /// The epoch a read began in, when the cache may be filled at all.
@@ -124,6 +127,27 @@ impl Cache {
         state.users.clear();
         state.organisations.clear();
         state.api_keys.clear();
+        state.services.clear();
+    }
+
+    /// Forgets the registered services (one was registered or revoked).
+    pub fn evict_services(&self) {
+        let mut state = self.lock();
+        state.epoch += 1;
+        state.services.clear();
+    }
+
+    pub fn service(&self, hash: &[u8]) -> Option<String> {
+        if !self.trusted() {
+            return None;
+        }
+        self.lock().services.get(hash).cloned()
+    }
+
+    pub fn put_service(&self, epoch: Epoch, hash: &[u8], name: &str) {
+        self.fill(epoch, |state| {
+            state.services.insert(hash.to_vec(), name.to_owned());
+        });
     }
 
     pub fn evict_organisation(&self, organisation_id: Uuid) {
@@ -294,6 +318,7 @@ async fn handle(
             Ok(organisation_id) => cache.evict_organisation(organisation_id),
             Err(_) => cache.clear(),
         },
+        "services" => cache.evict_services(),
         "probe" => {
             if let Ok(probe) = rest.parse::<Uuid>() {
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&probe, &me];

@@ -46,20 +46,30 @@ impl Store {
         if revoked == 0 {
             return Err(DomainError::NotFound("service"));
         }
+        drop(conn);
+        self.settle().await;
         tracing::info!(service = name, at = %Utc::now(), "service revoked");
         Ok(())
     }
 
     /// The name of the service whose key has this hash.
     pub async fn service_by_key(&self, key_hash: &[u8]) -> Result<Option<String>, DomainError> {
+        if let Some(name) = self.cache.service(key_hash) {
+            return Ok(Some(name));
+        }
+        let epoch = self.cache.epoch();
         let mut conn = self.conn().await?;
-        service_credentials::table
+        let name: Option<String> = service_credentials::table
             .filter(service_credentials::secret_hash.eq(key_hash))
             .filter(service_credentials::revoked_at.is_null())
             .select(service_credentials::name)
             .first(&mut conn)
             .await
             .optional()
-            .map_err(db_error)
+            .map_err(db_error)?;
+        if let Some(name) = &name {
+            self.cache.put_service(epoch, key_hash, name);
+        }
+        Ok(name)
     }
 }

@@ -70,23 +70,6 @@ impl Store {
         rows.into_iter().map(User::try_from).collect()
     }
 
-    /// The number of users of the organisation, with one role or all.
-    pub async fn count_users(
-        &self,
-        organisation_id: Uuid,
-        role: Option<Role>,
-    ) -> Result<i64, DomainError> {
-        let mut conn = self.conn().await?;
-        let mut count = users::table
-            .filter(users::organisation_id.eq(organisation_id))
-            .count()
-            .into_boxed();
-        if let Some(role) = role {
-            count = count.filter(users::role.eq(role.as_str()));
-        }
-        count.get_result(&mut conn).await.map_err(db_error)
-    }
-
     /// The users a login with this email may be for, across organisations
     /// unless one is given.
     pub async fn login_candidates(

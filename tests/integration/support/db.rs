@@ -95,7 +95,6 @@ async fn template() -> String {
         .expect("look up template")
         .is_some();
     if !exists {
-        drop_stale_templates(&admin, &name).await;
         let building = format!("{name}_building");
         admin
             .batch_execute(&format!(
@@ -118,23 +117,6 @@ async fn template() -> String {
         .await
         .expect("template unlock");
     name
-}
-
-/// Templates of earlier versions of `migrations/` are of no further use.
-async fn drop_stale_templates(admin: &tokio_postgres::Client, current: &str) {
-    let stale = admin
-        .query(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'usermgmt_template_%' AND datname <> $1",
-            &[&current],
-        )
-        .await
-        .expect("list templates");
-    for row in stale {
-        let name: String = row.get(0);
-        let _ = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .await;
-    }
 }
 
 fn template_name() -> String {
