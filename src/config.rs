@@ -164,6 +164,11 @@ pub struct ServeArgs {
     /// How often the database is checked for the health service, in milliseconds.
     #[arg(long, env = "USERMGMT_HEALTH_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub health_interval_ms: u64,
+
+    /// Address to serve Prometheus metrics on (HTTP, `GET /metrics`), e.g.
+    /// `127.0.0.1:9090`. Unset: no metrics endpoint.
+    #[arg(long, env = "USERMGMT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {

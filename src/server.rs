@@ -87,6 +87,20 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
+    let metrics_task = match args.metrics_listen {
+        Some(address) => {
+            let metrics_listener = crate::metrics::bind(address)
+                .await
+                .map_err(ServeError::Init)?;
+            tracing::info!(%address, "metrics on http://{address}/metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                metrics_listener,
+                store.pool().clone(),
+            )))
+        }
+        None => None,
+    };
+
     let address = listener
         .local_addr()
         .map_err(|e| ServeError::Init(e.to_string()))?;
@@ -121,6 +135,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     health_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     tracing::info!("usermgmt stopped");
     result.map_err(ServeError::from)
 }

@@ -10,6 +10,7 @@ mod audit;
 mod authorize;
 mod last_admin;
 mod login;
+mod metrics;
 mod playback;
 mod replicas;
 mod roles_and_organisation;
