@@ -169,6 +169,20 @@ pub struct ServeArgs {
     /// `127.0.0.1:9090`. Unset: no metrics endpoint.
     #[arg(long, env = "USERMGMT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// PEM file of the server's TLS certificate chain. With --tls-key, the
+    /// server speaks TLS only; unset: plaintext.
+    #[arg(long, env = "USERMGMT_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM file of the private key of --tls-cert.
+    #[arg(long, env = "USERMGMT_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM file of the CA(s) that sign client certificates. Set: every client
+    /// must present one (mTLS). Needs --tls-cert and --tls-key.
+    #[arg(long, env = "USERMGMT_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {

@@ -10,6 +10,7 @@ pub mod provisioning;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 /// The generated code of the contract in `proto/usermgmt/v1`.
 pub mod proto {

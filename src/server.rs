@@ -56,6 +56,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     args.validate().map_err(ServeError::Init)?;
+    let tls = crate::tls::server_tls_config(&args).map_err(ServeError::Init)?;
     let applied = prepare_database(&args.database.database_url).await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "ran migrations");
@@ -104,8 +105,12 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .map_err(|e| ServeError::Init(e.to_string()))?;
-    tracing::info!(%address, "usermgmt listening");
-    let result = Server::builder()
+    tracing::info!(%address, tls = tls.is_some(), "usermgmt listening");
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
         .layer(TelemetryLayer)
         .layer(AuthLayer::new(authenticator.clone()))
         .add_service(health_service)

@@ -14,4 +14,5 @@ mod metrics;
 mod playback;
 mod replicas;
 mod roles_and_organisation;
+mod tls;
 mod users;
