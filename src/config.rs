@@ -41,6 +41,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process: boxing `ServeArgs` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Runs the gRPC server (runs pending migrations first).
@@ -183,6 +185,12 @@ pub struct ServeArgs {
     /// must present one (mTLS). Needs --tls-cert and --tls-key.
     #[arg(long, env = "USERMGMT_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// Origins whose browser pages may call the API through gRPC-Web
+    /// (CORS), comma-separated, e.g. `https://dashboard.example.com`; `*`
+    /// for any. Unset: none.
+    #[arg(long, env = "USERMGMT_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl ServeArgs {

@@ -11,6 +11,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod web;
 
 /// The generated code of the contract in `proto/usermgmt/v1`.
 pub mod proto {

@@ -57,6 +57,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     args.validate().map_err(ServeError::Init)?;
     let tls = crate::tls::server_tls_config(&args).map_err(ServeError::Init)?;
+    let cors = crate::web::cors_layer(&args.cors_allowed_origins).map_err(ServeError::Init)?;
     let applied = prepare_database(&args.database.database_url).await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "ran migrations");
@@ -106,11 +107,14 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| ServeError::Init(e.to_string()))?;
     tracing::info!(%address, tls = tls.is_some(), "usermgmt listening");
-    let mut builder = Server::builder();
+    // HTTP/1.1 too, for gRPC-Web from browsers.
+    let mut builder = Server::builder().accept_http1(true);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
     let result = builder
+        .layer(cors)
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(TelemetryLayer)
         .layer(AuthLayer::new(authenticator.clone()))
         .add_service(health_service)
