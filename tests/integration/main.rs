@@ -8,6 +8,7 @@ mod admin;
 mod api_keys;
 mod audit;
 mod authorize;
+mod example_env;
 mod grpc_web;
 mod last_admin;
 mod login;
