@@ -55,6 +55,24 @@ pub enum Command {
     /// Registers or revokes the internal services that may call Authorize.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Exits 0 when a server reports SERVING on its gRPC health service
+    /// (for container health checks).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The server to ask (plaintext `http://`).
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub url: String,
+
+    /// The service to ask about; empty: the server as a whole.
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// How long connecting and the check may take, in milliseconds.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

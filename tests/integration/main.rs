@@ -10,6 +10,7 @@ mod audit;
 mod authorize;
 mod example_env;
 mod grpc_web;
+mod healthcheck;
 mod last_admin;
 mod login;
 mod metrics;
