@@ -41,6 +41,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process: boxing `ServeArgs` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Runs the gRPC server (runs pending migrations first).
@@ -57,6 +59,24 @@ pub enum Command {
     /// Registers or revokes the internal services that may call Authorize.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Exits 0 when a server reports SERVING on its gRPC health service
+    /// (for container health checks).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The server to ask (plaintext `http://`).
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub url: String,
+
+    /// The service to ask about; empty: the server as a whole.
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// How long connecting and the check may take, in milliseconds.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -188,6 +208,31 @@ pub struct ServeArgs {
     /// How often the database is checked for the health service, in milliseconds.
     #[arg(long, env = "USERMGMT_HEALTH_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub health_interval_ms: u64,
+
+    /// Address to serve Prometheus metrics on (HTTP, `GET /metrics`), e.g.
+    /// `127.0.0.1:9090`. Unset: no metrics endpoint.
+    #[arg(long, env = "USERMGMT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// PEM file of the server's TLS certificate chain. With --tls-key, the
+    /// server speaks TLS only; unset: plaintext.
+    #[arg(long, env = "USERMGMT_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM file of the private key of --tls-cert.
+    #[arg(long, env = "USERMGMT_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM file of the CA(s) that sign client certificates. Set: every client
+    /// must present one (mTLS). Needs --tls-cert and --tls-key.
+    #[arg(long, env = "USERMGMT_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// Origins whose browser pages may call the API through gRPC-Web
+    /// (CORS), comma-separated, e.g. `https://dashboard.example.com`; `*`
+    /// for any. Unset: none.
+    #[arg(long, env = "USERMGMT_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl ServeArgs {

@@ -5,10 +5,14 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod healthcheck;
+pub mod metrics;
 pub mod provisioning;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
+pub mod web;
 
 /// The generated code of the contract in `proto/usermgmt/v1`.
 pub mod proto {

@@ -72,6 +72,14 @@ async fn run(command: Command) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())
         }
+        Command::Healthcheck(args) => {
+            usermgmt::healthcheck::check(
+                &args.url,
+                &args.service,
+                std::time::Duration::from_millis(args.timeout_ms),
+            )
+            .await
+        }
         Command::Service(ServiceCommand::Register(args)) => {
             let store = open_store(&args.database).await?;
             let key = provisioning::register_service(&store, &args.name)

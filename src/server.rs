@@ -57,6 +57,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     args.validate().map_err(ServeError::Init)?;
+    let tls = crate::tls::server_tls_config(&args).map_err(ServeError::Init)?;
+    let cors = crate::web::cors_layer(&args.cors_allowed_origins).map_err(ServeError::Init)?;
     let applied = prepare_database(&args.database.database_url).await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "ran migrations");
@@ -95,11 +97,32 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
+    let metrics_task = match args.metrics_listen {
+        Some(address) => {
+            let metrics_listener = crate::metrics::bind(address)
+                .await
+                .map_err(ServeError::Init)?;
+            tracing::info!(%address, "metrics on http://{address}/metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                metrics_listener,
+                store.pool().clone(),
+            )))
+        }
+        None => None,
+    };
+
     let address = listener
         .local_addr()
         .map_err(|e| ServeError::Init(e.to_string()))?;
-    tracing::info!(%address, "usermgmt listening");
-    let result = Server::builder()
+    tracing::info!(%address, tls = tls.is_some(), "usermgmt listening");
+    // HTTP/1.1 too, for gRPC-Web from browsers.
+    let mut builder = Server::builder().accept_http1(true);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
+        .layer(cors)
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(TelemetryLayer)
         .layer(AuthLayer::new(authenticator.clone()))
         .add_service(health_service)
@@ -132,6 +155,9 @@ pub async fn serve(
     if let Some(task) = cache_task {
         task.abort();
         store.leave_cache().await;
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
     }
     tracing::info!("usermgmt stopped");
     result.map_err(ServeError::from)

@@ -73,19 +73,26 @@ where
         let span =
             tracing::info_span!("call", method = %request.uri().path(), request_id = %request_id.0);
         request.extensions_mut().insert(request_id.clone());
+        let path = request.uri().path().to_owned();
         Box::pin(
             async move {
                 let started = Instant::now();
                 let mut result = inner.call(request).await;
-                let micros = started.elapsed().as_micros() as u64;
+                let elapsed = started.elapsed();
+                let micros = elapsed.as_micros() as u64;
                 match &mut result {
                     Ok(response) => {
-                        log_outcome(grpc_code(response.headers()), micros);
+                        let code = grpc_code(response.headers());
+                        crate::metrics::metrics().record_call(&path, code, elapsed);
+                        log_outcome(code, micros);
                         if let Ok(value) = HeaderValue::from_str(&request_id.0) {
                             response.headers_mut().insert(REQUEST_ID_HEADER, value);
                         }
                     }
-                    Err(error) => tracing::error!(%error, micros, "call failed in transport"),
+                    Err(error) => {
+                        crate::metrics::metrics().record_call(&path, tonic::Code::Unknown, elapsed);
+                        tracing::error!(%error, micros, "call failed in transport")
+                    }
                 }
                 result
             }
@@ -114,5 +121,65 @@ fn log_outcome(code: tonic::Code, micros: u64) {
             tracing::warn!(code = ?code, micros, "call failed")
         }
         _ => tracing::info!(code = ?code, micros, "call refused"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use tower::{ServiceExt as _, service_fn};
+
+    use super::*;
+
+    /// Log output collected in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_log_line_of_a_call_carries_its_request_id() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let handler = service_fn(|_request: http::Request<()>| async {
+            tracing::info!("inside the handler");
+            Ok::<_, std::convert::Infallible>(http::Response::new(()))
+        });
+        let request = http::Request::builder()
+            .uri("/usermgmt.v1.AuthService/WhoAmI")
+            .header(REQUEST_ID_HEADER, "req-42")
+            .body(())
+            .expect("request");
+        let response = TelemetryLayer
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .expect("response");
+        assert_eq!(response.headers()[REQUEST_ID_HEADER], "req-42");
+
+        let output =
+            String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8 logs");
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.len(), 2, "{output}");
+        for line in lines {
+            assert!(line.contains("request_id=req-42"), "{line}");
+        }
     }
 }

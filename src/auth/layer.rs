@@ -70,18 +70,24 @@ where
                 .await
             {
                 Ok(admitted) => {
-                    match admitted {
-                        Admitted::Anonymous => {}
+                    let caller = match admitted {
+                        Admitted::Anonymous => "anonymous",
                         Admitted::Principal(principal) => {
                             request.extensions_mut().insert(principal);
+                            "user"
                         }
                         Admitted::Service(service) => {
                             request.extensions_mut().insert(service);
+                            "service"
                         }
-                    }
+                    };
+                    crate::metrics::metrics().record_allowed(caller);
                     inner.call(request).await
                 }
-                Err(refusal) => Ok(to_status(refusal).into_http()),
+                Err(refusal) => {
+                    crate::metrics::metrics().record_denied(&refusal);
+                    Ok(to_status(refusal).into_http())
+                }
             }
         })
     }

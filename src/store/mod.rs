@@ -108,6 +108,7 @@ impl Store {
     pub async fn conn(&self) -> Result<Conn, DomainError> {
         self.pool.get().await.map_err(|error| {
             tracing::warn!(%error, "no database connection");
+            crate::metrics::metrics().record_database_error("pool_timeout");
             DomainError::Unavailable("the database is unavailable, try again".into())
         })
     }
@@ -127,6 +128,16 @@ impl Store {
 /// Maps a Diesel error to the domain: connection trouble is UNAVAILABLE
 /// (retryable), anything else INTERNAL. Details go to the log, not the caller.
 pub fn db_error(error: DieselError) -> DomainError {
+    let mapped = map_db_error(error);
+    crate::metrics::metrics().record_database_error(match &mapped {
+        DomainError::Unavailable(_) => "connection_lost",
+        DomainError::Aborted(_) => "conflict",
+        _ => "other",
+    });
+    mapped
+}
+
+fn map_db_error(error: DieselError) -> DomainError {
     match &error {
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
             tracing::warn!(%error, "database connection lost");

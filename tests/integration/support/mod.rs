@@ -11,7 +11,7 @@ use usermgmt::proto::auth_service_client::AuthServiceClient;
 use uuid::Uuid;
 
 pub use db::TestDb;
-pub use server::{Replica, TestServer, channel};
+pub use server::{Replica, TestServer, channel, free_port};
 
 pub const ADMIN_PASSWORD: &str = "admin password 1";
 pub const PASSWORD: &str = "user password 1";

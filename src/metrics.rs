@@ -1,0 +1,350 @@
+//! Prometheus metrics, served as text on a port of their own (`/metrics`):
+//! calls by service, method and code with their latency, the per-call
+//! check's outcomes, the connection pool and database errors.
+//!
+//! The metrics live in one process-wide registry, so the tower layers and the
+//! store record into it without being handed anything.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+
+use crate::domain::DomainError;
+use crate::store::PgPool;
+
+/// Every metric of the service.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    authorization: IntCounterVec,
+    database_errors: IntCounterVec,
+    pool_size: IntGauge,
+    pool_available: IntGauge,
+    pool_in_use: IntGauge,
+    pool_max_size: IntGauge,
+    pool_waiting: IntGauge,
+}
+
+/// The kinds of [`Metrics::record_database_error`].
+const DATABASE_ERROR_KINDS: [&str; 4] = ["pool_timeout", "connection_lost", "conflict", "other"];
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "usermgmt_grpc_requests_total",
+                "gRPC calls finished, by service, method and status code.",
+            ),
+            &["service", "method", "code"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "usermgmt_grpc_request_duration_seconds",
+                "How long gRPC calls took until their response headers, by service and method.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["service", "method"],
+        )
+        .expect("valid metric");
+        let authorization = IntCounterVec::new(
+            Opts::new(
+                "usermgmt_authorization_total",
+                "Outcomes of the per-call check: allowed (reason: who the caller is) or denied \
+                 (reason: why).",
+            ),
+            &["outcome", "reason"],
+        )
+        .expect("valid metric");
+        let database_errors = IntCounterVec::new(
+            Opts::new(
+                "usermgmt_database_errors_total",
+                "Database failures, by kind (pool_timeout, connection_lost, conflict, other).",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let metrics = Metrics {
+            pool_size: gauge(
+                "usermgmt_db_pool_connections",
+                "Database connections open in the pool.",
+            ),
+            pool_available: gauge(
+                "usermgmt_db_pool_connections_idle",
+                "Open database connections that are idle.",
+            ),
+            pool_in_use: gauge(
+                "usermgmt_db_pool_connections_in_use",
+                "Database connections in use by calls.",
+            ),
+            pool_max_size: gauge(
+                "usermgmt_db_pool_connections_max",
+                "The pool's largest number of connections (--db-pool-size).",
+            ),
+            pool_waiting: gauge(
+                "usermgmt_db_pool_waiting",
+                "Calls waiting for a free database connection.",
+            ),
+            registry,
+            requests,
+            latency,
+            authorization,
+            database_errors,
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(metrics.requests.clone()),
+            Box::new(metrics.latency.clone()),
+            Box::new(metrics.authorization.clone()),
+            Box::new(metrics.database_errors.clone()),
+            Box::new(metrics.pool_size.clone()),
+            Box::new(metrics.pool_available.clone()),
+            Box::new(metrics.pool_in_use.clone()),
+            Box::new(metrics.pool_max_size.clone()),
+            Box::new(metrics.pool_waiting.clone()),
+        ];
+        for collector in collectors {
+            metrics
+                .registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        // Known kinds start at zero, so that the family is there (and
+        // rate() works) before the first error.
+        for kind in DATABASE_ERROR_KINDS {
+            metrics.database_errors.with_label_values(&[kind]);
+        }
+        metrics
+    }
+
+    /// A finished call of `path` (`/package.Service/Method`).
+    pub fn record_call(&self, path: &str, code: tonic::Code, elapsed: Duration) {
+        let (service, method) = split_path(path);
+        self.requests
+            .with_label_values(&[service, method, code_name(code)])
+            .inc();
+        self.latency
+            .with_label_values(&[service, method])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The per-call check admitted a call; `caller` is `anonymous`, `user` or
+    /// `service`.
+    pub fn record_allowed(&self, caller: &str) {
+        self.authorization
+            .with_label_values(&["allowed", caller])
+            .inc();
+    }
+
+    /// The per-call check refused a call.
+    pub fn record_denied(&self, refusal: &DomainError) {
+        self.authorization
+            .with_label_values(&["denied", refusal_reason(refusal)])
+            .inc();
+    }
+
+    /// A database failure of `kind`.
+    pub fn record_database_error(&self, kind: &str) {
+        self.database_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// The text exposition of every metric, with the pool's state as of now.
+    pub fn render(&self, pool: Option<&PgPool>) -> String {
+        if let Some(pool) = pool {
+            let status = pool.status();
+            self.pool_size.set(status.size as i64);
+            self.pool_available.set(status.available as i64);
+            self.pool_in_use
+                .set(status.size.saturating_sub(status.available) as i64);
+            self.pool_max_size.set(status.max_size as i64);
+            self.pool_waiting.set(status.waiting as i64);
+        }
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "cannot encode the metrics");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+/// `/usermgmt.v1.UserService/GetUser` → (`usermgmt.v1.UserService`, `GetUser`).
+/// Anything else (a stray path) is counted as `unknown`, so that callers cannot
+/// create label values at will.
+fn split_path(path: &str) -> (&str, &str) {
+    match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
+        Some((service, method)) if is_name(service) && is_name(method) && !method.contains('.') => {
+            (service, method)
+        }
+        _ => ("unknown", "unknown"),
+    }
+}
+
+fn is_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 128
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Why the per-call check refused: the `ErrorInfo` reason of an
+/// authentication failure, otherwise the kind of refusal.
+fn refusal_reason(refusal: &DomainError) -> &'static str {
+    match refusal {
+        DomainError::Unauthenticated(failure) => failure.reason(),
+        DomainError::PermissionDenied(_) => "PERMISSION_DENIED",
+        DomainError::WrongOrganisation => "WRONG_ORGANISATION",
+        DomainError::Unavailable(_) => "UNAVAILABLE",
+        DomainError::Internal(_) => "INTERNAL",
+        DomainError::InvalidArgument(_) => "INVALID_ARGUMENT",
+        DomainError::NotFound(_) => "NOT_FOUND",
+        DomainError::Unimplemented(_) => "UNIMPLEMENTED",
+        _ => "OTHER",
+    }
+}
+
+/// Serves `GET /metrics` on `listener` (HTTP/1.1) until the task is dropped.
+pub async fn serve(listener: TcpListener, pool: PgPool) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "metrics: cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let pool = pool.clone();
+                async move { Ok::<_, Infallible>(respond(&request, &pool)) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, "metrics: connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond<B>(request: &hyper::Request<B>, pool: &PgPool) -> hyper::Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&http::Method::GET, "/metrics") => (
+            http::StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics().render(Some(pool)),
+        ),
+        (_, "/metrics") => (
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "use GET\n".to_owned(),
+        ),
+        _ => (
+            http::StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "metrics are at /metrics\n".to_owned(),
+        ),
+    };
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Binds the metrics port; the error names the address.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen for metrics on {address}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        assert_eq!(
+            split_path("/usermgmt.v1.UserService/GetUser"),
+            ("usermgmt.v1.UserService", "GetUser")
+        );
+        assert_eq!(split_path("/"), ("unknown", "unknown"));
+        assert_eq!(split_path("/a/b/c"), ("unknown", "unknown"));
+        assert_eq!(split_path("/x y/z"), ("unknown", "unknown"));
+    }
+
+    #[test]
+    fn every_family_is_rendered() {
+        let metrics = metrics();
+        metrics.record_call(
+            "/usermgmt.v1.AuthService/Login",
+            tonic::Code::Unauthenticated,
+            Duration::from_millis(3),
+        );
+        metrics.record_allowed("user");
+        metrics.record_database_error("other");
+        let text = metrics.render(None);
+        for family in [
+            "usermgmt_grpc_requests_total{code=\"UNAUTHENTICATED\",method=\"Login\",service=\"usermgmt.v1.AuthService\"}",
+            "usermgmt_grpc_request_duration_seconds_bucket",
+            "usermgmt_authorization_total{outcome=\"allowed\",reason=\"user\"}",
+            "usermgmt_database_errors_total{kind=\"other\"}",
+            "usermgmt_db_pool_connections_max",
+        ] {
+            assert!(text.contains(family), "{family} missing from:\n{text}");
+        }
+    }
+}
