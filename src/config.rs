@@ -164,6 +164,19 @@ pub struct ServeArgs {
     /// How often the database is checked for the health service, in milliseconds.
     #[arg(long, env = "USERMGMT_HEALTH_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub health_interval_ms: u64,
+
+    /// Largest request message accepted, in bytes; a larger one gets
+    /// RESOURCE_EXHAUSTED before it is decoded.
+    #[arg(long, env = "USERMGMT_MAX_REQUEST_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1024..=4 * 1024 * 1024))]
+    pub max_request_bytes: u32,
+
+    /// Largest response message sent, in bytes.
+    #[arg(long, env = "USERMGMT_MAX_RESPONSE_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=64 * 1024 * 1024))]
+    pub max_response_bytes: u32,
+
+    /// Largest HTTP/2 header list (all metadata of a call) accepted, in bytes.
+    #[arg(long, env = "USERMGMT_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
+    pub max_header_list_bytes: u32,
 }
 
 impl ServeArgs {

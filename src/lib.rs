@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod limits;
 pub mod provisioning;
 pub mod server;
 pub mod store;

@@ -19,6 +19,7 @@ use crate::auth::playback_tokens::PlaybackTokens;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::ServeArgs;
+use crate::limits::OversizeLayer;
 use crate::proto::{
     audit_service_server::AuditServiceServer, auth_service_server::AuthServiceServer,
     organisation_service_server::OrganisationServiceServer,
@@ -91,33 +92,63 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| ServeError::Init(e.to_string()))?;
     tracing::info!(%address, "usermgmt listening");
+    let (max_request, max_response) = (
+        args.max_request_bytes as usize,
+        args.max_response_bytes as usize,
+    );
     let result = Server::builder()
+        .http2_max_header_list_size(args.max_header_list_bytes)
         .layer(TelemetryLayer)
+        .layer(OversizeLayer)
         .layer(AuthLayer::new(authenticator.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AuthServiceServer::new(AuthApi {
-            authenticator: authenticator.clone(),
-            store: store.clone(),
-        }))
-        .add_service(UserServiceServer::new(UserApi {
-            store: store.clone(),
-            authenticator,
-            settings: args.admin_settings(),
-        }))
-        .add_service(AuditServiceServer::new(AuditApi {
-            store: store.clone(),
-        }))
-        .add_service(RoleServiceServer::new(RoleApi))
-        .add_service(OrganisationServiceServer::new(OrganisationApi {
-            store: store.clone(),
-            confirmation_ttl: Duration::from_secs(args.confirmation_ttl_secs),
-        }))
-        .add_service(PlaybackTokenServiceServer::new(PlaybackApi {
-            tokens: Arc::new(PlaybackTokens::new(store.clone())),
-            settings: args.playback_settings(),
-        }))
+        .add_service(
+            AuthServiceServer::new(AuthApi {
+                authenticator: authenticator.clone(),
+                store: store.clone(),
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response),
+        )
+        .add_service(
+            UserServiceServer::new(UserApi {
+                store: store.clone(),
+                authenticator,
+                settings: args.admin_settings(),
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response),
+        )
+        .add_service(
+            AuditServiceServer::new(AuditApi {
+                store: store.clone(),
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response),
+        )
+        .add_service(
+            RoleServiceServer::new(RoleApi)
+                .max_decoding_message_size(max_request)
+                .max_encoding_message_size(max_response),
+        )
+        .add_service(
+            OrganisationServiceServer::new(OrganisationApi {
+                store: store.clone(),
+                confirmation_ttl: Duration::from_secs(args.confirmation_ttl_secs),
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response),
+        )
+        .add_service(
+            PlaybackTokenServiceServer::new(PlaybackApi {
+                tokens: Arc::new(PlaybackTokens::new(store.clone())),
+                settings: args.playback_settings(),
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response),
+        )
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     health_task.abort();
