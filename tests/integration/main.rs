@@ -6,6 +6,7 @@ mod support;
 mod access_tokens;
 mod admin;
 mod api_keys;
+mod attacks;
 mod audit;
 mod authorize;
 mod last_admin;

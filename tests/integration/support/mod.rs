@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests.
 
 pub mod db;
+pub mod dump;
 pub mod server;
 
 use tonic::metadata::MetadataValue;
