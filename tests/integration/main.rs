@@ -9,6 +9,7 @@ mod api_keys;
 mod attacks;
 mod audit;
 mod authorize;
+mod isolation;
 mod last_admin;
 mod login;
 mod playback;

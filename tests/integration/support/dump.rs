@@ -14,6 +14,12 @@ pub async fn dump_all(db: &TestDb) -> Dump {
     dump(db, None).await
 }
 
+/// The rows of one organisation: the organisation itself and every row of a
+/// table with an `organisation_id` column that belongs to it.
+pub async fn dump_org(db: &TestDb, org: Uuid) -> Dump {
+    dump(db, Some(org)).await
+}
+
 async fn dump(db: &TestDb, org: Option<Uuid>) -> Dump {
     let client = db.client().await;
     let tables = client
