@@ -177,6 +177,16 @@ pub struct ServeArgs {
     /// Largest HTTP/2 header list (all metadata of a call) accepted, in bytes.
     #[arg(long, env = "USERMGMT_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
     pub max_header_list_bytes: u32,
+
+    /// Login attempts per minute for one email (also the burst), on each
+    /// replica; 0 turns the limit off.
+    #[arg(long, env = "USERMGMT_LOGIN_RATE_PER_EMAIL", default_value_t = 10)]
+    pub login_rate_per_email: u32,
+
+    /// Login attempts per minute from one peer address (also the burst), on
+    /// each replica; 0 turns the limit off.
+    #[arg(long, env = "USERMGMT_LOGIN_RATE_PER_PEER", default_value_t = 100)]
+    pub login_rate_per_peer: u32,
 }
 
 impl ServeArgs {
@@ -198,6 +208,13 @@ impl ServeArgs {
     pub fn playback_settings(&self) -> crate::api::playback_service::PlaybackSettings {
         crate::api::playback_service::PlaybackSettings {
             default_ttl: Duration::from_secs(self.playback_token_ttl_secs),
+        }
+    }
+
+    pub fn login_limits(&self) -> crate::auth::ratelimit::LoginLimits {
+        crate::auth::ratelimit::LoginLimits {
+            per_email: self.login_rate_per_email,
+            per_peer: self.login_rate_per_peer,
         }
     }
 

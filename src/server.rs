@@ -16,6 +16,7 @@ use crate::api::{
 };
 use crate::auth::passwords::Passwords;
 use crate::auth::playback_tokens::PlaybackTokens;
+use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::ServeArgs;
@@ -108,6 +109,7 @@ pub async fn serve(
             AuthServiceServer::new(AuthApi {
                 authenticator: authenticator.clone(),
                 store: store.clone(),
+                login_limiter: Arc::new(LoginLimiter::new(args.login_limits())),
             })
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response),

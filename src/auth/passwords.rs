@@ -2,6 +2,7 @@
 //! a storm of logins neither stalls other calls nor eats the memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
 use tokio::sync::Semaphore;
@@ -15,6 +16,9 @@ pub struct Passwords {
     /// A hash of a random password, verified against when no user matches, so
     /// that an unknown email costs as much time as a wrong password.
     decoy_hash: Arc<str>,
+    /// How many verifications ran, so that tests can check that every login
+    /// path costs exactly one.
+    verifications: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Passwords {
@@ -34,6 +38,7 @@ impl Passwords {
         Ok(Self {
             permits,
             decoy_hash: decoy_hash.into(),
+            verifications: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -46,6 +51,7 @@ impl Passwords {
     /// Whether `password` matches `hash`.
     pub async fn verify(&self, password: &str, hash: &str) -> Result<bool, DomainError> {
         let _permit = self.permit().await?;
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let (password, hash) = (password.to_owned(), hash.to_owned());
         tokio::task::spawn_blocking(move || {
             Argon2::default()
@@ -60,6 +66,11 @@ impl Passwords {
     pub async fn verify_decoy(&self, password: &str) -> Result<(), DomainError> {
         let decoy = self.decoy_hash.clone();
         self.verify(password, &decoy).await.map(|_| ())
+    }
+
+    /// How many verifications (decoys included) ran so far.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, DomainError> {
