@@ -2,6 +2,7 @@
 
 pub mod db;
 pub mod dump;
+pub mod proxy;
 pub mod server;
 
 use tonic::metadata::MetadataValue;
