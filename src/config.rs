@@ -187,6 +187,12 @@ pub struct ServeArgs {
     /// each replica; 0 turns the limit off.
     #[arg(long, env = "USERMGMT_LOGIN_RATE_PER_PEER", default_value_t = 100)]
     pub login_rate_per_peer: u32,
+
+    /// Longest a database statement may run (waiting for locks included)
+    /// before it is cancelled and the call gets UNAVAILABLE, in
+    /// milliseconds; 0 means no limit.
+    #[arg(long, env = "USERMGMT_DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub db_statement_timeout_ms: u64,
 }
 
 impl ServeArgs {

@@ -62,8 +62,10 @@ pub async fn serve(
     if !applied.is_empty() {
         tracing::info!(?applied, "ran migrations");
     }
+    let statement_timeout = (args.db_statement_timeout_ms > 0)
+        .then(|| Duration::from_millis(args.db_statement_timeout_ms));
     let store = Store::new(pool::build_pool(
-        &args.database.database_url,
+        &pool::with_statement_timeout(&args.database.database_url, statement_timeout),
         &args.database.pool_settings(),
     )?);
     let tokens = AccessTokens::new(&signing_key(&args, &store).await?, args.token_settings())

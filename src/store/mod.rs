@@ -92,6 +92,7 @@ fn looks_like_connection_loss(message: &str) -> bool {
         "terminating",
         "shutting down",
         "timed out",
+        "statement timeout",
     ]
     .iter()
     .any(|needle| message.contains(needle))

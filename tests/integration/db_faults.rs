@@ -339,3 +339,46 @@ async fn an_exhausted_pool_answers_unavailable_after_the_bounded_wait() {
         .expect("the change completes");
     admin.who_am_i().await.expect("the pool recovered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_stuck_on_a_lock_is_cancelled_after_the_statement_timeout() {
+    let server = TestServer::start_with(&["--db-statement-timeout-ms", "700"]).await;
+    let org = create_org(&server.db, "Acme").await;
+    let channel = server.channel().await;
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let locker = server.db.client().await;
+    locker.batch_execute("BEGIN").await.expect("begin");
+    locker
+        .execute(
+            "SELECT 1 FROM organisations WHERE id = $1 FOR UPDATE",
+            &[&org.id],
+        )
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    let result = OrganisationServiceClient::new(channel)
+        .update_organisation(admin.req(proto::UpdateOrganisationRequest {
+            organisation: Some(proto::Organisation {
+                name: "Acme Renamed".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
+        }))
+        .await;
+    let elapsed = started.elapsed();
+    assert_status(result, Code::Unavailable, None);
+    assert!(elapsed < Duration::from_secs(3), "waited {elapsed:?}");
+    locker.batch_execute("ROLLBACK").await.expect("rollback");
+    let name: String = server
+        .db
+        .client()
+        .await
+        .query_one("SELECT name FROM organisations WHERE id = $1", &[&org.id])
+        .await
+        .expect("name")
+        .get(0);
+    assert_eq!(name, "Acme", "the cancelled change left nothing behind");
+    admin.who_am_i().await.expect("the server still serves");
+}
