@@ -9,6 +9,7 @@ mod api_keys;
 mod attacks;
 mod audit;
 mod authorize;
+mod bad_input;
 mod db_faults;
 mod isolation;
 mod last_admin;
