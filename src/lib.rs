@@ -11,6 +11,9 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 
+#[cfg(test)]
+mod props;
+
 /// The generated code of the contract in `proto/usermgmt/v1`.
 pub mod proto {
     #![allow(clippy::all, missing_docs)]
