@@ -13,6 +13,8 @@ pub mod telemetry;
 
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod redaction_tests;
 
 /// The generated code of the contract in `proto/usermgmt/v1`.
 pub mod proto {

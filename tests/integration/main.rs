@@ -17,4 +17,5 @@ mod login;
 mod playback;
 mod replicas;
 mod roles_and_organisation;
+mod secrets;
 mod users;

@@ -128,6 +128,20 @@ pub struct Replica {
 
 impl Replica {
     pub async fn start(database_url: &str) -> Self {
+        Self::spawn(database_url, &[], Stdio::inherit()).await
+    }
+
+    /// A replica whose log (stderr) goes to `log`, with extra environment.
+    pub async fn start_logged(
+        database_url: &str,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Self {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Self::spawn(database_url, env, Stdio::from(file)).await
+    }
+
+    async fn spawn(database_url: &str, env: &[(&str, &str)], stderr: Stdio) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let child = Command::new(env!("CARGO_BIN_EXE_usermgmt"))
@@ -140,8 +154,9 @@ impl Replica {
             ])
             .env("DATABASE_URL", database_url)
             .env("USERMGMT_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn usermgmt serve");
         wait_until_serving(addr).await;
