@@ -233,6 +233,35 @@ pub struct ServeArgs {
     /// for any. Unset: none.
     #[arg(long, env = "USERMGMT_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
+
+    /// Largest request message accepted, in bytes; a larger one gets
+    /// RESOURCE_EXHAUSTED before it is decoded.
+    #[arg(long, env = "USERMGMT_MAX_REQUEST_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1024..=4 * 1024 * 1024))]
+    pub max_request_bytes: u32,
+
+    /// Largest response message sent, in bytes.
+    #[arg(long, env = "USERMGMT_MAX_RESPONSE_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=64 * 1024 * 1024))]
+    pub max_response_bytes: u32,
+
+    /// Largest HTTP/2 header list (all metadata of a call) accepted, in bytes.
+    #[arg(long, env = "USERMGMT_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
+    pub max_header_list_bytes: u32,
+
+    /// Login attempts per minute for one email (also the burst), on each
+    /// replica; 0 turns the limit off.
+    #[arg(long, env = "USERMGMT_LOGIN_RATE_PER_EMAIL", default_value_t = 10)]
+    pub login_rate_per_email: u32,
+
+    /// Login attempts per minute from one peer address (also the burst), on
+    /// each replica; 0 turns the limit off.
+    #[arg(long, env = "USERMGMT_LOGIN_RATE_PER_PEER", default_value_t = 100)]
+    pub login_rate_per_peer: u32,
+
+    /// Longest a database statement may run (waiting for locks included)
+    /// before it is cancelled and the call gets UNAVAILABLE, in
+    /// milliseconds; 0 means no limit.
+    #[arg(long, env = "USERMGMT_DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub db_statement_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -254,6 +283,13 @@ impl ServeArgs {
     pub fn playback_settings(&self) -> crate::api::playback_service::PlaybackSettings {
         crate::api::playback_service::PlaybackSettings {
             default_ttl: Duration::from_secs(self.playback_token_ttl_secs),
+        }
+    }
+
+    pub fn login_limits(&self) -> crate::auth::ratelimit::LoginLimits {
+        crate::auth::ratelimit::LoginLimits {
+            per_email: self.login_rate_per_email,
+            per_peer: self.login_rate_per_peer,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod healthcheck;
+pub mod limits;
 pub mod metrics;
 pub mod provisioning;
 pub mod server;
@@ -13,6 +14,11 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod web;
+
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod redaction_tests;
 
 /// The generated code of the contract in `proto/usermgmt/v1`.
 pub mod proto {

@@ -16,9 +16,11 @@ use crate::api::{
 };
 use crate::auth::passwords::Passwords;
 use crate::auth::playback_tokens::PlaybackTokens;
+use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::ServeArgs;
+use crate::limits::OversizeLayer;
 use crate::proto::{
     audit_service_server::AuditServiceServer, auth_service_server::AuthServiceServer,
     organisation_service_server::OrganisationServiceServer,
@@ -63,7 +65,10 @@ pub async fn serve(
     if !applied.is_empty() {
         tracing::info!(?applied, "ran migrations");
     }
-    let pool = pool::build_pool(&args.database.database_url, &args.database.pool_settings())?;
+    let statement_timeout = (args.db_statement_timeout_ms > 0)
+        .then(|| Duration::from_millis(args.db_statement_timeout_ms));
+    let database_url = pool::with_statement_timeout(&args.database.database_url, statement_timeout);
+    let pool = pool::build_pool(&database_url, &args.database.pool_settings())?;
     let (store, cache_task) = if args.auth_cache {
         let cache = Arc::new(Cache::enabled());
         let task = tokio::spawn(cache::maintain(
@@ -115,8 +120,14 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| ServeError::Init(e.to_string()))?;
     tracing::info!(%address, tls = tls.is_some(), "usermgmt listening");
+    let (max_request, max_response) = (
+        args.max_request_bytes as usize,
+        args.max_response_bytes as usize,
+    );
     // HTTP/1.1 too, for gRPC-Web from browsers.
-    let mut builder = Server::builder().accept_http1(true);
+    let mut builder = Server::builder()
+        .accept_http1(true)
+        .http2_max_header_list_size(args.max_header_list_bytes);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
@@ -124,31 +135,57 @@ pub async fn serve(
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(TelemetryLayer)
+        .layer(OversizeLayer)
         .layer(AuthLayer::new(authenticator.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AuthServiceServer::new(AuthApi {
-            authenticator: authenticator.clone(),
-            store: store.clone(),
-        }))
-        .add_service(UserServiceServer::new(UserApi {
-            store: store.clone(),
-            authenticator,
-            settings: args.admin_settings(),
-        }))
-        .add_service(AuditServiceServer::new(AuditApi {
-            store: store.clone(),
-        }))
-        .add_service(RoleServiceServer::new(RoleApi))
-        .add_service(OrganisationServiceServer::new(OrganisationApi {
-            store: store.clone(),
-            confirmation_ttl: Duration::from_secs(args.confirmation_ttl_secs),
-        }))
-        .add_service(PlaybackTokenServiceServer::new(PlaybackApi {
-            tokens: Arc::new(PlaybackTokens::new(store.clone())),
-            settings: args.playback_settings(),
-        }))
+        .add_service(
+            AuthServiceServer::new(AuthApi {
+                authenticator: authenticator.clone(),
+                store: store.clone(),
+                login_limiter: Arc::new(LoginLimiter::new(args.login_limits())),
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response),
+        )
+        .add_service(
+            UserServiceServer::new(UserApi {
+                store: store.clone(),
+                authenticator,
+                settings: args.admin_settings(),
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response),
+        )
+        .add_service(
+            AuditServiceServer::new(AuditApi {
+                store: store.clone(),
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response),
+        )
+        .add_service(
+            RoleServiceServer::new(RoleApi)
+                .max_decoding_message_size(max_request)
+                .max_encoding_message_size(max_response),
+        )
+        .add_service(
+            OrganisationServiceServer::new(OrganisationApi {
+                store: store.clone(),
+                confirmation_ttl: Duration::from_secs(args.confirmation_ttl_secs),
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response),
+        )
+        .add_service(
+            PlaybackTokenServiceServer::new(PlaybackApi {
+                tokens: Arc::new(PlaybackTokens::new(store.clone())),
+                settings: args.playback_settings(),
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response),
+        )
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     health_task.abort();

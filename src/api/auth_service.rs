@@ -3,6 +3,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{convert, principal, request_id, service_caller};
+use crate::auth::ratelimit::{Limited, LoginLimiter};
 use crate::auth::{Authenticator, Credential, Principal, Verdict};
 use crate::domain::error::AuthFailure;
 use crate::domain::error::Violations;
@@ -14,6 +15,7 @@ use crate::store::Store;
 pub struct AuthApi {
     pub authenticator: Arc<Authenticator>,
     pub store: Store,
+    pub login_limiter: Arc<LoginLimiter>,
 }
 
 #[tonic::async_trait]
@@ -22,6 +24,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<proto::LoginRequest>,
     ) -> Result<Response<proto::LoginResponse>, Status> {
+        let peer = request.remote_addr().map(|addr| addr.ip());
         let request = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check(Email::parse("email", &request.email));
@@ -33,6 +36,9 @@ impl AuthService for AuthApi {
             .flatten();
         violations.into_result()?;
         let email = email.ok_or_else(|| DomainError::invalid("email", "is required"))?;
+        self.login_limiter
+            .check(email.as_str(), peer)
+            .map_err(rate_limited)?;
         let logged_in = self
             .authenticator
             .login(&email, &request.password, organisation_id)
@@ -199,4 +205,22 @@ fn decision(verdict: Verdict) -> proto::AuthorizeResponse {
             }
         }
     }
+}
+
+/// RESOURCE_EXHAUSTED with the limit that refused and when to retry.
+fn rate_limited(limited: Limited) -> Status {
+    let mut details = tonic_types::ErrorDetails::with_retry_info(Some(limited.retry_after));
+    details.set_error_info(
+        "LOGIN_RATE_LIMITED",
+        super::status::ERROR_DOMAIN,
+        [("limit".to_owned(), limited.limit.to_owned())],
+    );
+    <Status as tonic_types::StatusExt>::with_error_details(
+        tonic::Code::ResourceExhausted,
+        format!(
+            "too many login attempts for this {}: retry later",
+            limited.limit
+        ),
+        details,
+    )
 }

@@ -37,9 +37,12 @@ fn requested_changes(
                 "secure_playback" => wanted.1 = true,
                 "*" => wanted = (true, true),
                 other => {
+                    // Echo at most a short prefix: the error travels in a
+                    // header, and the caller's input is unbounded.
+                    let shown: String = other.chars().take(64).collect();
                     return Err(DomainError::invalid(
                         "update_mask",
-                        format!("{other:?} cannot be changed: use name, secure_playback or *"),
+                        format!("{shown:?} cannot be changed: use name, secure_playback or *"),
                     ));
                 }
             }

@@ -103,6 +103,15 @@ impl PlaybackTokenService for PlaybackApi {
         request: Request<proto::VerifyPlaybackTokenRequest>,
     ) -> Result<Response<proto::VerifyPlaybackTokenResponse>, Status> {
         let request = request.into_inner();
+        // Names longer than any scope may hold match nothing; refuse them
+        // rather than compare them. (An overlong token is answered MALFORMED.)
+        let mut v = Violations::default();
+        for (field, value) in [("stream", &request.stream), ("group_id", &request.group_id)] {
+            if value.chars().count() > crate::domain::playback::MAX_NAME_LEN {
+                v.add(field, "must be at most 128 characters");
+            }
+        }
+        v.into_result()?;
         let verdict = self
             .tokens
             .verify(&request.token, &request.stream, &request.group_id)

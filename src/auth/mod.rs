@@ -9,6 +9,7 @@ pub mod passwords;
 pub mod playback;
 pub mod playback_tokens;
 pub mod principal;
+pub mod ratelimit;
 pub mod tokens;
 
 pub use access::Access;

@@ -4,6 +4,7 @@
 //! its allocations (a fresh blocking thread per run would leave one retained
 //! allocator arena behind per thread).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +22,9 @@ pub struct Passwords {
     /// A hash of a random password, verified against when no user matches, so
     /// that an unknown email costs as much time as a wrong password.
     decoy_hash: Arc<str>,
+    /// How many verifications ran, so that tests can check that every login
+    /// path costs exactly one.
+    verifications: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Passwords {
@@ -45,6 +49,7 @@ impl Passwords {
         let mut passwords = Self {
             jobs: Arc::new(Mutex::new(sender)),
             decoy_hash: Arc::from(""),
+            verifications: Arc::new(AtomicU64::new(0)),
         };
         let mut random = [0u8; 32];
         getrandom::fill(&mut random)
@@ -68,6 +73,7 @@ impl Passwords {
 
     /// Whether `password` matches `hash`.
     pub async fn verify(&self, password: &str, hash: &str) -> Result<bool, DomainError> {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let (password, hash) = (password.to_owned(), hash.to_owned());
         self.run(move || {
             Argon2::default()
@@ -81,6 +87,11 @@ impl Passwords {
     pub async fn verify_decoy(&self, password: &str) -> Result<(), DomainError> {
         let decoy = self.decoy_hash.clone();
         self.verify(password, &decoy).await.map(|_| ())
+    }
+
+    /// How many verifications (decoys included) ran so far.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// Runs `work` on a hashing thread; waits (without blocking the runtime)

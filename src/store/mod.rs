@@ -143,6 +143,12 @@ fn map_db_error(error: DieselError) -> DomainError {
             tracing::warn!(%error, "database connection lost");
             DomainError::Unavailable("the database is unavailable, try again".into())
         }
+        // No SQLSTATE: the client could not talk to the server (I/O error,
+        // connection closed), as when the database goes away mid-call.
+        DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _) => {
+            tracing::warn!(%error, "database connection lost");
+            DomainError::Unavailable("the database is unavailable, try again".into())
+        }
         DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
             DomainError::Aborted("a concurrent change conflicted with this one, try again".into())
         }
@@ -164,6 +170,7 @@ fn looks_like_connection_loss(message: &str) -> bool {
         "terminating",
         "shutting down",
         "timed out",
+        "statement timeout",
     ]
     .iter()
     .any(|needle| message.contains(needle))

@@ -43,7 +43,8 @@ pub fn parse_role(stored: &str) -> Result<Role, DomainError> {
         .map_err(|_| DomainError::Internal(format!("stored role {stored:?} is unknown")))
 }
 
-#[derive(Debug, Insertable)]
+/// `Debug` hides the password hash.
+#[derive(Insertable)]
 #[diesel(table_name = users)]
 pub struct NewUserRow<'a> {
     pub id: Uuid,
@@ -85,7 +86,8 @@ pub struct CredentialRow {
 }
 
 /// A login candidate: a user with that email, and the password hash.
-#[derive(Debug, Queryable, Selectable)]
+/// `Debug` hides the hash.
+#[derive(Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct LoginRow {
     pub id: Uuid,
@@ -209,4 +211,26 @@ pub struct PlaybackTokenRow {
     pub revocable: bool,
     pub scope: String,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for NewUserRow<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUserRow")
+            .field("id", &self.id)
+            .field("organisation_id", &self.organisation_id)
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .field("password_hash", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LoginRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRow")
+            .field("id", &self.id)
+            .field("organisation_id", &self.organisation_id)
+            .field("password_hash", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }

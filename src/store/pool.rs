@@ -118,3 +118,42 @@ pub fn build_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, SetupErr
         .build()
         .map_err(|e| SetupError::Pool(e.to_string()))
 }
+
+/// `url` with a server-side `statement_timeout` for every connection, so
+/// that a statement stuck on a lock or a slow plan fails (UNAVAILABLE)
+/// instead of holding its connection for ever. `None` leaves `url` as is.
+pub fn with_statement_timeout(url: &str, timeout: Option<Duration>) -> String {
+    match timeout {
+        None => url.to_owned(),
+        Some(timeout) => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!(
+                "{url}{separator}options=-c%20statement_timeout%3D{}",
+                timeout.as_millis()
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_statement_timeout_is_a_connection_option() {
+        let url = "postgres://postgres@127.0.0.1:5432/usermgmt";
+        assert_eq!(with_statement_timeout(url, None), url);
+        let with = with_statement_timeout(url, Some(Duration::from_millis(1500)));
+        assert_eq!(
+            with,
+            "postgres://postgres@127.0.0.1:5432/usermgmt?options=-c%20statement_timeout%3D1500"
+        );
+        let config = tokio_postgres::Config::from_str(&with).expect("parses");
+        assert_eq!(config.get_options(), Some("-c statement_timeout=1500"));
+        let more = with_statement_timeout(
+            &format!("{url}?sslmode=disable"),
+            Some(Duration::from_secs(2)),
+        );
+        assert!(more.ends_with("?sslmode=disable&options=-c%20statement_timeout%3D2000"));
+    }
+}

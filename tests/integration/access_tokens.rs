@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::support::*;
 
-async fn signing_key(db: &TestDb) -> Vec<u8> {
+pub(crate) async fn signing_key(db: &TestDb) -> Vec<u8> {
     db.client()
         .await
         .query_one(
@@ -23,7 +23,7 @@ async fn signing_key(db: &TestDb) -> Vec<u8> {
 }
 
 /// Claims like the server's, for `user` of `org` with its current tokenKey.
-async fn valid_claims(db: &TestDb, org: &Org) -> serde_json::Value {
+pub(crate) async fn valid_claims(db: &TestDb, org: &Org) -> serde_json::Value {
     let token_key: Uuid = db
         .client()
         .await
@@ -41,7 +41,7 @@ async fn valid_claims(db: &TestDb, org: &Org) -> serde_json::Value {
     })
 }
 
-fn sign(claims: &serde_json::Value, key: &[u8]) -> String {
+pub(crate) fn sign(claims: &serde_json::Value, key: &[u8]) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         claims,
@@ -50,7 +50,11 @@ fn sign(claims: &serde_json::Value, key: &[u8]) -> String {
     .expect("sign")
 }
 
-fn with(mut claims: serde_json::Value, field: &str, value: serde_json::Value) -> serde_json::Value {
+pub(crate) fn with(
+    mut claims: serde_json::Value,
+    field: &str,
+    value: serde_json::Value,
+) -> serde_json::Value {
     claims[field] = value;
     claims
 }
@@ -143,7 +147,7 @@ async fn forged_expired_and_foreign_tokens_are_unauthenticated() {
     }
 }
 
-fn base64_url(text: &str) -> String {
+pub(crate) fn base64_url(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }

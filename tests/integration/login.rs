@@ -98,3 +98,90 @@ async fn the_same_email_in_two_organisations_needs_the_organisation() {
         .into_inner();
     assert_eq!(response.user_id, in_globex.to_string());
 }
+
+/// "Similar time" without timing: both paths run the password verifier
+/// exactly once (the unknown email against a decoy hash), so they cost the
+/// same argon2id work; the only other work is the same one indexed query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_email_and_wrong_password_cost_one_verification_each() {
+    use usermgmt::auth::Authenticator;
+    use usermgmt::auth::passwords::Passwords;
+    use usermgmt::auth::tokens::{AccessTokens, TokenSettings};
+    use usermgmt::domain::email::Email;
+
+    let db = TestDb::new().await;
+    let org = create_org(&db, "Acme").await;
+    let tokens = AccessTokens::new(
+        &[7u8; 32],
+        TokenSettings {
+            issuer: "usermgmt".into(),
+            audience: "usermgmt".into(),
+            lifetime: std::time::Duration::from_secs(60),
+        },
+    )
+    .expect("tokens");
+    let passwords = Passwords::new(1).await.expect("passwords");
+    let authenticator =
+        Authenticator::new(std::sync::Arc::new(tokens), passwords.clone(), store(&db));
+    let email = |text: &str| Email::parse("email", text).expect("email");
+
+    for (case, address, password) in [
+        (
+            "wrong password",
+            org.admin_email.as_str(),
+            "not the password",
+        ),
+        ("unknown email", "nobody@acme.example.com", ADMIN_PASSWORD),
+        ("right password", org.admin_email.as_str(), ADMIN_PASSWORD),
+    ] {
+        let before = passwords.verifications();
+        let result = authenticator.login(&email(address), password, None).await;
+        assert_eq!(passwords.verifications() - before, 1, "{case}");
+        assert_eq!(result.is_ok(), case == "right password", "{case}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_is_rate_limited_per_email_and_per_peer() {
+    let server =
+        TestServer::start_with(&["--login-rate-per-email", "3", "--login-rate-per-peer", "6"])
+            .await;
+    let org = create_org(&server.db, "Acme").await;
+    let mut auth = AuthServiceClient::new(server.channel().await);
+    let limited = |result: Result<tonic::Response<proto::LoginResponse>, tonic::Status>,
+                   limit: &str| {
+        let status = assert_status(result, Code::ResourceExhausted, Some("LOGIN_RATE_LIMITED"));
+        let info = tonic_types::StatusExt::get_details_error_info(&status).expect("info");
+        assert_eq!(info.metadata.get("limit").map(String::as_str), Some(limit));
+        let retry = tonic_types::StatusExt::get_details_retry_info(&status)
+            .and_then(|r| r.retry_delay)
+            .expect("RetryInfo");
+        assert!(retry > std::time::Duration::ZERO && retry <= std::time::Duration::from_secs(20));
+    };
+
+    // Three guesses for one email, then even the right password waits.
+    for _ in 0..3 {
+        let guess = auth.login(login_request(&org.admin_email, "a guess")).await;
+        assert_status(guess, Code::Unauthenticated, Some("LOGIN_FAILED"));
+    }
+    limited(
+        auth.login(login_request(&org.admin_email, ADMIN_PASSWORD))
+            .await,
+        "email",
+    );
+    // Other emails from the same address: the peer's six are used up.
+    for n in 0..2 {
+        let guess = auth
+            .login(login_request(
+                &format!("user{n}@acme.example.com"),
+                "a guess",
+            ))
+            .await;
+        assert_status(guess, Code::Unauthenticated, Some("LOGIN_FAILED"));
+    }
+    limited(
+        auth.login(login_request("user9@acme.example.com", "a guess"))
+            .await,
+        "peer",
+    );
+}

@@ -25,7 +25,7 @@ fn client(channel: &Channel) -> Client {
     PlaybackTokenServiceClient::new(channel.clone())
 }
 
-async fn make_secure(db: &TestDb, org: Uuid) {
+pub(crate) async fn make_secure(db: &TestDb, org: Uuid) {
     db.client()
         .await
         .execute(
@@ -78,14 +78,14 @@ fn in_secs(seconds: i64) -> Option<prost_types::Timestamp> {
     })
 }
 
-fn for_streams(names: &[&str]) -> proto::IssuePlaybackTokenRequest {
+pub(crate) fn for_streams(names: &[&str]) -> proto::IssuePlaybackTokenRequest {
     proto::IssuePlaybackTokenRequest {
         scope: streams(names),
         ..Default::default()
     }
 }
 
-async fn issue(
+pub(crate) async fn issue(
     session: &Session,
     request: proto::IssuePlaybackTokenRequest,
 ) -> Result<proto::IssuePlaybackTokenResponse, tonic::Status> {
@@ -154,7 +154,7 @@ async fn rotate(
         .into_inner())
 }
 
-async fn signing_keys(channel: &Channel) -> Vec<proto::SigningKey> {
+pub(crate) async fn signing_keys(channel: &Channel) -> Vec<proto::SigningKey> {
     client(channel)
         .list_signing_keys(proto::ListSigningKeysRequest {})
         .await

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests.
 
 pub mod db;
+pub mod dump;
+pub mod proxy;
 pub mod server;
 
 use tonic::metadata::MetadataValue;

@@ -30,18 +30,25 @@ impl TestServer {
     /// Starts a server with extra `serve` flags.
     pub async fn start_with(extra: &[&str]) -> Self {
         let db = TestDb::new().await;
+        let url = db.url.clone();
+        Self::start_on(db, &url, extra).await
+    }
+
+    /// Starts a server on `db`, reached at `database_url` (e.g. through a
+    /// proxy), with extra `serve` flags.
+    pub async fn start_on(db: TestDb, database_url: &str, extra: &[&str]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let mut argv = vec![
-            "usermgmt",
-            "serve",
-            "--database-url",
-            &db.url,
-            "--db-pool-size",
-            "4",
-            "--password-hash-concurrency",
-            "2",
-        ];
+        let mut argv = vec!["usermgmt", "serve", "--database-url", database_url];
+        // Small defaults, unless the test sets them.
+        for (flag, value) in [
+            ("--db-pool-size", "4"),
+            ("--password-hash-concurrency", "2"),
+        ] {
+            if !extra.contains(&flag) {
+                argv.extend([flag, value]);
+            }
+        }
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(argv).expect("serve flags");
         let CliCommand::Serve(args) = cli.command else {
@@ -121,6 +128,20 @@ pub struct Replica {
 
 impl Replica {
     pub async fn start(database_url: &str) -> Self {
+        Self::spawn(database_url, &[], Stdio::inherit()).await
+    }
+
+    /// A replica whose log (stderr) goes to `log`, with extra environment.
+    pub async fn start_logged(
+        database_url: &str,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Self {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Self::spawn(database_url, env, Stdio::from(file)).await
+    }
+
+    async fn spawn(database_url: &str, env: &[(&str, &str)], stderr: Stdio) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let child = Command::new(env!("CARGO_BIN_EXE_usermgmt"))
@@ -133,8 +154,9 @@ impl Replica {
             ])
             .env("DATABASE_URL", database_url)
             .env("USERMGMT_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn usermgmt serve");
         wait_until_serving(addr).await;

@@ -1,0 +1,503 @@
+//! The credential attack suite: every attack of issue 7 in one table. Each
+//! must be refused with its code, and leave every row of the database as it
+//! was (a dump of all tables before and after each attack).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use tonic::{Code, Status};
+use usermgmt::proto::{
+    self, Role, auth_service_client::AuthServiceClient,
+    organisation_service_client::OrganisationServiceClient,
+    rotate_api_key_response::Outcome as RotateOutcome,
+};
+
+use crate::access_tokens::{base64_url, sign, signing_key, valid_claims, with};
+use crate::playback::{for_streams, issue, make_secure, signing_keys};
+use crate::support::dump::{assert_same, dump_all};
+use crate::support::*;
+
+type Attempt = Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>;
+
+/// One attack: its name, the codes that count as refused, the reason (when
+/// one is fixed) and the call.
+struct Attack {
+    name: &'static str,
+    codes: &'static [Code],
+    reason: Option<&'static str>,
+    attempt: Attempt,
+}
+
+fn attack(
+    name: &'static str,
+    codes: &'static [Code],
+    reason: Option<&'static str>,
+    attempt: impl Future<Output = Result<(), Status>> + Send + 'static,
+) -> Attack {
+    Attack {
+        name,
+        codes,
+        reason,
+        attempt: Box::pin(attempt),
+    }
+}
+
+const UNAUTHENTICATED: &[Code] = &[Code::Unauthenticated];
+const NOT_FOUND: &[Code] = &[Code::NotFound];
+const FAILED_PRECONDITION: &[Code] = &[Code::FailedPrecondition];
+/// Metadata above `--max-header-list-bytes` is refused by HTTP/2 itself (a
+/// 431 or a reset stream) before gRPC sees the call, so the client reports a
+/// transport error; whichever it is, the call is refused before any parsing.
+const OVERSIZE_HEADER: &[Code] = &[
+    Code::ResourceExhausted,
+    Code::Unauthenticated,
+    Code::Internal,
+    Code::Unknown,
+    Code::Unavailable,
+];
+const OVERSIZE: &[Code] = &[
+    Code::ResourceExhausted,
+    Code::InvalidArgument,
+    Code::Unauthenticated,
+];
+
+/// A mutation that would leave a row behind if the credential were accepted.
+fn create_user_with(
+    channel: &tonic::transport::Channel,
+    header: &'static str,
+    value: String,
+) -> impl Future<Output = Result<(), Status>> + Send + 'static {
+    let channel = channel.clone();
+    async move {
+        let request = proto::CreateUserRequest {
+            email: "mallory@acme.example.com".into(),
+            role: Role::NanoAdmin as i32,
+            password: PASSWORD.into(),
+        };
+        let mut users = proto::user_service_client::UserServiceClient::new(channel);
+        let mut request = tonic::Request::new(request);
+        let value = value
+            .parse()
+            .map_err(|_| Status::internal("test: bad header value"))?;
+        request.metadata_mut().insert(header, value);
+        users.create_user(request).await.map(|_| ())
+    }
+}
+
+fn with_token(
+    channel: &tonic::transport::Channel,
+    token: &str,
+) -> impl Future<Output = Result<(), Status>> + Send + 'static {
+    create_user_with(channel, "authorization", format!("Bearer {token}"))
+}
+
+fn sign_with_header(claims: &serde_json::Value, header: Header, key: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_secret(key).expect("key"),
+    )
+    .expect("sign")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_credential_attack_is_refused_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let acme = create_org(&server.db, "Acme").await;
+    let other = create_org(&server.db, "Other").await;
+    make_secure(&server.db, acme.id).await;
+    let admin = Session::login(&channel, &acme.admin_email, ADMIN_PASSWORD).await;
+    let foreign_admin = Session::login(&channel, &other.admin_email, ADMIN_PASSWORD).await;
+    let key = signing_key(&server.db).await;
+    let claims = valid_claims(&server.db, &acme).await;
+    let now = chrono::Utc::now().timestamp();
+
+    // The playback key, for algorithm confusion: issue a token to create it.
+    let playback = issue(&admin, for_streams(&["live"])).await.expect("issue");
+    let public = signing_keys(&channel)
+        .await
+        .into_iter()
+        .find(|k| k.kid == playback.kid)
+        .expect("the playback key is published");
+    let public_raw = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&public.x)
+            .expect("x")
+    };
+
+    // Users whose tokens go stale: deleted, renewed and re-roled.
+    let mut stale = Vec::new();
+    for name in ["deleted", "renewed", "demoted"] {
+        let email = format!("{name}@acme.example.com");
+        let user = admin
+            .create_user(&email, Role::NanoAdmin)
+            .await
+            .expect("create");
+        stale.push((user.id.clone(), login(&channel, &email, PASSWORD).await));
+    }
+    let confirmation = admin.ask_delete(&stale[0].0).await.expect("ask delete");
+    admin
+        .confirm_delete(&stale[0].0, &confirmation.confirmation_token)
+        .await
+        .expect("delete");
+    let confirmation = admin.ask_renew(&stale[1].0).await.expect("ask renew");
+    admin
+        .confirm_renew(&stale[1].0, &confirmation.confirmation_token)
+        .await
+        .expect("renew");
+    admin
+        .set_role(&stale[2].0, Role::NanoUser, "")
+        .await
+        .expect("demote");
+    let target = admin
+        .create_user("target@acme.example.com", Role::NanoUser)
+        .await
+        .expect("create the target");
+
+    // Confirmations: used, expired and another organisation's.
+    let used = admin.ask_renew(&target.id).await.expect("ask");
+    admin
+        .confirm_renew(&target.id, &used.confirmation_token)
+        .await
+        .expect("renew");
+    let expired = admin.ask_renew(&target.id).await.expect("ask");
+    server
+        .db
+        .client()
+        .await
+        .execute(
+            "UPDATE confirmations SET expires_at = now() - interval '1 second' WHERE used_at IS NULL",
+            &[],
+        )
+        .await
+        .expect("expire");
+    let foreign_target = foreign_admin
+        .create_user("victim@other.example.com", Role::NanoUser)
+        .await
+        .expect("create");
+    let foreign_confirmation = foreign_admin
+        .ask_renew(&foreign_target.id)
+        .await
+        .expect("ask");
+
+    // A used invite token.
+    let invite = admin
+        .users()
+        .create_invite(admin.req(proto::CreateInviteRequest {
+            email: "invitee@acme.example.com".into(),
+            role: Role::NanoAdmin as i32,
+            ttl: None,
+        }))
+        .await
+        .expect("invite")
+        .into_inner();
+    let accept = proto::AcceptInviteRequest {
+        invite_token: invite.invite_token.clone(),
+        password: PASSWORD.into(),
+    };
+    AuthServiceClient::new(channel.clone())
+        .accept_invite(accept.clone())
+        .await
+        .expect("accept");
+
+    // A rotated API key.
+    let mut organisations = OrganisationServiceClient::new(channel.clone());
+    let ask = organisations
+        .rotate_api_key(admin.req(proto::RotateApiKeyRequest::default()))
+        .await
+        .expect("ask rotation")
+        .into_inner();
+    let Some(RotateOutcome::ConfirmationRequired(rotation)) = ask.outcome else {
+        panic!("expected a confirmation");
+    };
+    organisations
+        .rotate_api_key(admin.req(proto::RotateApiKeyRequest {
+            confirmation_token: rotation.confirmation_token,
+        }))
+        .await
+        .expect("rotate");
+
+    // Forged tokens.
+    let valid = sign(&claims, &key);
+    let parts: Vec<&str> = valid.split('.').collect();
+    let none_header = base64_url(r#"{"alg":"none","typ":"JWT"}"#);
+    let tampered_body = base64_url(&with(claims.clone(), "org", json!(other.id)).to_string());
+    let mut confused = Header::new(Algorithm::HS256);
+    confused.kid = Some(playback.kid.clone());
+    let mut attacker_kid = Header::new(Algorithm::HS256);
+    attacker_kid.kid = Some("https://attacker.example.com/key.json".into());
+    let mut unknown_kid = Header::new(Algorithm::HS256);
+    unknown_kid.kid = Some("no-such-key".into());
+    let attacker_key = b"the attacker's own key, 32 bytes or more";
+
+    let huge = "a".repeat(1024 * 1024);
+    let long = "a".repeat(12 * 1024);
+    let c = &channel;
+    let attacks = vec![
+        attack(
+            "alg none",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(c, &format!("{none_header}.{}.", parts[1])),
+        ),
+        attack(
+            "HS256 signed with the playback public key (raw)",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(c, &sign_with_header(&claims, confused.clone(), &public_raw)),
+        ),
+        attack(
+            "HS256 signed with the playback public key (as published)",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(c, &sign_with_header(&claims, confused, public.x.as_bytes())),
+        ),
+        attack(
+            "kid of an attacker's key",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(c, &sign_with_header(&claims, attacker_kid, attacker_key)),
+        ),
+        attack(
+            "kid of an unknown key",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(c, &sign_with_header(&claims, unknown_kid, attacker_key)),
+        ),
+        attack(
+            "expired",
+            UNAUTHENTICATED,
+            Some("TOKEN_EXPIRED"),
+            with_token(c, &sign(&with(claims.clone(), "exp", json!(now - 5)), &key)),
+        ),
+        attack(
+            "nbf in the future",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(
+                c,
+                &sign(&with(claims.clone(), "nbf", json!(now + 300)), &key),
+            ),
+        ),
+        attack(
+            "wrong iss",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(
+                c,
+                &sign(&with(claims.clone(), "iss", json!("attacker")), &key),
+            ),
+        ),
+        attack(
+            "wrong aud",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(
+                c,
+                &sign(&with(claims.clone(), "aud", json!("attacker")), &key),
+            ),
+        ),
+        attack(
+            "tampered payload, old signature",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(c, &format!("{}.{tampered_body}.{}", parts[0], parts[2])),
+        ),
+        attack(
+            "truncated",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(c, &valid[..valid.len() / 2]),
+        ),
+        attack(
+            "signature cut off",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(c, &format!("{}.{}.", parts[0], parts[1])),
+        ),
+        attack(
+            "base64 garbage",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(c, "eyJhbGciOi.Zm9vYmFy.!!!!-_-_===="),
+        ),
+        attack(
+            "not base64 at all",
+            UNAUTHENTICATED,
+            Some("TOKEN_INVALID"),
+            with_token(c, "...."),
+        ),
+        attack(
+            "1 MiB token in a header",
+            OVERSIZE_HEADER,
+            None,
+            with_token(c, &huge),
+        ),
+        attack(
+            "12 KiB token (refused before any crypto)",
+            UNAUTHENTICATED,
+            Some("CREDENTIALS_MALFORMED"),
+            with_token(c, &long),
+        ),
+        attack(
+            "deleted user's token",
+            UNAUTHENTICATED,
+            Some("TOKEN_REVOKED"),
+            with_token(c, &stale[0].1),
+        ),
+        attack(
+            "token from before a renew",
+            UNAUTHENTICATED,
+            Some("TOKEN_REVOKED"),
+            with_token(c, &stale[1].1),
+        ),
+        attack(
+            "token from before a role change",
+            UNAUTHENTICATED,
+            Some("TOKEN_REVOKED"),
+            with_token(c, &stale[2].1),
+        ),
+        attack(
+            "rotated API key",
+            UNAUTHENTICATED,
+            Some("API_KEY_INVALID"),
+            create_user_with(c, "x-bintu-apikey", acme.api_key.clone()),
+        ),
+        attack(
+            "made-up API key",
+            UNAUTHENTICATED,
+            None,
+            create_user_with(c, "x-bintu-apikey", format!("um_live_{}", "A".repeat(43))),
+        ),
+        attack(
+            "used invite token",
+            UNAUTHENTICATED,
+            Some("INVITE_INVALID"),
+            {
+                let mut auth = AuthServiceClient::new(channel.clone());
+                async move { auth.accept_invite(accept).await.map(|_| ()) }
+            },
+        ),
+        attack("1 MiB request body", OVERSIZE, None, {
+            let mut auth = AuthServiceClient::new(channel.clone());
+            let request = proto::AcceptInviteRequest {
+                invite_token: huge.clone(),
+                password: huge.clone(),
+            };
+            async move { auth.accept_invite(request).await.map(|_| ()) }
+        }),
+        attack("1 MiB request body with a valid token", OVERSIZE, None, {
+            let users = admin.users();
+            let request = admin.req(proto::CreateUserRequest {
+                email: huge.clone(),
+                role: Role::NanoAdmin as i32,
+                password: PASSWORD.into(),
+            });
+            async move {
+                let mut users = users;
+                users.create_user(request).await.map(|_| ())
+            }
+        }),
+        // Valid credentials of organisation B, aimed at organisation A.
+        attack("B's valid token on A's user (delete)", NOT_FOUND, None, {
+            let b = foreign_admin.clone();
+            let id = target.id.clone();
+            async move { b.ask_delete(&id).await.map(|_| ()) }
+        }),
+        attack("B's valid token on A's user (role)", NOT_FOUND, None, {
+            let b = foreign_admin.clone();
+            let id = target.id.clone();
+            async move { b.set_role(&id, Role::NanoAdmin, "").await.map(|_| ()) }
+        }),
+        attack("B's API key on A's user", NOT_FOUND, None, {
+            let mut users = proto::user_service_client::UserServiceClient::new(channel.clone());
+            let request = with_header(
+                proto::DeleteUserRequest {
+                    user_id: target.id.clone(),
+                    confirmation_token: String::new(),
+                },
+                "x-bintu-apikey",
+                &other.api_key,
+            );
+            async move { users.delete_user(request).await.map(|_| ()) }
+        }),
+        // Confirmations (the caller is authenticated: the confirmation is
+        // refused as a precondition, with its reason).
+        attack(
+            "used confirmation token",
+            FAILED_PRECONDITION,
+            Some("CONFIRMATION_USED"),
+            {
+                let a = admin.clone();
+                let (id, token) = (target.id.clone(), used.confirmation_token.clone());
+                async move { a.confirm_renew(&id, &token).await.map(|_| ()) }
+            },
+        ),
+        attack(
+            "expired confirmation token",
+            FAILED_PRECONDITION,
+            Some("CONFIRMATION_EXPIRED"),
+            {
+                let a = admin.clone();
+                let (id, token) = (target.id.clone(), expired.confirmation_token.clone());
+                async move { a.confirm_renew(&id, &token).await.map(|_| ()) }
+            },
+        ),
+        attack(
+            "another organisation's confirmation token",
+            FAILED_PRECONDITION,
+            None,
+            {
+                let a = admin.clone();
+                let (id, token) = (
+                    target.id.clone(),
+                    foreign_confirmation.confirmation_token.clone(),
+                );
+                async move { a.confirm_renew(&id, &token).await.map(|_| ()) }
+            },
+        ),
+        attack(
+            "another organisation's confirmation token on its own user",
+            &[Code::NotFound, Code::FailedPrecondition],
+            None,
+            {
+                let a = admin.clone();
+                let (id, token) = (
+                    foreign_target.id.clone(),
+                    foreign_confirmation.confirmation_token.clone(),
+                );
+                async move { a.confirm_renew(&id, &token).await.map(|_| ()) }
+            },
+        ),
+    ];
+
+    let before = dump_all(&server.db).await;
+    let tried = attacks.len();
+    for Attack {
+        name,
+        codes,
+        reason,
+        attempt,
+    } in attacks
+    {
+        let status = attempt.await.expect_err(name);
+        assert!(codes.contains(&status.code()), "{name}: {status:?}");
+        eprintln!("{name}: {:?}", status.code());
+        if let Some(reason) = reason {
+            let info = tonic_types::StatusExt::get_details_error_info(&status);
+            assert_eq!(
+                info.map(|i| i.reason),
+                Some(reason.to_owned()),
+                "{name}: {status:?}"
+            );
+        }
+        assert_same(&before, &dump_all(&server.db).await, name);
+    }
+    eprintln!("attacks tried: {tried}, all refused, no row changed");
+    // The server is unharmed, and the admin's own token still works.
+    admin.who_am_i().await.expect("the server still serves");
+}
