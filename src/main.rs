@@ -9,6 +9,7 @@ use usermgmt::store::{Store, pool};
 use usermgmt::{provisioning, server};
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     if let Err(reason) = init_logging(&cli) {
         eprintln!("error: {reason}");
@@ -30,6 +31,21 @@ fn main() -> ExitCode {
             eprintln!("error: {reason}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Keeps memory bounded under a login storm. Each argon2id run allocates
+/// ~19 MiB; glibc would otherwise raise its mmap threshold after the first
+/// free and keep such blocks in its arenas (RSS grew past 200 MiB). Blocks of
+/// 1 MiB or more are now always mapped and returned when freed, and the
+/// number of arenas is small.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -19,6 +19,20 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 pub struct RequestId(pub String);
 
 impl RequestId {
+    /// A new id: this process's random prefix and a counter. Unique without a
+    /// call to the system's random source per request.
+    fn generate() -> Self {
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static PREFIX: OnceLock<String> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = PREFIX.get_or_init(|| Uuid::new_v4().simple().to_string()[..16].to_owned());
+        RequestId(format!(
+            "{prefix}-{:x}",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
     fn from_headers(headers: &http::HeaderMap) -> Self {
         headers
             .get(REQUEST_ID_HEADER)
@@ -29,7 +43,7 @@ impl RequestId {
                     .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
             })
             .map(|id| RequestId(id.to_owned()))
-            .unwrap_or_else(|| RequestId(Uuid::now_v7().to_string()))
+            .unwrap_or_else(RequestId::generate)
     }
 }
 

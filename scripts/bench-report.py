@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Runs scripts/bench.sh several times and prints, per scenario, the median
+(min-max) of req/s, its ratio to the health baseline of the same run, and the
+p99 ratio, as a Markdown table. Extra arguments go to loadgen.
+
+    scripts/bench-report.py --runs 3 -- --in-flight 64 --scenarios health,get_user
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+
+def run_once(loadgen_args):
+    out = subprocess.run(
+        ["scripts/bench.sh", "--json", *loadgen_args],
+        check=True, capture_output=True, text=True, env=os.environ,
+    ).stdout
+    rows, startup = [], None
+    for line in out.splitlines():
+        if line.startswith("{"):
+            rows.append(json.loads(line))
+        elif line.startswith("startup:"):
+            startup = int(line.split()[2])
+    return rows, startup
+
+
+def spread(values, fmt):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("loadgen_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    extra = [a for a in args.loadgen_args if a != "--"]
+    runs = []
+    for n in range(args.runs):
+        print(f"run {n + 1}/{args.runs} …", file=sys.stderr)
+        runs.append(run_once(extra))
+    keys = []
+    for rows, _ in runs:
+        for row in rows:
+            key = (row["in_flight"], row["scenario"])
+            if key not in keys:
+                keys.append(key)
+    print("| in flight | scenario | req/s | × health req/s | p99 µs | × health p99 | server RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for in_flight, scenario in keys:
+        rows = [r for rs, _ in runs for r in rs if (r["in_flight"], r["scenario"]) == (in_flight, scenario)]
+        rss = [r["server_rss_kib"] / 1024 if r.get("server_rss_kib") else None for r in rows]
+        print(
+            f"| {in_flight} | {scenario} | {spread([r['req_per_s'] for r in rows], lambda v: f'{v:.0f}')} "
+            f"| {spread([r['req_per_s_ratio'] for r in rows], lambda v: f'{v:.2f}')} "
+            f"| {spread([r['p99_us'] for r in rows], lambda v: f'{v:.0f}')} "
+            f"| {spread([r['p99_ratio'] for r in rows], lambda v: f'{v:.2f}')} "
+            f"| {spread(rss, lambda v: f'{v:.0f}')} |"
+        )
+    startups = [s for _, s in runs if s is not None]
+    if startups:
+        print(f"\nstartup to SERVING: {spread(startups, lambda v: f'{v:.0f}')} ms")
+
+
+if __name__ == "__main__":
+    main()
