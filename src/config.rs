@@ -33,6 +33,12 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
+
+    /// OTLP/gRPC endpoint to export traces to (OpenTelemetry), e.g.
+    /// `http://127.0.0.1:4317`: one span per call, with its method, request id
+    /// and outcome. Unset: no export.
+    #[arg(long, env = "USERMGMT_OTEL_ENDPOINT", global = true)]
+    pub otel_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

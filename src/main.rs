@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 
 use usermgmt::auth::passwords::Passwords;
@@ -11,10 +13,6 @@ use usermgmt::{provisioning, server};
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    if let Err(reason) = init_logging(&cli) {
-        eprintln!("error: {reason}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,7 +23,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    // The OTLP exporter's gRPC client needs the runtime.
+    let tracing = match runtime.block_on(async { init_logging(&cli) }) {
+        Ok(tracing) => tracing,
+        Err(reason) => {
+            eprintln!("error: {reason}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(run(cli.command));
+    if let Some(provider) = tracing {
+        // Sends the spans still buffered.
+        let _ = provider.shutdown();
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(reason) => {
             eprintln!("error: {reason}");
@@ -34,11 +45,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Keeps memory bounded under a login storm. Each argon2id run allocates
-/// ~19 MiB; glibc would otherwise raise its mmap threshold after the first
-/// free and keep such blocks in its arenas (RSS grew past 200 MiB). Blocks of
-/// 1 MiB or more are now always mapped and returned when freed, and the
-/// number of arenas is small.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called before
@@ -49,17 +55,53 @@ fn tune_allocator() {
     }
 }
 
-fn init_logging(cli: &Cli) -> Result<(), String> {
+/// Logs to stderr (text or JSON) and, when an OTLP endpoint is set, exports
+/// the spans too. Returns the trace provider to shut down at exit.
+fn init_logging(cli: &Cli) -> Result<Option<SdkTracerProvider>, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = EnvFilter::try_new(&cli.log).map_err(|e| format!("invalid USERMGMT_LOG: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
+    let fmt = match cli.log_format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let provider = cli
+        .otel_endpoint
+        .as_deref()
+        .map(otel_provider)
+        .transpose()?;
+    let otel = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("usermgmt")));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|e| format!("cannot set up logging: {e}"))?;
+    Ok(provider)
+}
+
+/// A batching OTLP/gRPC trace exporter to `endpoint`.
+fn otel_provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| format!("invalid USERMGMT_OTEL_ENDPOINT: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("usermgmt")
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
 }
 
 async fn run(command: Command) -> Result<(), String> {

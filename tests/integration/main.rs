@@ -18,6 +18,7 @@ mod isolation;
 mod last_admin;
 mod login;
 mod metrics;
+mod otel;
 mod playback;
 mod replicas;
 mod roles_and_organisation;
