@@ -116,28 +116,11 @@ pub fn rule_for(path: &str) -> Option<Access> {
 
 #[cfg(test)]
 mod tests {
-    use prost::Message as _;
-
     use super::*;
 
     /// Every RPC of the contract, as `/package.Service/Method`.
     fn contract_rpcs() -> Vec<String> {
-        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
-            .expect("the contract's descriptors decode");
-        let mut rpcs = Vec::new();
-        for file in set.file {
-            for service in &file.service {
-                for method in &service.method {
-                    rpcs.push(format!(
-                        "/{}.{}/{}",
-                        file.package(),
-                        service.name(),
-                        method.name()
-                    ));
-                }
-            }
-        }
-        rpcs
+        crate::proto::rpc_paths().expect("the contract's descriptors decode")
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
-use prost::Message as _;
 use tonic::Code;
 use tonic::transport::Channel;
 use usermgmt::proto::{
@@ -26,22 +25,7 @@ type Case = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Every RPC of the contract, as `/package.Service/Method`.
 fn contract_rpcs() -> Vec<String> {
-    let set = prost_types::FileDescriptorSet::decode(usermgmt::proto::FILE_DESCRIPTOR_SET)
-        .expect("the contract's descriptors decode");
-    let mut rpcs = Vec::new();
-    for file in set.file {
-        for service in &file.service {
-            for method in &service.method {
-                rpcs.push(format!(
-                    "/{}.{}/{}",
-                    file.package(),
-                    service.name(),
-                    method.name()
-                ));
-            }
-        }
-    }
-    rpcs
+    usermgmt::proto::rpc_paths().expect("the contract's descriptors decode")
 }
 
 /// What organisation A has: every kind of object another admin could aim at.
