@@ -47,10 +47,7 @@ pub fn hash(token: &str) -> Vec<u8> {
 /// A short, stable name of a secret for logs and the audit log: the first
 /// 12 hex digits of its hash. Reveals nothing of the secret.
 pub fn fingerprint(hash: &[u8]) -> String {
-    hash.iter()
-        .take(6)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::domain::fingerprint::of_digest(hash)
 }
 
 /// Whether `token` could be one of ours (cheap shape check, no lookup).

@@ -5,6 +5,7 @@ pub mod actor;
 pub mod audit;
 pub mod email;
 pub mod error;
+pub mod fingerprint;
 pub mod invariants;
 pub mod invite;
 pub mod paging;

@@ -34,11 +34,7 @@ impl User {
 }
 
 pub fn token_key_fingerprint(token_key: Uuid) -> String {
-    let digest = Sha256::digest(token_key.as_bytes());
-    digest[..6]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    super::fingerprint::of_digest(&Sha256::digest(token_key.as_bytes()))
 }
 
 /// An organisation with its user counts.
