@@ -56,12 +56,7 @@ impl AuthService for AuthApi {
         request: Request<proto::WhoAmIRequest>,
     ) -> Result<Response<proto::WhoAmIResponse>, Status> {
         let caller = principal(&request)?;
-        let user = match caller.user_id() {
-            Some(user_id) => Some(convert::user(
-                &self.store.user(caller.organisation_id, user_id).await?,
-            )),
-            None => None,
-        };
+        let user = caller.user.as_deref().map(convert::user);
         let organisation = self.store.organisation(caller.organisation_id).await?;
         Ok(Response::new(proto::WhoAmIResponse {
             user,

@@ -183,21 +183,22 @@ impl Authenticator {
             .tokens
             .verify(token)
             .map_err(DomainError::Unauthenticated)?;
-        let current = self
-            .store
-            .current_credential(claims.organisation_id, claims.user_id)
-            .await?;
         let revoked = DomainError::Unauthenticated(AuthFailure::TokenRevoked);
-        let Some((role, token_key)) = current else {
+        let Some(user) = self
+            .store
+            .current_user(claims.organisation_id, claims.user_id)
+            .await?
+        else {
             return Err(revoked);
         };
-        if !bool::from(token_key.as_bytes().ct_eq(claims.token_key.as_bytes())) {
+        if !bool::from(user.token_key.as_bytes().ct_eq(claims.token_key.as_bytes())) {
             return Err(revoked);
         }
         Ok(Principal {
             organisation_id: claims.organisation_id,
-            role,
+            role: user.role,
             actor: Actor::User(claims.user_id),
+            user: Some(user),
         })
     }
 
@@ -219,6 +220,7 @@ impl Authenticator {
             organisation_id,
             role: crate::domain::Role::NanoAdmin,
             actor: Actor::ApiKey(opaque::fingerprint(&hash)),
+            user: None,
         })
     }
 

@@ -1,7 +1,10 @@
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 pub use crate::domain::actor::Actor;
 use crate::domain::actor::ChangeContext;
+use crate::domain::user::User;
 use crate::domain::{DomainError, Permission, Role};
 
 /// Who is calling, as established for this call from the database's current
@@ -12,6 +15,9 @@ pub struct Principal {
     /// The caller's role as the database holds it now.
     pub role: Role,
     pub actor: Actor,
+    /// The caller's user as the check read it (none for an API key): the
+    /// state the decision was made on.
+    pub user: Option<Arc<User>>,
 }
 
 impl Principal {

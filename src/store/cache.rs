@@ -57,8 +57,8 @@ struct State {
     /// Bumped by every eviction: a read that began in an older epoch may
     /// have read what was just evicted, so it must not fill the cache.
     epoch: u64,
-    users: HashMap<(Uuid, Uuid), User>,
-    organisations: HashMap<Uuid, Organisation>,
+    users: HashMap<(Uuid, Uuid), Arc<User>>,
+    organisations: HashMap<Uuid, Arc<Organisation>>,
     api_keys: HashMap<Vec<u8>, Uuid>,
     /// Registered internal services: key hash → name.
     services: HashMap<Vec<u8>, String>,
@@ -175,36 +175,36 @@ impl Cache {
         }
     }
 
-    pub fn user(&self, organisation_id: Uuid, user_id: Uuid) -> Option<User> {
+    pub fn user(&self, organisation_id: Uuid, user_id: Uuid) -> Option<Arc<User>> {
         if !self.trusted() {
             return None;
         }
         self.lock().users.get(&(organisation_id, user_id)).cloned()
     }
 
-    pub fn put_user(&self, epoch: Epoch, user: &User) {
+    pub fn put_user(&self, epoch: Epoch, user: &Arc<User>) {
         self.fill(epoch, |state| {
             if state.users.len() >= MAX_USERS {
                 state.users.clear();
             }
             state
                 .users
-                .insert((user.organisation_id, user.id), user.clone());
+                .insert((user.organisation_id, user.id), Arc::clone(user));
         });
     }
 
-    pub fn organisation(&self, organisation_id: Uuid) -> Option<Organisation> {
+    pub fn organisation(&self, organisation_id: Uuid) -> Option<Arc<Organisation>> {
         if !self.trusted() {
             return None;
         }
         self.lock().organisations.get(&organisation_id).cloned()
     }
 
-    pub fn put_organisation(&self, epoch: Epoch, organisation: &Organisation) {
+    pub fn put_organisation(&self, epoch: Epoch, organisation: &Arc<Organisation>) {
         self.fill(epoch, |state| {
             state
                 .organisations
-                .insert(organisation.id, organisation.clone());
+                .insert(organisation.id, Arc::clone(organisation));
         });
     }
 
@@ -349,8 +349,8 @@ mod tests {
     use super::*;
     use crate::domain::Role;
 
-    fn user(org: Uuid) -> User {
-        User {
+    fn user(org: Uuid) -> Arc<User> {
+        Arc::new(User {
             id: Uuid::now_v7(),
             organisation_id: org,
             email: "a@example.com".into(),
@@ -359,7 +359,7 @@ mod tests {
             version: 1,
             created_at: Utc::now(),
             updated_at: Utc::now(),
-        }
+        })
     }
 
     #[test]

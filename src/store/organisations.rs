@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
@@ -82,13 +84,16 @@ impl Store {
     }
 
     /// The organisation with its user count per role.
-    pub async fn organisation(&self, organisation_id: Uuid) -> Result<Organisation, DomainError> {
+    pub async fn organisation(
+        &self,
+        organisation_id: Uuid,
+    ) -> Result<Arc<Organisation>, DomainError> {
         if let Some(organisation) = self.cache.organisation(organisation_id) {
             return Ok(organisation);
         }
         let epoch = self.cache.epoch();
         let mut conn = self.conn().await?;
-        let organisation = load_organisation(&mut conn, organisation_id).await?;
+        let organisation = Arc::new(load_organisation(&mut conn, organisation_id).await?);
         self.cache.put_organisation(epoch, &organisation);
         Ok(organisation)
     }

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
@@ -18,19 +20,24 @@ pub struct UserQuery {
 
 impl Store {
     /// One user of the organisation; NOT_FOUND also for other organisations'.
-    pub async fn user(&self, organisation_id: Uuid, user_id: Uuid) -> Result<User, DomainError> {
-        self.cached_user(organisation_id, user_id)
+    pub async fn user(
+        &self,
+        organisation_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Arc<User>, DomainError> {
+        self.current_user(organisation_id, user_id)
             .await?
             .ok_or(DomainError::NotFound("user"))
     }
 
-    /// The user, from the cache when it may answer, else from the database
-    /// (filling the cache).
-    async fn cached_user(
+    /// The user as the database holds it now (from the cache when it may
+    /// answer, else from the database, filling the cache): what every call
+    /// is checked against. `None` when the user does not exist (any more).
+    pub async fn current_user(
         &self,
         organisation_id: Uuid,
         user_id: Uuid,
-    ) -> Result<Option<User>, DomainError> {
+    ) -> Result<Option<Arc<User>>, DomainError> {
         if let Some(user) = self.cache.user(organisation_id, user_id) {
             return Ok(Some(user));
         }
@@ -44,7 +51,7 @@ impl Store {
             .await
             .optional()
             .map_err(db_error)?;
-        let user = row.map(User::try_from).transpose()?;
+        let user = row.map(User::try_from).transpose()?.map(Arc::new);
         if let Some(user) = &user {
             self.cache.put_user(epoch, user);
         }
@@ -87,17 +94,6 @@ impl Store {
             select = select.filter(users::organisation_id.eq(organisation_id));
         }
         select.load(&mut conn).await.map_err(db_error)
-    }
-
-    /// The user's current role and tokenKey: what every call is checked
-    /// against. `None` when the user does not exist (any more).
-    pub async fn current_credential(
-        &self,
-        organisation_id: Uuid,
-        user_id: Uuid,
-    ) -> Result<Option<(Role, Uuid)>, DomainError> {
-        let user = self.cached_user(organisation_id, user_id).await?;
-        Ok(user.map(|user| (user.role, user.token_key)))
     }
 }
 
