@@ -8,6 +8,7 @@ pub mod domain;
 pub mod healthcheck;
 pub mod limits;
 pub mod metrics;
+pub mod net;
 pub mod provisioning;
 pub mod server;
 pub mod store;

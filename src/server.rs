@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{Stream, TryStreamExt as _};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
@@ -21,6 +22,7 @@ use crate::auth::tokens::AccessTokens;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::ServeArgs;
 use crate::limits::OversizeLayer;
+use crate::net::Coalescing;
 use crate::proto::{
     audit_service_server::AuditServiceServer, auth_service_server::AuthServiceServer,
     organisation_service_server::OrganisationServiceServer,
@@ -200,10 +202,15 @@ pub async fn serve(
     result.map_err(ServeError::from)
 }
 
-/// Accepted connections with TCP_NODELAY: without it, Nagle's algorithm and
-/// the client's delayed ACK stall some responses by ~40 ms.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Accepted connections with TCP_NODELAY (without it, Nagle's algorithm and
+/// the client's delayed ACK stall some responses by ~40 ms), whose answers
+/// h2 coalesces ([`Coalescing`]).
+fn incoming(
+    listener: TcpListener,
+) -> impl Stream<Item = Result<Coalescing, std::io::Error>> + Send + 'static {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map_ok(Coalescing)
 }
 
 /// Reflection knows the contract, health, reflection itself (both versions,
