@@ -5,8 +5,11 @@
 //! in turn against the same server: `grpc.health.v1.Health/Check` first (the
 //! no-auth baseline), then the authenticated calls. Each measurement opens its
 //! own connections, warms up, then records the latency of every call for a
-//! fixed time. It prints req/s, p50 and p99 per scenario, and each scenario's
-//! ratio to the baseline measured at the same in-flight level in the same run.
+//! fixed time. With `--rounds N` the whole sequence runs N times and each
+//! scenario's rounds are pooled, so that a change in the shared machine's
+//! speed during the run touches the baseline and the scenarios alike. It
+//! prints req/s, p50 and p99 per scenario, and each scenario's ratio to the
+//! baseline measured at the same in-flight level in the same run.
 //!
 //! ```text
 //! cargo build --release --bin usermgmt --bin loadgen
@@ -73,6 +76,11 @@ struct Args {
     /// Measured seconds per scenario and in-flight level.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     duration_secs: u64,
+
+    /// Times to measure the whole sequence of scenarios, interleaved
+    /// (health, a, b, health, a, b, …); each scenario's rounds are pooled.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
 
     /// Unmeasured warm-up seconds before each measurement.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -337,7 +345,17 @@ impl Errors {
     }
 }
 
-/// The result of one scenario at one in-flight level.
+/// What one round of one scenario saw.
+#[derive(Debug)]
+struct Round {
+    /// Latency of each OK call, in nanoseconds (unsorted).
+    latencies: Vec<u64>,
+    errors: Errors,
+    seconds: f64,
+    cpu: Option<CpuUse>,
+}
+
+/// The result of one scenario at one in-flight level, all rounds pooled.
 #[derive(Debug)]
 struct Measurement {
     scenario: Scenario,
@@ -350,6 +368,37 @@ struct Measurement {
     p99_us: f64,
     max_us: f64,
     cpu: Option<CpuUse>,
+}
+
+impl Measurement {
+    fn pooled(scenario: Scenario, in_flight: u32, rounds: Vec<Round>) -> Measurement {
+        let cpu = CpuUse::pooled(
+            rounds
+                .iter()
+                .filter_map(|r| Some((r.cpu.as_ref()?, r.seconds))),
+        );
+        let seconds: f64 = rounds.iter().map(|r| r.seconds).sum();
+        let mut latencies = Vec::new();
+        let mut errors = Errors::default();
+        for round in rounds {
+            latencies.extend(round.latencies);
+            errors.merge(round.errors);
+        }
+        latencies.sort_unstable();
+        let ok = latencies.len() as u64;
+        Measurement {
+            scenario,
+            in_flight,
+            seconds,
+            ok,
+            errors,
+            req_per_s: ok as f64 / seconds,
+            p50_us: percentile_us(&latencies, 0.50),
+            p99_us: percentile_us(&latencies, 0.99),
+            max_us: latencies.last().map_or(f64::NAN, |&ns| ns as f64 / 1e3),
+            cpu,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -395,9 +444,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let session = Arc::new(login(&endpoint, &args).await?);
 
     let per_measurement = args.warmup_secs + args.duration_secs;
-    let total = levels.len() as u64 * scenarios.len() as u64 * per_measurement;
+    let total =
+        levels.len() as u64 * scenarios.len() as u64 * u64::from(args.rounds) * per_measurement;
     eprintln!(
-        "loadgen: {} · {} connection(s) · in flight {:?} · scenarios {} · \
+        "loadgen: {} · {} connection(s) · in flight {:?} · scenarios {} · {} round(s) · \
          {}s warm-up + {}s measured each · about {}s in all",
         args.addr,
         args.connections,
@@ -407,6 +457,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .map(|s| s.name())
             .collect::<Vec<_>>()
             .join(","),
+        args.rounds,
         args.warmup_secs,
         args.duration_secs,
         total
@@ -416,11 +467,22 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
 
     for &in_flight in &levels {
-        let mut results = Vec::with_capacity(scenarios.len());
-        for &scenario in &scenarios {
-            eprintln!("  measuring {} at {in_flight} in flight …", scenario.name());
-            results.push(measure(&endpoint, &session, &args, scenario, in_flight).await?);
+        let mut rounds: Vec<Vec<Round>> = scenarios.iter().map(|_| Vec::new()).collect();
+        for round in 1..=args.rounds {
+            for (&scenario, pooled) in scenarios.iter().zip(&mut rounds) {
+                eprintln!(
+                    "  measuring {} at {in_flight} in flight (round {round}/{}) …",
+                    scenario.name(),
+                    args.rounds
+                );
+                pooled.push(measure(&endpoint, &session, &args, scenario, in_flight).await?);
+            }
         }
+        let results: Vec<Measurement> = scenarios
+            .iter()
+            .zip(rounds)
+            .map(|(&scenario, rounds)| Measurement::pooled(scenario, in_flight, rounds))
+            .collect();
         print_table(&args, in_flight, &results);
         if args.json {
             print_json(&args, &results);
@@ -614,14 +676,14 @@ async fn issue_playback_token(endpoint: &Endpoint, session: &Session) -> Result<
     Ok(response.into_inner().token)
 }
 
-/// Runs one scenario at one in-flight level on fresh connections.
+/// Runs one scenario at one in-flight level on fresh connections, once.
 async fn measure(
     endpoint: &Endpoint,
     session: &Arc<Session>,
     args: &Args,
     scenario: Scenario,
     in_flight: u32,
-) -> Result<Measurement, BoxError> {
+) -> Result<Round, BoxError> {
     // One Channel per connection: each `connect` opens its own HTTP/2
     // connection, and clones of a Channel share it.
     let mut channels = Vec::with_capacity(args.connections as usize);
@@ -679,19 +741,10 @@ async fn measure(
     };
     drop(channels);
 
-    latencies.sort_unstable();
-    let seconds = finished.duration_since(warmup_end).as_secs_f64();
-    let ok = latencies.len() as u64;
-    Ok(Measurement {
-        scenario,
-        in_flight,
-        seconds,
-        ok,
+    Ok(Round {
+        latencies,
         errors,
-        req_per_s: ok as f64 / seconds,
-        p50_us: percentile_us(&latencies, 0.50),
-        p99_us: percentile_us(&latencies, 0.99),
-        max_us: latencies.last().map_or(f64::NAN, |&ns| ns as f64 / 1e3),
+        seconds: finished.duration_since(warmup_end).as_secs_f64(),
         cpu,
     })
 }
@@ -915,6 +968,28 @@ impl CpuSample {
 }
 
 impl CpuUse {
+    /// The time-weighted mean of several rounds' use, and the largest RSS seen.
+    fn pooled<'a>(rounds: impl Iterator<Item = (&'a CpuUse, f64)>) -> Option<CpuUse> {
+        let rounds: Vec<_> = rounds.collect();
+        let (last, _) = rounds.last()?;
+        let seconds: f64 = rounds.iter().map(|(_, s)| s).sum();
+        let mean = |f: &dyn Fn(&CpuUse) -> f64| {
+            rounds.iter().map(|(c, s)| f(c) * s).sum::<f64>() / seconds
+        };
+        let server_cores = rounds
+            .iter()
+            .map(|(c, s)| c.server_cores.map(|cores| cores * s))
+            .sum::<Option<f64>>()
+            .map(|weighted| weighted / seconds);
+        Some(CpuUse {
+            cores: last.cores,
+            busy_cores: mean(&|c| c.busy_cores),
+            loadgen_cores: mean(&|c| c.loadgen_cores),
+            server_cores,
+            server_rss_kib: rounds.iter().filter_map(|(c, _)| c.server_rss_kib).max(),
+        })
+    }
+
     fn between(before: &CpuSample, after: &CpuSample) -> CpuUse {
         let total = after.total.saturating_sub(before.total).max(1) as f64;
         let cores = after.cores.max(1);
