@@ -15,8 +15,8 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// frame is held aside and forces a write of its own before anything else
 /// can be buffered. The threshold is 256 bytes on a connection that writes
 /// vectored (a plain `TcpStream`) and 1 KiB otherwise, so on a `TcpStream`
-/// every answer of 256 bytes to 1 KiB (WhoAmI's, GetOrganisation's) cost an
-/// extra write: 1.8 writes per call instead of 0.9 (docs/performance.md).
+/// every answer of 256 bytes to 1 KiB (WhoAmI's, for one) cost an
+/// extra write: about 1.7 writes per call instead of 0.9 (docs/performance.md).
 /// Frames above 1 KiB now take two plain writes instead of one `writev`.
 pub struct Coalescing(pub TcpStream);
 
