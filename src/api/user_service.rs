@@ -67,6 +67,7 @@ impl UserApi {
                 warning: action.warning(&user),
                 action: action.as_str().to_owned(),
                 user_id: user.id.to_string(),
+                pending_invites: 0,
             }));
         }
         if confirmation_token.len() > opaque::MAX_LEN {
@@ -257,6 +258,7 @@ impl UserService for UserApi {
         Ok(Response::new(proto::UpdateUserRoleResponse {
             user: Some(convert::user(&user)),
             changed,
+            revoked_invites: 0,
         }))
     }
 
