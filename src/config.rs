@@ -192,6 +192,21 @@ pub struct ServeArgs {
     #[arg(long, env = "USERMGMT_PASSWORD_HASH_CONCURRENCY", default_value_t = 0)]
     pub password_hash_concurrency: usize,
 
+    /// Password hashes queued or running at once, in total; past it a call
+    /// that needs one fails RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "USERMGMT_PASSWORD_HASH_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub password_hash_queue: u64,
+
+    /// Password hashes queued or running at once for one caller (a user, the
+    /// API key, or the peer address of an anonymous call).
+    #[arg(long, env = "USERMGMT_PASSWORD_HASH_QUEUE_PER_CALLER", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub password_hash_queue_per_caller: u64,
+
+    /// How long a password hash may wait for a hashing thread, in
+    /// milliseconds; a call whose hash waited longer fails RESOURCE_EXHAUSTED.
+    #[arg(long, env = "USERMGMT_PASSWORD_HASH_MAX_WAIT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub password_hash_max_wait_ms: u64,
+
     /// Lifetime of an invite whose request sets none, in seconds.
     #[arg(long, env = "USERMGMT_INVITE_TTL_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..=30 * 24 * 3600))]
     pub invite_ttl_secs: u64,
@@ -279,15 +294,15 @@ impl ServeArgs {
         }
     }
 
-    pub fn admin_settings(&self) -> crate::api::user_service::AdminSettings {
-        crate::api::user_service::AdminSettings {
+    pub fn admin_settings(&self) -> crate::app::users::AdminSettings {
+        crate::app::users::AdminSettings {
             invite_ttl: Duration::from_secs(self.invite_ttl_secs),
             confirmation_ttl: Duration::from_secs(self.confirmation_ttl_secs),
         }
     }
 
-    pub fn playback_settings(&self) -> crate::api::playback_service::PlaybackSettings {
-        crate::api::playback_service::PlaybackSettings {
+    pub fn playback_settings(&self) -> crate::app::playback::PlaybackSettings {
+        crate::app::playback::PlaybackSettings {
             default_ttl: Duration::from_secs(self.playback_token_ttl_secs),
         }
     }
@@ -296,6 +311,15 @@ impl ServeArgs {
         crate::auth::ratelimit::LoginLimits {
             per_email: self.login_rate_per_email,
             per_peer: self.login_rate_per_peer,
+        }
+    }
+
+    pub fn hashing_limits(&self) -> crate::auth::passwords::HashingLimits {
+        crate::auth::passwords::HashingLimits {
+            queue: usize::try_from(self.password_hash_queue).unwrap_or(usize::MAX),
+            per_requester: usize::try_from(self.password_hash_queue_per_caller)
+                .unwrap_or(usize::MAX),
+            max_wait: Duration::from_millis(self.password_hash_max_wait_ms),
         }
     }
 

@@ -2,6 +2,7 @@
 //! organisations, served over gRPC.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
@@ -9,8 +10,8 @@ pub mod healthcheck;
 pub mod limits;
 pub mod metrics;
 pub mod net;
-pub mod provisioning;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

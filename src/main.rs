@@ -5,10 +5,11 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 
+use usermgmt::app::provisioning;
 use usermgmt::auth::passwords::Passwords;
 use usermgmt::config::{BootstrapArgs, Cli, Command, DatabaseArgs, LogFormat, ServiceCommand};
+use usermgmt::server;
 use usermgmt::store::{Store, pool};
-use usermgmt::{provisioning, server};
 
 fn main() -> ExitCode {
     tune_allocator();

@@ -2,8 +2,9 @@
 //! calls by service, method and code with their latency, the per-call
 //! check's outcomes, the connection pool and database errors.
 //!
-//! The metrics live in one process-wide registry, so the tower layers and the
-//! store record into it without being handed anything.
+//! The metrics live in one process-wide registry, so the tower layers record
+//! into it without being handed anything; the store's own counts are read
+//! from it when the metrics are rendered (the store depends on nothing here).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::domain::DomainError;
 use crate::store::PgPool;
+use crate::store::stats::{self, DatabaseError};
 
 /// Every metric of the service.
 pub struct Metrics {
@@ -36,9 +38,6 @@ pub struct Metrics {
     pool_max_size: IntGauge,
     pool_waiting: IntGauge,
 }
-
-/// The kinds of [`Metrics::record_database_error`].
-const DATABASE_ERROR_KINDS: [&str; 4] = ["pool_timeout", "connection_lost", "conflict", "other"];
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -133,8 +132,8 @@ impl Metrics {
         }
         // Known kinds start at zero, so that the family is there (and
         // rate() works) before the first error.
-        for kind in DATABASE_ERROR_KINDS {
-            metrics.database_errors.with_label_values(&[kind]);
+        for kind in DatabaseError::ALL {
+            metrics.database_errors.with_label_values(&[kind.label()]);
         }
         metrics
     }
@@ -165,13 +164,19 @@ impl Metrics {
             .inc();
     }
 
-    /// A database failure of `kind`.
-    pub fn record_database_error(&self, kind: &str) {
-        self.database_errors.with_label_values(&[kind]).inc();
+    /// Brings the database error counters up to the store's own counts.
+    fn read_database_errors(&self) {
+        for kind in DatabaseError::ALL {
+            let counter = self.database_errors.with_label_values(&[kind.label()]);
+            let seen = stats::database_errors(kind);
+            counter.inc_by(seen.saturating_sub(counter.get()));
+        }
     }
 
-    /// The text exposition of every metric, with the pool's state as of now.
+    /// The text exposition of every metric, with the pool's state and the
+    /// store's counts as of now.
     pub fn render(&self, pool: Option<&PgPool>) -> String {
+        self.read_database_errors();
         if let Some(pool) = pool {
             let status = pool.status();
             self.pool_size.set(status.size as i64);
@@ -335,7 +340,7 @@ mod tests {
             Duration::from_millis(3),
         );
         metrics.record_allowed("user");
-        metrics.record_database_error("other");
+        crate::store::stats::record_database_error(DatabaseError::Other);
         let text = metrics.render(None);
         for family in [
             "usermgmt_grpc_requests_total{code=\"UNAUTHENTICATED\",method=\"Login\",service=\"usermgmt.v1.AuthService\"}",

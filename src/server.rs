@@ -15,8 +15,12 @@ use crate::api::{
     audit_service::AuditApi, auth_service::AuthApi, organisation_service::OrganisationApi,
     playback_service::PlaybackApi, role_service::RoleApi, user_service::UserApi,
 };
+use crate::app::audit::AuditLog;
+use crate::app::organisation::Organisations;
+use crate::app::playback::PlaybackTokens;
+use crate::app::sessions::Sessions;
+use crate::app::users::Users;
 use crate::auth::passwords::Passwords;
-use crate::auth::playback_tokens::PlaybackTokens;
 use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::{AuthLayer, Authenticator};
@@ -84,10 +88,10 @@ pub async fn serve(
     let tokens = AccessTokens::new(&signing_key(&args, &store).await?, args.token_settings())
         .map_err(|e| ServeError::Init(format!("access-token key: {e}")))?;
     let tokens = Arc::new(tokens);
-    let passwords = Passwords::new(args.password_concurrency())
+    let passwords = Passwords::with_limits(args.password_concurrency(), args.hashing_limits())
         .await
         .map_err(|e| ServeError::Init(e.to_string()))?;
-    let authenticator = Arc::new(Authenticator::new(tokens, passwords, store.clone()));
+    let authenticator = Arc::new(Authenticator::new(tokens.clone(), store.clone()));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, ServingStatus::Serving).await;
@@ -144,25 +148,27 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(
             AuthServiceServer::new(AuthApi {
-                authenticator: authenticator.clone(),
-                store: store.clone(),
-                login_limiter: Arc::new(LoginLimiter::new(args.login_limits())),
+                sessions: Sessions::new(
+                    store.clone(),
+                    authenticator.clone(),
+                    tokens,
+                    passwords.clone(),
+                    LoginLimiter::new(args.login_limits()),
+                ),
             })
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response),
         )
         .add_service(
             UserServiceServer::new(UserApi {
-                store: store.clone(),
-                authenticator,
-                settings: args.admin_settings(),
+                users: Users::new(store.clone(), passwords, args.admin_settings()),
             })
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response),
         )
         .add_service(
             AuditServiceServer::new(AuditApi {
-                store: store.clone(),
+                audit: AuditLog::new(store.clone()),
             })
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response),
@@ -174,8 +180,10 @@ pub async fn serve(
         )
         .add_service(
             OrganisationServiceServer::new(OrganisationApi {
-                store: store.clone(),
-                confirmation_ttl: Duration::from_secs(args.confirmation_ttl_secs),
+                organisations: Organisations::new(
+                    store.clone(),
+                    Duration::from_secs(args.confirmation_ttl_secs),
+                ),
             })
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response),

@@ -1,14 +1,14 @@
 use tonic::{Request, Response, Status};
 
 use super::{convert, principal};
+use crate::app::audit::AuditLog;
 use crate::domain::audit::AuditFilter;
 use crate::domain::error::Violations;
 use crate::domain::paging::{self, PageToken};
 use crate::proto::{self, audit_service_server::AuditService};
-use crate::store::Store;
 
 pub struct AuditApi {
-    pub store: Store,
+    pub audit: AuditLog,
 }
 
 #[tonic::async_trait]
@@ -46,8 +46,8 @@ impl AuditService for AuditApi {
         let page_size = page_size.unwrap_or(paging::DEFAULT_PAGE_SIZE);
 
         let mut events = self
-            .store
-            .list_audit_events(caller.organisation_id, &filter, before, page_size + 1)
+            .audit
+            .list(&caller, &filter, before, page_size + 1)
             .await?;
         let next_page_token =
             paging::next_page_token(&mut events, page_size, &fingerprint, |e| e.id);

@@ -1,21 +1,16 @@
-use std::sync::Arc;
-
 use tonic::{Request, Response, Status};
 
 use super::{convert, principal, request_id, service_caller};
-use crate::auth::ratelimit::{Limited, LoginLimiter};
-use crate::auth::{Authenticator, Credential, Principal, Verdict};
+use crate::app::sessions::Sessions;
+use crate::auth::{Credential, Principal, Verdict};
 use crate::domain::error::AuthFailure;
 use crate::domain::error::Violations;
 use crate::domain::user::{MAX_PASSWORD_LEN, optional_id, validate_password};
 use crate::domain::{DomainError, Permission, email::Email};
 use crate::proto::{self, auth_service_server::AuthService};
-use crate::store::Store;
 
 pub struct AuthApi {
-    pub authenticator: Arc<Authenticator>,
-    pub store: Store,
-    pub login_limiter: Arc<LoginLimiter>,
+    pub sessions: Sessions,
 }
 
 #[tonic::async_trait]
@@ -36,12 +31,9 @@ impl AuthService for AuthApi {
             .flatten();
         violations.into_result()?;
         let email = email.ok_or_else(|| DomainError::invalid("email", "is required"))?;
-        self.login_limiter
-            .check(email.as_str(), peer)
-            .map_err(rate_limited)?;
         let logged_in = self
-            .authenticator
-            .login(&email, &request.password, organisation_id)
+            .sessions
+            .login(&email, &request.password, organisation_id, peer)
             .await?;
         Ok(Response::new(proto::LoginResponse {
             access_token: logged_in.token.token,
@@ -56,11 +48,10 @@ impl AuthService for AuthApi {
         request: Request<proto::WhoAmIRequest>,
     ) -> Result<Response<proto::WhoAmIResponse>, Status> {
         let caller = principal(&request)?;
-        let user = caller.user.as_deref().map(convert::user);
-        let organisation = self.store.organisation(caller.organisation_id).await?;
+        let identity = self.sessions.who_am_i(&caller).await?;
         Ok(Response::new(proto::WhoAmIResponse {
-            user,
-            organisation: Some(convert::organisation(&organisation)),
+            user: identity.user.as_deref().map(convert::user),
+            organisation: Some(convert::organisation(&identity.organisation)),
             role: convert::role_to_proto(caller.role) as i32,
             permissions: convert::permission_ids(caller.role),
         }))
@@ -80,8 +71,8 @@ impl AuthService for AuthApi {
             .flatten();
         let (credential, permission) = v.conclude(|| Some((credential?, permission?)))?;
         let verdict = self
-            .authenticator
-            .authorize(credential, Some(permission), organisation_id)
+            .sessions
+            .authorize(credential, permission, organisation_id)
             .await?;
         Ok(Response::new(decision(verdict)))
     }
@@ -108,7 +99,7 @@ impl AuthService for AuthApi {
             .flatten();
         let credential = v.conclude(|| credential)?;
         let verdicts = self
-            .authenticator
+            .sessions
             .authorize_each(credential, &permissions, organisation_id)
             .await?;
         Ok(Response::new(proto::AuthorizeBatchResponse {
@@ -121,6 +112,7 @@ impl AuthService for AuthApi {
         request: Request<proto::AcceptInviteRequest>,
     ) -> Result<Response<proto::AcceptInviteResponse>, Status> {
         let request_id = request_id(&request);
+        let peer = request.remote_addr().map(|addr| addr.ip());
         let request = request.into_inner();
         let mut v = Violations::default();
         if request.invite_token.is_empty() {
@@ -129,8 +121,8 @@ impl AuthService for AuthApi {
         v.check(validate_password("password", &request.password));
         v.into_result()?;
         let joined = self
-            .authenticator
-            .accept_invite(&request.invite_token, &request.password, request_id)
+            .sessions
+            .accept_invite(&request.invite_token, &request.password, request_id, peer)
             .await?;
         Ok(Response::new(proto::AcceptInviteResponse {
             access_token: joined.token.token,
@@ -200,22 +192,4 @@ fn decision(verdict: Verdict) -> proto::AuthorizeResponse {
             }
         }
     }
-}
-
-/// RESOURCE_EXHAUSTED with the limit that refused and when to retry.
-fn rate_limited(limited: Limited) -> Status {
-    let mut details = tonic_types::ErrorDetails::with_retry_info(Some(limited.retry_after));
-    details.set_error_info(
-        "LOGIN_RATE_LIMITED",
-        super::status::ERROR_DOMAIN,
-        [("limit".to_owned(), limited.limit.to_owned())],
-    );
-    <Status as tonic_types::StatusExt>::with_error_details(
-        tonic::Code::ResourceExhausted,
-        format!(
-            "too many login attempts for this {}: retry later",
-            limited.limit
-        ),
-        details,
-    )
 }

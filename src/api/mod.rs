@@ -7,7 +7,6 @@ pub mod convert;
 pub mod organisation_service;
 pub mod playback_service;
 pub mod role_service;
-pub mod status;
 pub mod user_service;
 
 use tonic::{Request, Status};

@@ -1,21 +1,14 @@
-use std::time::Duration;
-
-use chrono::Utc;
 use tonic::{Request, Response, Status};
 
 use super::{convert, principal, request_id};
-use crate::auth::opaque::{self, API_KEY_PREFIX, CONFIRMATION_PREFIX};
+use crate::app::confirm::Step;
+use crate::app::organisation::{OrganisationChanges, Organisations};
 use crate::domain::DomainError;
-use crate::domain::invariants::ConfirmedAction;
 use crate::domain::user::validate_organisation_name;
 use crate::proto::{self, organisation_service_server::OrganisationService};
-use crate::store::Store;
-use crate::store::organisations::{ApiKeyHash, OrganisationChanges};
 
 pub struct OrganisationApi {
-    pub store: Store,
-    /// The lifetime of the confirmation of an API key rotation.
-    pub confirmation_ttl: Duration,
+    pub organisations: Organisations,
 }
 
 /// The changes an AIP-134 update asks for: the fields named in the mask, or
@@ -64,7 +57,7 @@ impl OrganisationService for OrganisationApi {
         request: Request<proto::GetOrganisationRequest>,
     ) -> Result<Response<proto::GetOrganisationResponse>, Status> {
         let caller = principal(&request)?;
-        let organisation = self.store.organisation(caller.organisation_id).await?;
+        let organisation = self.organisations.get(&caller).await?;
         Ok(Response::new(proto::GetOrganisationResponse {
             organisation: Some(convert::organisation(&organisation)),
         }))
@@ -75,7 +68,7 @@ impl OrganisationService for OrganisationApi {
         request: Request<proto::UpdateOrganisationRequest>,
     ) -> Result<Response<proto::UpdateOrganisationResponse>, Status> {
         let caller = principal(&request)?;
-        let ctx = caller.change(request_id(&request));
+        let request_id = request_id(&request);
         let request = request.into_inner();
         let organisation = request
             .organisation
@@ -83,8 +76,8 @@ impl OrganisationService for OrganisationApi {
         let changes = requested_changes(&organisation, request.update_mask.as_ref())?;
         let etag = convert::optional_text("organisation.etag", &organisation.etag, 64)?;
         let updated = self
-            .store
-            .update_organisation(&ctx, &changes, etag.as_deref())
+            .organisations
+            .update(&caller, request_id, &changes, etag.as_deref())
             .await?;
         Ok(Response::new(proto::UpdateOrganisationResponse {
             organisation: Some(convert::organisation(&updated)),
@@ -97,43 +90,28 @@ impl OrganisationService for OrganisationApi {
     ) -> Result<Response<proto::RotateApiKeyResponse>, Status> {
         use proto::rotate_api_key_response::Outcome;
         let caller = principal(&request)?;
-        let ctx = caller.change(request_id(&request));
+        let request_id = request_id(&request);
         let confirmation_token = request.into_inner().confirmation_token;
-        if confirmation_token.is_empty() {
-            let secret = opaque::generate(CONFIRMATION_PREFIX)?;
-            let expires_at = Utc::now() + self.confirmation_ttl;
-            self.store
-                .create_api_key_confirmation(&ctx, &secret.hash, expires_at)
-                .await?;
-            let confirmation = proto::ApiKeyConfirmation {
-                confirmation_token: secret.token,
-                expires_at: Some(convert::timestamp(expires_at)),
-                warning: ConfirmedAction::api_key_warning(),
-            };
-            return Ok(Response::new(proto::RotateApiKeyResponse {
-                outcome: Some(Outcome::ConfirmationRequired(confirmation)),
-            }));
-        }
-        if confirmation_token.len() > opaque::MAX_LEN {
-            return Err(DomainError::invalid("confirmation_token", "is too long").into());
-        }
-        let key = opaque::generate(API_KEY_PREFIX)?;
-        let fingerprint = opaque::fingerprint(&key.hash);
-        let new_key = ApiKeyHash {
-            hash: &key.hash,
-            fingerprint: &fingerprint,
-        };
-        let organisation = self
-            .store
-            .rotate_api_key(&ctx, &opaque::hash(&confirmation_token), new_key)
-            .await?;
-        let rotated = proto::RotatedApiKey {
-            api_key: key.token,
-            api_key_fingerprint: fingerprint,
-            rotated_at: organisation.api_key_rotated_at.map(convert::timestamp),
+        let outcome = match self
+            .organisations
+            .rotate_api_key(&caller, request_id, &confirmation_token)
+            .await?
+        {
+            Step::ConfirmationRequired(confirmation) => {
+                Outcome::ConfirmationRequired(proto::ApiKeyConfirmation {
+                    confirmation_token: confirmation.token,
+                    expires_at: Some(convert::timestamp(confirmation.expires_at)),
+                    warning: confirmation.warning,
+                })
+            }
+            Step::Done(rotated) => Outcome::Rotated(proto::RotatedApiKey {
+                api_key: rotated.api_key,
+                api_key_fingerprint: rotated.fingerprint,
+                rotated_at: rotated.rotated_at.map(convert::timestamp),
+            }),
         };
         Ok(Response::new(proto::RotateApiKeyResponse {
-            outcome: Some(Outcome::Rotated(rotated)),
+            outcome: Some(outcome),
         }))
     }
 }

@@ -1,12 +1,11 @@
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use tonic::{Request, Response, Status};
 
 use super::{convert, principal, request_id};
+use crate::app::playback::{PlaybackSettings, PlaybackTokens, PublishedKey, RevokeTarget};
 use crate::auth::playback::{JwkParts, PlaybackClaims, jwk_parts};
-use crate::auth::playback_tokens::{PlaybackTokens, RevokeTarget};
 use crate::domain::DomainError;
 use crate::domain::error::Violations;
 use crate::domain::playback::{
@@ -14,14 +13,6 @@ use crate::domain::playback::{
 };
 use crate::domain::user::parse_id;
 use crate::proto::{self, playback_token_service_server::PlaybackTokenService};
-use crate::store::models::PublicKeyRow;
-
-/// Settings of playback tokens.
-#[derive(Debug, Clone)]
-pub struct PlaybackSettings {
-    /// The lifetime of a token whose request sets no `exp`.
-    pub default_ttl: Duration,
-}
 
 pub struct PlaybackApi {
     pub tokens: Arc<PlaybackTokens>,
@@ -241,7 +232,7 @@ fn claims_to_proto(claims: &PlaybackClaims, kid: String) -> proto::PlaybackToken
     }
 }
 
-fn signing_key_to_proto(key: &PublicKeyRow) -> Result<proto::SigningKey, DomainError> {
+fn signing_key_to_proto(key: &PublishedKey) -> Result<proto::SigningKey, DomainError> {
     let alg: SigningAlgorithm = key.alg.parse()?;
     let JwkParts { kty, crv, x, n, e } = jwk_parts(alg, &key.public_key)?;
     Ok(proto::SigningKey {

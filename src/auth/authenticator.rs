@@ -1,4 +1,5 @@
 //! The per-call check: who is calling, checked against the database now.
+//! (The write path checks the caller again at commit: `store::write`.)
 //! The same check answers `AuthService.Authorize` for internal services.
 
 use std::sync::Arc;
@@ -9,11 +10,11 @@ use uuid::Uuid;
 
 use super::access::{self, Access};
 use super::opaque;
-use super::passwords::Passwords;
 use super::principal::{Actor, Principal};
-use super::tokens::{AccessTokens, IssuedToken, TokenClaims};
+use super::tokens::AccessTokens;
+use crate::domain::actor::Proof;
 use crate::domain::error::AuthFailure;
-use crate::domain::{DomainError, Permission, email::Email};
+use crate::domain::{DomainError, Permission};
 use crate::store::Store;
 
 pub const BEARER_HEADER: &str = "authorization";
@@ -63,33 +64,15 @@ pub enum Verdict {
     },
 }
 
-/// A successful login.
-#[derive(Debug)]
-pub struct LoggedIn {
-    pub user_id: Uuid,
-    pub organisation_id: Uuid,
-    pub token: IssuedToken,
-}
-
-/// Establishes callers: from credentials on every call, and from passwords
-/// at login.
+/// Establishes callers from the credentials of every call.
 pub struct Authenticator {
     tokens: Arc<AccessTokens>,
-    passwords: Passwords,
     store: Store,
 }
 
 impl Authenticator {
-    pub fn new(tokens: Arc<AccessTokens>, passwords: Passwords, store: Store) -> Self {
-        Self {
-            tokens,
-            passwords,
-            store,
-        }
-    }
-
-    pub fn passwords(&self) -> &Passwords {
-        &self.passwords
+    pub fn new(tokens: Arc<AccessTokens>, store: Store) -> Self {
+        Self { tokens, store }
     }
 
     /// Admits a call to `path`, or says why not, by the RPC's access rule.
@@ -198,6 +181,7 @@ impl Authenticator {
             organisation_id: claims.organisation_id,
             role: user.role,
             actor: Actor::User(claims.user_id),
+            proof: Proof::TokenKey(claims.token_key),
             user: Some(user),
         })
     }
@@ -220,6 +204,7 @@ impl Authenticator {
             organisation_id,
             role: crate::domain::Role::NanoAdmin,
             actor: Actor::ApiKey(opaque::fingerprint(&hash)),
+            proof: Proof::ApiKey(hash),
             user: None,
         })
     }
@@ -245,91 +230,6 @@ impl Authenticator {
             DomainError::Unauthenticated(AuthFailure::ServiceCredentialsInvalid),
         )?;
         Ok(ServiceCaller { name })
-    }
-
-    /// Joins the invite's organisation as a new user and signs them in.
-    pub async fn accept_invite(
-        &self,
-        invite_token: &str,
-        password: &str,
-        request_id: Option<String>,
-    ) -> Result<LoggedIn, DomainError> {
-        let invalid = DomainError::Unauthenticated(AuthFailure::InviteInvalid);
-        if !opaque::well_formed(invite_token, opaque::INVITE_PREFIX) {
-            return Err(invalid);
-        }
-        let token_hash = opaque::hash(invite_token);
-        // Checked before the costly hashing, and again in the transaction.
-        if !self.store.invite_pending(&token_hash).await? {
-            return Err(invalid);
-        }
-        let password_hash = self.passwords.hash(password).await?;
-        let user = self
-            .store
-            .accept_invite(&token_hash, &password_hash, request_id)
-            .await?;
-        self.logged_in(user.id, user.organisation_id, user.token_key)
-    }
-
-    fn logged_in(
-        &self,
-        user_id: Uuid,
-        organisation_id: Uuid,
-        token_key: Uuid,
-    ) -> Result<LoggedIn, DomainError> {
-        let token = self
-            .tokens
-            .issue(TokenClaims {
-                user_id,
-                organisation_id,
-                token_key,
-            })
-            .map_err(|e| DomainError::Internal(format!("signing a token: {e}")))?;
-        Ok(LoggedIn {
-            user_id,
-            organisation_id,
-            token,
-        })
-    }
-
-    /// Signs a user in. An unknown email and a wrong password fail alike and
-    /// cost about the same time.
-    pub async fn login(
-        &self,
-        email: &Email,
-        password: &str,
-        organisation_id: Option<Uuid>,
-    ) -> Result<LoggedIn, DomainError> {
-        let candidates = self
-            .store
-            .login_candidates(email.as_str(), organisation_id)
-            .await?;
-        if candidates.is_empty() {
-            self.passwords.verify_decoy(password).await?;
-            return Err(DomainError::Unauthenticated(AuthFailure::InvalidLogin));
-        }
-        let mut matches = Vec::new();
-        for candidate in candidates {
-            if self
-                .passwords
-                .verify(password, &candidate.password_hash)
-                .await?
-            {
-                matches.push(candidate);
-            }
-        }
-        let user = match matches.len() {
-            0 => return Err(DomainError::Unauthenticated(AuthFailure::InvalidLogin)),
-            1 => matches.remove(0),
-            _ => {
-                return Err(DomainError::FailedPrecondition {
-                    reason: "ORGANISATION_REQUIRED",
-                    message: "this email signs in to several organisations: give organisation_id"
-                        .into(),
-                });
-            }
-        };
-        self.logged_in(user.id, user.organisation_id, user.token_key)
     }
 }
 

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
 use super::authenticator::{Admitted, Authenticator};
-use crate::api::status::to_status;
+use crate::status::to_status;
 
 #[derive(Clone)]
 pub struct AuthLayer {

@@ -7,7 +7,6 @@ pub mod layer;
 pub mod opaque;
 pub mod passwords;
 pub mod playback;
-pub mod playback_tokens;
 pub mod principal;
 pub mod ratelimit;
 pub mod tokens;

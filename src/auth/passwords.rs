@@ -3,10 +3,19 @@
 //! memory: each argon2id run takes ~19 MiB, and a fixed set of threads reuses
 //! its allocations (a fresh blocking thread per run would leave one retained
 //! allocator arena behind per thread).
+//!
+//! The queue is bounded, in total and per requester, and a job that waited
+//! too long is dropped unrun: one caller cannot queue unbounded work (nor
+//! stretch the time between a call's admission and its write). A slot is
+//! freed when its job has run or been dropped on a hashing thread, not when
+//! the caller stops waiting, so abandoned calls do not escape the bound.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
 use tokio::sync::oneshot;
@@ -15,10 +24,100 @@ use crate::domain::DomainError;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The bounds of the hashing queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashingLimits {
+    /// Jobs queued or running, in total.
+    pub queue: usize,
+    /// Jobs queued or running for one requester.
+    pub per_requester: usize,
+    /// How long a job may wait for a thread before it is dropped unrun.
+    pub max_wait: Duration,
+}
+
+impl Default for HashingLimits {
+    fn default() -> Self {
+        Self {
+            queue: 64,
+            per_requester: 8,
+            max_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// On whose behalf a password is hashed or verified: the per-requester bound
+/// keys on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Requester {
+    /// An authenticated caller, by its actor's text form.
+    Caller(String),
+    /// An anonymous call (login, accepting an invite), by its peer address;
+    /// IPv6 peers by their /64, which one host can rotate through.
+    Peer(IpAddr),
+    /// The operator (command line), or a call with no peer address: only the
+    /// total bound applies.
+    Operator,
+}
+
+impl Requester {
+    pub fn peer(address: Option<IpAddr>) -> Self {
+        match address {
+            Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                Requester::Peer(IpAddr::V6(prefix.into()))
+            }
+            Some(IpAddr::V6(v6)) => Requester::Peer(IpAddr::V4(
+                v6.to_ipv4_mapped()
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            )),
+            Some(v4) => Requester::Peer(v4),
+            None => Requester::Operator,
+        }
+    }
+}
+
+/// The jobs queued or running, in total and per requester.
+#[derive(Debug, Default)]
+struct Queued {
+    total: usize,
+    per_requester: HashMap<Requester, usize>,
+}
+
+/// A place in the queue, given back when dropped.
+struct Slot {
+    queued: Arc<Mutex<Queued>>,
+    requester: Requester,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        queued.total = queued.total.saturating_sub(1);
+        if let Some(count) = queued.per_requester.get_mut(&self.requester) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                queued.per_requester.remove(&self.requester);
+            }
+        }
+    }
+}
+
+/// The refusal of a job the queue cannot take, or that waited too long.
+fn busy(limits: &HashingLimits) -> DomainError {
+    DomainError::ResourceExhausted {
+        reason: "PASSWORD_HASHING_BUSY",
+        message: "too many password checks are waiting: retry later".into(),
+        retry_after: limits.max_wait.min(Duration::from_secs(1)),
+        metadata: Vec::new(),
+    }
+}
+
 /// Hashes and verifies passwords on `concurrency` threads.
 #[derive(Clone)]
 pub struct Passwords {
     jobs: Arc<Mutex<Sender<Job>>>,
+    limits: HashingLimits,
+    queued: Arc<Mutex<Queued>>,
     /// A hash of a random password, verified against when no user matches, so
     /// that an unknown email costs as much time as a wrong password.
     decoy_hash: Arc<str>,
@@ -34,7 +133,15 @@ impl std::fmt::Debug for Passwords {
 }
 
 impl Passwords {
+    /// Hashers with the default bounds.
     pub async fn new(concurrency: usize) -> Result<Self, DomainError> {
+        Self::with_limits(concurrency, HashingLimits::default()).await
+    }
+
+    pub async fn with_limits(
+        concurrency: usize,
+        limits: HashingLimits,
+    ) -> Result<Self, DomainError> {
         let (sender, receiver) = channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..concurrency.max(1) {
@@ -48,6 +155,8 @@ impl Passwords {
         }
         let mut passwords = Self {
             jobs: Arc::new(Mutex::new(sender)),
+            limits,
+            queued: Arc::new(Mutex::new(Queued::default())),
             decoy_hash: Arc::from(""),
             verifications: Arc::new(AtomicU64::new(0)),
         };
@@ -59,10 +168,20 @@ impl Passwords {
         Ok(passwords)
     }
 
-    /// The argon2id PHC string of `password`, with a fresh salt.
+    /// The argon2id PHC string of `password`, with a fresh salt (for the
+    /// operator: only the total bound applies).
     pub async fn hash(&self, password: &str) -> Result<String, DomainError> {
+        self.hash_for(password, &Requester::Operator).await
+    }
+
+    /// Like [`Self::hash`], on behalf of `requester`.
+    pub async fn hash_for(
+        &self,
+        password: &str,
+        requester: &Requester,
+    ) -> Result<String, DomainError> {
         let password = password.to_owned();
-        self.run(move || {
+        self.run(requester, move || {
             Argon2::default()
                 .hash_password(password.as_bytes())
                 .map(|hash| hash.to_string())
@@ -71,11 +190,17 @@ impl Passwords {
         .await?
     }
 
-    /// Whether `password` matches `hash`.
-    pub async fn verify(&self, password: &str, hash: &str) -> Result<bool, DomainError> {
-        self.verifications.fetch_add(1, Ordering::Relaxed);
+    /// Whether `password` matches `hash`, checked on behalf of `requester`.
+    pub async fn verify(
+        &self,
+        password: &str,
+        hash: &str,
+        requester: &Requester,
+    ) -> Result<bool, DomainError> {
         let (password, hash) = (password.to_owned(), hash.to_owned());
-        self.run(move || {
+        let verifications = self.verifications.clone();
+        self.run(requester, move || {
+            verifications.fetch_add(1, Ordering::Relaxed);
             Argon2::default()
                 .verify_password(password.as_bytes(), hash.as_str())
                 .is_ok()
@@ -84,9 +209,13 @@ impl Passwords {
     }
 
     /// Spends the time of one verification on nothing (for unknown emails).
-    pub async fn verify_decoy(&self, password: &str) -> Result<(), DomainError> {
+    pub async fn verify_decoy(
+        &self,
+        password: &str,
+        requester: &Requester,
+    ) -> Result<(), DomainError> {
         let decoy = self.decoy_hash.clone();
-        self.verify(password, &decoy).await.map(|_| ())
+        self.verify(password, &decoy, requester).await.map(|_| ())
     }
 
     /// How many verifications (decoys included) ran so far.
@@ -94,15 +223,36 @@ impl Passwords {
         self.verifications.load(Ordering::Relaxed)
     }
 
+    /// Takes a place in the queue for `requester`, or refuses.
+    fn slot(&self, requester: &Requester) -> Result<Slot, DomainError> {
+        let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        let mine = queued.per_requester.get(requester).copied().unwrap_or(0);
+        let bounded = *requester != Requester::Operator;
+        if queued.total >= self.limits.queue || (bounded && mine >= self.limits.per_requester) {
+            return Err(busy(&self.limits));
+        }
+        queued.total += 1;
+        *queued.per_requester.entry(requester.clone()).or_insert(0) += 1;
+        Ok(Slot {
+            queued: self.queued.clone(),
+            requester: requester.clone(),
+        })
+    }
+
     /// Runs `work` on a hashing thread; waits (without blocking the runtime)
-    /// while all of them are busy.
+    /// while all of them are busy, within the queue's bounds.
     async fn run<T: Send + 'static>(
         &self,
+        requester: &Requester,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, DomainError> {
+        let slot = self.slot(requester)?;
+        let deadline = Instant::now() + self.limits.max_wait;
         let (done, result) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = done.send(work());
+            let outcome = (Instant::now() <= deadline).then(work);
+            drop(slot);
+            let _ = done.send(outcome);
         });
         let stopped = || DomainError::Unavailable("the password hashers have stopped".into());
         self.jobs
@@ -110,7 +260,10 @@ impl Passwords {
             .map_err(|_| stopped())?
             .send(job)
             .map_err(|_| stopped())?;
-        result.await.map_err(|_| stopped())
+        result
+            .await
+            .map_err(|_| stopped())?
+            .ok_or_else(|| busy(&self.limits))
     }
 }
 

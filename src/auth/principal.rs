@@ -3,7 +3,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 pub use crate::domain::actor::Actor;
-use crate::domain::actor::ChangeContext;
+use crate::domain::actor::{ChangeContext, Proof};
 use crate::domain::user::User;
 use crate::domain::{DomainError, Permission, Role};
 
@@ -15,6 +15,8 @@ pub struct Principal {
     /// The caller's role as the database holds it now.
     pub role: Role,
     pub actor: Actor,
+    /// What the credential was admitted with, for the write path to re-verify.
+    pub proof: Proof,
     /// The caller's user as the check read it (none for an API key): the
     /// state the decision was made on.
     pub user: Option<Arc<User>>,
@@ -56,6 +58,7 @@ impl Principal {
         ChangeContext {
             organisation_id: self.organisation_id,
             actor: self.actor.clone(),
+            proof: self.proof.clone(),
             request_id,
         }
     }

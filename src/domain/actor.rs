@@ -20,6 +20,21 @@ impl Actor {
     }
 }
 
+impl std::str::FromStr for Actor {
+    type Err = ();
+
+    /// The text form back ("user:<id>", "api_key:<fp>").
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once(':') {
+            Some(("user", id)) => id.parse().map(Actor::User).map_err(|_| ()),
+            Some(("api_key", fingerprint)) if !fingerprint.is_empty() => {
+                Ok(Actor::ApiKey(fingerprint.to_owned()))
+            }
+            _ => Err(()),
+        }
+    }
+}
+
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -29,10 +44,39 @@ impl fmt::Display for Actor {
     }
 }
 
-/// The context of a change: in whose organisation, by whom, for which call.
+/// The context of a change: in whose organisation, by whom (and with what
+/// credential), for which call.
 #[derive(Debug, Clone)]
 pub struct ChangeContext {
     pub organisation_id: Uuid,
     pub actor: Actor,
+    pub proof: Proof,
     pub request_id: Option<String>,
+}
+
+/// What a change's caller was admitted with. The one write path re-verifies
+/// it, under the organisation's row lock, in the transaction that commits the
+/// change: a credential revoked meanwhile makes the change fail.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// A user's access token, by the tokenKey it carried: the user must still
+    /// exist with that tokenKey.
+    TokenKey(Uuid),
+    /// The organisation API key, by its SHA-256: it must still be the
+    /// organisation's current key.
+    ApiKey(Vec<u8>),
+    /// The standing of the actor alone, for a change made on its behalf (an
+    /// invite accepted): a user that still exists with the permission, or the
+    /// API key whose fingerprint is still the organisation's.
+    Standing,
+}
+
+impl fmt::Debug for Proof {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Proof::TokenKey(_) => f.write_str("TokenKey(<redacted>)"),
+            Proof::ApiKey(_) => f.write_str("ApiKey(<redacted>)"),
+            Proof::Standing => f.write_str("Standing"),
+        }
+    }
 }

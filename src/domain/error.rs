@@ -76,7 +76,7 @@ impl AuthFailure {
     }
 }
 
-/// The errors of the service, in its own words. `api::status` maps each to a
+/// The errors of the service, in its own words. `crate::status` maps each to a
 /// gRPC status with `google.rpc` details.
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
@@ -103,6 +103,15 @@ pub enum DomainError {
     },
     #[error("aborted: {0}")]
     Aborted(String),
+    /// Too much is asked at once: the caller may retry after `retry_after`.
+    #[error("resource exhausted {reason}: {message}")]
+    ResourceExhausted {
+        reason: &'static str,
+        message: String,
+        retry_after: std::time::Duration,
+        /// The `ErrorInfo` metadata (which limit refused, say).
+        metadata: Vec<(&'static str, String)>,
+    },
     #[error("unimplemented: {0}")]
     Unimplemented(String),
     #[error("unavailable: {0}")]

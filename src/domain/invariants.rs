@@ -56,26 +56,41 @@ impl ConfirmedAction {
     }
 
     /// The consequences of rotating the API key, in plain language.
-    pub fn api_key_warning() -> String {
-        "Rotating the API key makes the current key stop working at once, for every service that uses it. \
-         The new key is shown once, in the answer of the second step: store it before you close it."
-            .to_owned()
+    /// The consequences of rotating the API key, with which `pending_invites`
+    /// pending invites were made.
+    pub fn api_key_warning(pending_invites: i64) -> String {
+        format!(
+            "Rotating the API key makes the current key stop working at once, for every service that uses it.{} \
+             The new key is shown once, in the answer of the second step: store it before you close it.",
+            invites_revoked(pending_invites)
+        )
     }
 
-    /// The consequences, in plain language, for the confirmation dialog.
-    pub fn warning(self, user: &User) -> String {
+    /// The consequences, in plain language, for the confirmation dialog: of the action on `user`, who has `pending_invites`
+    /// pending invites of their own making.
+    pub fn warning(self, user: &User, pending_invites: i64) -> String {
         let email = &user.email;
         match self {
-            ConfirmedAction::RotateApiKey => Self::api_key_warning(),
+            ConfirmedAction::RotateApiKey => Self::api_key_warning(pending_invites),
             ConfirmedAction::DeleteUser => format!(
                 "Deleting {email} cannot be undone: all of {email}'s access tokens stop working at once \
-                 and {email} can no longer log in. Playback tokens {email} issued stay valid until they expire."
+                 and {email} can no longer log in.{} Playback tokens {email} issued stay valid until they expire.",
+                invites_revoked(pending_invites)
             ),
             ConfirmedAction::RenewTokenKey => format!(
                 "Renewing the tokenKey of {email} makes all of {email}'s access tokens stop working at once; \
                  {email} must log in again. Playback tokens {email} issued stay valid until they expire."
             ),
         }
+    }
+}
+
+/// The warning's sentence about the pending invites an action revokes.
+fn invites_revoked(pending_invites: i64) -> String {
+    match pending_invites {
+        0 => String::new(),
+        1 => " Its one pending invite is revoked with it.".to_owned(),
+        n => format!(" Its {n} pending invites are revoked with it."),
     }
 }
 

@@ -6,7 +6,6 @@ use uuid::Uuid;
 use super::error::DomainError;
 use super::role::Role;
 
-pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 const MIN_INVITE_TTL: Duration = Duration::from_secs(60);
 const MAX_INVITE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -22,11 +21,11 @@ pub struct Invite {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The lifetime of a new invite: the requested one, within bounds.
-pub fn invite_ttl(requested: Option<Duration>, default: Duration) -> Result<Duration, DomainError> {
+/// The lifetime a request asks of a new invite, if any, within bounds.
+pub fn requested_ttl(requested: Option<Duration>) -> Result<Option<Duration>, DomainError> {
     match requested {
-        None => Ok(default),
-        Some(ttl) if (MIN_INVITE_TTL..=MAX_INVITE_TTL).contains(&ttl) => Ok(ttl),
+        None => Ok(None),
+        Some(ttl) if (MIN_INVITE_TTL..=MAX_INVITE_TTL).contains(&ttl) => Ok(Some(ttl)),
         Some(_) => Err(DomainError::invalid(
             "ttl",
             "must be between 1 minute and 30 days",

@@ -9,6 +9,7 @@ use super::{Store, db_error};
 use crate::domain::DomainError;
 use crate::domain::actor::ChangeContext;
 use crate::domain::audit::{AuditEvent, AuditFilter};
+use crate::domain::invite::Invite;
 use crate::domain::user::User;
 
 /// What a change records about itself.
@@ -34,6 +35,17 @@ impl Audit {
             target_id: user.id.to_string(),
             target_label: user.email.clone(),
             before,
+            after,
+        }
+    }
+
+    pub fn invite(action: &'static str, invite: &Invite, after: Option<String>) -> Self {
+        Audit {
+            action,
+            target_type: "invite",
+            target_id: invite.id.to_string(),
+            target_label: invite.email.clone(),
+            before: None,
             after,
         }
     }

@@ -1,20 +1,18 @@
+//! Invites: pending ones are neither accepted nor revoked, and unexpired.
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::Store;
-use super::admin::{insert_user, lock_organisation};
-use super::audit::{Audit, record};
 use super::models::InviteRow;
-use super::schema::{invites, users};
-use crate::domain::actor::{Actor, ChangeContext};
-use crate::domain::audit::{INVITE_ACCEPT, INVITE_CREATE, INVITE_REVOKE};
-use crate::domain::error::AuthFailure;
+use super::schema::invites;
+use crate::domain::actor::ChangeContext;
 use crate::domain::invite::Invite;
-use crate::domain::{DomainError, Role, email::Email, user::User};
+use crate::domain::{DomainError, Role, email::Email};
 
-/// A new invite, as the handler prepared it.
+/// A new invite, as the use case prepared it.
 pub struct NewInvite<'a> {
     pub email: &'a Email,
     pub role: Role,
@@ -22,15 +20,12 @@ pub struct NewInvite<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
-fn invite_audit(action: &'static str, invite: &Invite, after: Option<String>) -> Audit {
-    Audit {
-        action,
-        target_type: "invite",
-        target_id: invite.id.to_string(),
-        target_label: invite.email.clone(),
-        before: None,
-        after,
-    }
+/// An invite found by its token, before any lock: where to take the lock,
+/// and on whose authority the invite was made.
+#[derive(Debug, Clone)]
+pub struct InviteOrigin {
+    pub organisation_id: Uuid,
+    pub created_by: String,
 }
 
 macro_rules! pending {
@@ -38,71 +33,12 @@ macro_rules! pending {
         invites::accepted_at
             .is_null()
             .and(invites::revoked_at.is_null())
+            .and(invites::expires_at.gt(Utc::now()))
     };
 }
 
 impl Store {
-    pub async fn create_invite(
-        &self,
-        ctx: &ChangeContext,
-        new: NewInvite<'_>,
-    ) -> Result<Invite, DomainError> {
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            lock_organisation(conn, ctx.organisation_id).await?;
-            let email = new.email.as_str();
-            let user_exists: i64 = users::table
-                .filter(users::organisation_id.eq(ctx.organisation_id))
-                .filter(super::users::lower(users::email).eq(email))
-                .count()
-                .get_result(conn)
-                .await?;
-            if user_exists > 0 {
-                return Err(DomainError::AlreadyExists {
-                    resource: "user",
-                    message: "a user with this email exists in the organisation".into(),
-                });
-            }
-            let pending: i64 = invites::table
-                .filter(invites::organisation_id.eq(ctx.organisation_id))
-                .filter(invites::email.eq(email))
-                .filter(pending!())
-                .filter(invites::expires_at.gt(Utc::now()))
-                .count()
-                .get_result(conn)
-                .await?;
-            if pending > 0 {
-                return Err(DomainError::AlreadyExists {
-                    resource: "invite",
-                    message: "this email has a pending invite: revoke it first".into(),
-                });
-            }
-            let invite: Invite = diesel::insert_into(invites::table)
-                .values((
-                    invites::id.eq(Uuid::now_v7()),
-                    invites::organisation_id.eq(ctx.organisation_id),
-                    invites::email.eq(email),
-                    invites::role.eq(new.role.as_str()),
-                    invites::token_hash.eq(new.token_hash),
-                    invites::created_by.eq(ctx.actor.to_string()),
-                    invites::expires_at.eq(new.expires_at),
-                ))
-                .returning(InviteRow::as_returning())
-                .get_result(conn)
-                .await?
-                .try_into()?;
-            record(
-                conn,
-                ctx,
-                invite_audit(INVITE_CREATE, &invite, Some(invite.role.to_string())),
-            )
-            .await?;
-            Ok(invite)
-        })
-        .await
-    }
-
-    /// Pending, unexpired invites, oldest first.
+    /// Pending invites, oldest first.
     pub async fn list_invites(
         &self,
         organisation_id: Uuid,
@@ -113,7 +49,6 @@ impl Store {
         let mut query = invites::table
             .filter(invites::organisation_id.eq(organisation_id))
             .filter(pending!())
-            .filter(invites::expires_at.gt(Utc::now()))
             .select(InviteRow::as_select())
             .order(invites::id.asc())
             .limit(limit)
@@ -125,111 +60,151 @@ impl Store {
         rows.into_iter().map(Invite::try_from).collect()
     }
 
-    pub async fn revoke_invite(
-        &self,
-        ctx: &ChangeContext,
-        invite_id: Uuid,
-    ) -> Result<Invite, DomainError> {
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            lock_organisation(conn, ctx.organisation_id).await?;
-            let invite: Invite = diesel::update(
-                invites::table
-                    .filter(invites::organisation_id.eq(ctx.organisation_id))
-                    .filter(invites::id.eq(invite_id))
-                    .filter(pending!())
-                    .filter(invites::expires_at.gt(Utc::now())),
-            )
-            .set(invites::revoked_at.eq(Utc::now()))
-            .returning(InviteRow::as_returning())
-            .get_result(conn)
-            .await
-            .optional()?
-            .ok_or(DomainError::NotFound("invite"))?
-            .try_into()?;
-            record(conn, ctx, invite_audit(INVITE_REVOKE, &invite, None)).await?;
-            Ok(invite)
-        })
-        .await
-    }
-
-    /// Whether an invite with this token hash is pending and unexpired.
-    pub async fn invite_pending(&self, token_hash: &[u8]) -> Result<bool, DomainError> {
-        let mut conn = self.conn().await?;
-        let count: i64 = invites::table
-            .filter(invites::token_hash.eq(token_hash))
-            .filter(pending!())
-            .filter(invites::expires_at.gt(Utc::now()))
-            .count()
-            .get_result(&mut conn)
-            .await?;
-        Ok(count > 0)
-    }
-
-    /// Creates the invited user and uses the invite up. A used, revoked,
-    /// expired or unknown invite fails alike.
-    pub async fn accept_invite(
+    /// The organisation and creator of the pending invite with this token
+    /// hash, if there is one.
+    pub async fn pending_invite_origin(
         &self,
         token_hash: &[u8],
-        password_hash: &str,
-        request_id: Option<String>,
-    ) -> Result<User, DomainError> {
-        let invalid = || DomainError::Unauthenticated(AuthFailure::InviteInvalid);
+    ) -> Result<Option<InviteOrigin>, DomainError> {
         let mut conn = self.conn().await?;
-        // The organisation first, without locks: locks are always taken
-        // organisation first, then its rows.
-        let organisation_id: Uuid = invites::table
+        let found: Option<(Uuid, String)> = invites::table
             .filter(invites::token_hash.eq(token_hash))
-            .select(invites::organisation_id)
+            .filter(pending!())
+            .select((invites::organisation_id, invites::created_by))
             .first(&mut conn)
             .await
-            .optional()?
-            .ok_or_else(invalid)?;
-        let changed = conn
-            .transaction::<_, DomainError, _>(async |conn| {
-                lock_organisation(conn, organisation_id).await?;
-                let invite: Invite = invites::table
-                    .filter(invites::token_hash.eq(token_hash))
-                    .filter(pending!())
-                    .filter(invites::expires_at.gt(Utc::now()))
-                    .select(InviteRow::as_select())
-                    .for_update()
-                    .first(conn)
-                    .await
-                    .optional()?
-                    .ok_or_else(invalid)?
-                    .try_into()?;
-                let user = insert_user(
-                    conn,
-                    organisation_id,
-                    &invite.email,
-                    invite.role,
-                    password_hash,
-                )
-                .await?;
-                diesel::update(invites::table.find(invite.id))
-                    .set((
-                        invites::accepted_at.eq(Utc::now()),
-                        invites::accepted_user_id.eq(user.id),
-                    ))
-                    .execute(conn)
-                    .await?;
-                let ctx = ChangeContext {
-                    organisation_id,
-                    actor: Actor::User(user.id),
-                    request_id,
-                };
-                record(
-                    conn,
-                    &ctx,
-                    invite_audit(INVITE_ACCEPT, &invite, Some(format!("user {}", user.id))),
-                )
-                .await?;
-                Ok(user)
-            })
-            .await?;
-        drop(conn);
-        self.settle().await;
-        Ok(changed)
+            .optional()?;
+        Ok(found.map(|(organisation_id, created_by)| InviteOrigin {
+            organisation_id,
+            created_by,
+        }))
     }
+}
+
+/// Whether the email has a pending invite in the organisation.
+pub async fn pending_for_email(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    email: &str,
+) -> Result<bool, DomainError> {
+    let count: i64 = invites::table
+        .filter(invites::organisation_id.eq(organisation_id))
+        .filter(invites::email.eq(email))
+        .filter(pending!())
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok(count > 0)
+}
+
+/// Inserts an invite made by the caller.
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    ctx: &ChangeContext,
+    new: NewInvite<'_>,
+) -> Result<Invite, DomainError> {
+    diesel::insert_into(invites::table)
+        .values((
+            invites::id.eq(Uuid::now_v7()),
+            invites::organisation_id.eq(ctx.organisation_id),
+            invites::email.eq(new.email.as_str()),
+            invites::role.eq(new.role.as_str()),
+            invites::token_hash.eq(new.token_hash),
+            invites::created_by.eq(ctx.actor.to_string()),
+            invites::expires_at.eq(new.expires_at),
+        ))
+        .returning(InviteRow::as_returning())
+        .get_result(conn)
+        .await?
+        .try_into()
+}
+
+/// Revokes a pending invite of the organisation.
+pub async fn revoke(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    invite_id: Uuid,
+) -> Result<Invite, DomainError> {
+    diesel::update(
+        invites::table
+            .filter(invites::organisation_id.eq(organisation_id))
+            .filter(invites::id.eq(invite_id))
+            .filter(pending!()),
+    )
+    .set(invites::revoked_at.eq(Utc::now()))
+    .returning(InviteRow::as_returning())
+    .get_result(conn)
+    .await
+    .optional()?
+    .ok_or(DomainError::NotFound("invite"))?
+    .try_into()
+}
+
+/// Revokes every pending invite that `created_by` (an actor's text form)
+/// made in the organisation; returns them.
+pub async fn revoke_created_by(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    created_by: &str,
+) -> Result<Vec<Invite>, DomainError> {
+    let rows: Vec<InviteRow> = diesel::update(
+        invites::table
+            .filter(invites::organisation_id.eq(organisation_id))
+            .filter(invites::created_by.eq(created_by))
+            .filter(pending!()),
+    )
+    .set(invites::revoked_at.eq(Utc::now()))
+    .returning(InviteRow::as_returning())
+    .get_results(conn)
+    .await?;
+    rows.into_iter().map(Invite::try_from).collect()
+}
+
+/// How many pending invites `created_by` made in the organisation.
+pub async fn pending_created_by(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    created_by: &str,
+) -> Result<i64, DomainError> {
+    Ok(invites::table
+        .filter(invites::organisation_id.eq(organisation_id))
+        .filter(invites::created_by.eq(created_by))
+        .filter(pending!())
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
+/// The pending invite with this token hash, locked; none if it is used,
+/// revoked, expired or unknown.
+pub async fn locked_pending(
+    conn: &mut AsyncPgConnection,
+    token_hash: &[u8],
+) -> Result<Option<Invite>, DomainError> {
+    invites::table
+        .filter(invites::token_hash.eq(token_hash))
+        .filter(pending!())
+        .select(InviteRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .map(Invite::try_from)
+        .transpose()
+}
+
+/// Marks the invite as used by the user it created.
+pub async fn mark_accepted(
+    conn: &mut AsyncPgConnection,
+    invite_id: Uuid,
+    user_id: Uuid,
+) -> Result<(), DomainError> {
+    diesel::update(invites::table.find(invite_id))
+        .set((
+            invites::accepted_at.eq(Utc::now()),
+            invites::accepted_user_id.eq(user_id),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
 }

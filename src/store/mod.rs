@@ -1,9 +1,9 @@
 //! Persistence: the Diesel schema, rows, queries and the connection pool.
 //! Every query about users takes the caller's organisation id.
 
-pub mod admin;
 pub mod audit;
 pub mod cache;
+pub mod confirmations;
 pub mod invites;
 pub mod models;
 pub mod organisations;
@@ -12,7 +12,9 @@ pub mod pool;
 pub mod schema;
 pub mod secrets;
 pub mod services;
+pub mod stats;
 pub mod users;
+pub mod write;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncPgConnection;
@@ -29,6 +31,9 @@ pub struct Store {
 }
 
 pub type Conn = Object<AsyncPgConnection>;
+
+/// The connection a change runs on, inside the write path's transaction.
+pub type Tx = AsyncPgConnection;
 
 impl Store {
     /// A store without a cache: every read goes to the database.
@@ -108,7 +113,7 @@ impl Store {
     pub async fn conn(&self) -> Result<Conn, DomainError> {
         self.pool.get().await.map_err(|error| {
             tracing::warn!(%error, "no database connection");
-            crate::metrics::metrics().record_database_error("pool_timeout");
+            stats::record_database_error(stats::DatabaseError::PoolTimeout);
             DomainError::Unavailable("the database is unavailable, try again".into())
         })
     }
@@ -129,10 +134,10 @@ impl Store {
 /// (retryable), anything else INTERNAL. Details go to the log, not the caller.
 pub fn db_error(error: DieselError) -> DomainError {
     let mapped = map_db_error(error);
-    crate::metrics::metrics().record_database_error(match &mapped {
-        DomainError::Unavailable(_) => "connection_lost",
-        DomainError::Aborted(_) => "conflict",
-        _ => "other",
+    stats::record_database_error(match &mapped {
+        DomainError::Unavailable(_) => stats::DatabaseError::ConnectionLost,
+        DomainError::Aborted(_) => stats::DatabaseError::Conflict,
+        _ => stats::DatabaseError::Other,
     });
     mapped
 }

@@ -77,7 +77,7 @@ pub struct NewOrganisationRow<'a> {
     pub api_key_rotated_at: DateTime<Utc>,
 }
 
-/// What the per-call check needs of a user: the current role and tokenKey.
+/// What re-verifying a caller needs of its user: the current role and tokenKey.
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct CredentialRow {

@@ -2,17 +2,14 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::admin::{confirmed_step, insert_confirmation, insert_user, lock_organisation};
-use super::audit::{Audit, record};
+use super::audit::Audit;
 use super::models::{NewOrganisationRow, OrganisationRow, parse_role};
 use super::schema::{organisations, users};
+use super::write::Change;
 use super::{Store, db_error};
-use crate::domain::actor::ChangeContext;
-use crate::domain::audit::{ORGANISATION_ROTATE_API_KEY, ORGANISATION_UPDATE};
-use crate::domain::invariants::ConfirmedAction;
 use crate::domain::{DomainError, Role, email::Email, user::Organisation, user::User};
 
 /// A new API key's stored form.
@@ -21,16 +18,9 @@ pub struct ApiKeyHash<'a> {
     pub fingerprint: &'a str,
 }
 
-/// The changes UpdateOrganisation asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OrganisationChanges {
-    pub name: Option<String>,
-    pub secure_playback: Option<bool>,
-}
-
 impl Store {
     /// Creates an organisation with its API key and first nanoAdmin, in one
-    /// transaction.
+    /// transaction (the operator's bootstrap).
     pub async fn create_organisation_with_admin(
         &self,
         name: &str,
@@ -38,9 +28,8 @@ impl Store {
         password_hash: &str,
         api_key: ApiKeyHash<'_>,
     ) -> Result<User, DomainError> {
-        let mut conn = self.conn().await?;
         let organisation_id = Uuid::now_v7();
-        conn.transaction::<_, DomainError, _>(async |conn| {
+        self.operate(async |conn| {
             diesel::insert_into(organisations::table)
                 .values(NewOrganisationRow {
                     id: organisation_id,
@@ -51,14 +40,15 @@ impl Store {
                 })
                 .execute(conn)
                 .await?;
-            insert_user(
+            let admin = super::users::insert(
                 conn,
                 organisation_id,
                 email.as_str(),
                 Role::NanoAdmin,
                 password_hash,
             )
-            .await
+            .await?;
+            Ok(Change::unchanged(admin))
         })
         .await
     }
@@ -93,127 +83,57 @@ impl Store {
         }
         let epoch = self.cache.epoch();
         let mut conn = self.conn().await?;
-        let organisation = Arc::new(load_organisation(&mut conn, organisation_id).await?);
+        let organisation = Arc::new(load(&mut conn, organisation_id).await?);
         self.cache.put_organisation(epoch, &organisation);
         Ok(organisation)
     }
-
-    /// Changes the organisation's settings (with its audit event).
-    pub async fn update_organisation(
-        &self,
-        ctx: &ChangeContext,
-        changes: &OrganisationChanges,
-        etag: Option<&str>,
-    ) -> Result<Organisation, DomainError> {
-        let mut conn = self.conn().await?;
-        let changed = conn
-            .transaction::<_, DomainError, _>(async |conn| {
-                lock_organisation(conn, ctx.organisation_id).await?;
-                let before = load_organisation(conn, ctx.organisation_id).await?;
-                if let Some(etag) = etag
-                    && etag != before.etag()
-                {
-                    return Err(DomainError::Aborted(format!(
-                        "the organisation was changed since etag {etag} was read: read it again"
-                    )));
-                }
-                let name = changes.name.clone().unwrap_or_else(|| before.name.clone());
-                let secure_playback = changes.secure_playback.unwrap_or(before.secure_playback);
-                if name == before.name && secure_playback == before.secure_playback {
-                    return Ok(before);
-                }
-                diesel::update(organisations::table.find(ctx.organisation_id))
-                    .set((
-                        organisations::name.eq(&name),
-                        organisations::secure_playback.eq(secure_playback),
-                        organisations::version.eq(organisations::version + 1),
-                        organisations::updated_at.eq(Utc::now()),
-                    ))
-                    .execute(conn)
-                    .await?;
-                recorded_change(conn, ctx, ORGANISATION_UPDATE, &before).await
-            })
-            .await?;
-        drop(conn);
-        self.settle().await;
-        Ok(changed)
-    }
-
-    /// The first step of RotateApiKey.
-    pub async fn create_api_key_confirmation(
-        &self,
-        ctx: &ChangeContext,
-        token_hash: &[u8],
-        expires_at: chrono::DateTime<Utc>,
-    ) -> Result<(), DomainError> {
-        let mut conn = self.conn().await?;
-        let target = ctx.organisation_id;
-        insert_confirmation(
-            &mut conn,
-            ctx,
-            ConfirmedAction::RotateApiKey,
-            target,
-            token_hash,
-            expires_at,
-        )
-        .await
-    }
-
-    /// The second step of RotateApiKey: the new key replaces the old one.
-    pub async fn rotate_api_key(
-        &self,
-        ctx: &ChangeContext,
-        confirmation_hash: &[u8],
-        new_key: ApiKeyHash<'_>,
-    ) -> Result<Organisation, DomainError> {
-        let mut conn = self.conn().await?;
-        let changed = conn
-            .transaction::<_, DomainError, _>(async |conn| {
-                let organisation_id = ctx.organisation_id;
-                confirmed_step(
-                    conn,
-                    ctx,
-                    ConfirmedAction::RotateApiKey,
-                    organisation_id,
-                    confirmation_hash,
-                )
-                .await?;
-                let before = load_organisation(conn, ctx.organisation_id).await?;
-                diesel::update(organisations::table.find(ctx.organisation_id))
-                    .set((
-                        organisations::api_key_hash.eq(new_key.hash),
-                        organisations::api_key_fingerprint.eq(new_key.fingerprint),
-                        organisations::api_key_rotated_at.eq(Utc::now()),
-                        organisations::version.eq(organisations::version + 1),
-                        organisations::updated_at.eq(Utc::now()),
-                    ))
-                    .execute(conn)
-                    .await?;
-                recorded_change(conn, ctx, ORGANISATION_ROTATE_API_KEY, &before).await
-            })
-            .await?;
-        drop(conn);
-        self.settle().await;
-        Ok(changed)
-    }
 }
 
-/// The organisation after a change, once the change's audit event (the
-/// settings before and after) is recorded.
-async fn recorded_change(
+/// Sets the organisation's settings (a new version of it).
+pub async fn set_settings(
     conn: &mut AsyncPgConnection,
-    ctx: &ChangeContext,
-    action: &'static str,
-    before: &Organisation,
-) -> Result<Organisation, DomainError> {
-    let after = load_organisation(conn, ctx.organisation_id).await?;
-    record(conn, ctx, organisation_audit(action, before, &after)).await?;
-    Ok(after)
+    organisation_id: Uuid,
+    name: &str,
+    secure_playback: bool,
+) -> Result<(), DomainError> {
+    diesel::update(organisations::table.find(organisation_id))
+        .set((
+            organisations::name.eq(name),
+            organisations::secure_playback.eq(secure_playback),
+            organisations::version.eq(organisations::version + 1),
+            organisations::updated_at.eq(Utc::now()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Replaces the organisation's API key (a new version of it).
+pub async fn set_api_key(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    new_key: &ApiKeyHash<'_>,
+) -> Result<(), DomainError> {
+    diesel::update(organisations::table.find(organisation_id))
+        .set((
+            organisations::api_key_hash.eq(new_key.hash),
+            organisations::api_key_fingerprint.eq(new_key.fingerprint),
+            organisations::api_key_rotated_at.eq(Utc::now()),
+            organisations::version.eq(organisations::version + 1),
+            organisations::updated_at.eq(Utc::now()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The audit event of an organisation change: the settings before and after
 /// (the API key by fingerprint only).
-fn organisation_audit(action: &'static str, before: &Organisation, after: &Organisation) -> Audit {
+pub fn organisation_audit(
+    action: &'static str,
+    before: &Organisation,
+    after: &Organisation,
+) -> Audit {
     let describe = |o: &Organisation| {
         format!(
             "name={:?} secure_playback={} api_key={}",
@@ -232,7 +152,8 @@ fn organisation_audit(action: &'static str, before: &Organisation, after: &Organ
     }
 }
 
-async fn load_organisation(
+/// The organisation as the transaction sees it, with its user count per role.
+pub async fn load(
     conn: &mut AsyncPgConnection,
     organisation_id: Uuid,
 ) -> Result<Organisation, DomainError> {

@@ -1,16 +1,15 @@
 //! Playback tokens: the signing keys of each organisation and what was
-//! issued (never the tokens). Lock order, as everywhere: the organisation's
-//! row first. Issuing holds it shared, rotating exclusively, so a rotation
-//! sees every token its old key signed.
+//! issued (never the tokens). The write path takes the organisation's row
+//! first: issuing holds it shared, rotating exclusively, so a rotation sees
+//! every token its old key signed.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::Store;
-use super::admin::lock_organisation;
-use super::audit::{Audit, record};
+use super::audit::Audit;
 use super::models::{PlaybackTokenRow, PublicKeyRow, SigningKeyRow};
 use super::schema::{organisations, playback_signing_keys as keys, playback_tokens as tokens};
 use crate::domain::DomainError;
@@ -87,93 +86,158 @@ async fn insert_key(
     Ok(inserted == 1)
 }
 
-/// The current key, created with `new_key` (and audited) when there is none.
+/// The current key, created with `new_key` when there is none (with the
+/// audit event of its creation).
 async fn current_or_new_key(
     conn: &mut AsyncPgConnection,
-    ctx: &ChangeContext,
+    organisation_id: Uuid,
     new_key: impl FnOnce() -> Result<NewSigningKey, DomainError>,
-) -> Result<SigningKeyRow, DomainError> {
-    if let Some(key) = current_key(conn, ctx.organisation_id).await? {
-        return Ok(key);
+) -> Result<(SigningKeyRow, Option<Audit>), DomainError> {
+    if let Some(key) = current_key(conn, organisation_id).await? {
+        return Ok((key, None));
     }
     let key = new_key()?;
-    if insert_key(conn, ctx.organisation_id, &key).await? {
-        record(
-            conn,
-            ctx,
-            key_audit(PLAYBACK_KEY_CREATE, &key.kid, None, key.alg.as_str()),
-        )
-        .await?;
-    }
-    // Either ours or the one a concurrent issue inserted first.
-    current_key(conn, ctx.organisation_id)
+    let created = insert_key(conn, organisation_id, &key)
         .await?
-        .ok_or_else(|| DomainError::Internal("no current playback signing key".into()))
+        .then(|| key_audit(PLAYBACK_KEY_CREATE, &key.kid, None, key.alg.as_str()));
+    // Either ours or the one a concurrent issue inserted first.
+    let current = current_key(conn, organisation_id)
+        .await?
+        .ok_or_else(|| DomainError::Internal("no current playback signing key".into()))?;
+    Ok((current, created))
+}
+
+/// Records a token about to be issued in a secure organisation (on the write
+/// path, which holds the organisation's row shared) and returns the key to
+/// sign it with (the current key, created with `new_key` on the
+/// organisation's first issue) and the audit events.
+pub async fn record_token(
+    conn: &mut AsyncPgConnection,
+    ctx: &ChangeContext,
+    token: NewPlaybackToken<'_>,
+    new_key: impl FnOnce() -> Result<NewSigningKey, DomainError>,
+) -> Result<(SigningKeyRow, Vec<Audit>), DomainError> {
+    let secure: bool = organisations::table
+        .find(ctx.organisation_id)
+        .select(organisations::secure_playback)
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or(DomainError::NotFound("organisation"))?;
+    if !secure {
+        return Err(playback::not_secure_organisation());
+    }
+    let (key, created) = current_or_new_key(conn, ctx.organisation_id, new_key).await?;
+    diesel::insert_into(tokens::table)
+        .values((
+            tokens::jti.eq(token.jti),
+            tokens::organisation_id.eq(ctx.organisation_id),
+            tokens::kid.eq(&key.kid),
+            tokens::issued_by.eq(ctx.actor.to_string()),
+            tokens::revocable.eq(token.revocable),
+            tokens::scope.eq(token.scope),
+            tokens::expires_at.eq(token.expires_at),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::delete(tokens::table.filter(tokens::expires_at.lt(Utc::now() - FORGET_AFTER)))
+        .execute(conn)
+        .await?;
+    let after = format!(
+        "{}; expires {}; {}",
+        token.scope,
+        token.expires_at.to_rfc3339(),
+        if token.revocable {
+            "revocable"
+        } else {
+            "not revocable"
+        }
+    );
+    let issued = Audit {
+        action: PLAYBACK_TOKEN_ISSUE,
+        target_type: "playback_token",
+        target_id: token.jti.to_string(),
+        target_label: key.kid.clone(),
+        before: None,
+        after: Some(after),
+    };
+    Ok((key, created.into_iter().chain([issued]).collect()))
+}
+
+/// Makes `key` the organisation's current key (on the write path, which
+/// holds the organisation's row exclusively). The old one retires but keeps
+/// verifying until the last token it signed expires. Returns the new key,
+/// the retired key's id and the audit event.
+pub async fn rotate_key(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    key: &NewSigningKey,
+) -> Result<(PublicKeyRow, Option<String>, Audit), DomainError> {
+    let old = current_key(conn, organisation_id).await?;
+    if let Some(old) = &old {
+        retire(conn, &old.kid).await?;
+    }
+    if !insert_key(conn, organisation_id, key).await? {
+        return Err(DomainError::Aborted("a concurrent rotation won".into()));
+    }
+    let old_kid = old.map(|old| old.kid);
+    let audit = key_audit(
+        PLAYBACK_KEY_ROTATE,
+        &key.kid,
+        old_kid.clone(),
+        key.alg.as_str(),
+    );
+    let new = keys::table
+        .find(&key.kid)
+        .select(PublicKeyRow::as_select())
+        .first(conn)
+        .await?;
+    Ok((new, old_kid, audit))
+}
+
+/// Revokes a revocable token of the organisation; returns when it was
+/// revoked, and the audit event when it was revoked just now. Revoking it
+/// again changes nothing.
+pub async fn revoke_token(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    jti: Uuid,
+) -> Result<(DateTime<Utc>, Option<Audit>), DomainError> {
+    let token: PlaybackTokenRow = tokens::table
+        .filter(tokens::organisation_id.eq(organisation_id))
+        .filter(tokens::jti.eq(jti))
+        .select(PlaybackTokenRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or(DomainError::NotFound("playback token"))?;
+    if !token.revocable {
+        return Err(playback::not_revocable());
+    }
+    if let Some(revoked_at) = token.revoked_at {
+        return Ok((revoked_at, None));
+    }
+    // As stored (microseconds), so that a second revocation reports the same.
+    let revoked_at: Option<DateTime<Utc>> = diesel::update(tokens::table.find(jti))
+        .set(tokens::revoked_at.eq(Utc::now()))
+        .returning(tokens::revoked_at)
+        .get_result(conn)
+        .await?;
+    let audit = Audit {
+        action: PLAYBACK_TOKEN_REVOKE,
+        target_type: "playback_token",
+        target_id: jti.to_string(),
+        target_label: String::new(),
+        before: Some(token.scope),
+        after: Some("revoked".into()),
+    };
+    let revoked_at =
+        revoked_at.ok_or_else(|| DomainError::Internal("revoked_at not set".into()))?;
+    Ok((revoked_at, Some(audit)))
 }
 
 impl Store {
-    /// Records a token about to be issued in a secure organisation and
-    /// returns the key to sign it with (the current key, created with
-    /// `new_key` on the organisation's first issue).
-    pub async fn record_playback_token(
-        &self,
-        ctx: &ChangeContext,
-        token: NewPlaybackToken<'_>,
-        new_key: impl FnOnce() -> Result<NewSigningKey, DomainError> + Send,
-    ) -> Result<SigningKeyRow, DomainError> {
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            let secure: bool = organisations::table
-                .find(ctx.organisation_id)
-                .select(organisations::secure_playback)
-                .for_share()
-                .first(conn)
-                .await
-                .optional()?
-                .ok_or(DomainError::NotFound("organisation"))?;
-            if !secure {
-                return Err(playback::not_secure_organisation());
-            }
-            let key = current_or_new_key(conn, ctx, new_key).await?;
-            diesel::insert_into(tokens::table)
-                .values((
-                    tokens::jti.eq(token.jti),
-                    tokens::organisation_id.eq(ctx.organisation_id),
-                    tokens::kid.eq(&key.kid),
-                    tokens::issued_by.eq(ctx.actor.to_string()),
-                    tokens::revocable.eq(token.revocable),
-                    tokens::scope.eq(token.scope),
-                    tokens::expires_at.eq(token.expires_at),
-                ))
-                .execute(conn)
-                .await?;
-            diesel::delete(tokens::table.filter(tokens::expires_at.lt(Utc::now() - FORGET_AFTER)))
-                .execute(conn)
-                .await?;
-            let after = format!(
-                "{}; expires {}; {}",
-                token.scope,
-                token.expires_at.to_rfc3339(),
-                if token.revocable {
-                    "revocable"
-                } else {
-                    "not revocable"
-                }
-            );
-            let audit = Audit {
-                action: PLAYBACK_TOKEN_ISSUE,
-                target_type: "playback_token",
-                target_id: token.jti.to_string(),
-                target_label: key.kid.clone(),
-                before: None,
-                after: Some(after),
-            };
-            record(conn, ctx, audit).await?;
-            Ok(key)
-        })
-        .await
-    }
-
     /// The algorithm of the organisation's current key, if it has one.
     pub async fn current_signing_algorithm(
         &self,
@@ -182,42 +246,6 @@ impl Store {
         let mut conn = self.conn().await?;
         let key = current_key(&mut conn, organisation_id).await?;
         key.map(|key| key.alg.parse()).transpose()
-    }
-
-    /// Makes `key` the organisation's current key. The old one retires but
-    /// keeps verifying until the last token it signed expires. Returns the
-    /// new key and the retired key's id.
-    pub async fn rotate_signing_key(
-        &self,
-        ctx: &ChangeContext,
-        key: &NewSigningKey,
-    ) -> Result<(PublicKeyRow, Option<String>), DomainError> {
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            lock_organisation(conn, ctx.organisation_id).await?;
-            let old = current_key(conn, ctx.organisation_id).await?;
-            if let Some(old) = &old {
-                retire(conn, &old.kid).await?;
-            }
-            if !insert_key(conn, ctx.organisation_id, key).await? {
-                return Err(DomainError::Aborted("a concurrent rotation won".into()));
-            }
-            let old_kid = old.map(|old| old.kid);
-            let audit = key_audit(
-                PLAYBACK_KEY_ROTATE,
-                &key.kid,
-                old_kid.clone(),
-                key.alg.as_str(),
-            );
-            record(conn, ctx, audit).await?;
-            let new = keys::table
-                .find(&key.kid)
-                .select(PublicKeyRow::as_select())
-                .first(conn)
-                .await?;
-            Ok((new, old_kid))
-        })
-        .await
     }
 
     /// The public half of the key `kid`, of any organisation.
@@ -259,50 +287,6 @@ impl Store {
             .await
             .optional()?;
         Ok(revoked_at.map(|at| at.is_some()))
-    }
-
-    /// Revokes a revocable token of the caller's organisation; returns when
-    /// it was revoked. Revoking it again changes nothing.
-    pub async fn revoke_playback_token(
-        &self,
-        ctx: &ChangeContext,
-        jti: Uuid,
-    ) -> Result<DateTime<Utc>, DomainError> {
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, DomainError, _>(async |conn| {
-            let token: PlaybackTokenRow = tokens::table
-                .filter(tokens::organisation_id.eq(ctx.organisation_id))
-                .filter(tokens::jti.eq(jti))
-                .select(PlaybackTokenRow::as_select())
-                .for_update()
-                .first(conn)
-                .await
-                .optional()?
-                .ok_or(DomainError::NotFound("playback token"))?;
-            if !token.revocable {
-                return Err(playback::not_revocable());
-            }
-            if let Some(revoked_at) = token.revoked_at {
-                return Ok(revoked_at);
-            }
-            // As stored (microseconds), so that a second revocation reports the same.
-            let revoked_at: Option<DateTime<Utc>> = diesel::update(tokens::table.find(jti))
-                .set(tokens::revoked_at.eq(Utc::now()))
-                .returning(tokens::revoked_at)
-                .get_result(conn)
-                .await?;
-            let audit = Audit {
-                action: PLAYBACK_TOKEN_REVOKE,
-                target_type: "playback_token",
-                target_id: jti.to_string(),
-                target_label: String::new(),
-                before: Some(token.scope),
-                after: Some("revoked".into()),
-            };
-            record(conn, ctx, audit).await?;
-            revoked_at.ok_or_else(|| DomainError::Internal("revoked_at not set".into()))
-        })
-        .await
     }
 }
 

@@ -6,48 +6,54 @@ use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use super::schema::service_credentials;
+use super::write::Change;
 use super::{Store, db_error, is_unique_violation};
 use crate::domain::DomainError;
 
 impl Store {
     /// Registers a service under `name` with the hash of its key.
     pub async fn register_service(&self, name: &str, key_hash: &[u8]) -> Result<(), DomainError> {
-        let mut conn = self.conn().await?;
-        diesel::insert_into(service_credentials::table)
-            .values((
-                service_credentials::id.eq(Uuid::now_v7()),
-                service_credentials::name.eq(name),
-                service_credentials::secret_hash.eq(key_hash),
-            ))
-            .execute(&mut conn)
-            .await
-            .map_err(|error| {
-                if is_unique_violation(&error) {
-                    DomainError::AlreadyExists {
-                        resource: "service",
-                        message: format!("a service named {name:?} is registered: revoke it first"),
+        self.operate(async |conn| {
+            diesel::insert_into(service_credentials::table)
+                .values((
+                    service_credentials::id.eq(Uuid::now_v7()),
+                    service_credentials::name.eq(name),
+                    service_credentials::secret_hash.eq(key_hash),
+                ))
+                .execute(conn)
+                .await
+                .map_err(|error| {
+                    if is_unique_violation(&error) {
+                        DomainError::AlreadyExists {
+                            resource: "service",
+                            message: format!(
+                                "a service named {name:?} is registered: revoke it first"
+                            ),
+                        }
+                    } else {
+                        db_error(error)
                     }
-                } else {
-                    db_error(error)
-                }
-            })?;
-        Ok(())
+                })?;
+            Ok(Change::unchanged(()))
+        })
+        .await
     }
 
-    /// Revokes the service `name`; its key stops working on the next call.
-    /// Its name can then be registered again.
+    /// Revokes the service `name`; its key stops working on the next call,
+    /// on every replica. Its name can then be registered again.
     pub async fn revoke_service(&self, name: &str) -> Result<(), DomainError> {
-        let mut conn = self.conn().await?;
-        let revoked =
-            diesel::delete(service_credentials::table.filter(service_credentials::name.eq(name)))
-                .execute(&mut conn)
-                .await
-                .map_err(db_error)?;
-        if revoked == 0 {
-            return Err(DomainError::NotFound("service"));
-        }
-        drop(conn);
-        self.settle().await;
+        self.operate(async |conn| {
+            let revoked = diesel::delete(
+                service_credentials::table.filter(service_credentials::name.eq(name)),
+            )
+            .execute(conn)
+            .await?;
+            if revoked == 0 {
+                return Err(DomainError::NotFound("service"));
+            }
+            Ok(Change::unchanged(()).settling())
+        })
+        .await?;
         tracing::info!(service = name, at = %Utc::now(), "service revoked");
         Ok(())
     }

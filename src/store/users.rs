@@ -1,12 +1,16 @@
+//! Users: the per-call check's cached read, pages, login candidates, and the
+//! queries the write path's changes run on its connection.
+
 use std::sync::Arc;
 
+use chrono::Utc;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::models::{LoginRow, UserRow};
+use super::models::{LoginRow, NewUserRow, UserRow};
 use super::schema::users;
-use super::{Store, db_error};
+use super::{Store, db_error, is_unique_violation};
 use crate::domain::{DomainError, Role, user::User};
 
 /// A page of users: `limit` users after `after`, in id (= creation) order.
@@ -95,6 +99,141 @@ impl Store {
         }
         select.load(&mut conn).await.map_err(db_error)
     }
+
+    /// Inserts many users with one password hash, in one statement (seeding).
+    pub async fn insert_users(
+        &self,
+        organisation_id: Uuid,
+        users: &[(String, Role)],
+        password_hash: &str,
+    ) -> Result<(), DomainError> {
+        let rows: Vec<NewUserRow<'_>> = users
+            .iter()
+            .map(|(email, role)| NewUserRow {
+                id: Uuid::now_v7(),
+                organisation_id,
+                email,
+                role: role.as_str(),
+                token_key: Uuid::new_v4(),
+                password_hash,
+            })
+            .collect();
+        let mut conn = self.conn().await?;
+        diesel::insert_into(users::table)
+            .values(&rows)
+            .execute(&mut conn)
+            .await
+            .map_err(user_exists_error)?;
+        Ok(())
+    }
 }
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+/// The user, locked for the change (NOT_FOUND also for other organisations').
+pub async fn locked(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    user_id: Uuid,
+) -> Result<User, DomainError> {
+    users::table
+        .filter(users::organisation_id.eq(organisation_id))
+        .filter(users::id.eq(user_id))
+        .select(UserRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or(DomainError::NotFound("user"))?
+        .try_into()
+}
+
+/// How many nanoAdmins the organisation has.
+pub async fn admin_count(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+) -> Result<i64, DomainError> {
+    Ok(users::table
+        .filter(users::organisation_id.eq(organisation_id))
+        .filter(users::role.eq(Role::NanoAdmin.as_str()))
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
+fn user_exists_error(error: diesel::result::Error) -> DomainError {
+    if is_unique_violation(&error) {
+        DomainError::AlreadyExists {
+            resource: "user",
+            message: "a user with this email exists in the organisation".into(),
+        }
+    } else {
+        error.into()
+    }
+}
+
+/// Whether a user of the organisation has this (normalised) email.
+pub async fn email_taken(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    email: &str,
+) -> Result<bool, DomainError> {
+    let count: i64 = users::table
+        .filter(users::organisation_id.eq(organisation_id))
+        .filter(lower(users::email).eq(email))
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok(count > 0)
+}
+
+/// Inserts a user with a fresh tokenKey.
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    email: &str,
+    role: Role,
+    password_hash: &str,
+) -> Result<User, DomainError> {
+    diesel::insert_into(users::table)
+        .values(NewUserRow {
+            id: Uuid::now_v7(),
+            organisation_id,
+            email,
+            role: role.as_str(),
+            token_key: Uuid::new_v4(),
+            password_hash,
+        })
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await
+        .map_err(user_exists_error)?
+        .try_into()
+}
+
+/// Gives the user a new tokenKey (so every token the user holds fails on
+/// its next call) and the role `role`, as one new version of the user.
+pub async fn renew_token_key_with_role(
+    conn: &mut AsyncPgConnection,
+    user: &User,
+    role: Role,
+) -> Result<User, DomainError> {
+    diesel::update(users::table.find(user.id))
+        .set((
+            users::role.eq(role.as_str()),
+            users::token_key.eq(Uuid::new_v4()),
+            users::version.eq(users::version + 1),
+            users::updated_at.eq(Utc::now()),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await?
+        .try_into()
+}
+
+pub async fn delete(conn: &mut AsyncPgConnection, user: &User) -> Result<(), DomainError> {
+    diesel::delete(users::table.find(user.id))
+        .execute(conn)
+        .await?;
+    Ok(())
+}

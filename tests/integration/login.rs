@@ -104,8 +104,11 @@ async fn the_same_email_in_two_organisations_needs_the_organisation() {
 /// same argon2id work; the only other work is the same one indexed query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_email_and_wrong_password_cost_one_verification_each() {
+    use std::sync::Arc;
+    use usermgmt::app::sessions::Sessions;
     use usermgmt::auth::Authenticator;
     use usermgmt::auth::passwords::Passwords;
+    use usermgmt::auth::ratelimit::{LoginLimiter, LoginLimits};
     use usermgmt::auth::tokens::{AccessTokens, TokenSettings};
     use usermgmt::domain::email::Email;
 
@@ -121,8 +124,17 @@ async fn unknown_email_and_wrong_password_cost_one_verification_each() {
     )
     .expect("tokens");
     let passwords = Passwords::new(1).await.expect("passwords");
-    let authenticator =
-        Authenticator::new(std::sync::Arc::new(tokens), passwords.clone(), store(&db));
+    let tokens = Arc::new(tokens);
+    let sessions = Sessions::new(
+        store(&db),
+        Arc::new(Authenticator::new(tokens.clone(), store(&db))),
+        tokens,
+        passwords.clone(),
+        LoginLimiter::new(LoginLimits {
+            per_email: 0,
+            per_peer: 0,
+        }),
+    );
     let email = |text: &str| Email::parse("email", text).expect("email");
 
     for (case, address, password) in [
@@ -135,7 +147,7 @@ async fn unknown_email_and_wrong_password_cost_one_verification_each() {
         ("right password", org.admin_email.as_str(), ADMIN_PASSWORD),
     ] {
         let before = passwords.verifications();
-        let result = authenticator.login(&email(address), password, None).await;
+        let result = sessions.login(&email(address), password, None, None).await;
         assert_eq!(passwords.verifications() - before, 1, "{case}");
         assert_eq!(result.is_ok(), case == "right password", "{case}");
     }

@@ -57,7 +57,7 @@ pub async fn create_org(db: &TestDb, name: &str) -> Org {
     let passwords = usermgmt::auth::passwords::Passwords::new(1)
         .await
         .expect("passwords");
-    let created = usermgmt::provisioning::bootstrap(
+    let created = usermgmt::app::provisioning::bootstrap(
         &store(db),
         &passwords,
         name,
@@ -76,7 +76,7 @@ pub async fn create_org(db: &TestDb, name: &str) -> Org {
 
 /// Registers an internal service; returns its key.
 pub async fn register_service(db: &TestDb, name: &str) -> String {
-    usermgmt::provisioning::register_service(&store(db), name)
+    usermgmt::app::provisioning::register_service(&store(db), name)
         .await
         .expect("register service")
 }

@@ -9,15 +9,24 @@ use std::sync::{Arc, PoisonError, RwLock};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::playback::{
+use crate::auth::Principal;
+use crate::auth::playback::{
     self as format, PlaybackClaims, ScopeClaim, TokenHeader, VerifyingKey, read_header,
 };
-use super::principal::Principal;
-use crate::domain::DomainError;
 use crate::domain::playback::{Grant, SigningAlgorithm, VerifyFailure, check_window};
+use crate::domain::{DomainError, Permission};
 use crate::store::Store;
-use crate::store::models::PublicKeyRow;
-use crate::store::playback::{NewPlaybackToken, NewSigningKey};
+/// A signing key's public half, as edge servers are given it.
+pub use crate::store::models::PublicKeyRow as PublishedKey;
+use crate::store::playback::{self as records, NewPlaybackToken, NewSigningKey};
+use crate::store::write::{Change, OrgLock};
+
+/// Settings of playback tokens.
+#[derive(Debug, Clone)]
+pub struct PlaybackSettings {
+    /// The lifetime of a token whose request sets no `exp`.
+    pub default_ttl: std::time::Duration,
+}
 
 /// A freshly issued token. `Debug` does not show the token.
 pub struct Issued {
@@ -94,7 +103,18 @@ impl PlaybackTokens {
         };
         let key = self
             .store
-            .record_playback_token(&ctx, record, || new_signing_key(SigningAlgorithm::EdDsa))
+            .write(
+                &ctx,
+                Some(Permission::PlaybackTokensCreate),
+                OrgLock::Shared,
+                async |conn| {
+                    let (key, audits) = records::record_token(conn, &ctx, record, || {
+                        new_signing_key(SigningAlgorithm::EdDsa)
+                    })
+                    .await?;
+                    Ok(Change::unchanged(key).and_all(audits))
+                },
+            )
             .await?;
         let claims = PlaybackClaims {
             org: caller.organisation_id,
@@ -225,9 +245,20 @@ impl PlaybackTokens {
                 }
             },
         };
+        let ctx = caller.change(request_id);
+        let organisation_id = ctx.organisation_id;
         let revoked_at = self
             .store
-            .revoke_playback_token(&caller.change(request_id), jti)
+            .write(
+                &ctx,
+                Some(Permission::PlaybackTokensRevoke),
+                OrgLock::Shared,
+                async |conn| {
+                    let (revoked_at, audit) =
+                        records::revoke_token(conn, organisation_id, jti).await?;
+                    Ok(Change::unchanged(revoked_at).and_all(audit))
+                },
+            )
             .await?;
         Ok((jti, revoked_at))
     }
@@ -239,7 +270,7 @@ impl PlaybackTokens {
         caller: &Principal,
         request_id: Option<String>,
         alg: Option<SigningAlgorithm>,
-    ) -> Result<(PublicKeyRow, Option<String>), DomainError> {
+    ) -> Result<(PublishedKey, Option<String>), DomainError> {
         let alg = match alg {
             Some(alg) => alg,
             None => self
@@ -252,13 +283,24 @@ impl PlaybackTokens {
         let key = tokio::task::spawn_blocking(move || new_signing_key(alg))
             .await
             .map_err(|e| DomainError::Internal(format!("key generation task: {e}")))??;
+        let ctx = caller.change(request_id);
+        let organisation_id = ctx.organisation_id;
         self.store
-            .rotate_signing_key(&caller.change(request_id), &key)
+            .write(
+                &ctx,
+                Some(Permission::PlaybackKeysRotate),
+                OrgLock::Exclusive,
+                async |conn| {
+                    let (new, retired, audit) =
+                        records::rotate_key(conn, organisation_id, &key).await?;
+                    Ok(Change::audited((new, retired), audit))
+                },
+            )
             .await
     }
 
     /// The public keys edge servers need: every key that still verifies.
-    pub async fn published_keys(&self) -> Result<Vec<PublicKeyRow>, DomainError> {
+    pub async fn published_keys(&self) -> Result<Vec<PublishedKey>, DomainError> {
         self.store.verifying_keys().await
     }
 }

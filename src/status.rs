@@ -1,4 +1,5 @@
-//! Domain errors as gRPC statuses with `google.rpc` details (AIP-193).
+//! Domain errors as gRPC statuses with `google.rpc` details (AIP-193), for
+//! the handlers and for the per-call check's refusals alike.
 //! Internal details are logged, never sent.
 
 use std::collections::HashMap;
@@ -67,6 +68,20 @@ pub fn to_status(error: DomainError) -> Status {
         }
         DomainError::Aborted(message) => {
             with_reason(Code::Aborted, &message, "CONCURRENT_MODIFICATION", [])
+        }
+        DomainError::ResourceExhausted {
+            reason,
+            message,
+            retry_after,
+            metadata,
+        } => {
+            let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+            let metadata: HashMap<String, String> = metadata
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect();
+            details.set_error_info(reason, ERROR_DOMAIN, metadata);
+            Status::with_error_details(Code::ResourceExhausted, message, details)
         }
         DomainError::Unimplemented(message) => Status::unimplemented(message),
         DomainError::Unavailable(message) => Status::with_error_details(

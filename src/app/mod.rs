@@ -1,0 +1,13 @@
+//! The use cases: what each call of the contract does, in the service's own
+//! terms. The gRPC handlers in `api` validate a request, make one call into
+//! here, and convert the answer; every change goes through the store's one
+//! write path ([`crate::store::write`]), which re-verifies the caller at
+//! commit.
+
+pub mod audit;
+pub mod confirm;
+pub mod organisation;
+pub mod playback;
+pub mod provisioning;
+pub mod sessions;
+pub mod users;

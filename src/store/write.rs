@@ -1,0 +1,276 @@
+//! The one write path. Every change a call makes runs through
+//! [`Store::write`], which in one transaction:
+//!
+//! 1. takes the caller's organisation row lock, the lock that deletion, role
+//!    changes, tokenKey renewal and API key rotation take exclusively;
+//! 2. re-verifies the caller against the rows as they are now: the user
+//!    still exists with the tokenKey the call was admitted with and a role
+//!    that holds the permission, or the API key is still the organisation's;
+//! 3. runs the change and records its audit events;
+//! 4. commits, then waits until every replica's cache has dropped what the
+//!    change made stale.
+//!
+//! So a write either commits before a revocation of its caller, or fails
+//! after it with nothing changed: never lands after the revocation was
+//! acknowledged.
+
+use diesel::{
+    ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
+};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use subtle::ConstantTimeEq as _;
+use uuid::Uuid;
+
+use super::Store;
+use super::audit::{Audit, record};
+use super::models::{CredentialRow, parse_role};
+use super::schema::{organisations, users};
+use crate::domain::actor::{Actor, ChangeContext, Proof};
+use crate::domain::error::AuthFailure;
+use crate::domain::{DomainError, Permission, Role};
+
+/// A change made on the write path's connection, inside its transaction:
+/// an `async |conn| { … }` closure whose future is `Send`.
+pub trait Mutation<'r, T>:
+    FnOnce(&'r mut AsyncPgConnection) -> <Self as Mutation<'r, T>>::Fut
+{
+    type Fut: Future<Output = Result<Change<T>, DomainError>> + Send;
+}
+
+impl<'r, T, F, Fut> Mutation<'r, T> for F
+where
+    F: FnOnce(&'r mut AsyncPgConnection) -> Fut,
+    Fut: Future<Output = Result<Change<T>, DomainError>> + Send,
+{
+    type Fut = Fut;
+}
+
+/// How a write holds its organisation's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrgLock {
+    /// Alone: changes whose checks must not race (users, the organisation).
+    Exclusive,
+    /// Beside other shared writers, but never beside an exclusive one (and so
+    /// never beside a revocation): issuing and revoking playback tokens.
+    Shared,
+}
+
+/// What a change did: its result, the audit events to record with it, and
+/// whether it touched rows that replicas cache.
+#[must_use]
+pub struct Change<T> {
+    value: T,
+    audits: Vec<(Option<Actor>, Audit)>,
+    settles: bool,
+}
+
+impl<T> Change<T> {
+    /// Nothing was changed (nothing to record, nothing to settle).
+    pub fn unchanged(value: T) -> Self {
+        Self {
+            value,
+            audits: Vec::new(),
+            settles: false,
+        }
+    }
+
+    /// A change recorded by `audit`, made by the caller.
+    pub fn audited(value: T, audit: Audit) -> Self {
+        Self::unchanged(value).and(audit)
+    }
+
+    /// Records `audit` too.
+    pub fn and(mut self, audit: Audit) -> Self {
+        self.audits.push((None, audit));
+        self
+    }
+
+    /// Records `audit` too, as made by `actor` rather than the caller (the
+    /// user an accepted invite created).
+    pub fn and_by(mut self, actor: Actor, audit: Audit) -> Self {
+        self.audits.push((Some(actor), audit));
+        self
+    }
+
+    /// Records every one of `audits` too.
+    pub fn and_all(mut self, audits: impl IntoIterator<Item = Audit>) -> Self {
+        self.audits
+            .extend(audits.into_iter().map(|audit| (None, audit)));
+        self
+    }
+
+    /// The change touched users or the organisation: wait for every replica
+    /// to drop its cached copies before answering.
+    pub fn settling(mut self) -> Self {
+        self.settles = true;
+        self
+    }
+}
+
+impl Store {
+    /// Runs `change` as `ctx`'s caller, who needs `permission` (none: any
+    /// role), through the one write path described in this module.
+    pub async fn write<T, F>(
+        &self,
+        ctx: &ChangeContext,
+        permission: Option<Permission>,
+        lock: OrgLock,
+        change: F,
+    ) -> Result<T, DomainError>
+    where
+        T: Send,
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<Change<T>, DomainError>
+            + Mutation<'r, T>
+            + Send,
+    {
+        let mut conn = self.conn().await?;
+        let done = conn
+            .transaction::<_, DomainError, _>(async |conn| {
+                lock_and_recheck(conn, ctx, permission, lock).await?;
+                let mut done = change(&mut *conn).await?;
+                for (actor, audit) in std::mem::take(&mut done.audits) {
+                    match actor {
+                        None => record(conn, ctx, audit).await?,
+                        Some(actor) => {
+                            let by = ChangeContext {
+                                actor: actor.clone(),
+                                ..ctx.clone()
+                            };
+                            record(conn, &by, audit).await?
+                        }
+                    }
+                }
+                Ok(done)
+            })
+            .await?;
+        drop(conn);
+        if done.settles {
+            self.settle().await;
+        }
+        Ok(done.value)
+    }
+
+    /// An operator's change from the command line (provisioning, services):
+    /// no caller to re-verify and no organisation to lock, but the same
+    /// transaction and settle as [`Self::write`].
+    pub async fn operate<T, F>(&self, change: F) -> Result<T, DomainError>
+    where
+        T: Send,
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<Change<T>, DomainError>
+            + Mutation<'r, T>
+            + Send,
+    {
+        let mut conn = self.conn().await?;
+        let done = conn
+            .transaction::<_, DomainError, _>(async |conn| {
+                let done = change(&mut *conn).await?;
+                if !done.audits.is_empty() {
+                    return Err(DomainError::Internal(
+                        "an operator's change has no organisation to audit in".into(),
+                    ));
+                }
+                Ok(done)
+            })
+            .await?;
+        drop(conn);
+        if done.settles {
+            self.settle().await;
+        }
+        Ok(done.value)
+    }
+}
+
+/// Takes the organisation's row lock, then checks that the caller may still
+/// make the change.
+async fn lock_and_recheck(
+    conn: &mut AsyncPgConnection,
+    ctx: &ChangeContext,
+    permission: Option<Permission>,
+    lock: OrgLock,
+) -> Result<(), DomainError> {
+    let api_key = lock_organisation_row(conn, ctx.organisation_id, lock).await?;
+    match (&ctx.proof, &ctx.actor) {
+        (Proof::ApiKey(hash), Actor::ApiKey(_)) => {
+            let current = api_key.hash.unwrap_or_default();
+            if bool::from(current.as_slice().ct_eq(hash.as_slice())) {
+                Ok(())
+            } else {
+                Err(DomainError::Unauthenticated(AuthFailure::ApiKeyInvalid))
+            }
+        }
+        (Proof::TokenKey(token_key), Actor::User(user_id)) => {
+            let (role, current_key) = user_standing(conn, ctx.organisation_id, *user_id)
+                .await?
+                .ok_or(DomainError::Unauthenticated(AuthFailure::TokenRevoked))?;
+            if !bool::from(current_key.as_bytes().ct_eq(token_key.as_bytes())) {
+                return Err(DomainError::Unauthenticated(AuthFailure::TokenRevoked));
+            }
+            holds(role, permission)
+        }
+        (Proof::Standing, Actor::User(user_id)) => {
+            let (role, _) = user_standing(conn, ctx.organisation_id, *user_id)
+                .await?
+                .ok_or(DomainError::Unauthenticated(AuthFailure::TokenRevoked))?;
+            holds(role, permission)
+        }
+        (Proof::Standing, Actor::ApiKey(fingerprint)) => {
+            if api_key.fingerprint.as_deref() == Some(fingerprint.as_str()) {
+                Ok(())
+            } else {
+                Err(DomainError::Unauthenticated(AuthFailure::ApiKeyInvalid))
+            }
+        }
+        (Proof::ApiKey(_), Actor::User(_)) | (Proof::TokenKey(_), Actor::ApiKey(_)) => Err(
+            DomainError::Internal("a caller's proof does not match its actor".into()),
+        ),
+    }
+}
+
+/// The organisation's current API key, as read under its row lock.
+struct CurrentApiKey {
+    hash: Option<Vec<u8>>,
+    fingerprint: Option<String>,
+}
+
+/// Takes the organisation's row lock; NOT_FOUND when it does not exist.
+async fn lock_organisation_row(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    lock: OrgLock,
+) -> Result<CurrentApiKey, DomainError> {
+    let query = organisations::table.find(organisation_id).select((
+        organisations::api_key_hash,
+        organisations::api_key_fingerprint,
+    ));
+    let row = match lock {
+        OrgLock::Exclusive => query.for_update().first(conn).await,
+        OrgLock::Shared => query.for_share().first(conn).await,
+    }
+    .optional()?;
+    let (hash, fingerprint) = row.ok_or(DomainError::NotFound("organisation"))?;
+    Ok(CurrentApiKey { hash, fingerprint })
+}
+
+/// A user's current role and tokenKey, if the user exists.
+async fn user_standing(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<(Role, Uuid)>, DomainError> {
+    let row: Option<CredentialRow> = users::table
+        .filter(users::organisation_id.eq(organisation_id))
+        .filter(users::id.eq(user_id))
+        .select(CredentialRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(|row| Ok((parse_role(&row.role)?, row.token_key)))
+        .transpose()
+}
+
+fn holds(role: Role, permission: Option<Permission>) -> Result<(), DomainError> {
+    match permission {
+        Some(permission) if !role.can(permission) => Err(DomainError::PermissionDenied(permission)),
+        _ => Ok(()),
+    }
+}
