@@ -11,6 +11,10 @@
 //! prints req/s, p50 and p99 per scenario, and each scenario's ratio to the
 //! baseline measured at the same in-flight level in the same run.
 //!
+//! With `--other-replicas`, loadgen also waits for the other replicas of the
+//! same database to be SERVING before it measures (the load still goes to
+//! `--addr` only).
+//!
 //! ```text
 //! cargo build --release --bin usermgmt --bin loadgen
 //! target/release/loadgen --addr http://127.0.0.1:50051 \
@@ -123,14 +127,22 @@ struct Args {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
 
-    /// Process id of the server, to report its CPU use and RSS (Linux /proc).
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Process ids of the server and of its other replicas, comma-separated,
+    /// to report their CPU use (summed) and RSS (the largest) from Linux /proc.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
 
     /// First wait until the server is SERVING, and say how long that took
     /// (start loadgen right after the server to measure its startup).
     #[arg(long)]
     wait_serving: bool,
+
+    /// The other replicas of the same database, comma-separated (loopback
+    /// only). No load goes to them; with --wait-serving, loadgen waits until
+    /// each of them is SERVING too, so that every writer waits for their
+    /// cache acknowledgements from the first measurement on.
+    #[arg(long, value_delimiter = ',')]
+    other_replicas: Vec<String>,
 
     /// Also print one JSON object per measurement on stdout.
     #[arg(long)]
@@ -424,13 +436,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), BoxError> {
-    require_loopback(&args.addr)?;
-    let endpoint = Endpoint::from_shared(args.addr.clone())
-        .map_err(|e| format!("invalid --addr {:?}: {}", args.addr, error_chain(&e)))?
+fn loopback_endpoint(addr: &str) -> Result<Endpoint, BoxError> {
+    require_loopback(addr)?;
+    Ok(Endpoint::from_shared(addr.to_owned())
+        .map_err(|e| format!("invalid address {addr:?}: {}", error_chain(&e)))?
         .tcp_nodelay(true)
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
+        .timeout(CALL_TIMEOUT))
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    let endpoint = loopback_endpoint(&args.addr)?;
+    let others = args
+        .other_replicas
+        .iter()
+        .map(|addr| loopback_endpoint(addr))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let scenarios = ordered_scenarios(&args.scenarios);
     let levels = dedup(&args.in_flight);
@@ -440,6 +461,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "startup: SERVING {} ms after loadgen started",
             took.as_millis()
         );
+        for (addr, other) in args.other_replicas.iter().zip(&others) {
+            let took = wait_serving(other).await?;
+            println!(
+                "replica {addr}: SERVING (waited {} ms more)",
+                took.as_millis()
+            );
+        }
     }
     let session = Arc::new(login(&endpoint, &args).await?);
 
@@ -721,7 +749,7 @@ async fn measure(
     };
 
     tokio::time::sleep_until(warmup_end).await;
-    let cpu_before = CpuSample::take(args.server_pid);
+    let cpu_before = CpuSample::take(&args.server_pid);
     let mut latencies = Vec::new();
     let mut errors = Errors::default();
     for handle in workers {
@@ -735,7 +763,7 @@ async fn measure(
     for login in storm {
         let _ = login.await;
     }
-    let cpu = match (cpu_before, CpuSample::take(args.server_pid)) {
+    let cpu = match (cpu_before, CpuSample::take(&args.server_pid)) {
         (Some(before), Some(after)) => Some(CpuUse::between(&before, &after)),
         _ => None,
     };
@@ -937,8 +965,9 @@ struct CpuUse {
 }
 
 impl CpuSample {
-    /// `None` where /proc is not available.
-    fn take(server_pid: Option<u32>) -> Option<CpuSample> {
+    /// `None` where /proc is not available. The servers' ticks are summed
+    /// (`None` unless every one was read); the RSS is the largest.
+    fn take(server_pids: &[u32]) -> Option<CpuSample> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let mut lines = stat.lines();
         let fields: Vec<u64> = lines
@@ -954,8 +983,15 @@ impl CpuSample {
             .filter(|line| line.starts_with("cpu") && !line.starts_with("cpu "))
             .count();
         let loadgen = process_ticks("self")?;
-        let server = server_pid.and_then(|pid| process_ticks(&pid.to_string()));
-        let server_rss_kib = server_pid.and_then(rss_kib);
+        let server = (!server_pids.is_empty())
+            .then(|| {
+                server_pids
+                    .iter()
+                    .map(|pid| process_ticks(&pid.to_string()))
+                    .sum::<Option<u64>>()
+            })
+            .flatten();
+        let server_rss_kib = server_pids.iter().filter_map(|&pid| rss_kib(pid)).max();
         Some(CpuSample {
             total,
             idle,
