@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Runs scripts/bench.sh several times and prints, per scenario, the median
-(min-max) of req/s, its ratio to the health baseline of the same run, and the
-p99 ratio, as a Markdown table. Extra arguments go to loadgen.
+(min-max) of req/s, its ratio to the health baseline of the same run, p99 and
+p50 and their ratios, as a Markdown table; then the per-call latencies of
+many-call scenarios (invite_cycle) and any errors. Extra arguments go to
+loadgen; the environment (BENCH_REPLICAS, ...) goes to bench.sh.
 
     scripts/bench-report.py --runs 3 -- --in-flight 64 --scenarios health,get_user
 """
@@ -14,10 +16,17 @@ import sys
 
 
 def run_once(loadgen_args):
-    out = subprocess.run(
+    proc = subprocess.run(
         ["scripts/bench.sh", "--json", *loadgen_args],
-        check=True, capture_output=True, text=True, env=os.environ,
-    ).stdout
+        capture_output=True, text=True, env=os.environ,
+    )
+    # Pass the servers' and loadgen's messages on (warnings included),
+    # without loadgen's progress lines.
+    for line in proc.stderr.splitlines():
+        if not line.startswith("  measuring "):
+            print(line, file=sys.stderr)
+    proc.check_returncode()
+    out = proc.stdout
     rows, startup = [], None
     for line in out.splitlines():
         if line.startswith("{"):
@@ -50,8 +59,9 @@ def main():
             key = (row["in_flight"], row["scenario"])
             if key not in keys:
                 keys.append(key)
-    print("| in flight | scenario | req/s | × health req/s | p99 µs | × health p99 | server RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| in flight | scenario | req/s | × health req/s | p99 µs | × health p99 | server RSS MiB "
+          "| p50 µs | × health p50 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for in_flight, scenario in keys:
         rows = [r for rs, _ in runs for r in rs if (r["in_flight"], r["scenario"]) == (in_flight, scenario)]
         rss = [r["server_rss_kib"] / 1024 if r.get("server_rss_kib") else None for r in rows]
@@ -60,8 +70,36 @@ def main():
             f"| {spread([r['req_per_s_ratio'] for r in rows], lambda v: f'{v:.2f}')} "
             f"| {spread([r['p99_us'] for r in rows], lambda v: f'{v:.0f}')} "
             f"| {spread([r['p99_ratio'] for r in rows], lambda v: f'{v:.2f}')} "
-            f"| {spread(rss, lambda v: f'{v:.0f}')} |"
+            f"| {spread(rss, lambda v: f'{v:.0f}')} "
+            f"| {spread([r['p50_us'] for r in rows], lambda v: f'{v:.0f}')} "
+            f"| {spread([r.get('p50_ratio') for r in rows], lambda v: f'{v:.2f}')} |"
         )
+    notes = []
+    for in_flight, scenario in keys:
+        rows = [r for rs, _ in runs for r in rs if (r["in_flight"], r["scenario"]) == (in_flight, scenario)]
+        for part in rows[0].get("parts") or {}:
+            parts = [r["parts"][part] for r in rows]
+            notes.append(
+                f"| {in_flight} | {scenario} | {part} "
+                f"| {spread([p['p50_us'] for p in parts], lambda v: f'{v:.0f}')} "
+                f"| {spread([p['p99_us'] for p in parts], lambda v: f'{v:.0f}')} |"
+            )
+    if notes:
+        print("\n| in flight | scenario | call | p50 µs | p99 µs |")
+        print("|---|---|---|---|---|")
+        print("\n".join(notes))
+    for in_flight, scenario in keys:
+        rows = [r for rs, _ in runs for r in rs if (r["in_flight"], r["scenario"]) == (in_flight, scenario)]
+        errors = [r["errors"] for r in rows]
+        unchanged = [r.get("unchanged", 0) for r in rows]
+        if any(errors) or any(unchanged):
+            codes = {}
+            for r in rows:
+                for code, count in r["error_codes"].items():
+                    codes[code] = codes.get(code, 0) + count
+            codes = f" {codes}" if codes else ""
+            print(f"\n{scenario} at {in_flight} in flight: errors per run {errors}{codes}, "
+                  f"unchanged (not ok) per run {unchanged}")
     startups = [s for _, s in runs if s is not None]
     if startups:
         print(f"\nstartup to SERVING: {spread(startups, lambda v: f'{v:.0f}')} ms")

@@ -3,18 +3,41 @@
 # (loopback only, bounded in time). Extra arguments go to loadgen, e.g.
 #   scripts/bench.sh --scenarios health,authorize_token --in-flight 64
 # Set BENCH_SERVE_ARGS for extra `usermgmt serve` flags, BENCH_SEED_USERS to
-# give the organisation that many more users first.
+# give the organisation that many more users first. BENCH_REPLICAS=N starts N
+# `usermgmt serve` replicas of the same database on distinct loopback ports;
+# the load goes to the first, and every writer waits for all N caches to
+# settle. BENCH_BIN=DIR takes usermgmt and loadgen from DIR instead of the
+# target directory (e.g. a copy kept aside, to compare builds).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-BIN=target/release
-[[ -x $BIN/usermgmt && -x $BIN/loadgen ]] || cargo build --release --locked --bin usermgmt --bin loadgen
+if [[ -n ${BENCH_BIN:-} ]]; then
+    BIN=$BENCH_BIN
+    [[ -x $BIN/usermgmt && -x $BIN/loadgen ]] || { echo "BENCH_BIN=$BIN has no usermgmt and loadgen" >&2; exit 1; }
+else
+    BIN=${CARGO_TARGET_DIR:-target}/release
+    [[ -x $BIN/usermgmt && -x $BIN/loadgen ]] || cargo build --release --locked --bin usermgmt --bin loadgen
+fi
+REPLICAS=${BENCH_REPLICAS:-1}
+[[ $REPLICAS =~ ^[1-9][0-9]?$ ]] || { echo "BENCH_REPLICAS must be 1 to 99, not $REPLICAS" >&2; exit 1; }
 DB="usermgmt_bench_$$"
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-SERVER=""
+# Distinct free loopback ports: all bound at once, then released.
+read -r -a PORTS <<<"$(python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$REPLICAS")"
+SERVERS=()
 cleanup() {
-    [[ -n $SERVER ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+    local pid
+    for pid in "${SERVERS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${SERVERS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
     psql -qh 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -30,8 +53,19 @@ if [[ -n ${BENCH_SEED_USERS:-} ]]; then
     USERMGMT_LOG=warn $BIN/usermgmt seed --organisation-id "$ORG" --users "$BENCH_SEED_USERS"
 fi
 
-# shellcheck disable=SC2086
-USERMGMT_LOG=warn $BIN/usermgmt serve --listen "127.0.0.1:$PORT" ${BENCH_SERVE_ARGS:-} &
-SERVER=$!
-$BIN/loadgen --addr "http://127.0.0.1:$PORT" --email bench@example.com --password "$PASSWORD" \
-    --service-key "$SERVICE_KEY" --api-key "$API_KEY" --server-pid "$SERVER" --wait-serving "$@"
+OTHERS=()
+for PORT in "${PORTS[@]}"; do
+    # shellcheck disable=SC2086
+    USERMGMT_LOG=warn $BIN/usermgmt serve --listen "127.0.0.1:$PORT" ${BENCH_SERVE_ARGS:-} &
+    SERVERS+=("$!")
+    [[ $PORT == "${PORTS[0]}" ]] || OTHERS+=("http://127.0.0.1:$PORT")
+done
+# --wait-serving waits until the first and every other replica is SERVING.
+PIDS=$(IFS=,; echo "${SERVERS[*]}")
+REPLICA_ARGS=()
+if ((${#OTHERS[@]})); then
+    REPLICA_ARGS=(--other-replicas "$(IFS=,; echo "${OTHERS[*]}")")
+fi
+$BIN/loadgen --addr "http://127.0.0.1:${PORTS[0]}" --email bench@example.com --password "$PASSWORD" \
+    --service-key "$SERVICE_KEY" --api-key "$API_KEY" --server-pid "$PIDS" --wait-serving \
+    "${REPLICA_ARGS[@]}" "$@"

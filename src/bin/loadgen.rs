@@ -11,6 +11,12 @@
 //! prints req/s, p50 and p99 per scenario, and each scenario's ratio to the
 //! baseline measured at the same in-flight level in the same run.
 //!
+//! The write scenarios (`update_user_role`, `invite_cycle`) change the
+//! database and wait for every replica's cache to settle; run them at a small
+//! in-flight level (e.g. `--in-flight 4`). With `--other-replicas`, loadgen
+//! also waits for the other replicas of the same database to be SERVING
+//! before it measures (the load still goes to `--addr` only).
+//!
 //! ```text
 //! cargo build --release --bin usermgmt --bin loadgen
 //! target/release/loadgen --addr http://127.0.0.1:50051 \
@@ -25,7 +31,8 @@ use std::error::Error;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
 use tokio::time::Instant;
@@ -36,6 +43,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use usermgmt::auth::authenticator::{API_KEY_HEADER, BEARER_HEADER};
 use usermgmt::proto;
 use usermgmt::proto::auth_service_client::AuthServiceClient;
 use usermgmt::proto::playback_token_service_client::PlaybackTokenServiceClient;
@@ -123,14 +131,34 @@ struct Args {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
 
-    /// Process id of the server, to report its CPU use and RSS (Linux /proc).
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Process ids of the server and of its other replicas, comma-separated,
+    /// to report their CPU use (summed) and RSS (the largest) from Linux /proc.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
 
     /// First wait until the server is SERVING, and say how long that took
     /// (start loadgen right after the server to measure its startup).
     #[arg(long)]
     wait_serving: bool,
+
+    /// The other replicas of the same database, comma-separated (loopback
+    /// only). No load goes to them; with --wait-serving, loadgen waits until
+    /// each of them is SERVING too, so that every writer waits for their
+    /// cache acknowledgements from the first measurement on.
+    #[arg(long, value_delimiter = ',')]
+    other_replicas: Vec<String>,
+
+    /// The credential of the write scenarios: the signed-in user's access
+    /// token or the organisation API key (`--api-key`). Either must hold
+    /// `users.update_role` and `users.invite` (a nanoAdmin does).
+    #[arg(long, value_enum, default_value = "token")]
+    write_credential: WriteCredential,
+
+    /// The user whose role `update_user_role` alternates between nanoUser
+    /// and nanoReadOnly: not the signed-in user, and not a nanoAdmin. Unset:
+    /// loadgen creates one (`UserService.CreateUser`) before measuring.
+    #[arg(long)]
+    target_user_id: Option<String>,
 
     /// Also print one JSON object per measurement on stdout.
     #[arg(long)]
@@ -167,6 +195,38 @@ enum Scenario {
     ListUsersDeep,
     /// `UserService/ListUsers`, first page of 100 nanoUsers (role filter).
     ListUsersRole,
+    /// `UserService/UpdateUserRole` of one target user (see
+    /// `--target-user-id`), alternately to nanoReadOnly and to nanoUser. A
+    /// write: it takes the organisation's row lock, renews the target's
+    /// tokenKey and waits for every replica's cache to settle. A call that
+    /// changes nothing (a concurrent call had set that role first) is counted
+    /// apart, not as ok.
+    UpdateUserRole,
+    /// `UserService/CreateInvite` of a fresh email, then
+    /// `UserService/RevokeInvite` of that invite: one iteration is both calls
+    /// (each call's latency is reported too).
+    InviteCycle,
+}
+
+/// Which credential the write scenarios present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "kebab-case")]
+enum WriteCredential {
+    /// The signed-in user's access token.
+    Token,
+    /// The organisation API key (`--api-key`).
+    ApiKey,
+}
+
+/// What one successful call (or iteration) of a scenario was.
+#[derive(Debug)]
+enum Outcome {
+    Done,
+    /// A write that changed nothing; not counted as ok.
+    Unchanged,
+    /// Done; the latency of each of its calls, in nanoseconds, in the order
+    /// of [`Scenario::parts`].
+    Parts([u64; 2]),
 }
 
 /// How many logins run during `authorize_during_logins`.
@@ -176,8 +236,21 @@ const DEEP_PAGE: usize = 1000;
 const LIST_PAGE_SIZE: i32 = 100;
 
 impl Scenario {
-    /// Sends one request; `Ok` only for an OK response.
-    async fn call(self, channel: &Channel, session: &Session) -> Result<(), Status> {
+    /// The calls of one iteration, where it makes more than one.
+    fn parts(self) -> &'static [&'static str] {
+        match self {
+            Scenario::InviteCycle => &["create_invite", "revoke_invite"],
+            _ => &[],
+        }
+    }
+
+    fn writes(self) -> bool {
+        matches!(self, Scenario::UpdateUserRole | Scenario::InviteCycle)
+    }
+
+    /// Sends one request (or one iteration's requests); `Ok` only for OK
+    /// responses.
+    async fn call(self, channel: &Channel, session: &Session) -> Result<Outcome, Status> {
         match self {
             Scenario::Health => {
                 let response = HealthClient::new(channel.clone())
@@ -259,8 +332,57 @@ impl Scenario {
                     ));
                 }
             }
+            Scenario::UpdateUserRole => {
+                // The target starts as nanoUser: even flips demote it to
+                // nanoReadOnly, odd ones promote it back.
+                let flip = session.role_flips.fetch_add(1, Ordering::Relaxed);
+                let role = if flip.is_multiple_of(2) {
+                    proto::Role::NanoReadOnly
+                } else {
+                    proto::Role::NanoUser
+                };
+                let request = proto::UpdateUserRoleRequest {
+                    user_id: session.target_user_id.clone().unwrap_or_default(),
+                    role: role as i32,
+                    etag: String::new(),
+                };
+                let answer = UserServiceClient::new(channel.clone())
+                    .update_user_role(session.writer(request)?)
+                    .await?
+                    .into_inner();
+                if !answer.changed {
+                    return Ok(Outcome::Unchanged);
+                }
+            }
+            Scenario::InviteCycle => {
+                let mut users = UserServiceClient::new(channel.clone());
+                let sequence = session.invite_sequence.fetch_add(1, Ordering::Relaxed);
+                let request = proto::CreateInviteRequest {
+                    email: format!("loadgen-{}-{sequence}@example.com", session.nonce),
+                    role: proto::Role::NanoReadOnly as i32,
+                    ttl: None,
+                };
+                let started = Instant::now();
+                let invite = users
+                    .create_invite(session.writer(request)?)
+                    .await?
+                    .into_inner()
+                    .invite
+                    .ok_or_else(|| Status::internal("CreateInvite answered no invite"))?;
+                let created = Instant::now();
+                users
+                    .revoke_invite(session.writer(proto::RevokeInviteRequest {
+                        invite_id: invite.id,
+                    })?)
+                    .await?;
+                let revoked = Instant::now();
+                return Ok(Outcome::Parts([
+                    nanos(created.duration_since(started)),
+                    nanos(revoked.duration_since(created)),
+                ]));
+            }
         }
-        Ok(())
+        Ok(Outcome::Done)
     }
 
     fn name(self) -> String {
@@ -283,9 +405,29 @@ struct Session {
     email: String,
     password: String,
     organisation_id: String,
+    /// The credential of the write scenarios.
+    write_credential: Option<(&'static str, AsciiMetadataValue)>,
+    /// The user `update_user_role` changes.
+    target_user_id: Option<String>,
+    /// How many role changes were sent (the next one's parity picks the role).
+    role_flips: AtomicU64,
+    /// How many invites were sent, for fresh emails.
+    invite_sequence: AtomicU64,
+    /// Unique to this loadgen run, so that its emails are fresh.
+    nonce: String,
 }
 
 impl Session {
+    /// A request with the write scenarios' credential.
+    fn writer<T>(&self, message: T) -> Result<Request<T>, Status> {
+        let (header, value) = self.write_credential.clone().ok_or_else(|| {
+            Status::invalid_argument("--write-credential api-key needs --api-key")
+        })?;
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(header, value);
+        Ok(request)
+    }
+
     fn as_service<T>(&self, message: T) -> Result<Request<T>, Status> {
         let key = self.service_key.clone().ok_or_else(|| {
             Status::invalid_argument("the authorize scenarios need --service-key")
@@ -309,6 +451,10 @@ impl Session {
 struct WorkerStats {
     /// Latency of each OK call, in nanoseconds.
     latencies: Vec<u64>,
+    /// Latency of each call of the OK iterations, per [`Scenario::parts`].
+    parts: Vec<Vec<u64>>,
+    /// Writes that changed nothing.
+    unchanged: u64,
     errors: Errors,
 }
 
@@ -350,6 +496,8 @@ impl Errors {
 struct Round {
     /// Latency of each OK call, in nanoseconds (unsorted).
     latencies: Vec<u64>,
+    parts: Vec<Vec<u64>>,
+    unchanged: u64,
     errors: Errors,
     seconds: f64,
     cpu: Option<CpuUse>,
@@ -363,10 +511,13 @@ struct Measurement {
     seconds: f64,
     ok: u64,
     errors: Errors,
+    unchanged: u64,
     req_per_s: f64,
     p50_us: f64,
     p99_us: f64,
     max_us: f64,
+    /// Per call of a many-call iteration: name, p50 and p99 in µs.
+    parts: Vec<(&'static str, f64, f64)>,
     cpu: Option<CpuUse>,
 }
 
@@ -379,23 +530,40 @@ impl Measurement {
         );
         let seconds: f64 = rounds.iter().map(|r| r.seconds).sum();
         let mut latencies = Vec::new();
+        let mut parts: Vec<Vec<u64>> = scenario.parts().iter().map(|_| Vec::new()).collect();
         let mut errors = Errors::default();
+        let mut unchanged = 0;
         for round in rounds {
             latencies.extend(round.latencies);
+            for (pooled, part) in parts.iter_mut().zip(round.parts) {
+                pooled.extend(part);
+            }
             errors.merge(round.errors);
+            unchanged += round.unchanged;
         }
         latencies.sort_unstable();
         let ok = latencies.len() as u64;
+        let parts = scenario
+            .parts()
+            .iter()
+            .zip(parts)
+            .map(|(&name, mut part)| {
+                part.sort_unstable();
+                (name, percentile_us(&part, 0.50), percentile_us(&part, 0.99))
+            })
+            .collect();
         Measurement {
             scenario,
             in_flight,
             seconds,
             ok,
             errors,
+            unchanged,
             req_per_s: ok as f64 / seconds,
             p50_us: percentile_us(&latencies, 0.50),
             p99_us: percentile_us(&latencies, 0.99),
             max_us: latencies.last().map_or(f64::NAN, |&ns| ns as f64 / 1e3),
+            parts,
             cpu,
         }
     }
@@ -424,13 +592,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), BoxError> {
-    require_loopback(&args.addr)?;
-    let endpoint = Endpoint::from_shared(args.addr.clone())
-        .map_err(|e| format!("invalid --addr {:?}: {}", args.addr, error_chain(&e)))?
+fn loopback_endpoint(addr: &str) -> Result<Endpoint, BoxError> {
+    require_loopback(addr)?;
+    Ok(Endpoint::from_shared(addr.to_owned())
+        .map_err(|e| format!("invalid address {addr:?}: {}", error_chain(&e)))?
         .tcp_nodelay(true)
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
+        .timeout(CALL_TIMEOUT))
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    let endpoint = loopback_endpoint(&args.addr)?;
+    let others = args
+        .other_replicas
+        .iter()
+        .map(|addr| loopback_endpoint(addr))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let scenarios = ordered_scenarios(&args.scenarios);
     let levels = dedup(&args.in_flight);
@@ -440,8 +617,25 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "startup: SERVING {} ms after loadgen started",
             took.as_millis()
         );
+        for (addr, other) in args.other_replicas.iter().zip(&others) {
+            let took = wait_serving(other).await?;
+            println!(
+                "replica {addr}: SERVING (waited {} ms more)",
+                took.as_millis()
+            );
+        }
     }
     let session = Arc::new(login(&endpoint, &args).await?);
+    if scenarios.iter().any(|s| s.writes()) {
+        eprintln!(
+            "loadgen: write scenarios as {} · {} replica(s)",
+            match args.write_credential {
+                WriteCredential::Token => "the signed-in user",
+                WriteCredential::ApiKey => "the organisation API key",
+            },
+            1 + args.other_replicas.len()
+        );
+    }
 
     let per_measurement = args.warmup_secs + args.duration_secs;
     let total =
@@ -569,6 +763,24 @@ async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
         .map(MetadataValue::try_from)
         .transpose()
         .map_err(|e| format!("the service key is not a valid header value: {e}"))?;
+    let write_credential = match args.write_credential {
+        WriteCredential::Token => Some((BEARER_HEADER, bearer.clone())),
+        WriteCredential::ApiKey => args
+            .api_key
+            .as_deref()
+            .map(MetadataValue::try_from)
+            .transpose()
+            .map_err(|e| format!("the API key is not a valid header value: {e}"))?
+            .map(|key| (API_KEY_HEADER, key)),
+    };
+    let nonce = format!(
+        "{:x}-{:x}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
     let mut session = Session {
         bearer,
         access_token: response.access_token,
@@ -580,7 +792,18 @@ async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
         email: args.email.clone(),
         password: args.password.clone(),
         organisation_id: args.organisation_id.clone(),
+        write_credential,
+        target_user_id: None,
+        role_flips: AtomicU64::new(0),
+        invite_sequence: AtomicU64::new(0),
+        nonce,
     };
+    if args.scenarios.iter().any(|s| s.writes()) && session.write_credential.is_none() {
+        return Err("--write-credential api-key needs --api-key".into());
+    }
+    if args.scenarios.contains(&Scenario::UpdateUserRole) {
+        session.target_user_id = Some(role_target(endpoint, args, &session).await?);
+    }
     if args.scenarios.contains(&Scenario::ListUsersDeep) {
         session.deep_page_token = Some(deep_page_token(endpoint, &session).await?);
     }
@@ -588,6 +811,73 @@ async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
         session.playback_token = Some(issue_playback_token(endpoint, &session).await?);
     }
     Ok(session)
+}
+
+/// The id of the user `update_user_role` changes, which is then a nanoUser:
+/// `--target-user-id` (checked), or a user created for it.
+async fn role_target(
+    endpoint: &Endpoint,
+    args: &Args,
+    session: &Session,
+) -> Result<String, BoxError> {
+    let mut users = UserServiceClient::new(endpoint.connect().await?);
+    let user = match &args.target_user_id {
+        Some(id) => {
+            if *id == session.user_id {
+                return Err(
+                    "--target-user-id must not be the signed-in user: a role change \
+                            renews the target's tokenKey"
+                        .into(),
+                );
+            }
+            users
+                .get_user(session.authorized(proto::GetUserRequest {
+                    user_id: id.clone(),
+                }))
+                .await
+                .map_err(|s| format!("--target-user-id {id}: {:?}: {}", s.code(), s.message()))?
+                .into_inner()
+                .user
+        }
+        None => {
+            let request = proto::CreateUserRequest {
+                email: format!("loadgen-target-{}@example.com", session.nonce),
+                role: proto::Role::NanoUser as i32,
+                password: format!("loadgen target {}", session.nonce),
+            };
+            users
+                .create_user(session.writer(request)?)
+                .await
+                .map_err(|s| {
+                    format!(
+                        "creating the update_user_role target failed: {:?}: {}",
+                        s.code(),
+                        s.message()
+                    )
+                })?
+                .into_inner()
+                .user
+        }
+    }
+    .ok_or("the server answered no user")?;
+    let role = user.role();
+    if role == proto::Role::NanoReadOnly {
+        // Start from nanoUser, as the alternation assumes.
+        users
+            .update_user_role(session.writer(proto::UpdateUserRoleRequest {
+                user_id: user.id.clone(),
+                role: proto::Role::NanoUser as i32,
+                etag: String::new(),
+            })?)
+            .await?;
+    } else if role != proto::Role::NanoUser {
+        return Err(format!(
+            "the update_user_role target {} is a {role:?}: give a nanoUser or nanoReadOnly",
+            user.id
+        )
+        .into());
+    }
+    Ok(user.id)
 }
 
 /// The page token of page [`DEEP_PAGE`], found by walking the pages.
@@ -721,21 +1011,27 @@ async fn measure(
     };
 
     tokio::time::sleep_until(warmup_end).await;
-    let cpu_before = CpuSample::take(args.server_pid);
+    let cpu_before = CpuSample::take(&args.server_pid);
     let mut latencies = Vec::new();
+    let mut parts: Vec<Vec<u64>> = scenario.parts().iter().map(|_| Vec::new()).collect();
+    let mut unchanged = 0;
     let mut errors = Errors::default();
     for handle in workers {
         let stats = handle
             .await
             .map_err(|e| format!("a {} worker failed: {e}", scenario.name()))?;
         latencies.extend(stats.latencies);
+        for (pooled, part) in parts.iter_mut().zip(stats.parts) {
+            pooled.extend(part);
+        }
+        unchanged += stats.unchanged;
         errors.merge(stats.errors);
     }
     let finished = Instant::now();
     for login in storm {
         let _ = login.await;
     }
-    let cpu = match (cpu_before, CpuSample::take(args.server_pid)) {
+    let cpu = match (cpu_before, CpuSample::take(&args.server_pid)) {
         (Some(before), Some(after)) => Some(CpuUse::between(&before, &after)),
         _ => None,
     };
@@ -743,6 +1039,8 @@ async fn measure(
 
     Ok(Round {
         latencies,
+        parts,
+        unchanged,
         errors,
         seconds: finished.duration_since(warmup_end).as_secs_f64(),
         cpu,
@@ -758,7 +1056,10 @@ async fn worker(
     warmup_end: Instant,
     end: Instant,
 ) -> WorkerStats {
-    let mut stats = WorkerStats::default();
+    let mut stats = WorkerStats {
+        parts: scenario.parts().iter().map(|_| Vec::new()).collect(),
+        ..WorkerStats::default()
+    };
     loop {
         let start = Instant::now();
         if start >= end {
@@ -769,16 +1070,23 @@ async fn worker(
             continue;
         }
         match result {
-            Ok(()) => {
-                let nanos = start.elapsed().as_nanos();
-                stats
-                    .latencies
-                    .push(u64::try_from(nanos).unwrap_or(u64::MAX));
+            Ok(Outcome::Unchanged) => stats.unchanged += 1,
+            Ok(outcome) => {
+                stats.latencies.push(nanos(start.elapsed()));
+                if let Outcome::Parts(parts) = outcome {
+                    for (pooled, part) in stats.parts.iter_mut().zip(parts) {
+                        pooled.push(part);
+                    }
+                }
             }
             Err(status) => stats.errors.record(&status),
         }
     }
     stats
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Nearest-rank percentile of sorted nanoseconds, in microseconds.
@@ -848,6 +1156,20 @@ fn print_table(args: &Args, in_flight: u32, results: &[Measurement]) {
         println!("{line}");
     }
     for m in results {
+        for (name, p50, p99) in &m.parts {
+            println!(
+                "  {} per call: {name} p50 {p50:.0} µs, p99 {p99:.0} µs",
+                m.scenario.name()
+            );
+        }
+        if m.unchanged > 0 {
+            println!(
+                "  {}: {} call(s) changed nothing (a concurrent call had set that role \
+                 first); not counted as ok",
+                m.scenario.name(),
+                m.unchanged
+            );
+        }
         for error in m.errors.describe() {
             println!("  errors of {}: {error}", m.scenario.name());
         }
@@ -887,6 +1209,14 @@ fn print_json(args: &Args, results: &[Measurement]) {
             .iter()
             .map(|(code, (count, _))| (format!("{:?}", Code::from(*code)), (*count).into()))
             .collect();
+        let parts: serde_json::Map<String, serde_json::Value> = m
+            .parts
+            .iter()
+            .map(|(name, p50, p99)| {
+                let part = serde_json::json!({"p50_us": finite(*p50), "p99_us": finite(*p99)});
+                ((*name).to_owned(), part)
+            })
+            .collect();
         let line = serde_json::json!({
             "scenario": m.scenario.name(),
             "in_flight": m.in_flight,
@@ -901,6 +1231,9 @@ fn print_json(args: &Args, results: &[Measurement]) {
             "max_us": finite(m.max_us),
             "req_per_s_ratio": ratio(m.req_per_s, base.map(|b| b.req_per_s)),
             "p99_ratio": ratio(m.p99_us, base.map(|b| b.p99_us)),
+            "p50_ratio": ratio(m.p50_us, base.map(|b| b.p50_us)),
+            "unchanged": m.unchanged,
+            "parts": parts,
             "cpu_cores": m.cpu.as_ref().map(|c| c.cores),
             "cpu_busy_cores": m.cpu.as_ref().map(|c| c.busy_cores),
             "loadgen_cores": m.cpu.as_ref().map(|c| c.loadgen_cores),
@@ -937,8 +1270,9 @@ struct CpuUse {
 }
 
 impl CpuSample {
-    /// `None` where /proc is not available.
-    fn take(server_pid: Option<u32>) -> Option<CpuSample> {
+    /// `None` where /proc is not available. The servers' ticks are summed
+    /// (`None` unless every one was read); the RSS is the largest.
+    fn take(server_pids: &[u32]) -> Option<CpuSample> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let mut lines = stat.lines();
         let fields: Vec<u64> = lines
@@ -954,8 +1288,15 @@ impl CpuSample {
             .filter(|line| line.starts_with("cpu") && !line.starts_with("cpu "))
             .count();
         let loadgen = process_ticks("self")?;
-        let server = server_pid.and_then(|pid| process_ticks(&pid.to_string()));
-        let server_rss_kib = server_pid.and_then(rss_kib);
+        let server = (!server_pids.is_empty())
+            .then(|| {
+                server_pids
+                    .iter()
+                    .map(|pid| process_ticks(&pid.to_string()))
+                    .sum::<Option<u64>>()
+            })
+            .flatten();
+        let server_rss_kib = server_pids.iter().filter_map(|&pid| rss_kib(pid)).max();
         Some(CpuSample {
             total,
             idle,
