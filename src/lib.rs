@@ -1,21 +1,21 @@
 //! usermgmt: the users, roles and access tokens of a streaming cloud's
 //! organisations, served over gRPC.
 
-pub mod api;
+pub(crate) mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod healthcheck;
-pub mod limits;
-pub mod metrics;
-pub mod net;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod net;
 pub mod server;
-pub mod status;
+pub(crate) mod status;
 pub mod store;
-pub mod telemetry;
-pub mod tls;
-pub mod web;
+pub(crate) mod telemetry;
+pub(crate) mod tls;
+pub(crate) mod web;
 
 #[cfg(test)]
 mod props;

@@ -4,10 +4,10 @@
 //! write path ([`crate::store::write`]), which re-verifies the caller at
 //! commit.
 
-pub mod audit;
-pub mod confirm;
-pub mod organisation;
-pub mod playback;
+pub(crate) mod audit;
+pub(crate) mod confirm;
+pub(crate) mod organisation;
+pub(crate) mod playback;
 pub mod provisioning;
 pub mod sessions;
-pub mod users;
+pub(crate) mod users;

@@ -1,13 +1,13 @@
 //! Authentication and authorization: access tokens, passwords, the access
 //! rule of every RPC and the check that runs before every call.
 
-pub mod access;
+pub(crate) mod access;
 pub mod authenticator;
-pub mod layer;
-pub mod opaque;
+pub(crate) mod layer;
+pub(crate) mod opaque;
 pub mod passwords;
 pub mod playback;
-pub mod principal;
+pub(crate) mod principal;
 pub mod ratelimit;
 pub mod tokens;
 

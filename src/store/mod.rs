@@ -1,20 +1,20 @@
 //! Persistence: the Diesel schema, rows, queries and the connection pool.
 //! Every query about users takes the caller's organisation id.
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod cache;
-pub mod confirmations;
-pub mod invites;
-pub mod models;
-pub mod organisations;
-pub mod playback;
+pub(crate) mod confirmations;
+pub(crate) mod invites;
+pub(crate) mod models;
+pub(crate) mod organisations;
+pub(crate) mod playback;
 pub mod pool;
-pub mod schema;
-pub mod secrets;
-pub mod services;
-pub mod stats;
-pub mod users;
-pub mod write;
+pub(crate) mod schema;
+pub(crate) mod secrets;
+pub(crate) mod services;
+pub(crate) mod stats;
+pub(crate) mod users;
+pub(crate) mod write;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncPgConnection;

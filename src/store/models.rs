@@ -174,7 +174,6 @@ impl From<AuditRow> for crate::domain::audit::AuditEvent {
 #[diesel(table_name = super::schema::playback_signing_keys, check_for_backend(diesel::pg::Pg))]
 pub struct SigningKeyRow {
     pub kid: String,
-    pub organisation_id: Uuid,
     pub alg: String,
     pub private_key: Vec<u8>,
 }
@@ -206,8 +205,6 @@ pub struct PublicKeyRow {
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = super::schema::playback_tokens, check_for_backend(diesel::pg::Pg))]
 pub struct PlaybackTokenRow {
-    pub jti: Uuid,
-    pub organisation_id: Uuid,
     pub revocable: bool,
     pub scope: String,
     pub revoked_at: Option<DateTime<Utc>>,
