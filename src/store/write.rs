@@ -107,6 +107,14 @@ impl<T> Change<T> {
     }
 }
 
+/// The caller of a write, as the write path re-verifies it.
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    ctx: &'a ChangeContext,
+    permission: Option<Permission>,
+    lock: OrgLock,
+}
+
 impl Store {
     /// Runs `change` as `ctx`'s caller, who needs `permission` (none: any
     /// role), through the one write path described in this module.
@@ -123,37 +131,28 @@ impl Store {
             + Mutation<'r, T>
             + Send,
     {
-        let mut conn = self.conn().await?;
-        let done = conn
-            .transaction::<_, DomainError, _>(async |conn| {
-                lock_and_recheck(conn, ctx, permission, lock).await?;
-                let mut done = change(&mut *conn).await?;
-                for (actor, audit) in std::mem::take(&mut done.audits) {
-                    match actor {
-                        None => record(conn, ctx, audit).await?,
-                        Some(actor) => {
-                            let by = ChangeContext {
-                                actor: actor.clone(),
-                                ..ctx.clone()
-                            };
-                            record(conn, &by, audit).await?
-                        }
-                    }
-                }
-                Ok(done)
-            })
-            .await?;
-        drop(conn);
-        if done.settles {
-            self.settle().await;
-        }
-        Ok(done.value)
+        let caller = Caller {
+            ctx,
+            permission,
+            lock,
+        };
+        self.commit(Some(caller), change).await
     }
 
     /// An operator's change from the command line (provisioning, services):
-    /// no caller to re-verify and no organisation to lock, but the same
-    /// transaction and settle as [`Self::write`].
+    /// the same path, with no caller to re-verify, no organisation to lock
+    /// and nothing to audit.
     pub async fn operate<T, F>(&self, change: F) -> Result<T, DomainError>
+    where
+        T: Send,
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<Change<T>, DomainError>
+            + Mutation<'r, T>
+            + Send,
+    {
+        self.commit(None, change).await
+    }
+
+    async fn commit<T, F>(&self, caller: Option<Caller<'_>>, change: F) -> Result<T, DomainError>
     where
         T: Send,
         for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<Change<T>, DomainError>
@@ -163,11 +162,19 @@ impl Store {
         let mut conn = self.conn().await?;
         let done = conn
             .transaction::<_, DomainError, _>(async |conn| {
-                let done = change(&mut *conn).await?;
-                if !done.audits.is_empty() {
-                    return Err(DomainError::Internal(
-                        "an operator's change has no organisation to audit in".into(),
-                    ));
+                if let Some(caller) = caller {
+                    lock_and_recheck(conn, caller).await?;
+                }
+                let mut done = change(&mut *conn).await?;
+                let audits = std::mem::take(&mut done.audits);
+                match caller {
+                    Some(caller) => record_all(conn, caller.ctx, audits).await?,
+                    None if audits.is_empty() => {}
+                    None => {
+                        return Err(DomainError::Internal(
+                            "an operator's change has no organisation to audit in".into(),
+                        ));
+                    }
                 }
                 Ok(done)
             })
@@ -180,14 +187,39 @@ impl Store {
     }
 }
 
+/// Records a change's audit events, each as made by the caller or by the
+/// actor it names.
+async fn record_all(
+    conn: &mut AsyncPgConnection,
+    ctx: &ChangeContext,
+    audits: Vec<(Option<Actor>, Audit)>,
+) -> Result<(), DomainError> {
+    for (actor, audit) in audits {
+        match actor {
+            None => record(conn, ctx, audit).await?,
+            Some(actor) => {
+                let by = ChangeContext {
+                    actor,
+                    ..ctx.clone()
+                };
+                record(conn, &by, audit).await?
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Takes the organisation's row lock, then checks that the caller may still
 /// make the change.
 async fn lock_and_recheck(
     conn: &mut AsyncPgConnection,
-    ctx: &ChangeContext,
-    permission: Option<Permission>,
-    lock: OrgLock,
+    caller: Caller<'_>,
 ) -> Result<(), DomainError> {
+    let Caller {
+        ctx,
+        permission,
+        lock,
+    } = caller;
     let api_key = lock_organisation_row(conn, ctx.organisation_id, lock).await?;
     match (&ctx.proof, &ctx.actor) {
         (Proof::ApiKey(hash), Actor::ApiKey(_)) => {
