@@ -10,6 +10,7 @@ mod attacks;
 mod audit;
 mod authorize;
 mod bad_input;
+mod commit_recheck;
 mod db_faults;
 mod example_env;
 mod grpc_web;
