@@ -15,6 +15,7 @@ mod db_faults;
 mod example_env;
 mod grpc_web;
 mod healthcheck;
+mod invite_authority;
 mod isolation;
 mod last_admin;
 mod login;
