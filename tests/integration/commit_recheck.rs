@@ -598,6 +598,10 @@ async fn run_cases(kind: CallerKind, revocations: &[Revocation]) {
             }
         }
     }
+    eprintln!(
+        "commit_recheck: {number} cases by {kind:?}, {} failed",
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {number} cases failed:\n{}",

@@ -51,6 +51,7 @@ async fn storm(
         });
     }
     let mut storm = Storm::default();
+    let calls = tasks.len();
     while let Some(joined) = tasks.join_next().await {
         let (email, result) = joined.expect("a CreateUser task");
         match result {
@@ -62,6 +63,11 @@ async fn storm(
             Err(status) => storm.refused.push((email, status)),
         }
     }
+    eprintln!(
+        "hasher_bounds: {calls} calls at once, {} created, {} refused",
+        storm.created.len(),
+        storm.refused.len()
+    );
     storm
 }
 
