@@ -1,8 +1,11 @@
 //! An organisation always keeps a nanoAdmin, whatever races.
 
-use tonic::Code;
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
 use usermgmt::proto::Role;
 
+use crate::support::dump::{assert_same, dump_org, dump_org_on};
+use crate::support::lock::OrgLock;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,6 +25,85 @@ async fn the_last_admin_can_be_neither_demoted_nor_deleted() {
         .who_am_i()
         .await
         .expect("still an admin, still signed in");
+}
+
+/// A's demotion of B waits for the organisation's lock; meanwhile A is
+/// demoted exactly as the service demotes (role and tokenKey in one new
+/// version). A's call must then fail as a revoked caller, not as the last
+/// admin's guard, and B stays nanoAdmin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demotion_queued_behind_its_callers_own_demotion_fails_as_revoked() {
+    let server = TestServer::start().await;
+    let org = create_org(&server.db, "Acme").await;
+    let channel = server.channel().await;
+    let a = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let b = a
+        .create_user("b@acme.example.com", Role::NanoAdmin)
+        .await
+        .expect("create B");
+
+    let lock = OrgLock::take(&server.db, org.id).await;
+    let mut demotion = tokio::spawn({
+        let (a, b) = (a.clone(), b.id.clone());
+        async move { a.set_role(&b, Role::NanoReadOnly, "").await }
+    });
+    lock.until_queued(&mut demotion, "A demotes B").await;
+    let demoted = lock
+        .tx()
+        .execute(
+            "UPDATE users SET role = 'nanoReadOnly', token_key = gen_random_uuid(), \
+             version = version + 1 WHERE id = $1",
+            &[&org.admin_id],
+        )
+        .await
+        .expect("demote A");
+    assert_eq!(demoted, 1);
+    let expected = dump_org_on(lock.tx(), org.id).await;
+    lock.commit().await;
+
+    let result = tokio::time::timeout(std::time::Duration::from_secs(20), demotion)
+        .await
+        .expect("the demotion ends")
+        .expect("the demotion's task");
+    assert_status(result, Code::Unauthenticated, Some("TOKEN_REVOKED"));
+    let role: String = server
+        .db
+        .client()
+        .await
+        .query_one("SELECT role FROM users WHERE id = $1::text::uuid", &[&b.id])
+        .await
+        .expect("B's role")
+        .get(0);
+    assert_eq!(role, "nanoAdmin", "B is still the organisation's admin");
+    assert_same(
+        &expected,
+        &dump_org(&server.db, org.id).await,
+        "A's refused demotion of B",
+    );
+}
+
+/// The refusals the race below may see, each for its own reason: the last
+/// admin's guard, a caller demoted or deleted before its call ran, a target
+/// already deleted, and (for the second step of DeleteUser) a confirmation
+/// refused by `domain::invariants::confirmation_valid`. Never
+/// PERMISSION_DENIED: a demotion through the service renews the tokenKey.
+fn expected_refusal(status: &Status, deletion: bool) -> bool {
+    let reason = status.get_details_error_info().map(|info| info.reason);
+    match (status.code(), reason.as_deref()) {
+        (Code::FailedPrecondition, Some("LAST_ADMIN")) => true,
+        (Code::Unauthenticated, Some("TOKEN_REVOKED")) => true,
+        (Code::NotFound, _) => true,
+        (
+            Code::FailedPrecondition,
+            Some(
+                "CONFIRMATION_INVALID"
+                | "CONFIRMATION_USED"
+                | "CONFIRMATION_EXPIRED"
+                | "CONFIRMATION_MISMATCH",
+            ),
+        ) => deletion,
+        _ => false,
+    }
 }
 
 /// Admins demote and delete each other all at once, many times over: every
@@ -62,26 +144,23 @@ async fn concurrent_demotions_and_deletions_always_leave_an_admin() {
             let demoter = actor.clone();
             let demoted = target.clone();
             tasks.spawn(async move {
-                demoter
-                    .set_role(&demoted, Role::NanoReadOnly, "")
-                    .await
-                    .map(|_| ())
+                let result = demoter.set_role(&demoted, Role::NanoReadOnly, "").await;
+                (false, result.map(|_| ()))
             });
-            tasks.spawn(async move { actor.confirm_delete(&target, &token).await.map(|_| ()) });
+            tasks.spawn(async move {
+                let result = actor.confirm_delete(&target, &token).await;
+                (true, result.map(|_| ()))
+            });
         }
         let mut refusals = 0;
         while let Some(joined) = tasks.join_next().await {
-            if let Err(status) = joined.expect("task") {
+            let (deletion, result) = joined.expect("task");
+            if let Err(status) = result {
                 refusals += 1;
                 assert!(
-                    matches!(
-                        status.code(),
-                        Code::FailedPrecondition
-                            | Code::Unauthenticated
-                            | Code::NotFound
-                            | Code::PermissionDenied
-                    ),
-                    "unexpected refusal: {status:?}"
+                    expected_refusal(&status, deletion),
+                    "round {round}: unexpected refusal of a {}: {status:?}",
+                    if deletion { "deletion" } else { "demotion" }
                 );
             }
         }

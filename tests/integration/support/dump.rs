@@ -11,18 +11,23 @@ pub type Dump = BTreeMap<String, Vec<String>>;
 
 /// Every row of every table.
 pub async fn dump_all(db: &TestDb) -> Dump {
-    dump(db, None).await
+    dump(&db.client().await, None).await
 }
 
 /// The rows of one organisation: the organisation itself and every row of a
 /// table with an `organisation_id` column that belongs to it.
 pub async fn dump_org(db: &TestDb, org: Uuid) -> Dump {
-    dump(db, Some(org)).await
+    dump(&db.client().await, Some(org)).await
+}
+
+/// Like [`dump_org`], through `client`: inside a transaction it is open in,
+/// it shows the rows as that transaction sees them (its own changes too).
+pub async fn dump_org_on(client: &tokio_postgres::Client, org: Uuid) -> Dump {
+    dump(client, Some(org)).await
 }
 
 /// Every table but the cache's transient bookkeeping (leases and acks).
-async fn dump(db: &TestDb, org: Option<Uuid>) -> Dump {
-    let client = db.client().await;
+async fn dump(client: &tokio_postgres::Client, org: Option<Uuid>) -> Dump {
     let tables = client
         .query(
             "SELECT t.table_name::text, EXISTS (SELECT 1 FROM information_schema.columns c \

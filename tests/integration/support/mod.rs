@@ -2,6 +2,7 @@
 
 pub mod db;
 pub mod dump;
+pub mod lock;
 pub mod proxy;
 pub mod server;
 

@@ -1,0 +1,97 @@
+//! Deterministic interleavings: the test holds an organisation's row lock in
+//! a transaction of its own, lets a call queue behind it, changes rows in
+//! that same transaction, then commits. The call then runs on exactly the
+//! rows the test left, whatever the timing.
+
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::db::TestDb;
+
+/// How long a call may take to queue behind the lock.
+pub const QUEUE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// An open transaction holding `SELECT … FOR UPDATE` on one organisation's
+/// row. Dropped without [`OrgLock::commit`], it rolls back (its connection
+/// closes).
+pub struct OrgLock {
+    tx: tokio_postgres::Client,
+    pid: i32,
+    /// A second connection, to watch the first one's waiters from outside
+    /// its transaction (pg_stat_activity is read once per transaction).
+    watcher: tokio_postgres::Client,
+}
+
+impl OrgLock {
+    pub async fn take(db: &TestDb, org: Uuid) -> Self {
+        let tx = db.client().await;
+        let pid: i32 = tx
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("the lock holder's backend pid")
+            .get(0);
+        tx.batch_execute("BEGIN").await.expect("begin");
+        let locked = tx
+            .execute(
+                "SELECT 1 FROM organisations WHERE id = $1 FOR UPDATE",
+                &[&org],
+            )
+            .await
+            .expect("lock the organisation's row");
+        assert_eq!(locked, 1, "organisation {org} exists");
+        OrgLock {
+            tx,
+            pid,
+            watcher: db.client().await,
+        }
+    }
+
+    /// The transaction holding the lock: what it changes, the queued call
+    /// sees once it gets the lock.
+    pub fn tx(&self) -> &tokio_postgres::Client {
+        &self.tx
+    }
+
+    /// Returns once a backend of this database waits on a lock this
+    /// transaction holds (polling pg_stat_activity). Panics if `call` ends
+    /// first (it did not wait for the organisation's row lock), or when
+    /// nothing queued within [`QUEUE_DEADLINE`].
+    pub async fn until_queued<T: Debug>(&self, call: &mut JoinHandle<T>, what: &str) {
+        let deadline = Instant::now() + QUEUE_DEADLINE;
+        loop {
+            let waiting: i64 = self
+                .watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                       AND $1 = ANY (pg_blocking_pids(pid))",
+                    &[&self.pid],
+                )
+                .await
+                .expect("read pg_stat_activity")
+                .get(0);
+            if waiting >= 1 {
+                return;
+            }
+            if call.is_finished() {
+                let result = call.await;
+                panic!(
+                    "{what}: the call ended without waiting for the organisation's row lock: {result:?}"
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the call did not queue on the organisation's row lock within {QUEUE_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Commits what the transaction changed and releases the lock.
+    pub async fn commit(self) {
+        self.tx.batch_execute("COMMIT").await.expect("commit");
+    }
+}
