@@ -76,7 +76,7 @@ impl AuthFailure {
     }
 }
 
-/// The errors of the service, in its own words. `crate::status` maps each to a
+/// The errors of the service, in its own words. The status module maps each to a
 /// gRPC status with `google.rpc` details.
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::models::{LoginRow, NewUserRow, UserRow};
 use super::schema::users;
+use super::write::Change;
 use super::{Store, db_error, is_unique_violation};
 use crate::domain::{DomainError, Role, user::User};
 
@@ -118,13 +119,15 @@ impl Store {
                 password_hash,
             })
             .collect();
-        let mut conn = self.conn().await?;
-        diesel::insert_into(users::table)
-            .values(&rows)
-            .execute(&mut conn)
-            .await
-            .map_err(user_exists_error)?;
-        Ok(())
+        self.operate(async |conn| {
+            diesel::insert_into(users::table)
+                .values(&rows)
+                .execute(conn)
+                .await
+                .map_err(user_exists_error)?;
+            Ok(Change::unchanged(()).settling())
+        })
+        .await
     }
 }
 
