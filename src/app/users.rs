@@ -236,10 +236,13 @@ impl Users {
                         keeps_an_admin(&user, Some(role), admins)?;
                     }
                     let updated = users::renew_token_key_with_role(conn, &user, role).await?;
-                    let revoked = if role.can(P::UsersInvite) {
-                        Vec::new()
-                    } else {
+                    // Every pending invite's creator holds users.invite (a
+                    // migration revoked older ones), so only losing it leaves
+                    // invites to revoke.
+                    let revoked = if user.role.can(P::UsersInvite) && !role.can(P::UsersInvite) {
                         revoke_invites_of(conn, &updated, "its creator lost users.invite").await?
+                    } else {
+                        Vec::new()
                     };
                     let audit = Audit::user(
                         USER_UPDATE_ROLE,

@@ -77,14 +77,6 @@ pub struct NewOrganisationRow<'a> {
     pub api_key_rotated_at: DateTime<Utc>,
 }
 
-/// What re-verifying a caller needs of its user: the current role and tokenKey.
-#[derive(Debug, Queryable, Selectable)]
-#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
-pub struct CredentialRow {
-    pub role: String,
-    pub token_key: Uuid,
-}
-
 /// A login candidate: a user with that email, and the password hash.
 /// `Debug` hides the hash.
 #[derive(Queryable, Selectable)]

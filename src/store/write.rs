@@ -14,17 +14,15 @@
 //! after it with nothing changed: never lands after the revocation was
 //! acknowledged.
 
-use diesel::{
-    ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
-};
+use diesel::sql_types::{Bytea, Nullable, Text};
+use diesel::{OptionalExtension as _, QueryableByName};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
 use super::Store;
 use super::audit::{Audit, record};
-use super::models::{CredentialRow, parse_role};
-use super::schema::{organisations, users};
+use super::models::parse_role;
 use crate::domain::actor::{Actor, ChangeContext, Proof};
 use crate::domain::error::AuthFailure;
 use crate::domain::{DomainError, Permission, Role};
@@ -220,84 +218,88 @@ async fn lock_and_recheck(
         permission,
         lock,
     } = caller;
-    let api_key = lock_organisation_row(conn, ctx.organisation_id, lock).await?;
+    let locked = lock_organisation(conn, ctx, lock).await?;
     match (&ctx.proof, &ctx.actor) {
         (Proof::ApiKey(hash), Actor::ApiKey(_)) => {
-            let current = api_key.hash.unwrap_or_default();
-            if bool::from(current.as_slice().ct_eq(hash.as_slice())) {
-                Ok(())
-            } else {
-                Err(DomainError::Unauthenticated(AuthFailure::ApiKeyInvalid))
-            }
-        }
-        (Proof::TokenKey(token_key), Actor::User(user_id)) => {
-            let (role, current_key) = user_standing(conn, ctx.organisation_id, *user_id)
-                .await?
-                .ok_or(DomainError::Unauthenticated(AuthFailure::TokenRevoked))?;
-            if !bool::from(current_key.as_bytes().ct_eq(token_key.as_bytes())) {
-                return Err(DomainError::Unauthenticated(AuthFailure::TokenRevoked));
-            }
-            holds(role, permission)
-        }
-        (Proof::Standing, Actor::User(user_id)) => {
-            let (role, _) = user_standing(conn, ctx.organisation_id, *user_id)
-                .await?
-                .ok_or(DomainError::Unauthenticated(AuthFailure::TokenRevoked))?;
-            holds(role, permission)
+            let current = locked.key_hash.unwrap_or_default();
+            ct_same(&current, hash, AuthFailure::ApiKeyInvalid)
         }
         (Proof::Standing, Actor::ApiKey(fingerprint)) => {
-            if api_key.fingerprint.as_deref() == Some(fingerprint.as_str()) {
-                Ok(())
-            } else {
-                Err(DomainError::Unauthenticated(AuthFailure::ApiKeyInvalid))
-            }
+            let current = locked.key_fingerprint.unwrap_or_default();
+            ct_same(
+                current.as_bytes(),
+                fingerprint.as_bytes(),
+                AuthFailure::ApiKeyInvalid,
+            )
         }
+        (Proof::TokenKey(token_key), Actor::User(_)) => {
+            let (role, current_key) = locked.member()?;
+            ct_same(
+                current_key.as_bytes(),
+                token_key.as_bytes(),
+                AuthFailure::TokenRevoked,
+            )?;
+            holds(role, permission)
+        }
+        (Proof::Standing, Actor::User(_)) => holds(locked.member()?.0, permission),
         (Proof::ApiKey(_), Actor::User(_)) | (Proof::TokenKey(_), Actor::ApiKey(_)) => Err(
             DomainError::Internal("a caller's proof does not match its actor".into()),
         ),
     }
 }
 
-/// The organisation's current API key, as read under its row lock.
-struct CurrentApiKey {
-    hash: Option<Vec<u8>>,
-    fingerprint: Option<String>,
-}
-
-/// Takes the organisation's row lock; NOT_FOUND when it does not exist.
-async fn lock_organisation_row(
-    conn: &mut AsyncPgConnection,
-    organisation_id: Uuid,
-    lock: OrgLock,
-) -> Result<CurrentApiKey, DomainError> {
-    let query = organisations::table.find(organisation_id).select((
-        organisations::api_key_hash,
-        organisations::api_key_fingerprint,
-    ));
-    let row = match lock {
-        OrgLock::Exclusive => query.for_update().first(conn).await,
-        OrgLock::Shared => query.for_share().first(conn).await,
+/// Ok when `current` equals `presented` (in constant time), else `failure`.
+fn ct_same(current: &[u8], presented: &[u8], failure: AuthFailure) -> Result<(), DomainError> {
+    if bool::from(current.ct_eq(presented)) {
+        Ok(())
+    } else {
+        Err(DomainError::Unauthenticated(failure))
     }
-    .optional()?;
-    let (hash, fingerprint) = row.ok_or(DomainError::NotFound("organisation"))?;
-    Ok(CurrentApiKey { hash, fingerprint })
 }
 
-/// A user's current role and tokenKey, if the user exists.
-async fn user_standing(
+/// What the lock read: the organisation's current API key, and the calling
+/// user's current role and tokenKey (none when the caller is no user, or no
+/// longer exists).
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Nullable<Bytea>)]
+    key_hash: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    key_fingerprint: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    member_role: Option<String>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Uuid>)]
+    member_token_key: Option<Uuid>,
+}
+
+impl Locked {
+    /// The calling user's role and tokenKey; TOKEN_REVOKED when it is gone.
+    fn member(&self) -> Result<(Role, Uuid), DomainError> {
+        match (&self.member_role, self.member_token_key) {
+            (Some(role), Some(token_key)) => Ok((parse_role(role)?, token_key)),
+            _ => Err(DomainError::Unauthenticated(AuthFailure::TokenRevoked)),
+        }
+    }
+}
+
+/// Takes the organisation's row lock and reads what the re-check needs, after
+/// the lock (the migration's `usermgmt_lock_organisation` says why it is one
+/// function); NOT_FOUND when the organisation does not exist.
+async fn lock_organisation(
     conn: &mut AsyncPgConnection,
-    organisation_id: Uuid,
-    user_id: Uuid,
-) -> Result<Option<(Role, Uuid)>, DomainError> {
-    let row: Option<CredentialRow> = users::table
-        .filter(users::organisation_id.eq(organisation_id))
-        .filter(users::id.eq(user_id))
-        .select(CredentialRow::as_select())
-        .first(conn)
+    ctx: &ChangeContext,
+    lock: OrgLock,
+) -> Result<Locked, DomainError> {
+    // The nil id matches no user: the caller is the API key.
+    let member = ctx.actor.user_id().unwrap_or(Uuid::nil());
+    diesel::sql_query("SELECT * FROM usermgmt_lock_organisation($1, $2, $3)")
+        .bind::<diesel::sql_types::Uuid, _>(ctx.organisation_id)
+        .bind::<diesel::sql_types::Uuid, _>(member)
+        .bind::<diesel::sql_types::Bool, _>(lock == OrgLock::Exclusive)
+        .get_result::<Locked>(conn)
         .await
-        .optional()?;
-    row.map(|row| Ok((parse_role(&row.role)?, row.token_key)))
-        .transpose()
+        .optional()?
+        .ok_or(DomainError::NotFound("organisation"))
 }
 
 fn holds(role: Role, permission: Option<Permission>) -> Result<(), DomainError> {

@@ -1,0 +1,1 @@
+DROP FUNCTION usermgmt_lock_organisation(uuid, uuid, boolean);
