@@ -5,7 +5,7 @@
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin usermgmt \
+RUN cargo build --release --locked -p usermgmt --bin usermgmt \
     && cp target/release/usermgmt /usr/local/bin/usermgmt
 
 FROM debian:bookworm-slim

@@ -17,10 +17,10 @@ use crate::domain::error::AuthFailure;
 use crate::domain::{DomainError, Permission};
 use crate::store::Store;
 
-pub const BEARER_HEADER: &str = "authorization";
-pub const BINTU_TOKEN_HEADER: &str = "x-bintu-token";
-pub const API_KEY_HEADER: &str = "x-bintu-apikey";
-pub const SERVICE_KEY_HEADER: &str = "x-usermgmt-service-key";
+pub const BEARER_HEADER: &str = crate::proto::metadata::BEARER;
+pub const BINTU_TOKEN_HEADER: &str = crate::proto::metadata::BINTU_TOKEN;
+pub const API_KEY_HEADER: &str = crate::proto::metadata::API_KEY;
+pub const SERVICE_KEY_HEADER: &str = crate::proto::metadata::SERVICE_KEY;
 
 /// A credential as presented, before it is checked. `Debug` hides the secret.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -43,11 +43,11 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use usermgmt::auth::authenticator::{API_KEY_HEADER, BEARER_HEADER};
-use usermgmt::proto;
-use usermgmt::proto::auth_service_client::AuthServiceClient;
-use usermgmt::proto::playback_token_service_client::PlaybackTokenServiceClient;
-use usermgmt::proto::user_service_client::UserServiceClient;
+use usermgmt_proto as proto;
+use usermgmt_proto::auth_service_client::AuthServiceClient;
+use usermgmt_proto::metadata::{API_KEY as API_KEY_HEADER, BEARER as BEARER_HEADER};
+use usermgmt_proto::playback_token_service_client::PlaybackTokenServiceClient;
+use usermgmt_proto::user_service_client::UserServiceClient;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
