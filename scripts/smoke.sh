@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# End-to-end smoke test: runs the README's own examples against a real server.
+# End-to-end smoke test: runs the documentation's own examples against a real
+# server: README.md's, then those of every page of docs/ (api.md first, the
+# others in name order), as one script.
 #
-# README.md marks the examples to run with HTML comments:
+# A page marks the examples to run with HTML comments:
 #
 #   <!-- smoke:begin -->
 #   ```bash
@@ -9,7 +11,7 @@
 #   ```
 #   <!-- smoke:end -->
 #
-# Every ```bash block between a begin and an end marker is run, in README
+# Every ```bash block between a begin and an end marker is run, in page
 # order, in ONE bash process (`set -euo pipefail`, commands echoed), so a later
 # block sees the variables of an earlier one (e.g. $TOKEN). There may be any
 # number of such regions. Inside them, `localhost:50051` is replaced by the
@@ -17,8 +19,8 @@
 # freshly built binary (target/debug is first on PATH), and DATABASE_URL names
 # that database.
 #
-# It also checks that README.md documents every flag and environment variable
-# that `usermgmt --help` lists for each command.
+# It also checks that docs/operations.md documents every flag and environment
+# variable that `usermgmt --help` lists for each command.
 #
 # Needs: PostgreSQL on 127.0.0.1:5432 with trust auth (user postgres), psql,
 # grpcurl, jq, python3, and target/debug/usermgmt (built when missing).
@@ -26,87 +28,101 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-readme=README.md
+# The settings' reference, and the pages whose examples run, in order.
+settings_page=docs/operations.md
+pages=(README.md docs/api.md)
+for page in docs/*.md; do
+    [[ " ${pages[*]} " == *" $page "* ]] || pages+=("$page")
+done
 tag=smoke
 database="usermgmt_smoke_$$"
 # shellcheck source=scripts/lib/test-server.sh
 source scripts/lib/test-server.sh
 require_tools grpcurl jq psql python3
 
-# --- 1. The README documents every setting --help lists. -----------------
+# --- 1. The settings page documents every setting --help lists. --------
 missing=()
 for command in "" serve migrate bootstrap; do
     # shellcheck disable=SC2086 # an empty $command means the top-level help
     help="$("$binary" $command --help)"
     while read -r item; do
         [[ -z "$item" || "$item" == --help || "$item" == --version ]] && continue
-        grep -qF -- "\`$item\`" "$readme" || missing+=("$item (usermgmt $command --help)")
+        grep -qF -- "\`$item\`" "$settings_page" || missing+=("$item (usermgmt $command --help)")
     done < <({
         sed -nE 's/^ +(-[A-Za-z], )?(--[a-z0-9-]+).*/\2/p' <<<"$help"
         grep -oE '\[env: [A-Z0-9_]+' <<<"$help" | sed 's/^\[env: //'
     } | sort -u)
 done
 if ((${#missing[@]} > 0)); then
-    printf 'smoke: README.md does not document: %s\n' "${missing[@]}" >&2
-    die "document every flag and environment variable in README.md's configuration table"
+    printf 'smoke: %s does not document: %s\n' "$settings_page" "${missing[@]}" >&2
+    die "document every flag and environment variable in $settings_page's configuration table"
 fi
-say "README.md documents every flag and environment variable of --help"
+say "$settings_page documents every flag and environment variable of --help"
 
-# --- 2. The README's examples, extracted. --------------------------------
-python3 - "$readme" "$work/blocks" <<'PY'
+# --- 2. The pages' examples, extracted. ---------------------------------
+python3 - "$work/blocks" "${pages[@]}" <<'PY'
 import os
 import re
 import sys
 
-readme, out_dir = sys.argv[1], sys.argv[2]
+out_dir, pages = sys.argv[1], sys.argv[2:]
 os.makedirs(out_dir)
-lines = open(readme, encoding="utf-8").read().splitlines()
-inside = False
-fence = None
-blocks = []
-for number, line in enumerate(lines, start=1):
-    stripped = line.strip()
-    if fence is None:
-        if stripped == "<!-- smoke:begin -->":
-            if inside:
-                sys.exit(f"{readme}:{number}: smoke:begin inside a smoke region")
-            inside = True
-            continue
-        if stripped == "<!-- smoke:end -->":
-            if not inside:
-                sys.exit(f"{readme}:{number}: smoke:end without smoke:begin")
-            inside = False
-            continue
-        match = re.match(r"^(`{3,}|~{3,})\s*(\S*)", stripped)
-        if match:
-            fence = match.group(1)
-            if inside and match.group(2) == "bash":
-                blocks.append((number, []))
-                collecting = True
-            else:
-                collecting = False
-            continue
-    else:
-        if stripped.startswith(fence) and stripped.strip(fence[0]) == "":
-            fence = None
-            continue
-        if inside and collecting:
-            blocks[-1][1].append(line)
-if inside:
-    sys.exit(f"{readme}: a smoke region is not closed with <!-- smoke:end -->")
-if fence is not None:
-    sys.exit(f"{readme}: a code block is not closed")
-for index, (number, body) in enumerate(blocks, start=1):
-    with open(os.path.join(out_dir, f"{index:03d}.sh"), "w", encoding="utf-8") as f:
-        f.write(f"# {readme}:{number}\n")
-        f.write("\n".join(body) + "\n")
+
+
+def blocks_of(page):
+    """The bash blocks of `page`'s smoke regions, with their line numbers."""
+    lines = open(page, encoding="utf-8").read().splitlines()
+    inside = False
+    fence = None
+    collecting = False
+    blocks = []
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if fence is None:
+            if stripped == "<!-- smoke:begin -->":
+                if inside:
+                    sys.exit(f"{page}:{number}: smoke:begin inside a smoke region")
+                inside = True
+                continue
+            if stripped == "<!-- smoke:end -->":
+                if not inside:
+                    sys.exit(f"{page}:{number}: smoke:end without smoke:begin")
+                inside = False
+                continue
+            match = re.match(r"^(`{3,}|~{3,})\s*(\S*)", stripped)
+            if match:
+                fence = match.group(1)
+                collecting = inside and match.group(2) == "bash"
+                if collecting:
+                    blocks.append((number, []))
+                continue
+        else:
+            if stripped.startswith(fence) and stripped.strip(fence[0]) == "":
+                fence = None
+                continue
+            if collecting:
+                blocks[-1][1].append(line)
+    if inside:
+        sys.exit(f"{page}: a smoke region is not closed with <!-- smoke:end -->")
+    if fence is not None:
+        sys.exit(f"{page}: a code block is not closed")
+    return blocks
+
+
+index = 0
+for page in pages:
+    for number, body in blocks_of(page):
+        index += 1
+        with open(os.path.join(out_dir, f"{index:03d}.sh"), "w", encoding="utf-8") as f:
+            f.write(f"# {page}:{number}\n")
+            f.write("\n".join(body) + "\n")
 PY
 shopt -s nullglob
 blocks=("$work"/blocks/*.sh)
 shopt -u nullglob
 total=${#blocks[@]}
-((total > 0)) || die "no \`\`\`bash block between <!-- smoke:begin --> and <!-- smoke:end --> in $readme"
-say "$total example blocks found in $readme"
+((total > 0)) || die "no \`\`\`bash block between <!-- smoke:begin --> and <!-- smoke:end --> in ${pages[*]}"
+say "$total example blocks found in ${pages[*]}"
 
 # --- 3. A server on a fresh database and a free port. --------------------
 start_server

@@ -221,8 +221,8 @@ pub struct ServeArgs {
     pub playback_token_ttl_secs: u64,
 
     /// Cache users, organisations and API keys for the per-call check. The
-    /// cache is kept exact across replicas (see the README's consistency
-    /// section); turn it off to read the database on every call.
+    /// cache is kept exact across replicas (see docs/architecture.md); turn
+    /// it off to read the database on every call.
     #[arg(long, env = "USERMGMT_AUTH_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auth_cache: bool,
 

@@ -195,7 +195,7 @@ async fn x_bintu_token_is_accepted_but_not_beside_a_bearer_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_token_key_or_role_or_a_deleted_user_takes_effect_on_the_next_call() {
     // This test writes the database behind the service's back, which only
-    // an uncached server sees at once (see the README's consistency section).
+    // an uncached server sees at once (see docs/architecture.md, the cache and its protocol).
     let server = TestServer::start_with(&["--auth-cache", "false"]).await;
     let org = create_org(&server.db, "Acme").await;
     let channel = server.channel().await;
