@@ -13,6 +13,7 @@ mod bad_input;
 mod commit_recheck;
 mod db_faults;
 mod example_env;
+mod failover;
 mod grpc_web;
 mod hasher_bounds;
 mod healthcheck;
