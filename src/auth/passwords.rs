@@ -62,14 +62,13 @@ pub enum Requester {
 impl Requester {
     pub fn peer(address: Option<IpAddr>) -> Self {
         match address {
-            Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                Requester::Peer(IpAddr::V6(prefix.into()))
-            }
-            Some(IpAddr::V6(v6)) => Requester::Peer(IpAddr::V4(
-                v6.to_ipv4_mapped()
-                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-            )),
+            Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => Requester::Peer(IpAddr::V4(v4)),
+                None => {
+                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                    Requester::Peer(IpAddr::V6(prefix.into()))
+                }
+            },
             Some(v4) => Requester::Peer(v4),
             None => Requester::Operator,
         }
@@ -277,5 +276,20 @@ fn run_jobs(receiver: &Mutex<Receiver<Job>>) {
             Ok(job) => job(),
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_peers_count_by_their_64_and_mapped_v4_as_v4() {
+        let peer = |text: &str| Requester::peer(Some(text.parse().expect("address")));
+        assert_eq!(peer("2001:db8:1:2:aaaa::1"), peer("2001:db8:1:2:ffff::9"));
+        assert_ne!(peer("2001:db8:1:2::1"), peer("2001:db8:1:3::1"));
+        assert_eq!(peer("::ffff:192.0.2.7"), peer("192.0.2.7"));
+        assert_ne!(peer("192.0.2.7"), peer("192.0.2.8"));
+        assert_eq!(Requester::peer(None), Requester::Operator);
     }
 }
