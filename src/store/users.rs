@@ -110,14 +110,7 @@ impl Store {
     ) -> Result<(), DomainError> {
         let rows: Vec<NewUserRow<'_>> = users
             .iter()
-            .map(|(email, role)| NewUserRow {
-                id: Uuid::now_v7(),
-                organisation_id,
-                email,
-                role: role.as_str(),
-                token_key: Uuid::new_v4(),
-                password_hash,
-            })
+            .map(|(email, role)| new_user(organisation_id, email, *role, password_hash))
             .collect();
         self.operate(async |conn| {
             diesel::insert_into(users::table)
@@ -190,6 +183,23 @@ pub async fn email_taken(
     Ok(count > 0)
 }
 
+/// A new user's row: a time-ordered id and a fresh tokenKey.
+fn new_user<'a>(
+    organisation_id: Uuid,
+    email: &'a str,
+    role: Role,
+    password_hash: &'a str,
+) -> NewUserRow<'a> {
+    NewUserRow {
+        id: Uuid::now_v7(),
+        organisation_id,
+        email,
+        role: role.as_str(),
+        token_key: Uuid::new_v4(),
+        password_hash,
+    }
+}
+
 /// Inserts a user with a fresh tokenKey.
 pub async fn insert(
     conn: &mut AsyncPgConnection,
@@ -199,14 +209,7 @@ pub async fn insert(
     password_hash: &str,
 ) -> Result<User, DomainError> {
     diesel::insert_into(users::table)
-        .values(NewUserRow {
-            id: Uuid::now_v7(),
-            organisation_id,
-            email,
-            role: role.as_str(),
-            token_key: Uuid::new_v4(),
-            password_hash,
-        })
+        .values(new_user(organisation_id, email, role, password_hash))
         .returning(UserRow::as_returning())
         .get_result(conn)
         .await
