@@ -175,9 +175,12 @@ impl Sessions {
     }
 
     /// The caller as the per-call check established it, with its
-    /// organisation.
+    /// organisation as far as the caller's role may read it elsewhere.
     pub async fn who_am_i(&self, caller: &Principal) -> Result<Identity, DomainError> {
-        let organisation = self.store.organisation(caller.organisation_id).await?;
+        let mut organisation = self.store.organisation(caller.organisation_id).await?;
+        if !caller.can(Permission::UsersRead) {
+            organisation = Arc::new(organisation.without_members());
+        }
         Ok(Identity {
             user: caller.user.clone(),
             organisation,

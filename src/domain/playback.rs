@@ -177,14 +177,28 @@ pub fn validity_window(
 ) -> Result<Window, DomainError> {
     let now = whole_seconds(now);
     let nbf = nbf.map(whole_seconds).unwrap_or(now);
-    let exp = match exp {
-        Some(exp) => whole_seconds(exp),
-        None => nbf.max(now) + default_ttl,
-    };
     let limit = if revocable {
         MAX_REVOCABLE_LIFETIME
     } else {
         MAX_LIFETIME
+    };
+    // A token can live only until `now + limit`, so a later nbf is refused
+    // before any arithmetic on it (a request's nbf may be near the end of
+    // time, where adding a lifetime overflows).
+    if nbf > now + limit {
+        return Err(DomainError::invalid(
+            "nbf",
+            "must be before the latest expiry a token may have",
+        ));
+    }
+    let exp = match exp {
+        Some(exp) => whole_seconds(exp),
+        None => nbf
+            .max(now)
+            .checked_add_signed(
+                chrono::TimeDelta::from_std(default_ttl).unwrap_or(chrono::TimeDelta::MAX),
+            )
+            .ok_or_else(|| DomainError::invalid("nbf", "is too far in the future"))?,
     };
     let invalid = |description: &str| Err(DomainError::invalid("exp", description));
     if exp <= now {
@@ -308,6 +322,11 @@ mod tests {
     fn lifetimes_are_limited() {
         let now = at(0);
         let day = 24 * 3600;
+        let end_of_time = DateTime::from_timestamp(8_210_266_876_799, 0).expect("the latest time");
+        match validity_window(now, Some(end_of_time), None, false, HOUR) {
+            Err(DomainError::InvalidArgument(violations)) => assert_eq!(violations[0].field, "nbf"),
+            other => panic!("an nbf near the end of time must be refused, got {other:?}"),
+        }
         let window = validity_window(now, None, None, false, HOUR).expect("default");
         assert_eq!((window.nbf, window.exp), (now, at(3600)));
         assert!(validity_window(now, None, Some(at(365 * day)), false, HOUR).is_ok());

@@ -73,6 +73,17 @@ impl Organisation {
     pub fn user_count(&self) -> i64 {
         self.role_counts.iter().map(|(_, count)| count).sum()
     }
+
+    /// The organisation as a caller may see it who may not read its users:
+    /// what it is, not who is in it (no counts, nothing of its API key).
+    pub fn without_members(&self) -> Organisation {
+        Organisation {
+            role_counts: Vec::new(),
+            api_key_fingerprint: None,
+            api_key_rotated_at: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// Parses a UUID given in the request field `field`.

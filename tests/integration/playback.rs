@@ -357,6 +357,23 @@ async fn lifetimes_are_limited_and_only_secure_organisations_issue() {
     issue(&operator, request(365 * day - 60, false))
         .await
         .expect("365 days");
+    // An nbf at the very end of time, without exp: refused, not a panic (the
+    // server used to add the default lifetime to it and overflow).
+    for seconds in [
+        8_210_266_876_799,
+        i64::MAX / 2,
+        366 * day + chrono::Utc::now().timestamp(),
+    ] {
+        let late = proto::IssuePlaybackTokenRequest {
+            nbf: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+            ..for_streams(&["live"])
+        };
+        let status = assert_status(issue(&operator, late).await, Code::InvalidArgument, None);
+        assert_eq!(violated_fields(&status), ["nbf"], "nbf = {seconds}");
+    }
+    issue(&operator, request(day, false))
+        .await
+        .expect("the server still serves after them");
     issue(&operator, request(day - 60, true))
         .await
         .expect("24 h revocable");

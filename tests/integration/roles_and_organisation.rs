@@ -89,3 +89,51 @@ async fn get_organisation_counts_users_per_role() {
         ]
     );
 }
+
+/// WhoAmI shows a caller only what its role may read elsewhere: a
+/// nanoReadOnly (which GetOrganisation refuses) learns which organisation it
+/// is in, not who is in it nor anything of its API key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_am_i_shows_the_organisation_as_far_as_the_role_may_read_it() {
+    let server = TestServer::start().await;
+    let org = create_org(&server.db, "Acme").await;
+    for (email, role) in [
+        ("viewer@acme.example.com", "nanoReadOnly"),
+        ("operator@acme.example.com", "nanoUser"),
+    ] {
+        insert_user(&server.db, org.id, email, role).await;
+    }
+    let channel = server.channel().await;
+    let viewer = Session::login(&channel, "viewer@acme.example.com", PASSWORD).await;
+    let operator = Session::login(&channel, "operator@acme.example.com", PASSWORD).await;
+
+    let seen = viewer
+        .who_am_i()
+        .await
+        .expect("WhoAmI")
+        .organisation
+        .expect("organisation");
+    assert_eq!(seen.id, org.id.to_string());
+    assert_eq!(seen.name, "Acme");
+    assert_eq!(seen.user_count, 0, "{seen:?}");
+    assert!(seen.role_counts.is_empty(), "{seen:?}");
+    assert_eq!(seen.api_key_fingerprint, "", "{seen:?}");
+    assert_eq!(seen.api_key_rotated_at, None, "{seen:?}");
+    assert_status(
+        OrganisationServiceClient::new(channel.clone())
+            .get_organisation(viewer.req(proto::GetOrganisationRequest::default()))
+            .await,
+        tonic::Code::PermissionDenied,
+        Some("PERMISSION_MISSING"),
+    );
+
+    // A role with users.read sees what GetOrganisation shows it.
+    let full = operator
+        .who_am_i()
+        .await
+        .expect("WhoAmI")
+        .organisation
+        .expect("organisation");
+    assert_eq!(full.user_count, 3);
+    assert!(!full.api_key_fingerprint.is_empty());
+}
