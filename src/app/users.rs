@@ -231,10 +231,7 @@ impl Users {
                             revoked_invites: 0,
                         }));
                     }
-                    if user.role == Role::NanoAdmin {
-                        let admins = users::admin_count(conn, organisation_id).await?;
-                        keeps_an_admin(&user, Some(role), admins)?;
-                    }
+                    keeps_an_admin_without(conn, &user, Some(role)).await?;
                     let updated = users::renew_token_key_with_role(conn, &user, role).await?;
                     // Every pending invite's creator holds users.invite (a
                     // migration revoked older ones), so only losing it leaves
@@ -289,10 +286,7 @@ impl Users {
                 async |conn| {
                     confirmations::consume(conn, &ctx, action, user_id, &token_hash).await?;
                     let user = users::locked(conn, organisation_id, user_id).await?;
-                    if user.role == Role::NanoAdmin {
-                        let admins = users::admin_count(conn, organisation_id).await?;
-                        keeps_an_admin(&user, None, admins)?;
-                    }
+                    keeps_an_admin_without(conn, &user, None).await?;
                     users::delete(conn, &user).await?;
                     let revoked = revoke_invites_of(conn, &user, "its creator was deleted").await?;
                     let audit = Audit::user(USER_DELETE, &user, Some(user.role.to_string()), None);
@@ -362,10 +356,7 @@ impl Users {
                 let user = users::locked(conn, organisation_id, user_id).await?;
                 let mut pending = 0;
                 if action == ConfirmedAction::DeleteUser {
-                    if user.role == Role::NanoAdmin {
-                        let admins = users::admin_count(conn, organisation_id).await?;
-                        keeps_an_admin(&user, None, admins)?;
-                    }
+                    keeps_an_admin_without(conn, &user, None).await?;
                     let creator = Actor::User(user.id).to_string();
                     pending = invites::pending_created_by(conn, organisation_id, &creator).await?;
                 }
@@ -387,6 +378,21 @@ impl Users {
             pending_invites,
         })
     }
+}
+
+/// LAST_ADMIN when giving `user` `new_role` (None: deleting it) would leave
+/// the organisation without a nanoAdmin; counts the admins only when `user`
+/// is one.
+async fn keeps_an_admin_without(
+    conn: &mut Tx,
+    user: &User,
+    new_role: Option<Role>,
+) -> Result<(), DomainError> {
+    if user.role != Role::NanoAdmin {
+        return Ok(());
+    }
+    let admins = users::admin_count(conn, user.organisation_id).await?;
+    keeps_an_admin(user, new_role, admins)
 }
 
 /// ALREADY_EXISTS when the email is a user's or has a pending invite.
