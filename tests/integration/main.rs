@@ -27,5 +27,6 @@ mod playback;
 mod replicas;
 mod roles_and_organisation;
 mod secrets;
+mod startup;
 mod tls;
 mod users;
