@@ -17,6 +17,7 @@ use usermgmt::proto::{
 use uuid::Uuid;
 
 use crate::playback::{for_streams, issue, make_secure, signing_keys};
+use crate::support::lock::OrgLock;
 use crate::support::*;
 
 const DAY: i64 = 24 * 3600;
@@ -409,4 +410,31 @@ async fn an_organisation_bounds_the_lifetime_of_tokens_that_are_not_revocable() 
             .any(|e| e.after.contains("max_non_revocable_lifetime=86400s")),
         "{events:?}"
     );
+}
+
+/// An issue queued behind a lowering of the ceiling is held to the new
+/// ceiling: it is checked under the organisation's lock, not against a copy
+/// read before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issue_queued_behind_a_lowered_ceiling_is_held_to_it() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let (org, admin) = secure_admin(&server.db, &channel, "Acme").await;
+    issue(&admin, non_revocable(DAY)).await.expect("warm up");
+
+    let lock = OrgLock::take(&server.db, org.id).await;
+    let queued = admin.clone();
+    let mut call =
+        tokio::spawn(async move { issue(&queued, non_revocable(300 * DAY)).await.map(|_| ()) });
+    lock.until_queued(&mut call, "IssuePlaybackToken").await;
+    lock.tx()
+        .execute(
+            "UPDATE organisations SET max_non_revocable_lifetime_seconds = 86400 WHERE id = $1",
+            &[&org.id],
+        )
+        .await
+        .expect("lower the ceiling");
+    lock.commit().await;
+    let status = assert_status(call.await.expect("join"), Code::InvalidArgument, None);
+    assert_eq!(violated_fields(&status), ["exp"]);
 }
