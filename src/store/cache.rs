@@ -1,8 +1,10 @@
 //! The replica-local cache of what the per-call check reads (users,
-//! organisations, API keys), and the protocol that keeps it from ever
+//! organisations, API keys) and of the keys that verify playback tokens, and
+//! the protocol that keeps it from ever
 //! allowing a revoked credential.
 //!
-//! - Every change of a user or an organisation notifies every replica
+//! - Every change of a user, an organisation or a playback signing key
+//!   notifies every replica
 //!   (a trigger, channel `usermgmt_cache`, payload `org:<id>`; `services`
 //!   for registered services); a replica evicts the entries concerned when the
 //!   notification arrives.
@@ -27,6 +29,7 @@ use futures::StreamExt as _;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
+use super::models::PublicKeyRow;
 use crate::domain::user::{Organisation, User};
 
 pub const CHANNEL: &str = "usermgmt_cache";
@@ -62,6 +65,8 @@ struct State {
     api_keys: HashMap<Vec<u8>, Uuid>,
     /// Registered internal services: key hash → name.
     services: HashMap<Vec<u8>, String>,
+    /// Playback signing keys by kid, with their retirement and revocation.
+    playback_keys: HashMap<String, Arc<PublicKeyRow>>,
 }
 
 /// The epoch a read began in, when the cache may be filled at all.
@@ -128,6 +133,7 @@ impl Cache {
         state.organisations.clear();
         state.api_keys.clear();
         state.services.clear();
+        state.playback_keys.clear();
     }
 
     /// Forgets the registered services (one was registered or revoked).
@@ -156,6 +162,9 @@ impl Cache {
         state.users.retain(|(org, _), _| *org != organisation_id);
         state.organisations.remove(&organisation_id);
         state.api_keys.retain(|_, org| *org != organisation_id);
+        state
+            .playback_keys
+            .retain(|_, key| key.organisation_id != organisation_id);
     }
 
     /// Call before reading what may be cached afterwards.
@@ -221,6 +230,22 @@ impl Cache {
                 state.api_keys.clear();
             }
             state.api_keys.insert(hash.to_vec(), organisation_id);
+        });
+    }
+
+    pub fn playback_key(&self, kid: &str) -> Option<Arc<PublicKeyRow>> {
+        if !self.trusted() {
+            return None;
+        }
+        self.lock().playback_keys.get(kid).cloned()
+    }
+
+    pub fn put_playback_key(&self, epoch: Epoch, key: &Arc<PublicKeyRow>) {
+        self.fill(epoch, |state| {
+            if state.playback_keys.len() >= MAX_USERS {
+                state.playback_keys.clear();
+            }
+            state.playback_keys.insert(key.kid.clone(), Arc::clone(key));
         });
     }
 }
@@ -398,6 +423,29 @@ mod tests {
         assert_eq!(cache.user(a.organisation_id, a.id), None);
         assert_eq!(cache.api_key(b"key-a"), None);
         assert_eq!(cache.user(b.organisation_id, b.id), Some(b));
+    }
+
+    #[test]
+    fn playback_keys_are_evicted_with_their_organisation() {
+        let cache = Cache::enabled();
+        cache.trust_from(Instant::now());
+        let org = Uuid::now_v7();
+        let key = Arc::new(PublicKeyRow {
+            kid: "pbk_1".into(),
+            organisation_id: org,
+            alg: "EdDSA".into(),
+            public_key: vec![0; 32],
+            created_at: Utc::now(),
+            retired_at: None,
+            verify_until: None,
+            revoked_at: None,
+        });
+        cache.put_playback_key(cache.epoch(), &key);
+        assert!(cache.playback_key("pbk_1").is_some());
+        cache.evict_organisation(Uuid::now_v7());
+        assert!(cache.playback_key("pbk_1").is_some());
+        cache.evict_organisation(org);
+        assert!(cache.playback_key("pbk_1").is_none());
     }
 
     #[test]

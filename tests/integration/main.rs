@@ -24,6 +24,7 @@ mod login;
 mod metrics;
 mod otel;
 mod playback;
+mod playback_keys;
 mod replicas;
 mod roles_and_organisation;
 mod secrets;
