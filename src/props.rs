@@ -61,9 +61,21 @@ impl TimeField {
     }
 }
 
+/// The contract's request messages, decoded once for all cases.
+fn messages() -> &'static RequestMessages {
+    static MESSAGES: std::sync::LazyLock<RequestMessages> =
+        std::sync::LazyLock::new(|| RequestMessages::of_contract().expect("descriptors"));
+    &MESSAGES
+}
+
 /// Every timestamp and duration field of every request of the contract, at
 /// any depth.
-fn time_fields() -> Vec<TimeField> {
+fn time_fields() -> &'static [TimeField] {
+    static FIELDS: std::sync::LazyLock<Vec<TimeField>> = std::sync::LazyLock::new(find_time_fields);
+    &FIELDS
+}
+
+fn find_time_fields() -> Vec<TimeField> {
     fn visit(
         message: &prost_reflect::MessageDescriptor,
         path: &mut Vec<String>,
@@ -89,7 +101,7 @@ fn time_fields() -> Vec<TimeField> {
             path.pop();
         }
     }
-    let messages = RequestMessages::of_contract().expect("descriptors");
+    let messages = messages();
     let mut found = Vec::new();
     for rpc in crate::proto::rpc_paths().expect("paths") {
         let request = messages.of_path(&rpc).expect("an RPC");
@@ -169,12 +181,11 @@ fn consume(name: &str, seconds: i64, nanos: i32) {
             .fingerprint();
         }
         "CreateInviteRequest.ttl" => {
-            let ttl = optional_duration("ttl", Some(prost_types::Duration { seconds, nanos }));
-            if let Ok(ttl) = ttl.map(crate::domain::invite::requested_ttl) {
-                // What UserService.CreateInvite then adds to the time now.
-                if let Ok(Some(ttl)) = ttl {
-                    let _ = now + ttl;
-                }
+            let ttl = optional_duration("ttl", Some(prost_types::Duration { seconds, nanos }))
+                .and_then(crate::domain::invite::requested_ttl);
+            // What UserService.CreateInvite then adds to the time now.
+            if let Ok(Some(ttl)) = ttl {
+                let _ = now + ttl;
             }
         }
         // Output only: UpdateOrganisation ignores them.
@@ -213,12 +224,12 @@ fn nanos() -> impl Strategy<Value = i32> {
 
 #[test]
 fn every_time_field_of_the_contract_is_known_to_the_properties() {
-    let messages = RequestMessages::of_contract().expect("descriptors");
+    let messages = messages();
     let fields = time_fields();
     assert!(fields.len() >= 5, "{fields:?}");
-    for field in &fields {
+    for field in fields {
         // Panics for a field `consume` does not list.
-        consume(&field.name(&messages), 0, 0);
+        consume(&field.name(messages), 0, 0);
     }
 }
 
@@ -338,11 +349,11 @@ proptest! {
         seconds in seconds(),
         nanos in nanos(),
     ) {
-        let messages = RequestMessages::of_contract().expect("descriptors");
+        let messages = messages();
         let fields = time_fields();
         let field = &fields[index.index(fields.len())];
-        let name = field.name(&messages);
-        let encoded = encoded_with(&messages, field, seconds, nanos);
+        let name = field.name(messages);
+        let encoded = encoded_with(messages, field, seconds, nanos);
         let descriptor = messages.of_path(&field.rpc).expect("an RPC");
         let in_range = if field.duration {
             seconds.unsigned_abs() <= MAX_DURATION_SECONDS.unsigned_abs()
