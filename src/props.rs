@@ -8,11 +8,15 @@ use proptest::prelude::*;
 use unicode_normalization::UnicodeNormalization as _;
 use uuid::Uuid;
 
+use crate::api::convert::{optional_duration, optional_time};
+use crate::api::input::{RequestMessages, screen};
 use crate::auth::authenticator::credential_from_headers;
 use crate::auth::tokens::{AccessTokens, TokenClaims, TokenSettings};
+use crate::domain::audit::AuditFilter;
 use crate::domain::email::Email;
+use crate::domain::input::{MAX_DURATION_SECONDS, MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS};
 use crate::domain::paging::PageToken;
-use crate::domain::playback::{Restrictions, Scope};
+use crate::domain::playback::{Restrictions, Scope, validity_window};
 use crate::domain::user::{optional_id, parse_id, validate_organisation_name, validate_password};
 
 fn tokens() -> AccessTokens {
@@ -38,6 +42,195 @@ fn jwt_like() -> impl Strategy<Value = String> {
         any::<String>(),
     ];
     (part.clone(), part.clone(), part).prop_map(|(a, b, c)| format!("{a}.{b}.{c}"))
+}
+
+/// A timestamp or duration field of a request: the RPC's path, the field's
+/// path from the request message, and whether it is a duration.
+#[derive(Debug, Clone)]
+struct TimeField {
+    rpc: String,
+    path: Vec<String>,
+    duration: bool,
+}
+
+impl TimeField {
+    /// `Message.field.subfield`, as [`consume`] knows it.
+    fn name(&self, messages: &RequestMessages) -> String {
+        let request = messages.of_path(&self.rpc).expect("an RPC");
+        format!("{}.{}", request.name(), self.path.join("."))
+    }
+}
+
+/// The contract's request messages, decoded once for all cases.
+fn messages() -> &'static RequestMessages {
+    static MESSAGES: std::sync::LazyLock<RequestMessages> =
+        std::sync::LazyLock::new(|| RequestMessages::of_contract().expect("descriptors"));
+    &MESSAGES
+}
+
+/// Every timestamp and duration field of every request of the contract, at
+/// any depth.
+fn time_fields() -> &'static [TimeField] {
+    static FIELDS: std::sync::LazyLock<Vec<TimeField>> = std::sync::LazyLock::new(find_time_fields);
+    &FIELDS
+}
+
+fn find_time_fields() -> Vec<TimeField> {
+    fn visit(
+        message: &prost_reflect::MessageDescriptor,
+        path: &mut Vec<String>,
+        rpc: &str,
+        found: &mut Vec<TimeField>,
+    ) {
+        for field in message.fields() {
+            let Some(inner) = field.kind().as_message().cloned() else {
+                continue;
+            };
+            path.push(field.name().to_owned());
+            match inner.full_name() {
+                "google.protobuf.Timestamp" | "google.protobuf.Duration" => {
+                    found.push(TimeField {
+                        rpc: rpc.to_owned(),
+                        path: path.clone(),
+                        duration: inner.full_name() == "google.protobuf.Duration",
+                    });
+                }
+                _ if path.len() < 8 => visit(&inner, path, rpc, found),
+                _ => {}
+            }
+            path.pop();
+        }
+    }
+    let messages = messages();
+    let mut found = Vec::new();
+    for rpc in crate::proto::rpc_paths().expect("paths") {
+        let request = messages.of_path(&rpc).expect("an RPC");
+        visit(request, &mut Vec::new(), &rpc, &mut found);
+    }
+    found
+}
+
+/// `field` of a request set to `seconds` and `nanos`, encoded.
+fn encoded_with(
+    messages: &RequestMessages,
+    field: &TimeField,
+    seconds: i64,
+    nanos: i32,
+) -> Vec<u8> {
+    use prost::Message as _;
+    use prost_reflect::{DynamicMessage, ReflectMessage as _, Value};
+    fn set(message: &mut DynamicMessage, path: &[String], value: Value) {
+        let descriptor = message.descriptor();
+        let field = descriptor
+            .get_field_by_name(&path[0])
+            .expect("a field of the message");
+        if path.len() == 1 {
+            message.set_field(&field, value);
+        } else if let Value::Message(inner) = message.get_field_mut(&field) {
+            set(inner, &path[1..], value);
+        }
+    }
+    let request = messages.of_path(&field.rpc).expect("an RPC").clone();
+    let name = if field.duration {
+        "google.protobuf.Duration"
+    } else {
+        "google.protobuf.Timestamp"
+    };
+    let time = request
+        .parent_pool()
+        .get_message_by_name(name)
+        .expect("a well-known type");
+    let mut value = DynamicMessage::new(time);
+    value.set_field_by_name("seconds", Value::I64(seconds));
+    value.set_field_by_name("nanos", Value::I32(nanos));
+    let mut message = DynamicMessage::new(request);
+    set(&mut message, &field.path, Value::Message(value));
+    message.encode_to_vec()
+}
+
+/// What the handler of each timestamp and duration field does with a value
+/// the input rules let through: its conversion and arithmetic, which must
+/// not fail other than with INVALID_ARGUMENT. A field of the contract that
+/// is not listed here fails the property.
+fn consume(name: &str, seconds: i64, nanos: i32) {
+    let time = || optional_time("t", Some(prost_types::Timestamp { seconds, nanos }));
+    let now = chrono::Utc::now();
+    let hour = std::time::Duration::from_secs(3600);
+    match name {
+        "IssuePlaybackTokenRequest.nbf" => {
+            let nbf = time().expect("accepted by the rules");
+            for revocable in [false, true] {
+                let _ = validity_window(now, nbf, None, revocable, hour);
+                let _ = validity_window(now, nbf, Some(now), revocable, hour);
+            }
+        }
+        "IssuePlaybackTokenRequest.exp" => {
+            let exp = time().expect("accepted by the rules");
+            for revocable in [false, true] {
+                let _ = validity_window(now, None, exp, revocable, hour);
+                let _ = validity_window(now, Some(now), exp, revocable, hour);
+            }
+        }
+        "ListAuditEventsRequest.start_time" | "ListAuditEventsRequest.end_time" => {
+            let at = time().expect("accepted by the rules");
+            let _ = AuditFilter {
+                start_time: at,
+                end_time: at,
+                ..Default::default()
+            }
+            .fingerprint();
+        }
+        "CreateInviteRequest.ttl" => {
+            let ttl = optional_duration("ttl", Some(prost_types::Duration { seconds, nanos }))
+                .and_then(crate::domain::invite::requested_ttl);
+            // What UserService.CreateInvite then adds to the time now.
+            if let Ok(Some(ttl)) = ttl {
+                let _ = now + ttl;
+            }
+        }
+        // Output only: UpdateOrganisation ignores them.
+        "UpdateOrganisationRequest.organisation.created_at"
+        | "UpdateOrganisationRequest.organisation.api_key_rotated_at" => {}
+        other => panic!(
+            "{other}: a timestamp or duration of a request that the property tests do not know; \
+             add what its handler does with it to `consume`"
+        ),
+    }
+}
+
+/// Seconds near every edge the rules and chrono have, and anything else.
+fn seconds() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        any::<i64>(),
+        (MIN_TIMESTAMP_SECONDS - 2)..(MIN_TIMESTAMP_SECONDS + 2),
+        (MAX_TIMESTAMP_SECONDS - 2)..(MAX_TIMESTAMP_SECONDS + 2),
+        (MAX_DURATION_SECONDS - 2)..(MAX_DURATION_SECONDS + 2),
+        (-MAX_DURATION_SECONDS - 2)..(-MAX_DURATION_SECONDS + 2),
+        -100_000_000_000i64..100_000_000_000,
+        Just(8_210_266_876_799i64),
+        Just(i64::MIN),
+        Just(i64::MAX),
+    ]
+}
+
+fn nanos() -> impl Strategy<Value = i32> {
+    prop_oneof![
+        any::<i32>(),
+        -2i32..2,
+        999_999_998i32..1_000_000_002,
+        -1_000_000_001i32..-999_999_998,
+    ]
+}
+
+#[test]
+fn every_time_field_of_the_contract_is_known_to_the_properties() {
+    let messages = messages();
+    let fields = time_fields();
+    assert!(fields.len() >= 5, "{fields:?}");
+    for field in fields {
+        // Panics for a field `consume` does not list.
+        consume(&field.name(messages), 0, 0);
+    }
 }
 
 proptest! {
@@ -148,5 +341,39 @@ proptest! {
             }
         }
         let _ = credential_from_headers(&headers);
+    }
+
+    #[test]
+    fn every_timestamp_and_duration_of_a_request_is_range_checked_before_any_arithmetic(
+        index in any::<prop::sample::Index>(),
+        seconds in seconds(),
+        nanos in nanos(),
+    ) {
+        let messages = messages();
+        let fields = time_fields();
+        let field = &fields[index.index(fields.len())];
+        let name = field.name(messages);
+        let encoded = encoded_with(messages, field, seconds, nanos);
+        let descriptor = messages.of_path(&field.rpc).expect("an RPC");
+        let in_range = if field.duration {
+            seconds.unsigned_abs() <= MAX_DURATION_SECONDS.unsigned_abs()
+                && nanos.unsigned_abs() < 1_000_000_000
+                && !(seconds > 0 && nanos < 0 || seconds < 0 && nanos > 0)
+        } else {
+            (MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&seconds)
+                && (0..1_000_000_000).contains(&nanos)
+        };
+        match screen(descriptor, &encoded) {
+            Ok(()) => {
+                prop_assert!(in_range, "{name} = {seconds}.{nanos} was let through");
+                consume(&name, seconds, nanos);
+            }
+            Err(crate::domain::DomainError::InvalidArgument(violations)) => {
+                prop_assert!(!in_range, "{name} = {seconds}.{nanos} was refused");
+                prop_assert_eq!(violations.len(), 1);
+                prop_assert_eq!(&violations[0].field, &field.path.join("."));
+            }
+            Err(other) => prop_assert!(false, "{name}: {other:?}"),
+        }
     }
 }

@@ -11,6 +11,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::api::input::{InputLayer, RequestMessages};
 use crate::api::{
     audit_service::AuditApi, auth_service::AuthApi, organisation_service::OrganisationApi,
     playback_service::PlaybackApi, role_service::RoleApi, user_service::UserApi,
@@ -130,6 +131,8 @@ pub async fn serve(
         args.max_request_bytes as usize,
         args.max_response_bytes as usize,
     );
+    let request_messages =
+        RequestMessages::of_contract().map_err(|e| ServeError::Reflection(e.to_string()))?;
     // HTTP/1.1 too, for gRPC-Web from browsers.
     let mut builder = Server::builder()
         .accept_http1(true)
@@ -143,6 +146,7 @@ pub async fn serve(
         .layer(TelemetryLayer)
         .layer(OversizeLayer)
         .layer(AuthLayer::new(authenticator.clone()))
+        .layer(InputLayer::new(request_messages, max_request))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

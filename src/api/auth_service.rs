@@ -2,7 +2,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, principal, request_id, service_caller};
 use crate::app::sessions::Sessions;
-use crate::auth::{Credential, Principal, Verdict};
+use crate::auth::{Credential, Principal, Verdict, opaque};
 use crate::domain::error::AuthFailure;
 use crate::domain::error::Violations;
 use crate::domain::user::{MAX_PASSWORD_LEN, optional_id, validate_password};
@@ -115,8 +115,8 @@ impl AuthService for AuthApi {
         let peer = request.remote_addr().map(|addr| addr.ip());
         let request = request.into_inner();
         let mut v = Violations::default();
-        if request.invite_token.is_empty() {
-            v.add("invite_token", "must not be empty");
+        if request.invite_token.is_empty() || request.invite_token.len() > opaque::MAX_LEN {
+            v.add("invite_token", "must be 1 to 128 characters");
         }
         v.check(validate_password("password", &request.password));
         v.into_result()?;

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::input;
 use crate::domain::user::{Organisation, User};
 use crate::domain::{DomainError, Role};
 use crate::proto;
@@ -112,28 +113,25 @@ pub fn audit_event(event: &crate::domain::audit::AuditEvent) -> proto::AuditEven
     }
 }
 
-/// A timestamp field, when set.
+/// A timestamp field, when set, within the range of the contract's timestamps.
 pub fn optional_time(
     field: &str,
     value: Option<prost_types::Timestamp>,
 ) -> Result<Option<DateTime<Utc>>, DomainError> {
     value
-        .map(|ts| {
-            u32::try_from(ts.nanos)
-                .ok()
-                .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
-                .ok_or_else(|| DomainError::invalid(field, "is not a valid timestamp"))
-        })
+        .map(|ts| input::timestamp(field, ts.seconds, ts.nanos))
         .transpose()
 }
 
-/// A duration field, when set; negative durations are refused.
+/// A duration field, when set, within the range of the contract's
+/// durations; negative durations are refused.
 pub fn optional_duration(
     field: &str,
     value: Option<prost_types::Duration>,
 ) -> Result<Option<std::time::Duration>, DomainError> {
     value
         .map(|d| {
+            input::duration(field, d.seconds, d.nanos)?;
             std::time::Duration::try_from(d)
                 .map_err(|_| DomainError::invalid(field, "must be a positive duration"))
         })

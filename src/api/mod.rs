@@ -4,6 +4,7 @@
 pub mod audit_service;
 pub mod auth_service;
 pub mod convert;
+pub mod input;
 pub mod organisation_service;
 pub mod playback_service;
 pub mod role_service;

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod email;
 pub mod error;
 pub mod fingerprint;
+pub mod input;
 pub mod invariants;
 pub mod invite;
 pub mod paging;

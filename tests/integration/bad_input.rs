@@ -1,23 +1,41 @@
-//! Bad input through the API: every string field of every request has a
-//! length limit (a 10 KiB value is refused, with nothing changed), and
-//! SQL-looking text is stored and returned verbatim.
+//! Bad input through the API: every string field of every request (the list
+//! comes from the contract's descriptors) has a length limit (a 10 KiB value
+//! is refused, with nothing changed); no string holds NUL and no timestamp
+//! or duration lies outside the contract's range, in any field of any
+//! request; SQL-looking text is stored and returned verbatim.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, Value};
 use tonic::{Code, Status};
 use usermgmt::proto::{
-    self, Role, audit_service_client::AuditServiceClient, auth_service_client::AuthServiceClient,
-    credential::Kind, organisation_service_client::OrganisationServiceClient,
-    playback_scope::Scope, playback_token_service_client::PlaybackTokenServiceClient,
+    self, Role, VerifyFailureReason, audit_service_client::AuditServiceClient,
+    auth_service_client::AuthServiceClient, credential::Kind,
+    organisation_service_client::OrganisationServiceClient, playback_scope::Scope,
+    playback_token_service_client::PlaybackTokenServiceClient,
     revoke_playback_token_request::Target,
 };
 
 use crate::playback::make_secure;
+use crate::support::contract::{call_raw, is_text, is_time, request_fields};
 use crate::support::dump::{assert_same, dump_all};
 use crate::support::*;
 
-type Outcome = Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>;
+/// How an RPC answered: OK, or (Authorize, VerifyPlaybackToken) a refusal
+/// in its response.
+#[derive(Debug, PartialEq, Eq)]
+enum Answered {
+    Ok,
+    /// Authorize's refusal, with its reason.
+    Denied(String),
+    /// VerifyPlaybackToken's refusal.
+    NotValid(VerifyFailureReason),
+}
+
+type Outcome = Pin<Box<dyn Future<Output = Result<Answered, Status>> + Send>>;
 
 /// One call as an [`Outcome`]: `call!(client, method, request)`.
 macro_rules! call {
@@ -26,46 +44,51 @@ macro_rules! call {
         let request = $request;
         Box::pin(async move {
             let answer = client.$method(request).await?.into_inner();
-            if Answer::accepted(&answer) {
-                Ok(())
-            } else {
-                Err(Status::unauthenticated("refused in the answer"))
-            }
+            Ok(Answer::answered(&answer))
         }) as Outcome
     }};
 }
 
-/// Whether an answer accepted the request: Authorize and VerifyPlaybackToken
-/// answer a refusal in their response, every other RPC with a status.
 trait Answer {
-    fn accepted(&self) -> bool {
-        true
+    fn answered(&self) -> Answered {
+        Answered::Ok
     }
 }
 
 impl Answer for proto::AuthorizeResponse {
-    fn accepted(&self) -> bool {
-        self.allowed
+    fn answered(&self) -> Answered {
+        if self.allowed {
+            Answered::Ok
+        } else {
+            Answered::Denied(self.reason.clone())
+        }
     }
 }
 
 impl Answer for proto::AuthorizeBatchResponse {
-    fn accepted(&self) -> bool {
-        self.decisions.iter().any(|d| d.allowed)
+    fn answered(&self) -> Answered {
+        match self.decisions.iter().find(|d| !d.allowed) {
+            Some(denied) => Answered::Denied(denied.reason.clone()),
+            None => Answered::Ok,
+        }
     }
 }
 
 impl Answer for proto::VerifyPlaybackTokenResponse {
-    fn accepted(&self) -> bool {
-        self.valid
+    fn answered(&self) -> Answered {
+        if self.valid {
+            Answered::Ok
+        } else {
+            Answered::NotValid(self.reason())
+        }
     }
 }
 
-macro_rules! accepted_by_ok {
+macro_rules! answered_by_ok {
     ($($t:ty),*) => { $(impl Answer for $t {})* };
 }
 
-accepted_by_ok!(
+answered_by_ok!(
     proto::LoginResponse,
     proto::AcceptInviteResponse,
     proto::GetUserResponse,
@@ -83,6 +106,33 @@ accepted_by_ok!(
     proto::IssuePlaybackTokenResponse,
     proto::RevokePlaybackTokenResponse
 );
+
+/// What a 10 KiB value of a field gets.
+#[derive(Debug)]
+enum Expect {
+    /// INVALID_ARGUMENT, with a violation of exactly this field.
+    Invalid(&'static str),
+    /// A credential the contract refuses in the response: this reason.
+    Denied(&'static str),
+    NotValid(VerifyFailureReason),
+    /// An output-only field, ignored by the update (which succeeds without it).
+    Ignored,
+}
+
+/// Whether one case's answer is what it expects; if not, what it was.
+fn check(expect: &Expect, result: Result<Answered, Status>) -> Result<(), String> {
+    match (expect, result) {
+        (Expect::Invalid(name), Err(status))
+            if status.code() == Code::InvalidArgument && violated_fields(&status) == [*name] =>
+        {
+            Ok(())
+        }
+        (Expect::Denied(reason), Ok(Answered::Denied(got))) if got == *reason => Ok(()),
+        (Expect::NotValid(reason), Ok(Answered::NotValid(got))) if got == *reason => Ok(()),
+        (Expect::Ignored, Ok(Answered::Ok)) => Ok(()),
+        (expect, got) => Err(format!("expected {expect:?}, got {got:?}")),
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_string_field_has_a_length_limit() {
@@ -180,21 +230,25 @@ async fn every_string_field_has_a_length_limit() {
     };
     let uid = user.id.clone();
 
-    let cases: Vec<(&str, Outcome)> = vec![
+    let mut cases: Vec<(&str, Expect, Outcome)> = vec![
         (
             "LoginRequest.email",
+            Expect::Invalid("email"),
             call!(auth(), login, login(&long_email, PASSWORD, "")),
         ),
         (
             "LoginRequest.password",
+            Expect::Invalid("password"),
             call!(auth(), login, login(&org.admin_email, &long, "")),
         ),
         (
             "LoginRequest.organisation_id",
+            Expect::Invalid("organisation_id"),
             call!(auth(), login, login(&org.admin_email, PASSWORD, &long)),
         ),
         (
             "AcceptInviteRequest.invite_token",
+            Expect::Invalid("invite_token"),
             call!(
                 auth(),
                 accept_invite,
@@ -206,6 +260,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "AcceptInviteRequest.password",
+            Expect::Invalid("password"),
             call!(
                 auth(),
                 accept_invite,
@@ -217,6 +272,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "Credential.access_token",
+            Expect::Denied("CREDENTIALS_MALFORMED"),
             call!(
                 auth(),
                 authorize,
@@ -225,6 +281,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "Credential.api_key",
+            Expect::Denied("CREDENTIALS_MALFORMED"),
             call!(
                 auth(),
                 authorize,
@@ -233,6 +290,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "AuthorizeRequest.permission",
+            Expect::Invalid("permission"),
             call!(
                 auth(),
                 authorize,
@@ -241,6 +299,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "AuthorizeRequest.organisation_id",
+            Expect::Invalid("organisation_id"),
             call!(
                 auth(),
                 authorize,
@@ -249,14 +308,17 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "AuthorizeBatchRequest.permissions",
+            Expect::Invalid("permissions[0]"),
             call!(auth(), authorize_batch, batch(&long, "")),
         ),
         (
             "AuthorizeBatchRequest.organisation_id",
+            Expect::Invalid("organisation_id"),
             call!(auth(), authorize_batch, batch("users.read", &long)),
         ),
         (
             "GetUserRequest.user_id",
+            Expect::Invalid("user_id"),
             call!(
                 users(),
                 get_user,
@@ -267,6 +329,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "ListUsersRequest.page_token",
+            Expect::Invalid("page_token"),
             call!(
                 users(),
                 list_users,
@@ -278,6 +341,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "CreateUserRequest.email",
+            Expect::Invalid("email"),
             call!(
                 users(),
                 create_user,
@@ -290,6 +354,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "CreateUserRequest.password",
+            Expect::Invalid("password"),
             call!(
                 users(),
                 create_user,
@@ -302,6 +367,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "CreateInviteRequest.email",
+            Expect::Invalid("email"),
             call!(
                 users(),
                 create_invite,
@@ -314,6 +380,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "ListInvitesRequest.page_token",
+            Expect::Invalid("page_token"),
             call!(
                 users(),
                 list_invites,
@@ -325,6 +392,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "RevokeInviteRequest.invite_id",
+            Expect::Invalid("invite_id"),
             call!(
                 users(),
                 revoke_invite,
@@ -335,6 +403,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "UpdateUserRoleRequest.user_id",
+            Expect::Invalid("user_id"),
             call!(
                 users(),
                 update_user_role,
@@ -347,6 +416,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "UpdateUserRoleRequest.etag",
+            Expect::Invalid("etag"),
             call!(
                 users(),
                 update_user_role,
@@ -359,6 +429,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "DeleteUserRequest.user_id",
+            Expect::Invalid("user_id"),
             call!(
                 users(),
                 delete_user,
@@ -370,6 +441,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "DeleteUserRequest.confirmation_token",
+            Expect::Invalid("confirmation_token"),
             call!(
                 users(),
                 delete_user,
@@ -381,6 +453,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "RenewTokenKeyRequest.user_id",
+            Expect::Invalid("user_id"),
             call!(
                 users(),
                 renew_token_key,
@@ -392,6 +465,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "RenewTokenKeyRequest.confirmation_token",
+            Expect::Invalid("confirmation_token"),
             call!(
                 users(),
                 renew_token_key,
@@ -403,6 +477,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "ListAuditEventsRequest.page_token",
+            Expect::Invalid("page_token"),
             call!(
                 audit(),
                 list_audit_events,
@@ -411,6 +486,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "ListAuditEventsRequest.actor",
+            Expect::Invalid("actor"),
             call!(
                 audit(),
                 list_audit_events,
@@ -419,6 +495,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "ListAuditEventsRequest.target_id",
+            Expect::Invalid("target_id"),
             call!(
                 audit(),
                 list_audit_events,
@@ -427,6 +504,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "ListAuditEventsRequest.action",
+            Expect::Invalid("action"),
             call!(
                 audit(),
                 list_audit_events,
@@ -435,6 +513,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "Organisation.name",
+            Expect::Invalid("organisation.name"),
             call!(
                 organisations(),
                 update_organisation,
@@ -443,6 +522,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "Organisation.etag",
+            Expect::Invalid("organisation.etag"),
             call!(
                 organisations(),
                 update_organisation,
@@ -450,7 +530,8 @@ async fn every_string_field_has_a_length_limit() {
             ),
         ),
         (
-            "UpdateOrganisationRequest.update_mask",
+            "FieldMask.paths",
+            Expect::Invalid("update_mask"),
             call!(
                 organisations(),
                 update_organisation,
@@ -459,6 +540,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "RotateApiKeyRequest.confirmation_token",
+            Expect::Invalid("confirmation_token"),
             call!(
                 organisations(),
                 rotate_api_key,
@@ -469,6 +551,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "StreamList.names",
+            Expect::Invalid("scope.streams.names"),
             call!(
                 playback(),
                 issue_playback_token,
@@ -479,6 +562,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "PlaybackScope.group_id",
+            Expect::Invalid("scope.group_id"),
             call!(
                 playback(),
                 issue_playback_token,
@@ -487,6 +571,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "PlaybackRestrictions.domain",
+            Expect::Invalid("restrictions.domain"),
             call!(
                 playback(),
                 issue_playback_token,
@@ -495,6 +580,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "PlaybackRestrictions.ip",
+            Expect::Invalid("restrictions.ip"),
             call!(
                 playback(),
                 issue_playback_token,
@@ -503,6 +589,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "PlaybackRestrictions.tag",
+            Expect::Invalid("restrictions.tag"),
             call!(
                 playback(),
                 issue_playback_token,
@@ -511,6 +598,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "PlaybackRestrictions.user",
+            Expect::Invalid("restrictions.user"),
             call!(
                 playback(),
                 issue_playback_token,
@@ -519,10 +607,12 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "VerifyPlaybackTokenRequest.token",
+            Expect::NotValid(VerifyFailureReason::Malformed),
             call!(playback(), verify_playback_token, verify(&long, "live", "")),
         ),
         (
             "VerifyPlaybackTokenRequest.stream",
+            Expect::Invalid("stream"),
             call!(
                 playback(),
                 verify_playback_token,
@@ -531,6 +621,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "VerifyPlaybackTokenRequest.group_id",
+            Expect::Invalid("group_id"),
             call!(
                 playback(),
                 verify_playback_token,
@@ -539,6 +630,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "RevokePlaybackTokenRequest.token",
+            Expect::Invalid("token"),
             call!(
                 playback(),
                 revoke_playback_token,
@@ -549,6 +641,7 @@ async fn every_string_field_has_a_length_limit() {
         ),
         (
             "RevokePlaybackTokenRequest.token_id",
+            Expect::Invalid("token_id"),
             call!(
                 playback(),
                 revoke_playback_token,
@@ -559,32 +652,168 @@ async fn every_string_field_has_a_length_limit() {
         ),
     ];
 
+    // Output-only fields: UpdateOrganisation ignores them (AIP-203).
+    for (field, set) in [
+        (
+            "Organisation.id",
+            (|o: &mut proto::Organisation, v: String| o.id = v) as fn(&mut _, _),
+        ),
+        ("Organisation.api_key_fingerprint", |o, v| {
+            o.api_key_fingerprint = v
+        }),
+    ] {
+        let mut organisation = proto::Organisation {
+            name: "Acme".into(),
+            ..Default::default()
+        };
+        set(&mut organisation, long.clone());
+        let request = admin.req(proto::UpdateOrganisationRequest {
+            organisation: Some(organisation),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
+        });
+        cases.push((
+            field,
+            Expect::Ignored,
+            call!(organisations(), update_organisation, request),
+        ));
+    }
+
+    // Every string field of every request has its case, and every case is one.
+    let contract: BTreeMap<String, String> = request_fields(is_text)
+        .into_iter()
+        .map(|path| (path.declared_as(), path.rpc))
+        .collect();
+    let named: Vec<&str> = cases.iter().map(|(field, ..)| *field).collect();
+    for (field, rpc) in &contract {
+        assert!(
+            named.contains(&field.as_str()),
+            "{field} (in {rpc}) has no case: give it a length limit and a case here"
+        );
+    }
+    for field in &named {
+        assert!(
+            contract.contains_key(*field),
+            "{field} is not a string field of a request"
+        );
+    }
+    assert_eq!(named.len(), contract.len(), "a field has two cases");
+
     let before = dump_all(&server.db).await;
     let count = cases.len();
-    for (field, outcome) in cases {
-        match outcome.await {
-            Ok(()) => panic!("{field}: a 10 KiB value was accepted"),
-            Err(status) => {
-                eprintln!("{field}: {:?}", status.code());
-                assert!(
-                    matches!(status.code(), Code::InvalidArgument | Code::Unauthenticated),
-                    "{field}: {status:?}"
-                );
-                if status.code() == Code::InvalidArgument {
-                    let name = field.rsplit('.').next().unwrap_or(field);
-                    let fields = violated_fields(&status);
-                    assert!(
-                        fields
-                            .iter()
-                            .any(|f| f.contains(name) || name.contains(f.as_str())),
-                        "{field}: the violation names {fields:?}"
-                    );
-                }
-            }
+    let mut wrong = Vec::new();
+    for (field, expect, outcome) in cases {
+        if let Err(got) = check(&expect, outcome.await) {
+            wrong.push(format!("{field}: {got}"));
         }
         assert_same(&before, &dump_all(&server.db).await, field);
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     eprintln!("{count} string fields refused at 10 KiB");
+}
+
+/// A timestamp or duration message with these seconds and nanos.
+fn time_value(message: &prost_reflect::MessageDescriptor, seconds: i64, nanos: i32) -> Value {
+    let mut time = DynamicMessage::new(message.clone());
+    time.set_field_by_name("seconds", Value::I64(seconds));
+    time.set_field_by_name("nanos", Value::I32(nanos));
+    Value::Message(time)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_field_of_any_request_holds_nul_or_a_time_out_of_range() {
+    let server = TestServer::start().await;
+    let org = create_org(&server.db, "Acme").await;
+    make_secure(&server.db, org.id).await;
+    let channel = server.channel().await;
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let service_key = register_service(&server.db, "streams").await;
+    // Past the per-call check of every RPC: an admin's token, and the service
+    // key that Authorize asks for.
+    let metadata = [
+        ("authorization", format!("Bearer {}", admin.token)),
+        ("x-usermgmt-service-key", service_key),
+    ];
+
+    let mut cases: Vec<(String, String, String, Vec<u8>)> = Vec::new();
+    for path in request_fields(is_text) {
+        for text in ["a\0b", "\u{202E}\0"] {
+            let request = path.request_with(Value::String(text.into()));
+            cases.push((
+                path.rpc.clone(),
+                format!("{} = {text:?}", path.violation()),
+                path.violation(),
+                request.encode_to_vec(),
+            ));
+        }
+    }
+    let texts = cases.len();
+    for path in request_fields(|f| f.kind().as_message().is_some_and(is_time)) {
+        let time = path.fields.last().expect("a field").kind();
+        let time = time.as_message().expect("a message");
+        let values: &[(i64, i32)] = if time.name() == "Duration" {
+            &[
+                (i64::MAX, 0),
+                (315_576_000_001, 0),
+                (1, -1),
+                (0, 1_000_000_000),
+            ]
+        } else {
+            // Chrono's last second (where adding overflowed), one before
+            // PostgreSQL's first, and nanos out of a second.
+            &[
+                (8_210_266_876_799, 0),
+                (-100_000_000_000, 0),
+                (0, -1),
+                (i64::MIN, 0),
+            ]
+        };
+        for (seconds, nanos) in values {
+            let request = path.request_with(time_value(time, *seconds, *nanos));
+            cases.push((
+                path.rpc.clone(),
+                format!("{} = {seconds}s {nanos}ns", path.violation()),
+                path.violation(),
+                request.encode_to_vec(),
+            ));
+        }
+    }
+    assert!(texts >= 2 * 40, "{texts} cases of text");
+    assert!(
+        cases.len() - texts >= 4 * 5,
+        "{} cases of time",
+        cases.len() - texts
+    );
+
+    let before = dump_all(&server.db).await;
+    let mut wrong = Vec::new();
+    for (rpc, case, field, request) in &cases {
+        match call_raw(&channel, rpc, request.clone(), &metadata).await {
+            Err(status)
+                if status.code() == Code::InvalidArgument
+                    && violated_fields(&status) == [field.clone()] => {}
+            Err(status) => wrong.push(format!(
+                "{rpc} {case}: {:?} {:?} {}",
+                status.code(),
+                violated_fields(&status),
+                status.message()
+            )),
+            Ok(_) => wrong.push(format!("{rpc} {case}: accepted")),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answered otherwise than INVALID_ARGUMENT for the field:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    assert_same(&before, &dump_all(&server.db).await, "refused requests");
+    eprintln!(
+        "{} values refused in every field of every request",
+        cases.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ mod commit_recheck;
 mod db_faults;
 mod example_env;
 mod failover;
+mod fuzz;
 mod grpc_web;
 mod hasher_bounds;
 mod healthcheck;

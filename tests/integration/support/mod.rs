@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests.
 
+pub mod contract;
 pub mod db;
 pub mod dump;
 pub mod lock;

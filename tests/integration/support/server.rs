@@ -198,6 +198,13 @@ fn read_listening_address(stdout: std::process::ChildStdout) -> Option<SocketAdd
         .find_map(|line| line.strip_prefix("listening on ")?.trim().parse().ok())
 }
 
+impl Replica {
+    /// Whether the process is still running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
 impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,447 @@
+//! The rules every request value obeys ([`crate::domain::input`]: no NUL in
+//! text, timestamps and durations within the contract's ranges), applied to
+//! every field of every request of the contract before its handler runs, so
+//! that a field added to the contract cannot escape them. A tower layer
+//! reads the call's request message, decodes it by the contract's
+//! descriptors (prost-reflect), walks every field that is set, nested and
+//! repeated ones too, and answers INVALID_ARGUMENT with one field violation
+//! per offending value; a request that is not an encoding of its message is
+//! refused the same way. Otherwise the call goes on with the same bytes.
+//! It runs after the per-call check, so an anonymous caller of a method that
+//! needs a credential still learns only that.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::StreamExt as _;
+use http_body_util::{BodyExt as _, BodyStream, StreamBody};
+use prost::bytes::{Buf as _, Bytes, BytesMut};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage as _, Value,
+};
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::domain::error::Violations;
+use crate::domain::{DomainError, input};
+use crate::status::to_status;
+
+/// At most this many violations are reported: a repeated field may hold
+/// thousands of bad entries, and the answer must stay small.
+const MAX_VIOLATIONS: usize = 16;
+/// The gRPC message prefix: a compression flag and a 4-byte length.
+const PREFIX_LEN: usize = 5;
+
+/// The request message of every RPC of the contract, by its path.
+#[derive(Debug, Clone)]
+pub struct RequestMessages {
+    by_path: HashMap<String, MessageDescriptor>,
+}
+
+impl RequestMessages {
+    /// The contract's, from the descriptors compiled with it.
+    pub fn of_contract() -> Result<Self, prost_reflect::DescriptorError> {
+        let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)?;
+        let by_path = pool
+            .services()
+            .flat_map(|service| {
+                service
+                    .methods()
+                    .map(|method| {
+                        (
+                            format!("/{}/{}", service.full_name(), method.name()),
+                            method.input(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Ok(Self { by_path })
+    }
+
+    pub fn of_path(&self, path: &str) -> Option<&MessageDescriptor> {
+        self.by_path.get(path)
+    }
+}
+
+/// Checks one encoded request message of type `descriptor` against the rules.
+pub fn screen(descriptor: &MessageDescriptor, encoded: &[u8]) -> Result<(), DomainError> {
+    let message = DynamicMessage::decode(descriptor.clone(), encoded).map_err(|_| {
+        DomainError::invalid(
+            "",
+            format!(
+                "the request is not an encoding of {}",
+                descriptor.full_name()
+            ),
+        )
+    })?;
+    let mut violations = Violations::default();
+    let mut found = 0;
+    walk_message(&message, "", &mut |result| {
+        if result.is_err() && found < MAX_VIOLATIONS {
+            found += 1;
+            violations.check(result);
+        }
+    });
+    violations.into_result()
+}
+
+type Check<'a> = dyn FnMut(Result<(), DomainError>) + 'a;
+
+fn walk_message(message: &DynamicMessage, path: &str, check: &mut Check<'_>) {
+    match message.descriptor().full_name() {
+        "google.protobuf.Timestamp" => {
+            let (seconds, nanos) = seconds_and_nanos(message);
+            check(input::timestamp(path, seconds, nanos).map(|_| ()));
+        }
+        "google.protobuf.Duration" => {
+            let (seconds, nanos) = seconds_and_nanos(message);
+            check(input::duration(path, seconds, nanos));
+        }
+        _ => {
+            for (field, value) in message.fields() {
+                let path = if path.is_empty() {
+                    field.name().to_owned()
+                } else {
+                    format!("{path}.{}", field.name())
+                };
+                walk_value(value, &path, check);
+            }
+        }
+    }
+}
+
+fn walk_value(value: &Value, path: &str, check: &mut Check<'_>) {
+    match value {
+        Value::String(text) => check(input::text(path, text)),
+        Value::Message(message) => walk_message(message, path, check),
+        Value::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_value(item, &format!("{path}[{i}]"), check);
+            }
+        }
+        // Keys are named by position: a key is the caller's text.
+        Value::Map(entries) => {
+            for (i, (key, item)) in entries.iter().enumerate() {
+                if let prost_reflect::MapKey::String(text) = key {
+                    check(input::text(&format!("{path}[{i}].key"), text));
+                }
+                walk_value(item, &format!("{path}[{i}]"), check);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn seconds_and_nanos(message: &DynamicMessage) -> (i64, i32) {
+    let seconds = message
+        .get_field_by_name("seconds")
+        .and_then(|v| v.as_i64())
+        .unwrap_or_default();
+    let nanos = message
+        .get_field_by_name("nanos")
+        .and_then(|v| v.as_i32())
+        .unwrap_or_default();
+    (seconds, nanos)
+}
+
+/// Screens the request message of every call of the contract.
+#[derive(Debug, Clone)]
+pub struct InputLayer {
+    messages: Arc<RequestMessages>,
+    max_message: usize,
+}
+
+impl InputLayer {
+    /// `max_message`: the largest request message the services decode; a
+    /// larger one is passed on unread, for them to refuse.
+    pub fn new(messages: RequestMessages, max_message: usize) -> Self {
+        Self {
+            messages: Arc::new(messages),
+            max_message,
+        }
+    }
+}
+
+impl<S> Layer<S> for InputLayer {
+    type Service = Screen<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Screen {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Screen<S> {
+    inner: S,
+    layer: InputLayer,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> Service<http::Request<Body>> for Screen<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The clone is not ready; the instance that was polled ready serves this call.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let descriptor = is_grpc(&request)
+            .then(|| self.layer.messages.of_path(request.uri().path()).cloned())
+            .flatten();
+        let Some(descriptor) = descriptor else {
+            return Box::pin(inner.call(request));
+        };
+        let max_message = self.layer.max_message;
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let (message, body) = first_message(body, max_message).await;
+            if let Some(message) = message
+                && let Err(refusal) = screen(&descriptor, &message)
+            {
+                return Ok(to_status(refusal).into_http());
+            }
+            inner.call(http::Request::from_parts(parts, body)).await
+        })
+    }
+}
+
+fn is_grpc<B>(request: &http::Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"))
+}
+
+/// Reads the body until its first message is whole: returns that message
+/// (unless it is compressed or larger than `max_message`, or the body ends
+/// or fails before it) and a body that replays everything read, then the rest.
+async fn first_message(mut body: Body, max_message: usize) -> (Option<Bytes>, Body) {
+    let mut read = BytesMut::new();
+    let mut trailers = None;
+    let mut failure = None;
+    let mut rest = true;
+    let message = loop {
+        if read.len() >= PREFIX_LEN {
+            let compressed = read[0] != 0;
+            let length = (&read[1..PREFIX_LEN]).get_u32() as usize;
+            if compressed || length > max_message {
+                break None;
+            }
+            if read.len() >= PREFIX_LEN + length {
+                break Some(Bytes::copy_from_slice(
+                    &read[PREFIX_LEN..PREFIX_LEN + length],
+                ));
+            }
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => read.extend_from_slice(&data),
+                Err(frame) => {
+                    trailers = Some(frame);
+                    rest = false;
+                    break None;
+                }
+            },
+            Some(Err(error)) => {
+                failure = Some(error);
+                rest = false;
+                break None;
+            }
+            None => {
+                rest = false;
+                break None;
+            }
+        }
+    };
+    let replayed = futures::stream::iter(
+        [
+            Some(Ok(hyper::body::Frame::data(read.freeze()))),
+            trailers.map(Ok),
+            failure.map(Err),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    let body = if rest {
+        Body::new(StreamBody::new(replayed.chain(BodyStream::new(body))))
+    } else {
+        Body::new(StreamBody::new(replayed))
+    };
+    (message, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::proto;
+
+    fn messages() -> RequestMessages {
+        RequestMessages::of_contract().expect("the contract's descriptors")
+    }
+
+    fn violations(path: &str, message: impl prost::Message) -> Vec<(String, String)> {
+        let messages = messages();
+        let descriptor = messages.of_path(path).expect("an RPC of the contract");
+        match screen(descriptor, &message.encode_to_vec()) {
+            Ok(()) => Vec::new(),
+            Err(DomainError::InvalidArgument(v)) => {
+                v.into_iter().map(|v| (v.field, v.description)).collect()
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    fn fields(found: Vec<(String, String)>) -> Vec<String> {
+        found.into_iter().map(|(field, _)| field).collect()
+    }
+
+    #[test]
+    fn every_rpc_of_the_contract_has_its_request_message() {
+        let messages = messages();
+        for path in proto::rpc_paths().expect("paths") {
+            assert!(messages.of_path(&path).is_some(), "{path}");
+        }
+    }
+
+    #[test]
+    fn nul_is_refused_in_every_nested_and_repeated_string() {
+        let request = proto::IssuePlaybackTokenRequest {
+            scope: Some(proto::PlaybackScope {
+                scope: Some(proto::playback_scope::Scope::Streams(proto::StreamList {
+                    names: vec!["live".into(), "a\0b".into()],
+                })),
+            }),
+            restrictions: Some(proto::PlaybackRestrictions {
+                tag: "\0".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(violations(
+                "/usermgmt.v1.PlaybackTokenService/IssuePlaybackToken",
+                request
+            )),
+            ["scope.streams.names[1]", "restrictions.tag"]
+        );
+        let audit = proto::ListAuditEventsRequest {
+            action: "\0".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(violations(
+                "/usermgmt.v1.AuditService/ListAuditEvents",
+                audit
+            )),
+            ["action"]
+        );
+    }
+
+    #[test]
+    fn timestamps_and_durations_out_of_range_are_refused() {
+        let at = |seconds, nanos| Some(prost_types::Timestamp { seconds, nanos });
+        let request = proto::IssuePlaybackTokenRequest {
+            nbf: at(8_210_266_876_799, 0),
+            exp: at(0, -1),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(violations(
+                "/usermgmt.v1.PlaybackTokenService/IssuePlaybackToken",
+                request
+            )),
+            ["nbf", "exp"]
+        );
+        let invite = proto::CreateInviteRequest {
+            ttl: Some(prost_types::Duration {
+                seconds: i64::MAX,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(violations("/usermgmt.v1.UserService/CreateInvite", invite)),
+            ["ttl"]
+        );
+        let fine = proto::ListAuditEventsRequest {
+            start_time: at(0, 0),
+            end_time: at(253_402_300_799, 999_999_999),
+            ..Default::default()
+        };
+        assert!(violations("/usermgmt.v1.AuditService/ListAuditEvents", fine).is_empty());
+    }
+
+    #[test]
+    fn many_bad_entries_give_a_bounded_answer() {
+        let request = proto::AuthorizeBatchRequest {
+            permissions: vec!["\0".into(); 5000],
+            ..Default::default()
+        };
+        let found = violations("/usermgmt.v1.AuthService/AuthorizeBatch", request);
+        assert_eq!(found.len(), MAX_VIOLATIONS);
+    }
+
+    #[test]
+    fn bytes_that_encode_no_request_are_refused() {
+        let messages = messages();
+        let descriptor = messages
+            .of_path("/usermgmt.v1.AuthService/Login")
+            .expect("login");
+        // Field 1 (email) as a string of invalid UTF-8, then a truncated field.
+        assert!(screen(descriptor, &[0x0a, 0x02, 0xff, 0xfe]).is_err());
+        assert!(screen(descriptor, &[0x0a, 0x05, b'a']).is_err());
+        assert!(screen(descriptor, &[]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_body_is_replayed_whole() {
+        let message = proto::LoginRequest {
+            email: "a@example.com".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        let chunks: Vec<Result<hyper::body::Frame<Bytes>, tonic::Status>> = framed
+            .chunks(3)
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let body = Body::new(StreamBody::new(futures::stream::iter(chunks)));
+        let (first, replayed) = first_message(body, 1024).await;
+        assert_eq!(first.as_deref(), Some(message.as_slice()));
+        let replayed = replayed.collect().await.expect("body").to_bytes();
+        assert_eq!(replayed.as_ref(), framed.as_slice());
+
+        // Too large to read: passed on untouched.
+        let body = Body::new(StreamBody::new(futures::stream::iter(vec![Ok::<
+            _,
+            tonic::Status,
+        >(
+            hyper::body::Frame::data(Bytes::from(framed.clone())),
+        )])));
+        let (first, replayed) = first_message(body, 4).await;
+        assert!(first.is_none());
+        let replayed = replayed.collect().await.expect("body").to_bytes();
+        assert_eq!(replayed.as_ref(), framed.as_slice());
+    }
+}
