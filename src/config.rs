@@ -220,9 +220,10 @@ pub struct ServeArgs {
     #[arg(long, env = "USERMGMT_PLAYBACK_TOKEN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=24 * 3600))]
     pub playback_token_ttl_secs: u64,
 
-    /// Cache users, organisations and API keys for the per-call check. The
-    /// cache is kept exact across replicas (see docs/architecture.md); turn
-    /// it off to read the database on every call.
+    /// Cache users, organisations and API keys for the per-call check, and the
+    /// keys that verify playback tokens. The cache is kept exact across
+    /// replicas (see docs/architecture.md); turn it off to read the database
+    /// on every call.
     #[arg(long, env = "USERMGMT_AUTH_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auth_cache: bool,
 

@@ -105,6 +105,21 @@ fn otel_provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
         .build())
 }
 
+/// Says on standard output where the server listens: the port the system
+/// chose when `--listen` gave port 0, for whoever started the process. A
+/// closed standard output does not stop the server.
+fn announce_address(listener: &tokio::net::TcpListener) -> Result<(), String> {
+    use std::io::Write as _;
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "listening on {address}").and_then(|()| stdout.flush()) {
+        tracing::warn!(%error, "cannot write the listening address to standard output");
+    }
+    Ok(())
+}
+
 async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve(args) => {
@@ -112,6 +127,7 @@ async fn run(command: Command) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+            announce_address(&listener)?;
             server::serve(args, listener, shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())

@@ -27,6 +27,18 @@ BEGIN
 END
 $$ LANGUAGE plpgsql;
 
+CREATE OR REPLACE FUNCTION usermgmt_notify_playback_key_change() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM pg_notify('usermgmt_cache', 'org:' || OLD.organisation_id::text);
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM pg_notify('usermgmt_cache', 'org:' || NEW.organisation_id::text);
+    END IF;
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+
 -- TRUNCATE fires no row trigger. A statement trigger on every cached table
 -- sends the payload given as the trigger's argument: "all" (every replica
 -- forgets everything) or the name of the one kind of entry to forget.
@@ -44,6 +56,8 @@ CREATE TRIGGER organisations_notify_truncate AFTER TRUNCATE ON organisations
     FOR EACH STATEMENT EXECUTE FUNCTION usermgmt_notify_cache_statement('all');
 CREATE TRIGGER service_credentials_notify_truncate AFTER TRUNCATE ON service_credentials
     FOR EACH STATEMENT EXECUTE FUNCTION usermgmt_notify_cache_statement('services');
+CREATE TRIGGER playback_signing_keys_notify_truncate AFTER TRUNCATE ON playback_signing_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION usermgmt_notify_cache_statement('all');
 
 -- Fire under session_replication_role = replica too (a restore, a logical
 -- replication apply, a hand change made that way). Only a trigger disabled
@@ -54,3 +68,5 @@ ALTER TABLE organisations ENABLE ALWAYS TRIGGER organisations_notify_change;
 ALTER TABLE organisations ENABLE ALWAYS TRIGGER organisations_notify_truncate;
 ALTER TABLE service_credentials ENABLE ALWAYS TRIGGER service_credentials_notify_change;
 ALTER TABLE service_credentials ENABLE ALWAYS TRIGGER service_credentials_notify_truncate;
+ALTER TABLE playback_signing_keys ENABLE ALWAYS TRIGGER playback_signing_keys_notify_change;
+ALTER TABLE playback_signing_keys ENABLE ALWAYS TRIGGER playback_signing_keys_notify_truncate;

@@ -73,6 +73,11 @@ pub fn organisation(organisation: &Organisation) -> proto::Organisation {
         api_key_rotated_at: organisation.api_key_rotated_at.map(timestamp),
         api_key_fingerprint: organisation.api_key_fingerprint.clone().unwrap_or_default(),
         etag: organisation.etag(),
+        max_non_revocable_lifetime: Some(prost_types::Duration {
+            seconds: i64::try_from(organisation.max_non_revocable_lifetime.as_secs())
+                .unwrap_or(i64::MAX),
+            nanos: 0,
+        }),
     }
 }
 

@@ -1,9 +1,12 @@
+use std::time::Duration;
+
 use tonic::{Request, Response, Status};
 
 use super::{convert, principal, request_id};
 use crate::app::confirm::Step;
 use crate::app::organisation::{OrganisationChanges, Organisations};
 use crate::domain::DomainError;
+use crate::domain::playback::{MAX_LIFETIME, lifetime_ceiling};
 use crate::domain::user::validate_organisation_name;
 use crate::proto::{self, organisation_service_server::OrganisationService};
 
@@ -20,22 +23,30 @@ fn requested_changes(
     let paths: Vec<&str> = mask
         .map(|m| m.paths.iter().map(String::as_str).collect())
         .unwrap_or_default();
-    let (name, secure_playback) = if paths.is_empty() {
-        (!organisation.name.is_empty(), organisation.secure_playback)
+    let (name, secure_playback, max_lifetime) = if paths.is_empty() {
+        (
+            !organisation.name.is_empty(),
+            organisation.secure_playback,
+            organisation.max_non_revocable_lifetime.is_some(),
+        )
     } else {
-        let mut wanted = (false, false);
+        let mut wanted = (false, false, false);
         for path in paths {
             match path {
                 "name" => wanted.0 = true,
                 "secure_playback" => wanted.1 = true,
-                "*" => wanted = (true, true),
+                "max_non_revocable_lifetime" => wanted.2 = true,
+                "*" => wanted = (true, true, true),
                 other => {
                     // Echo at most a short prefix: the error travels in a
                     // header, and the caller's input is unbounded.
                     let shown: String = other.chars().take(64).collect();
                     return Err(DomainError::invalid(
                         "update_mask",
-                        format!("{shown:?} cannot be changed: use name, secure_playback or *"),
+                        format!(
+                            "{shown:?} cannot be changed: use name, secure_playback, \
+                             max_non_revocable_lifetime or *"
+                        ),
                     ));
                 }
             }
@@ -47,7 +58,24 @@ fn requested_changes(
             .then(|| validate_organisation_name("organisation.name", &organisation.name))
             .transpose()?,
         secure_playback: secure_playback.then_some(organisation.secure_playback),
+        max_non_revocable_lifetime: max_lifetime
+            .then(|| max_non_revocable_lifetime(organisation.max_non_revocable_lifetime))
+            .transpose()?,
     })
+}
+
+/// The ceiling as requested; unset (named in the mask) is the default.
+fn max_non_revocable_lifetime(
+    requested: Option<prost_types::Duration>,
+) -> Result<Duration, DomainError> {
+    match requested {
+        None => Ok(MAX_LIFETIME),
+        Some(duration) => lifetime_ceiling(
+            "organisation.max_non_revocable_lifetime",
+            duration.seconds,
+            duration.nanos,
+        ),
+    }
 }
 
 #[tonic::async_trait]

@@ -160,8 +160,12 @@ impl PlaybackTokenService for PlaybackApi {
     ) -> Result<Response<proto::RotateSigningKeyResponse>, Status> {
         let caller = principal(&request)?;
         let request_id = request_id(&request);
-        let algorithm = algorithm("algorithm", request.get_ref().algorithm)?;
-        let (key, retired_kid) = self.tokens.rotate(&caller, request_id, algorithm).await?;
+        let request = request.into_inner();
+        let algorithm = algorithm("algorithm", request.algorithm)?;
+        let (key, retired_kid) = self
+            .tokens
+            .rotate(&caller, request_id, algorithm, request.revoke_previous)
+            .await?;
         Ok(Response::new(proto::RotateSigningKeyResponse {
             key: Some(signing_key_to_proto(&key)?),
             retired_kid: retired_kid.unwrap_or_default(),
@@ -188,6 +192,7 @@ fn failure_to_proto(failure: VerifyFailure) -> proto::VerifyFailureReason {
         VerifyFailure::BadSignature => R::BadSignature,
         VerifyFailure::UnknownKid => R::UnknownKid,
         VerifyFailure::Malformed => R::Malformed,
+        VerifyFailure::KeyRevoked => R::KeyRevoked,
     }
 }
 

@@ -24,6 +24,7 @@ use crate::store::write::{Change, OrgLock};
 pub struct OrganisationChanges {
     pub name: Option<String>,
     pub secure_playback: Option<bool>,
+    pub max_non_revocable_lifetime: Option<Duration>,
 }
 
 /// A new API key, shown once.
@@ -78,11 +79,23 @@ impl Organisations {
                     }
                     let name = changes.name.clone().unwrap_or_else(|| before.name.clone());
                     let secure_playback = changes.secure_playback.unwrap_or(before.secure_playback);
-                    if name == before.name && secure_playback == before.secure_playback {
+                    let max_lifetime = changes
+                        .max_non_revocable_lifetime
+                        .unwrap_or(before.max_non_revocable_lifetime);
+                    if name == before.name
+                        && secure_playback == before.secure_playback
+                        && max_lifetime == before.max_non_revocable_lifetime
+                    {
                         return Ok(Change::unchanged(before));
                     }
-                    organisations::set_settings(conn, organisation_id, &name, secure_playback)
-                        .await?;
+                    organisations::set_settings(
+                        conn,
+                        organisation_id,
+                        &name,
+                        secure_playback,
+                        max_lifetime,
+                    )
+                    .await?;
                     let after = organisations::load(conn, organisation_id).await?;
                     let audit = organisation_audit(ORGANISATION_UPDATE, &before, &after);
                     Ok(Change::audited(after, audit).settling())

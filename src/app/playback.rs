@@ -2,9 +2,7 @@
 //! that sign them. A verification never looks at the issuer: a playback
 //! token outlives its issuer's role changes, tokenKey renewals and deletion.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -13,7 +11,7 @@ use crate::auth::Principal;
 use crate::auth::playback::{
     self as format, PlaybackClaims, ScopeClaim, TokenHeader, VerifyingKey, read_header,
 };
-use crate::domain::playback::{Grant, SigningAlgorithm, VerifyFailure, check_window};
+use crate::domain::playback::{Grant, KeyValidity, SigningAlgorithm, VerifyFailure, check_window};
 use crate::domain::{DomainError, Permission};
 use crate::store::Store;
 /// A signing key's public half, as edge servers are given it.
@@ -71,17 +69,11 @@ pub enum RevokeTarget {
 
 pub struct PlaybackTokens {
     store: Store,
-    /// Public keys by kid. A key never changes and keeps verifying every
-    /// token it signed until that token expires, so entries stay valid.
-    keys: RwLock<HashMap<String, Arc<VerifyingKey>>>,
 }
 
 impl PlaybackTokens {
     pub fn new(store: Store) -> Self {
-        Self {
-            store,
-            keys: RwLock::new(HashMap::new()),
-        }
+        Self { store }
     }
 
     /// Issues a token in the caller's (secure) organisation, recorded and
@@ -167,12 +159,19 @@ impl PlaybackTokens {
             Ok(header) => header,
             Err(failure) => return Ok(Err(failure)),
         };
-        let Some(key) = self.key(&header.kid).await? else {
+        let Some((key, validity)) = self.key(&header.kid).await? else {
             return Ok(Err(VerifyFailure::UnknownKid));
         };
-        Ok(key
-            .verify(token, &header)
-            .map(|claims| (claims, header.kid)))
+        if let Err(failure) = validity.check_key(Utc::now()) {
+            return Ok(Err(failure));
+        }
+        let claims = match key.verify(token, &header) {
+            Ok(claims) => claims,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        Ok(validity
+            .check_expiry(claims.exp)
+            .map(|()| (claims, header.kid)))
     }
 
     async fn failure(
@@ -199,31 +198,23 @@ impl PlaybackTokens {
         Ok(None)
     }
 
-    /// The verifying key `kid`, from the cache or the database.
-    async fn key(&self, kid: &str) -> Result<Option<Arc<VerifyingKey>>, DomainError> {
-        let cached = self
-            .keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(kid)
-            .cloned();
-        if cached.is_some() {
-            return Ok(cached);
-        }
+    /// The verifying key `kid` and until when it verifies, as the store
+    /// (its cache, which a change of the key evicts on every replica) has it.
+    async fn key(&self, kid: &str) -> Result<Option<(VerifyingKey, KeyValidity)>, DomainError> {
         let Some(row) = self.store.playback_public_key(kid).await? else {
             return Ok(None);
         };
-        let key = Arc::new(VerifyingKey::new(
-            row.kid,
+        let validity = KeyValidity {
+            revoked: row.revoked_at.is_some(),
+            verify_until: row.verify_until,
+        };
+        let key = VerifyingKey::new(
+            row.kid.clone(),
             row.organisation_id,
             row.alg.parse()?,
             &row.public_key,
-        )?);
-        self.keys
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(kid.to_owned(), key.clone());
-        Ok(Some(key))
+        )?;
+        Ok(Some((key, validity)))
     }
 
     /// Revokes a revocable token of the caller's organisation.
@@ -264,12 +255,14 @@ impl PlaybackTokens {
     }
 
     /// Makes a new key of `alg` (by default the current key's algorithm)
-    /// the caller's organisation's signing key.
+    /// the caller's organisation's signing key; with `revoke_previous`, the
+    /// previous keys verify nothing on any replica once this returns.
     pub async fn rotate(
         &self,
         caller: &Principal,
         request_id: Option<String>,
         alg: Option<SigningAlgorithm>,
+        revoke_previous: bool,
     ) -> Result<(PublishedKey, Option<String>), DomainError> {
         let alg = match alg {
             Some(alg) => alg,
@@ -291,9 +284,10 @@ impl PlaybackTokens {
                 Some(Permission::PlaybackKeysRotate),
                 OrgLock::Exclusive,
                 async |conn| {
-                    let (new, retired, audit) =
-                        records::rotate_key(conn, organisation_id, &key).await?;
-                    Ok(Change::audited((new, retired), audit))
+                    let (new, retired, audits) =
+                        records::rotate_key(conn, organisation_id, &key, revoke_previous).await?;
+                    // The previous key's row changed: replicas evict it.
+                    Ok(Change::unchanged((new, retired)).and_all(audits).settling())
                 },
             )
             .await

@@ -78,32 +78,28 @@ impl Sessions {
             .store
             .login_candidates(email.as_str(), organisation_id)
             .await?;
-        if candidates.is_empty() {
+        // Exactly one verification whatever the number of candidates, so that
+        // neither the time nor the CPU a login costs tells how many
+        // organisations hold the email.
+        let Some(first) = candidates.first() else {
             self.passwords.verify_decoy(password, &requester).await?;
             return Err(DomainError::Unauthenticated(AuthFailure::InvalidLogin));
-        }
-        let mut matches = Vec::new();
-        for candidate in candidates {
-            if self
-                .passwords
-                .verify(password, &candidate.password_hash, &requester)
-                .await?
-            {
-                matches.push(candidate);
-            }
-        }
-        let user = match matches.len() {
-            0 => return Err(DomainError::Unauthenticated(AuthFailure::InvalidLogin)),
-            1 => matches.remove(0),
-            _ => {
-                return Err(DomainError::FailedPrecondition {
-                    reason: "ORGANISATION_REQUIRED",
-                    message: "this email signs in to several organisations: give organisation_id"
-                        .into(),
-                });
-            }
         };
-        self.logged_in(user.id, user.organisation_id, user.token_key)
+        if !self
+            .passwords
+            .verify(password, &first.password_hash, &requester)
+            .await?
+        {
+            return Err(DomainError::Unauthenticated(AuthFailure::InvalidLogin));
+        }
+        if candidates.len() > 1 {
+            return Err(DomainError::FailedPrecondition {
+                reason: "ORGANISATION_REQUIRED",
+                message: "this email signs in to several organisations: give organisation_id"
+                    .into(),
+            });
+        }
+        self.logged_in(first.id, first.organisation_id, first.token_key)
     }
 
     /// Joins the invite's organisation as a new user and signs them in. The

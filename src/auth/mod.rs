@@ -6,6 +6,7 @@ pub mod authenticator;
 pub(crate) mod layer;
 pub(crate) mod opaque;
 pub mod passwords;
+pub(crate) mod peer;
 pub mod playback;
 pub(crate) mod principal;
 pub mod ratelimit;

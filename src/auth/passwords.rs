@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
 use tokio::sync::oneshot;
 
+use super::peer::client_key;
 use crate::domain::DomainError;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -62,14 +63,7 @@ pub enum Requester {
 impl Requester {
     pub fn peer(address: Option<IpAddr>) -> Self {
         match address {
-            Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-                Some(v4) => Requester::Peer(IpAddr::V4(v4)),
-                None => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    Requester::Peer(IpAddr::V6(prefix.into()))
-                }
-            },
-            Some(v4) => Requester::Peer(v4),
+            Some(address) => Requester::Peer(client_key(address)),
             None => Requester::Operator,
         }
     }

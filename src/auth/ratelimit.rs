@@ -1,4 +1,5 @@
-//! Login rate limits: token buckets per email and per peer address, in the
+//! Login rate limits: token buckets per email and per peer address (IPv6 by
+//! its /64), in the
 //! memory of one replica (so with N replicas behind a balancer an attacker
 //! gets up to N times the rate; the limits bound guessing, they do not count
 //! exactly). The tables are bounded: when one is full of active buckets, new
@@ -8,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::peer::client_key;
 
 /// The most keys one table holds (about 100 bytes each).
 pub const MAX_KEYS: usize = 100_000;
@@ -45,7 +48,7 @@ impl LoginLimiter {
         let now = Instant::now();
         if let Some(peer) = peer {
             self.per_peer
-                .take(&peer.to_string(), now)
+                .take(&client_key(peer).to_string(), now)
                 .map_err(|retry_after| Limited {
                     limit: "peer",
                     retry_after,
@@ -176,6 +179,33 @@ mod tests {
         let later = now + Duration::from_secs(61);
         assert_eq!(buckets.take("c", later), Ok(()));
         assert!(buckets.buckets.lock().expect("lock").len() <= 2);
+    }
+
+    #[test]
+    fn ipv6_peers_count_by_their_64() {
+        let limiter = LoginLimiter::new(LoginLimits {
+            per_email: 0,
+            per_peer: 2,
+        });
+        let peer = |text: &str| Some(text.parse().expect("address"));
+        assert_eq!(limiter.check("a@x", peer("2001:db8:1:2::1")), Ok(()));
+        assert_eq!(limiter.check("a@x", peer("2001:db8:1:2:ffff::9")), Ok(()));
+        // A third address of the same /64 is the same client.
+        assert_eq!(
+            limiter
+                .check("a@x", peer("2001:db8:1:2:abcd::7"))
+                .map_err(|l| l.limit),
+            Err("peer")
+        );
+        // The next /64 is another client.
+        assert_eq!(limiter.check("a@x", peer("2001:db8:1:3::1")), Ok(()));
+        // IPv4 mapped into IPv6 counts as the IPv4 address.
+        assert_eq!(limiter.check("a@x", peer("192.0.2.1")), Ok(()));
+        assert_eq!(limiter.check("a@x", peer("::ffff:192.0.2.1")), Ok(()));
+        assert_eq!(
+            limiter.check("a@x", peer("192.0.2.1")).map_err(|l| l.limit),
+            Err("peer")
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub const PLAYBACK_TOKEN_ISSUE: &str = "playback_token.issue";
 pub const PLAYBACK_TOKEN_REVOKE: &str = "playback_token.revoke";
 pub const PLAYBACK_KEY_CREATE: &str = "playback_key.create";
 pub const PLAYBACK_KEY_ROTATE: &str = "playback_key.rotate";
+pub const PLAYBACK_KEY_REVOKE: &str = "playback_key.revoke";
 
 /// One recorded change. Holds no secrets: no tokens, keys or hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]

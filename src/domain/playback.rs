@@ -15,6 +15,9 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Longest lifetime of a revocable token: the revocation list only has to
 /// hold a revocation for a day.
 pub const MAX_REVOCABLE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The shortest ceiling an organisation may set on the lifetime of its
+/// tokens that are not revocable.
+pub const MIN_LIFETIME_CEILING: Duration = Duration::from_secs(1);
 /// Presented tokens longer than this are refused before any crypto.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Bounds of a scope, which keep every issued token well under MAX_TOKEN_LEN.
@@ -221,6 +224,47 @@ fn whole_seconds(time: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(time.timestamp(), 0).unwrap_or(time)
 }
 
+/// An organisation's ceiling on the lifetime of its tokens that are not
+/// revocable, as a request gives it: whole seconds, from
+/// [`MIN_LIFETIME_CEILING`] to the service's own [`MAX_LIFETIME`].
+pub fn lifetime_ceiling(field: &str, seconds: i64, nanos: i32) -> Result<Duration, DomainError> {
+    let (min, max) = (MIN_LIFETIME_CEILING.as_secs(), MAX_LIFETIME.as_secs());
+    match u64::try_from(seconds) {
+        Ok(seconds) if nanos == 0 && (min..=max).contains(&seconds) => {
+            Ok(Duration::from_secs(seconds))
+        }
+        _ => Err(DomainError::invalid(
+            field,
+            format!("must be whole seconds, from {min} to {max} (365 days)"),
+        )),
+    }
+}
+
+/// The organisation's ceiling on a token that is not revocable: its `exp`
+/// at most `ceiling` after `now` (checked when the token is recorded, under
+/// the organisation's lock, so that a lowered ceiling applies at once).
+pub fn check_ceiling(
+    now: DateTime<Utc>,
+    exp: DateTime<Utc>,
+    revocable: bool,
+    ceiling: Duration,
+) -> Result<(), DomainError> {
+    let ceiling = chrono::TimeDelta::from_std(ceiling).unwrap_or(chrono::TimeDelta::MAX);
+    let latest = now
+        .checked_add_signed(ceiling)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    if revocable || exp <= latest {
+        return Ok(());
+    }
+    Err(DomainError::invalid(
+        "exp",
+        format!(
+            "must be at most {} seconds ahead: the organisation's limit for tokens that are not revocable",
+            ceiling.num_seconds()
+        ),
+    ))
+}
+
 /// A validated request for a playback token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -241,6 +285,42 @@ pub enum VerifyFailure {
     BadSignature,
     UnknownKid,
     Malformed,
+    /// The key that signed it was revoked (RotateSigningKey revoke_previous).
+    KeyRevoked,
+}
+
+/// What a verification needs to know of a signing key besides its public
+/// half: whether it was revoked, and until when it verifies (a retired key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyValidity {
+    pub revoked: bool,
+    pub verify_until: Option<DateTime<Utc>>,
+}
+
+impl KeyValidity {
+    /// Whether the key verifies anything at `now`. A retired key past its
+    /// `verify_until` is no key any more: as if unknown (it is no longer
+    /// published either).
+    pub fn check_key(&self, now: DateTime<Utc>) -> Result<(), VerifyFailure> {
+        if self.revoked {
+            Err(VerifyFailure::KeyRevoked)
+        } else if self.verify_until.is_some_and(|until| now >= until) {
+            Err(VerifyFailure::UnknownKid)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether a token with this `exp`, signed by the key, can be genuine: a
+    /// retired key's tokens all expire by its `verify_until`. One that claims
+    /// longer was made with the key's private half after its retirement (a
+    /// leak), so its signature does not count.
+    pub fn check_expiry(&self, exp: i64) -> Result<(), VerifyFailure> {
+        match self.verify_until {
+            Some(until) if exp > until.timestamp() => Err(VerifyFailure::BadSignature),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The time check of a verification (no leeway, like access tokens).
@@ -350,6 +430,63 @@ mod tests {
         );
         let later = validity_window(now, Some(at(600)), None, false, HOUR).expect("nbf ahead");
         assert_eq!(later.exp, at(600 + 3600));
+    }
+
+    #[test]
+    fn ceilings_are_bounded_and_bind_tokens_that_are_not_revocable() {
+        let day = 24 * 3600;
+        assert_eq!(
+            lifetime_ceiling("c", day, 0).expect("a day"),
+            Duration::from_secs(86_400)
+        );
+        assert!(lifetime_ceiling("c", 365 * day, 0).is_ok());
+        assert!(lifetime_ceiling("c", 1, 0).is_ok());
+        for (seconds, nanos) in [
+            (0, 0),
+            (-1, 0),
+            (i64::MIN, 0),
+            (365 * day + 1, 0),
+            (i64::MAX, 0),
+            (day, 1),
+            (day, -1),
+        ] {
+            assert!(
+                lifetime_ceiling("c", seconds, nanos).is_err(),
+                "{seconds}s {nanos}ns"
+            );
+        }
+        let now = at(0);
+        let ceiling = Duration::from_secs(day as u64);
+        assert!(check_ceiling(now, at(day), false, ceiling).is_ok());
+        assert!(check_ceiling(now, at(day + 1), false, ceiling).is_err());
+        assert!(check_ceiling(now, at(day + 1), true, ceiling).is_ok());
+        assert!(check_ceiling(now, at(day), false, Duration::MAX).is_ok());
+    }
+
+    #[test]
+    fn a_key_verifies_until_its_verify_until_and_never_once_revoked() {
+        let current = KeyValidity {
+            revoked: false,
+            verify_until: None,
+        };
+        assert_eq!(current.check_key(at(0)), Ok(()));
+        assert_eq!(current.check_expiry(i64::MAX), Ok(()));
+        let retired = KeyValidity {
+            revoked: false,
+            verify_until: Some(at(100)),
+        };
+        assert_eq!(retired.check_key(at(99)), Ok(()));
+        assert_eq!(retired.check_key(at(100)), Err(VerifyFailure::UnknownKid));
+        assert_eq!(retired.check_expiry(at(100).timestamp()), Ok(()));
+        assert_eq!(
+            retired.check_expiry(at(101).timestamp()),
+            Err(VerifyFailure::BadSignature)
+        );
+        let revoked = KeyValidity {
+            revoked: true,
+            verify_until: Some(at(100)),
+        };
+        assert_eq!(revoked.check_key(at(0)), Err(VerifyFailure::KeyRevoked));
     }
 
     #[test]

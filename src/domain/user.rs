@@ -49,6 +49,9 @@ pub struct Organisation {
     pub api_key_fingerprint: Option<String>,
     pub api_key_rotated_at: Option<DateTime<Utc>>,
     pub version: i64,
+    /// The ceiling on the lifetime of its playback tokens that are not
+    /// revocable.
+    pub max_non_revocable_lifetime: std::time::Duration,
 }
 
 impl Organisation {

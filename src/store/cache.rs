@@ -1,11 +1,13 @@
 //! The replica-local cache of what the per-call check reads (users,
-//! organisations, API keys), and the protocol that keeps it from ever
+//! organisations, API keys) and of the keys that verify playback tokens, and
+//! the protocol that keeps it from ever
 //! allowing a revoked credential.
 //!
-//! - Every change of a user or an organisation notifies every replica
-//!   (a trigger, channel `usermgmt_cache`, payload `org:<id>`, both ids when a
-//!   row moves; `services` for registered services; `all` after a `TRUNCATE`);
-//!   a replica evicts the entries concerned when the notification arrives.
+//! - Every change of a user, an organisation or a playback signing key
+//!   notifies every replica (a trigger, channel `usermgmt_cache`, payload
+//!   `org:<id>`, both ids when a row moves; `services` for registered
+//!   services; `all` after a `TRUNCATE`); a replica evicts the entries
+//!   concerned when the notification arrives.
 //! - A replica trusts its cache only for [`TRUST`] after sending a heartbeat
 //!   notification that has come back to it. PostgreSQL delivers the
 //!   notifications of one listener in commit order, so by then every change
@@ -30,6 +32,7 @@ use futures::StreamExt as _;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
+use super::models::PublicKeyRow;
 use crate::domain::user::{Organisation, User};
 
 pub const CHANNEL: &str = "usermgmt_cache";
@@ -74,6 +77,8 @@ struct State {
     api_keys: HashMap<Vec<u8>, Entry<Uuid>>,
     /// Registered internal services: key hash → name.
     services: HashMap<Vec<u8>, Entry<String>>,
+    /// Playback signing keys by kid, with their retirement and revocation.
+    playback_keys: HashMap<String, Entry<Arc<PublicKeyRow>>>,
 }
 
 /// A cached value with the instant the read that found it began.
@@ -155,6 +160,7 @@ impl Cache {
         state.organisations.clear();
         state.api_keys.clear();
         state.services.clear();
+        state.playback_keys.clear();
     }
 
     /// Forgets the registered services (one was registered or revoked).
@@ -187,6 +193,9 @@ impl Cache {
         state.users.retain(|(org, _), _| *org != organisation_id);
         state.organisations.remove(&organisation_id);
         state.api_keys.retain(|_, org| org.value != organisation_id);
+        state
+            .playback_keys
+            .retain(|_, key| key.value.organisation_id != organisation_id);
     }
 
     /// Call before reading what may be cached afterwards.
@@ -262,6 +271,26 @@ impl Cache {
                 read_at,
             };
             state.api_keys.insert(hash.to_vec(), entry);
+        });
+    }
+
+    pub fn playback_key(&self, kid: &str) -> Option<Arc<PublicKeyRow>> {
+        if !self.trusted() {
+            return None;
+        }
+        self.fresh(self.lock().playback_keys.get(kid))
+    }
+
+    pub fn put_playback_key(&self, epoch: Epoch, key: &Arc<PublicKeyRow>) {
+        self.fill(epoch, |state, read_at| {
+            if state.playback_keys.len() >= MAX_USERS {
+                state.playback_keys.clear();
+            }
+            let entry = Entry {
+                value: Arc::clone(key),
+                read_at,
+            };
+            state.playback_keys.insert(key.kid.clone(), entry);
         });
     }
 }
@@ -510,6 +539,29 @@ mod tests {
         assert_eq!(current.sent_at(&late), None);
         assert!(current.sent_at(&own).is_some());
         assert_eq!(Heartbeats::new(Uuid::new_v4()).sent_at(&own), None);
+    }
+
+    #[test]
+    fn playback_keys_are_evicted_with_their_organisation() {
+        let cache = Cache::enabled(Duration::from_secs(10));
+        cache.trust_from(Instant::now());
+        let org = Uuid::now_v7();
+        let key = Arc::new(PublicKeyRow {
+            kid: "pbk_1".into(),
+            organisation_id: org,
+            alg: "EdDSA".into(),
+            public_key: vec![0; 32],
+            created_at: Utc::now(),
+            retired_at: None,
+            verify_until: None,
+            revoked_at: None,
+        });
+        cache.put_playback_key(cache.epoch(), &key);
+        assert!(cache.playback_key("pbk_1").is_some());
+        cache.evict_organisation(Uuid::now_v7());
+        assert!(cache.playback_key("pbk_1").is_some());
+        cache.evict_organisation(org);
+        assert!(cache.playback_key("pbk_1").is_none());
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub struct OrganisationRow {
     pub api_key_fingerprint: Option<String>,
     pub api_key_rotated_at: Option<DateTime<Utc>>,
     pub version: i64,
+    pub max_non_revocable_lifetime_seconds: i64,
 }
 
 #[derive(Debug, Insertable)]
@@ -191,6 +192,7 @@ pub struct PublicKeyRow {
     pub created_at: DateTime<Utc>,
     pub retired_at: Option<DateTime<Utc>>,
     pub verify_until: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// What is known of an issued playback token (never the token itself).

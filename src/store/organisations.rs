@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use diesel::prelude::*;
@@ -95,11 +96,15 @@ pub async fn set_settings(
     organisation_id: Uuid,
     name: &str,
     secure_playback: bool,
+    max_non_revocable_lifetime: Duration,
 ) -> Result<(), DomainError> {
+    let max_lifetime_seconds = i64::try_from(max_non_revocable_lifetime.as_secs())
+        .map_err(|_| DomainError::Internal("a lifetime ceiling out of range".into()))?;
     diesel::update(organisations::table.find(organisation_id))
         .set((
             organisations::name.eq(name),
             organisations::secure_playback.eq(secure_playback),
+            organisations::max_non_revocable_lifetime_seconds.eq(max_lifetime_seconds),
             organisations::version.eq(organisations::version + 1),
             organisations::updated_at.eq(Utc::now()),
         ))
@@ -136,9 +141,10 @@ pub fn organisation_audit(
 ) -> Audit {
     let describe = |o: &Organisation| {
         format!(
-            "name={:?} secure_playback={} api_key={}",
+            "name={:?} secure_playback={} max_non_revocable_lifetime={}s api_key={}",
             o.name,
             o.secure_playback,
+            o.max_non_revocable_lifetime.as_secs(),
             o.api_key_fingerprint.as_deref().unwrap_or("none")
         )
     };
@@ -186,5 +192,8 @@ pub async fn load(
         api_key_fingerprint: row.api_key_fingerprint,
         api_key_rotated_at: row.api_key_rotated_at,
         version: row.version,
+        max_non_revocable_lifetime: Duration::from_secs(
+            u64::try_from(row.max_non_revocable_lifetime_seconds).unwrap_or(0),
+        ),
     })
 }

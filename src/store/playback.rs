@@ -3,6 +3,8 @@
 //! first: issuing holds it shared, rotating exclusively, so a rotation sees
 //! every token its old key signed.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -15,7 +17,8 @@ use super::schema::{organisations, playback_signing_keys as keys, playback_token
 use crate::domain::DomainError;
 use crate::domain::actor::ChangeContext;
 use crate::domain::audit::{
-    PLAYBACK_KEY_CREATE, PLAYBACK_KEY_ROTATE, PLAYBACK_TOKEN_ISSUE, PLAYBACK_TOKEN_REVOKE,
+    PLAYBACK_KEY_CREATE, PLAYBACK_KEY_REVOKE, PLAYBACK_KEY_ROTATE, PLAYBACK_TOKEN_ISSUE,
+    PLAYBACK_TOKEN_REVOKE,
 };
 use crate::domain::playback::{self, SigningAlgorithm};
 
@@ -108,18 +111,21 @@ async fn current_or_new_key(
 }
 
 /// Records a token about to be issued in a secure organisation (on the write
-/// path, which holds the organisation's row shared) and returns the key to
-/// sign it with (the current key, created with `new_key` on the
-/// organisation's first issue) and the audit events.
+/// path, which holds the organisation's row shared) within its ceiling on
+/// lifetimes, and returns the key to sign it with (the current key, created
+/// with `new_key` on the organisation's first issue) and the audit events.
 pub async fn record_token(
     conn: &mut AsyncPgConnection,
     ctx: &ChangeContext,
     token: NewPlaybackToken<'_>,
     new_key: impl FnOnce() -> Result<NewSigningKey, DomainError>,
 ) -> Result<(SigningKeyRow, Vec<Audit>), DomainError> {
-    let secure: bool = organisations::table
+    let (secure, ceiling_seconds): (bool, i64) = organisations::table
         .find(ctx.organisation_id)
-        .select(organisations::secure_playback)
+        .select((
+            organisations::secure_playback,
+            organisations::max_non_revocable_lifetime_seconds,
+        ))
         .first(conn)
         .await
         .optional()?
@@ -127,6 +133,8 @@ pub async fn record_token(
     if !secure {
         return Err(playback::not_secure_organisation());
     }
+    let ceiling = std::time::Duration::from_secs(ceiling_seconds.try_into().unwrap_or(0));
+    playback::check_ceiling(Utc::now(), token.expires_at, token.revocable, ceiling)?;
     let (key, created) = current_or_new_key(conn, ctx.organisation_id, new_key).await?;
     diesel::insert_into(tokens::table)
         .values((
@@ -166,33 +174,49 @@ pub async fn record_token(
 
 /// Makes `key` the organisation's current key (on the write path, which
 /// holds the organisation's row exclusively). The old one retires but keeps
-/// verifying until the last token it signed expires. Returns the new key,
-/// the retired key's id and the audit event.
+/// verifying until the last token it signed expires, or, with
+/// `revoke_previous`, is revoked with every older key that still verifies,
+/// and they verify nothing from now on. Returns
+/// the new key, the retired key's id and the audit events.
 pub async fn rotate_key(
     conn: &mut AsyncPgConnection,
     organisation_id: Uuid,
     key: &NewSigningKey,
-) -> Result<(PublicKeyRow, Option<String>, Audit), DomainError> {
+    revoke_previous: bool,
+) -> Result<(PublicKeyRow, Option<String>, Vec<Audit>), DomainError> {
     let old = current_key(conn, organisation_id).await?;
-    if let Some(old) = &old {
+    let mut audits = Vec::new();
+    if revoke_previous {
+        if let Some(old) = &old {
+            retire_now(conn, &old.kid).await?;
+        }
+        for (kid, alg) in revoke_still_verifying(conn, organisation_id).await? {
+            audits.push(key_audit(
+                PLAYBACK_KEY_REVOKE,
+                &kid,
+                Some(alg),
+                "revoked: verifies no token any more",
+            ));
+        }
+    } else if let Some(old) = &old {
         retire(conn, &old.kid).await?;
     }
     if !insert_key(conn, organisation_id, key).await? {
         return Err(DomainError::Aborted("a concurrent rotation won".into()));
     }
     let old_kid = old.map(|old| old.kid);
-    let audit = key_audit(
+    audits.push(key_audit(
         PLAYBACK_KEY_ROTATE,
         &key.kid,
         old_kid.clone(),
         key.alg.as_str(),
-    );
+    ));
     let new = keys::table
         .find(&key.kid)
         .select(PublicKeyRow::as_select())
         .first(conn)
         .await?;
-    Ok((new, old_kid, audit))
+    Ok((new, old_kid, audits))
 }
 
 /// Revokes a revocable token of the organisation; returns when it was
@@ -248,18 +272,28 @@ impl Store {
         key.map(|key| key.alg.parse()).transpose()
     }
 
-    /// The public half of the key `kid`, of any organisation.
+    /// The public half of the key `kid`, of any organisation, with its
+    /// retirement and revocation (cached; a change of the key evicts it).
     pub async fn playback_public_key(
         &self,
         kid: &str,
-    ) -> Result<Option<PublicKeyRow>, DomainError> {
+    ) -> Result<Option<Arc<PublicKeyRow>>, DomainError> {
+        if let Some(key) = self.cache.playback_key(kid) {
+            return Ok(Some(key));
+        }
+        let epoch = self.cache.epoch();
         let mut conn = self.conn().await?;
-        Ok(keys::table
+        let key = keys::table
             .find(kid)
             .select(PublicKeyRow::as_select())
             .first(&mut conn)
             .await
-            .optional()?)
+            .optional()?
+            .map(Arc::new);
+        if let Some(key) = &key {
+            self.cache.put_playback_key(epoch, key);
+        }
+        Ok(key)
     }
 
     /// Every key that still verifies tokens, of every organisation.
@@ -271,6 +305,7 @@ impl Store {
                     .is_null()
                     .or(keys::verify_until.gt(Utc::now())),
             )
+            .filter(keys::revoked_at.is_null())
             .select(PublicKeyRow::as_select())
             .order((keys::organisation_id, keys::created_at))
             .load(&mut conn)
@@ -307,4 +342,35 @@ async fn retire(conn: &mut AsyncPgConnection, kid: &str) -> Result<(), DomainErr
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Retires a key from now on (it is about to be revoked).
+async fn retire_now(conn: &mut AsyncPgConnection, kid: &str) -> Result<(), DomainError> {
+    diesel::update(keys::table.find(kid))
+        .set(keys::retired_at.eq(Utc::now()))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes every retired key of the organisation that still verifies: from
+/// now on none verifies anything, whatever tokens it signed and whatever a
+/// holder of its private half signs (a leak of one key is likely a leak of
+/// the table). Returns their ids and algorithms.
+async fn revoke_still_verifying(
+    conn: &mut AsyncPgConnection,
+    organisation_id: Uuid,
+) -> Result<Vec<(String, String)>, DomainError> {
+    let now = Utc::now();
+    Ok(diesel::update(
+        keys::table
+            .filter(keys::organisation_id.eq(organisation_id))
+            .filter(keys::retired_at.is_not_null())
+            .filter(keys::revoked_at.is_null())
+            .filter(keys::verify_until.is_null().or(keys::verify_until.gt(now))),
+    )
+    .set((keys::verify_until.eq(now), keys::revoked_at.eq(now)))
+    .returning((keys::kid, keys::alg))
+    .get_results(conn)
+    .await?)
 }

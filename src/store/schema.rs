@@ -11,6 +11,7 @@ diesel::table! {
         api_key_rotated_at -> Nullable<Timestamptz>,
         secure_playback -> Bool,
         version -> Int8,
+        max_non_revocable_lifetime_seconds -> Int8,
     }
 }
 
@@ -102,6 +103,7 @@ diesel::table! {
         created_at -> Timestamptz,
         retired_at -> Nullable<Timestamptz>,
         verify_until -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -83,7 +83,7 @@ impl Store {
     }
 
     /// The users a login with this email may be for, across organisations
-    /// unless one is given.
+    /// unless one is given: the oldest, and whether there is another.
     pub async fn login_candidates(
         &self,
         email: &str,
@@ -93,7 +93,10 @@ impl Store {
         let mut select = users::table
             .filter(lower(users::email).eq(email))
             .select(LoginRow::as_select())
-            .limit(20)
+            // The oldest first: without an organisation, the password is
+            // checked against the email's oldest user only.
+            .order((users::created_at.asc(), users::id.asc()))
+            .limit(2)
             .into_boxed();
         if let Some(organisation_id) = organisation_id {
             select = select.filter(users::organisation_id.eq(organisation_id));

@@ -385,6 +385,7 @@ impl Prepared {
                     .playback()
                     .rotate_signing_key(caller.req(proto::RotateSigningKeyRequest {
                         algorithm: proto::SigningAlgorithm::Eddsa as i32,
+                        ..Default::default()
                     }))
                     .await?;
             }

@@ -474,7 +474,7 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
     });
     cases.insert("PlaybackTokenService/RotateSigningKey", {
         let mut rotate = playback();
-        let request = b.req(proto::RotateSigningKeyRequest { algorithm: 0 });
+        let request = b.req(proto::RotateSigningKeyRequest::default());
         let b_id = b_id.clone();
         Box::pin(async move {
             let rotated = rotate

@@ -99,9 +99,10 @@ async fn the_same_email_in_two_organisations_needs_the_organisation() {
     assert_eq!(response.user_id, in_globex.to_string());
 }
 
-/// "Similar time" without timing: both paths run the password verifier
-/// exactly once (the unknown email against a decoy hash), so they cost the
-/// same argon2id work; the only other work is the same one indexed query.
+/// "Similar time" without timing: every path runs the password verifier
+/// exactly once (the unknown email against a decoy hash, an email of several
+/// organisations against its oldest user), so they cost the same argon2id
+/// work; the only other work is the same one indexed query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_email_and_wrong_password_cost_one_verification_each() {
     use std::sync::Arc;
@@ -136,20 +137,71 @@ async fn unknown_email_and_wrong_password_cost_one_verification_each() {
         }),
     );
     let email = |text: &str| Email::parse("email", text).expect("email");
+    // An email in three organisations costs what an email in one costs.
+    let shared = "shared@example.com";
+    let mut last_org = None;
+    for name in ["Globex", "Initech", "Umbrella"] {
+        let other = create_org(&db, name).await;
+        insert_user(&db, other.id, shared, "nanoUser").await;
+        last_org = Some(other.id);
+    }
 
-    for (case, address, password) in [
+    for (case, address, password, organisation, outcome) in [
         (
             "wrong password",
             org.admin_email.as_str(),
             "not the password",
+            None,
+            "LOGIN_FAILED",
         ),
-        ("unknown email", "nobody@acme.example.com", ADMIN_PASSWORD),
-        ("right password", org.admin_email.as_str(), ADMIN_PASSWORD),
+        (
+            "unknown email",
+            "nobody@acme.example.com",
+            ADMIN_PASSWORD,
+            None,
+            "LOGIN_FAILED",
+        ),
+        (
+            "right password",
+            org.admin_email.as_str(),
+            ADMIN_PASSWORD,
+            None,
+            "ok",
+        ),
+        (
+            "three organisations, wrong password",
+            shared,
+            "not the password",
+            None,
+            "LOGIN_FAILED",
+        ),
+        (
+            "three organisations, right password",
+            shared,
+            PASSWORD,
+            None,
+            "ORGANISATION_REQUIRED",
+        ),
+        (
+            "three organisations, one named",
+            shared,
+            PASSWORD,
+            last_org,
+            "ok",
+        ),
     ] {
         let before = passwords.verifications();
-        let result = sessions.login(&email(address), password, None, None).await;
+        let result = sessions
+            .login(&email(address), password, organisation, None)
+            .await;
         assert_eq!(passwords.verifications() - before, 1, "{case}");
-        assert_eq!(result.is_ok(), case == "right password", "{case}");
+        let seen = match &result {
+            Ok(_) => "ok",
+            Err(usermgmt::domain::DomainError::Unauthenticated(_)) => "LOGIN_FAILED",
+            Err(usermgmt::domain::DomainError::FailedPrecondition { reason, .. }) => reason,
+            Err(other) => panic!("{case}: {other:?}"),
+        };
+        assert_eq!(seen, outcome, "{case}");
     }
 }
 

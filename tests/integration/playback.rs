@@ -149,6 +149,7 @@ async fn rotate(
     Ok(client(&session.channel)
         .rotate_signing_key(session.req(proto::RotateSigningKeyRequest {
             algorithm: algorithm as i32,
+            ..Default::default()
         }))
         .await?
         .into_inner())

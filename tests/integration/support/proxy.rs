@@ -37,11 +37,14 @@ impl DbProxy {
                     let Ok((client, _)) = listener.accept().await else {
                         continue;
                     };
+                    // Subscribed before `up` is read: a cut that this read
+                    // misses has not sent its generation yet, so the
+                    // connection still sees it (`cut` stores, then sends).
+                    let mut cut = generation.subscribe();
                     if !up.load(Ordering::SeqCst) {
                         drop(client);
                         continue;
                     }
-                    let mut cut = generation.subscribe();
                     let task = tokio::spawn(async move {
                         let Ok(server) = TcpStream::connect(target).await else {
                             return;
@@ -73,6 +76,8 @@ impl DbProxy {
         format!("postgres://postgres@{}/{database}", self.addr)
     }
 
+    /// Closes every connection, including one being accepted right now, and
+    /// refuses new ones until [`DbProxy::restore`].
     pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);

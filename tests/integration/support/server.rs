@@ -161,26 +161,60 @@ impl Replica {
     }
 
     async fn spawn(database_url: &str, env: &[(&str, &str)], stderr: Stdio) -> Self {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let child = Command::new(env!("CARGO_BIN_EXE_usermgmt"))
-            .args([
-                "serve",
-                "--listen",
-                &addr.to_string(),
-                "--db-pool-size",
-                "4",
-            ])
+        let replica = Self::spawn_listening(database_url, env, stderr)
+            .await
+            .unwrap_or_else(|e| panic!("usermgmt serve: {e}"));
+        wait_until_serving(replica.addr).await;
+        replica
+    }
+
+    /// Starts `usermgmt serve` on a port the system chooses and returns once
+    /// the process has said which (it prints `listening on ADDR`), before it
+    /// is SERVING; an error if it exits first.
+    pub async fn spawn_listening(
+        database_url: &str,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Result<Self, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_usermgmt"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--db-pool-size", "4"])
             .env("DATABASE_URL", database_url)
             .env("USERMGMT_LOG", "warn")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .expect("spawn usermgmt serve");
-        wait_until_serving(addr).await;
-        Replica { addr, child }
+        let stdout = child.stdout.take().expect("piped stdout");
+        let announced = tokio::task::spawn_blocking(move || read_listening_address(stdout));
+        match tokio::time::timeout(Duration::from_secs(30), announced).await {
+            Ok(Ok(Some(addr))) => Ok(Replica { addr, child }),
+            Ok(Ok(None)) => {
+                let status = child.wait().map_err(|e| e.to_string())?;
+                Err(format!("exited ({status}) before it listened"))
+            }
+            Ok(Err(join)) => Err(join.to_string()),
+            Err(_) => {
+                let _ = child.kill();
+                Err("did not say where it listens within 30 s".into())
+            }
+        }
     }
+
+    /// Whether the process has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+/// The address of the first `listening on ADDR` line, or `None` at the end
+/// of the output.
+fn read_listening_address(stdout: std::process::ChildStdout) -> Option<SocketAddr> {
+    use std::io::BufRead as _;
+    std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("listening on ")?.trim().parse().ok())
 }
 
 impl Drop for Replica {

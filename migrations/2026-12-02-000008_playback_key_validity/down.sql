@@ -1,0 +1,4 @@
+DROP TRIGGER playback_signing_keys_notify_change ON playback_signing_keys;
+DROP FUNCTION usermgmt_notify_playback_key_change();
+ALTER TABLE organisations DROP COLUMN max_non_revocable_lifetime_seconds;
+ALTER TABLE playback_signing_keys DROP COLUMN revoked_at;
