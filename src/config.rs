@@ -227,6 +227,12 @@ pub struct ServeArgs {
     #[arg(long, env = "USERMGMT_AUTH_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auth_cache: bool,
 
+    /// The longest a cache entry is used after the read that filled it, in
+    /// milliseconds: the bound for a change made in the database with its
+    /// triggers disabled (every other change reaches the caches at once).
+    #[arg(long, env = "USERMGMT_AUTH_CACHE_MAX_AGE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub auth_cache_max_age_ms: u64,
+
     /// How often the database is checked for the health service, in milliseconds.
     #[arg(long, env = "USERMGMT_HEALTH_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub health_interval_ms: u64,

@@ -77,7 +77,9 @@ pub async fn serve(
     let database_url = pool::with_statement_timeout(&args.database.database_url, statement_timeout);
     let pool = pool::build_pool(&database_url, &args.database.pool_settings())?;
     let (store, cache_task) = if args.auth_cache {
-        let cache = Arc::new(Cache::enabled());
+        let cache = Arc::new(Cache::enabled(Duration::from_millis(
+            args.auth_cache_max_age_ms,
+        )));
         let task = tokio::spawn(cache::maintain(
             cache.clone(),
             args.database.database_url.clone(),

@@ -4,10 +4,10 @@
 //! allowing a revoked credential.
 //!
 //! - Every change of a user, an organisation or a playback signing key
-//!   notifies every replica
-//!   (a trigger, channel `usermgmt_cache`, payload `org:<id>`; `services`
-//!   for registered services); a replica evicts the entries concerned when the
-//!   notification arrives.
+//!   notifies every replica (a trigger, channel `usermgmt_cache`, payload
+//!   `org:<id>`, both ids when a row moves; `services` for registered
+//!   services; `all` after a `TRUNCATE`); a replica evicts the entries
+//!   concerned when the notification arrives.
 //! - A replica trusts its cache only for [`TRUST`] after sending a heartbeat
 //!   notification that has come back to it. PostgreSQL delivers the
 //!   notifications of one listener in commit order, so by then every change
@@ -19,6 +19,9 @@
 //!   call returns, no replica serves the old state.
 //! - A read that started before an eviction does not fill the cache (the
 //!   epoch guard), so an eviction is never undone by a slow read.
+//! - No entry is used longer than the cache's maximum age after the read that
+//!   filled it began: the backstop for a change whose trigger did not fire
+//!   (disabled by `ALTER TABLE`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,12 +45,21 @@ pub const TRUST: Duration = Duration::from_millis(800);
 pub const LEASE: Duration = Duration::from_secs(1);
 /// The longest a writer waits for acknowledgements.
 pub const MAX_SETTLE: Duration = Duration::from_millis(1250);
+/// A writer counts a replica that has not acknowledged as gone only when its
+/// lease ended longer ago than this. Leases are on the database's clock, trust
+/// on each replica's monotonic clock: a lease that ended only just (the
+/// database's clock stepped forward, the replica was suspended) may belong
+/// to a replica that still trusts its cache, so the writer waits out its own
+/// deadline for it, which is on the writer's monotonic clock.
+pub const GONE_AFTER: Duration = MAX_SETTLE.saturating_add(Duration::from_secs(5));
 /// Past this many users, the cache starts over (bounds the memory).
 const MAX_USERS: usize = 50_000;
 
 /// The cache of one replica.
 pub struct Cache {
     enabled: bool,
+    /// How long after the read that filled it began an entry may be used.
+    max_age: Duration,
     replica_id: Uuid,
     origin: Instant,
     /// Nanoseconds since `origin` until which the cache may be used; 0: never.
@@ -60,31 +72,39 @@ struct State {
     /// Bumped by every eviction: a read that began in an older epoch may
     /// have read what was just evicted, so it must not fill the cache.
     epoch: u64,
-    users: HashMap<(Uuid, Uuid), Arc<User>>,
-    organisations: HashMap<Uuid, Arc<Organisation>>,
-    api_keys: HashMap<Vec<u8>, Uuid>,
+    users: HashMap<(Uuid, Uuid), Entry<Arc<User>>>,
+    organisations: HashMap<Uuid, Entry<Arc<Organisation>>>,
+    api_keys: HashMap<Vec<u8>, Entry<Uuid>>,
     /// Registered internal services: key hash → name.
-    services: HashMap<Vec<u8>, String>,
+    services: HashMap<Vec<u8>, Entry<String>>,
     /// Playback signing keys by kid, with their retirement and revocation.
-    playback_keys: HashMap<String, Arc<PublicKeyRow>>,
+    playback_keys: HashMap<String, Entry<Arc<PublicKeyRow>>>,
 }
 
-/// The epoch a read began in, when the cache may be filled at all.
+/// A cached value with the instant the read that found it began.
+struct Entry<T> {
+    value: T,
+    read_at: Instant,
+}
+
+/// The epoch a read began in and when, when the cache may be filled at all.
 #[derive(Debug, Clone, Copy)]
-pub struct Epoch(Option<u64>);
+pub struct Epoch(Option<(u64, Instant)>);
 
 impl Cache {
     pub fn disabled() -> Self {
-        Self::new(false)
+        Self::new(false, Duration::ZERO)
     }
 
-    pub fn enabled() -> Self {
-        Self::new(true)
+    /// A cache whose entries are used at most `max_age` after their read began.
+    pub fn enabled(max_age: Duration) -> Self {
+        Self::new(true, max_age)
     }
 
-    fn new(enabled: bool) -> Self {
+    fn new(enabled: bool, max_age: Duration) -> Self {
         Self {
             enabled,
+            max_age,
             replica_id: Uuid::new_v4(),
             origin: Instant::now(),
             trusted_until: AtomicU64::new(0),
@@ -118,6 +138,13 @@ impl Cache {
         self.clear();
     }
 
+    /// The value of `entry` unless it is older than the maximum age.
+    fn fresh<T: Clone>(&self, entry: Option<&Entry<T>>) -> Option<T> {
+        entry
+            .filter(|entry| entry.read_at.elapsed() < self.max_age)
+            .map(|entry| entry.value.clone())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps inconsistent
         // in a way that matters: at worst an entry is missing.
@@ -147,12 +174,16 @@ impl Cache {
         if !self.trusted() {
             return None;
         }
-        self.lock().services.get(hash).cloned()
+        self.fresh(self.lock().services.get(hash))
     }
 
     pub fn put_service(&self, epoch: Epoch, hash: &[u8], name: &str) {
-        self.fill(epoch, |state| {
-            state.services.insert(hash.to_vec(), name.to_owned());
+        self.fill(epoch, |state, read_at| {
+            let entry = Entry {
+                value: name.to_owned(),
+                read_at,
+            };
+            state.services.insert(hash.to_vec(), entry);
         });
     }
 
@@ -161,26 +192,28 @@ impl Cache {
         state.epoch += 1;
         state.users.retain(|(org, _), _| *org != organisation_id);
         state.organisations.remove(&organisation_id);
-        state.api_keys.retain(|_, org| *org != organisation_id);
+        state.api_keys.retain(|_, org| org.value != organisation_id);
         state
             .playback_keys
-            .retain(|_, key| key.organisation_id != organisation_id);
+            .retain(|_, key| key.value.organisation_id != organisation_id);
     }
 
     /// Call before reading what may be cached afterwards.
     pub fn epoch(&self) -> Epoch {
         if self.trusted() {
-            Epoch(Some(self.lock().epoch))
+            Epoch(Some((self.lock().epoch, Instant::now())))
         } else {
             Epoch(None)
         }
     }
 
-    fn fill(&self, epoch: Epoch, fill: impl FnOnce(&mut State)) {
-        let Epoch(Some(epoch)) = epoch else { return };
+    fn fill(&self, epoch: Epoch, fill: impl FnOnce(&mut State, Instant)) {
+        let Epoch(Some((epoch, read_at))) = epoch else {
+            return;
+        };
         let mut state = self.lock();
         if state.epoch == epoch && self.trusted() {
-            fill(&mut state);
+            fill(&mut state, read_at);
         }
     }
 
@@ -188,17 +221,19 @@ impl Cache {
         if !self.trusted() {
             return None;
         }
-        self.lock().users.get(&(organisation_id, user_id)).cloned()
+        self.fresh(self.lock().users.get(&(organisation_id, user_id)))
     }
 
     pub fn put_user(&self, epoch: Epoch, user: &Arc<User>) {
-        self.fill(epoch, |state| {
+        self.fill(epoch, |state, read_at| {
             if state.users.len() >= MAX_USERS {
                 state.users.clear();
             }
-            state
-                .users
-                .insert((user.organisation_id, user.id), Arc::clone(user));
+            let entry = Entry {
+                value: Arc::clone(user),
+                read_at,
+            };
+            state.users.insert((user.organisation_id, user.id), entry);
         });
     }
 
@@ -206,14 +241,16 @@ impl Cache {
         if !self.trusted() {
             return None;
         }
-        self.lock().organisations.get(&organisation_id).cloned()
+        self.fresh(self.lock().organisations.get(&organisation_id))
     }
 
     pub fn put_organisation(&self, epoch: Epoch, organisation: &Arc<Organisation>) {
-        self.fill(epoch, |state| {
-            state
-                .organisations
-                .insert(organisation.id, Arc::clone(organisation));
+        self.fill(epoch, |state, read_at| {
+            let entry = Entry {
+                value: Arc::clone(organisation),
+                read_at,
+            };
+            state.organisations.insert(organisation.id, entry);
         });
     }
 
@@ -221,15 +258,19 @@ impl Cache {
         if !self.trusted() {
             return None;
         }
-        self.lock().api_keys.get(hash).copied()
+        self.fresh(self.lock().api_keys.get(hash))
     }
 
     pub fn put_api_key(&self, epoch: Epoch, hash: &[u8], organisation_id: Uuid) {
-        self.fill(epoch, |state| {
+        self.fill(epoch, |state, read_at| {
             if state.api_keys.len() >= MAX_USERS {
                 state.api_keys.clear();
             }
-            state.api_keys.insert(hash.to_vec(), organisation_id);
+            let entry = Entry {
+                value: organisation_id,
+                read_at,
+            };
+            state.api_keys.insert(hash.to_vec(), entry);
         });
     }
 
@@ -237,15 +278,19 @@ impl Cache {
         if !self.trusted() {
             return None;
         }
-        self.lock().playback_keys.get(kid).cloned()
+        self.fresh(self.lock().playback_keys.get(kid))
     }
 
     pub fn put_playback_key(&self, epoch: Epoch, key: &Arc<PublicKeyRow>) {
-        self.fill(epoch, |state| {
+        self.fill(epoch, |state, read_at| {
             if state.playback_keys.len() >= MAX_USERS {
                 state.playback_keys.clear();
             }
-            state.playback_keys.insert(key.kid.clone(), Arc::clone(key));
+            let entry = Entry {
+                value: Arc::clone(key),
+                read_at,
+            };
+            state.playback_keys.insert(key.kid.clone(), entry);
         });
     }
 }
@@ -304,39 +349,80 @@ async fn serve_notifications(
     // Whatever was cached before may have missed notifications.
     cache.clear();
     let me = cache.replica_id();
-    let mut sent: HashMap<u64, Instant> = HashMap::new();
-    let mut beat: u64 = 0;
+    let mut heartbeats = Heartbeats::new(me);
     let mut ticker = tokio::time::interval(HEARTBEAT);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                beat += 1;
-                sent.insert(beat, Instant::now());
-                sent.retain(|n, _| *n + 20 > beat);
                 let heartbeat = format!(
                     "BEGIN; \
                      INSERT INTO cache_replicas (id, lease_until) VALUES ('{me}', now() + interval '{} milliseconds') \
                      ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until; \
-                     SELECT pg_notify('{CHANNEL}', 'hb:{me}:{beat}'); COMMIT",
-                    LEASE.as_millis()
+                     SELECT pg_notify('{CHANNEL}', '{}'); COMMIT",
+                    LEASE.as_millis(),
+                    heartbeats.next(),
                 );
                 tokio::time::timeout(LEASE, client.batch_execute(&heartbeat)).await??;
             }
             payload = notifications.recv() => {
                 let Some(payload) = payload else { return Ok(()) };
-                handle(cache, client, me, &sent, &payload).await?;
+                handle(cache, client, &heartbeats, &payload).await?;
             }
         }
+    }
+}
+
+/// The heartbeats of one listener session. Each session has a nonce of its
+/// own: a heartbeat an earlier session sent may still be delivered to this
+/// one (its commit came late), and its beat number must not be taken for one
+/// of this session's.
+struct Heartbeats {
+    replica: Uuid,
+    session: Uuid,
+    beat: u64,
+    sent: HashMap<u64, Instant>,
+}
+
+impl Heartbeats {
+    fn new(replica: Uuid) -> Self {
+        Self {
+            replica,
+            session: Uuid::new_v4(),
+            beat: 0,
+            sent: HashMap::new(),
+        }
+    }
+
+    /// The payload of the next heartbeat, sent now.
+    fn next(&mut self) -> String {
+        self.beat += 1;
+        let beat = self.beat;
+        self.sent.insert(beat, Instant::now());
+        self.sent.retain(|n, _| *n + 20 > beat);
+        format!("hb:{}:{}:{beat}", self.replica, self.session)
+    }
+
+    /// When this session sent the heartbeat whose payload, after `hb:`, is
+    /// `rest`; `None` when it is not one of this session's.
+    fn sent_at(&self, rest: &str) -> Option<Instant> {
+        let mut parts = rest.splitn(3, ':');
+        let replica: Uuid = parts.next()?.parse().ok()?;
+        let session: Uuid = parts.next()?.parse().ok()?;
+        let beat: u64 = parts.next()?.parse().ok()?;
+        if replica != self.replica || session != self.session {
+            return None;
+        }
+        self.sent.get(&beat).copied()
     }
 }
 
 async fn handle(
     cache: &Cache,
     client: &tokio_postgres::Client,
-    me: Uuid,
-    sent: &HashMap<u64, Instant>,
+    heartbeats: &Heartbeats,
     payload: &str,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let me = heartbeats.replica;
     let (kind, rest) = payload.split_once(':').unwrap_or((payload, ""));
     match kind {
         "org" => match rest.parse() {
@@ -344,6 +430,7 @@ async fn handle(
             Err(_) => cache.clear(),
         },
         "services" => cache.evict_services(),
+        "all" => cache.clear(),
         "probe" => {
             if let Ok(probe) = rest.parse::<Uuid>() {
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&probe, &me];
@@ -355,11 +442,8 @@ async fn handle(
             }
         }
         "hb" => {
-            if let Some((replica, beat)) = rest.split_once(':')
-                && replica == me.to_string()
-                && let Some(at) = beat.parse().ok().and_then(|n: u64| sent.get(&n))
-            {
-                cache.trust_from(*at);
+            if let Some(sent) = heartbeats.sent_at(rest) {
+                cache.trust_from(sent);
             }
         }
         _ => cache.clear(),
@@ -389,7 +473,7 @@ mod tests {
 
     #[test]
     fn an_untrusted_cache_answers_nothing_and_keeps_nothing() {
-        let cache = Cache::enabled();
+        let cache = Cache::enabled(Duration::from_secs(10));
         let u = user(Uuid::now_v7());
         cache.put_user(cache.epoch(), &u);
         assert_eq!(cache.user(u.organisation_id, u.id), None);
@@ -402,7 +486,7 @@ mod tests {
 
     #[test]
     fn a_read_that_straddles_an_eviction_does_not_fill_the_cache() {
-        let cache = Cache::enabled();
+        let cache = Cache::enabled(Duration::from_secs(10));
         cache.trust_from(Instant::now());
         let u = user(Uuid::now_v7());
         let before_read = cache.epoch();
@@ -413,7 +497,7 @@ mod tests {
 
     #[test]
     fn eviction_is_per_organisation() {
-        let cache = Cache::enabled();
+        let cache = Cache::enabled(Duration::from_secs(10));
         cache.trust_from(Instant::now());
         let (a, b) = (user(Uuid::now_v7()), user(Uuid::now_v7()));
         cache.put_user(cache.epoch(), &a);
@@ -426,8 +510,40 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_older_than_the_maximum_age_is_not_used() {
+        let max_age = Duration::from_secs(10);
+        let cache = Cache::enabled(max_age);
+        cache.trust_from(Instant::now());
+        let u = user(Uuid::now_v7());
+        let Epoch(Some((epoch, _))) = cache.epoch() else {
+            panic!("a trusted cache has an epoch");
+        };
+        let read_long_ago = Epoch(Some((epoch, Instant::now() - max_age)));
+        cache.put_user(read_long_ago, &u);
+        cache.put_api_key(read_long_ago, b"key", u.organisation_id);
+        assert_eq!(cache.user(u.organisation_id, u.id), None);
+        assert_eq!(cache.api_key(b"key"), None);
+        cache.put_user(cache.epoch(), &u);
+        assert_eq!(cache.user(u.organisation_id, u.id), Some(u));
+    }
+
+    #[test]
+    fn a_late_heartbeat_of_an_earlier_session_is_not_counted() {
+        let replica = Uuid::new_v4();
+        let mut earlier = Heartbeats::new(replica);
+        let late = earlier.next();
+        let mut current = Heartbeats::new(replica);
+        let own = current.next();
+        let rest = |payload: &str| payload.strip_prefix("hb:").map(str::to_owned);
+        let (late, own) = (rest(&late).expect("hb"), rest(&own).expect("hb"));
+        assert_eq!(current.sent_at(&late), None);
+        assert!(current.sent_at(&own).is_some());
+        assert_eq!(Heartbeats::new(Uuid::new_v4()).sent_at(&own), None);
+    }
+
+    #[test]
     fn playback_keys_are_evicted_with_their_organisation() {
-        let cache = Cache::enabled();
+        let cache = Cache::enabled(Duration::from_secs(10));
         cache.trust_from(Instant::now());
         let org = Uuid::now_v7();
         let key = Arc::new(PublicKeyRow {
@@ -450,7 +566,7 @@ mod tests {
 
     #[test]
     fn trust_runs_out() {
-        let cache = Cache::enabled();
+        let cache = Cache::enabled(Duration::from_secs(10));
         cache.trust_from(Instant::now() - TRUST - Duration::from_millis(1));
         assert!(!cache.trusted());
         assert!(!Cache::disabled().trusted());

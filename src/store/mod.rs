@@ -73,7 +73,7 @@ impl Store {
     }
 
     async fn try_settle(&self) -> Result<(), DomainError> {
-        use diesel::{ExpressionMethods as _, QueryDsl as _};
+        use diesel::{BoolExpressionMethods as _, ExpressionMethods as _, QueryDsl as _};
         use diesel_async::RunQueryDsl as _;
         use schema::{cache_acks, cache_replicas};
         let probe = uuid::Uuid::new_v4();
@@ -84,12 +84,13 @@ impl Store {
             .bind::<diesel::sql_types::Text, _>(format!("probe:{probe}"))
             .execute(&mut conn)
             .await?;
+        let gone_after = interval(cache::GONE_AFTER);
         loop {
             let acknowledged = cache_acks::table
                 .filter(cache_acks::probe_id.eq(probe))
                 .filter(cache_acks::replica_id.eq(cache_replicas::id));
             let waiting: i64 = cache_replicas::table
-                .filter(cache_replicas::lease_until.gt(diesel::dsl::now))
+                .filter((cache_replicas::lease_until + gone_after).gt(diesel::dsl::now))
                 .filter(diesel::dsl::not(diesel::dsl::exists(acknowledged)))
                 .count()
                 .get_result(&mut conn)
@@ -99,9 +100,18 @@ impl Store {
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-        diesel::delete(cache_acks::table.filter(cache_acks::probe_id.eq(probe)))
-            .execute(&mut conn)
-            .await?;
+        // With this probe's acknowledgements go those that arrived after
+        // their writer had given up: older than the longest settle.
+        diesel::delete(
+            cache_acks::table.filter(
+                cache_acks::probe_id
+                    .eq(probe)
+                    .or((cache_acks::created_at + interval(cache::MAX_SETTLE))
+                        .lt(diesel::dsl::now)),
+            ),
+        )
+        .execute(&mut conn)
+        .await?;
         Ok(())
     }
 
@@ -128,6 +138,12 @@ impl Store {
             .map_err(db_error)?;
         Ok(())
     }
+}
+
+/// `duration` as a PostgreSQL interval (microseconds).
+fn interval(duration: std::time::Duration) -> diesel::pg::data_types::PgInterval {
+    let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
+    diesel::pg::data_types::PgInterval::from_microseconds(micros)
 }
 
 /// Maps a Diesel error to the domain: connection trouble is UNAVAILABLE

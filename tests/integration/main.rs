@@ -10,6 +10,7 @@ mod attacks;
 mod audit;
 mod authorize;
 mod bad_input;
+mod cache_by_hand;
 mod commit_recheck;
 mod db_faults;
 mod example_env;

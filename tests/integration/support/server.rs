@@ -131,6 +131,25 @@ impl Replica {
         Self::spawn(database_url, &[], Stdio::inherit()).await
     }
 
+    /// A replica with extra environment (settings).
+    pub async fn start_with_env(database_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(database_url, env, Stdio::inherit()).await
+    }
+
+    /// The process id of the replica.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends the replica's process `signal` (`STOP`, `CONT`, …) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// A replica whose log (stderr) goes to `log`, with extra environment.
     pub async fn start_logged(
         database_url: &str,
