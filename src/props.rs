@@ -16,7 +16,9 @@ use crate::domain::audit::AuditFilter;
 use crate::domain::email::Email;
 use crate::domain::input::{MAX_DURATION_SECONDS, MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS};
 use crate::domain::paging::PageToken;
-use crate::domain::playback::{Restrictions, Scope, validity_window};
+use crate::domain::playback::{
+    Restrictions, Scope, check_ceiling, lifetime_ceiling, validity_window,
+};
 use crate::domain::user::{optional_id, parse_id, validate_organisation_name, validate_password};
 
 fn tokens() -> AccessTokens {
@@ -186,6 +188,14 @@ fn consume(name: &str, seconds: i64, nanos: i32) {
             // What UserService.CreateInvite then adds to the time now.
             if let Ok(Some(ttl)) = ttl {
                 let _ = now + ttl;
+            }
+        }
+        "UpdateOrganisationRequest.organisation.max_non_revocable_lifetime" => {
+            // What issuing then holds a token's `exp` to.
+            if let Ok(ceiling) = lifetime_ceiling("t", seconds, nanos) {
+                for revocable in [false, true] {
+                    let _ = check_ceiling(now, now, revocable, ceiling);
+                }
             }
         }
         // Output only: UpdateOrganisation ignores them.
