@@ -349,13 +349,6 @@ async fn no_secret_appears_in_a_json_log_nor_in_the_exported_spans() {
     drop(replica);
     let log = std::fs::read_to_string(&log_path).expect("read the log");
     let _ = std::fs::remove_file(&log_path);
-    let lines: Vec<&str> = log.lines().collect();
-    assert!(lines.len() > 20, "a debug log: {} lines", lines.len());
-    for line in &lines {
-        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
-        assert!(parsed.is_ok(), "not a JSON line: {line}");
-    }
-    assert_no_secret(&log, "JSON log", &secrets);
 
     let spans = collector.text();
     // The refused calls were exported too, with their events.
@@ -368,6 +361,14 @@ async fn no_secret_appears_in_a_json_log_nor_in_the_exported_spans() {
     }
     assert!(spans.contains("call refused"), "the refusals' events");
     assert_no_secret(&spans, "exported spans", &secrets);
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() > 20, "a debug log: {} lines", lines.len());
+    for line in &lines {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok(), "not a JSON line: {line}");
+    }
+    assert_no_secret(&log, "JSON log", &secrets);
+
     eprintln!(
         "secrets: {} checked against {} JSON log lines and {} bytes of spans, none found",
         secrets.len(),
