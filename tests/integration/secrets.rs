@@ -19,9 +19,9 @@ const JWT_SECRET: &str = "a configured jwt secret that must never be logged";
 /// The scenario, on a server of `db` at `addr`: every call that handles a
 /// secret, successful and refused. Returns the secrets it saw or sent.
 async fn scenario(db: &TestDb, addr: std::net::SocketAddr) -> Vec<(&'static str, String)> {
-    let org = create_org(&db, "Acme").await;
-    make_secure(&db, org.id).await;
-    let service_key = register_service(&db, "streams").await;
+    let org = create_org(db, "Acme").await;
+    make_secure(db, org.id).await;
+    let service_key = register_service(db, "streams").await;
     let channel = channel(addr).await;
     let mut secrets: Vec<(&'static str, String)> = vec![
         ("jwt secret", JWT_SECRET.into()),
