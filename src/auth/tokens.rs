@@ -68,6 +68,8 @@ pub struct AccessTokens {
     /// the time window is checked again. Saves the HMAC and JSON work of
     /// every call but a token's first.
     verified: std::sync::Mutex<std::collections::HashMap<String, (TokenClaims, i64)>>,
+    /// Unix seconds now; a test sets its own clock.
+    clock: fn() -> i64,
 }
 
 /// Past this many remembered tokens, the memory starts over.
@@ -100,6 +102,7 @@ impl AccessTokens {
             validation,
             settings,
             verified: std::sync::Mutex::default(),
+            clock: || Utc::now().timestamp(),
         })
     }
 
@@ -128,7 +131,7 @@ impl AccessTokens {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthFailure::MalformedCredentials);
         }
-        let now = Utc::now().timestamp();
+        let now = (self.clock)();
         if let Some((claims, expires)) = self.remembered(token) {
             // As jsonwebtoken checks it, with no leeway.
             return if expires < now {
@@ -168,5 +171,79 @@ impl AccessTokens {
             verified.clear();
         }
         verified.insert(token.to_owned(), (claims, expires));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+
+    /// The test's clock: 0 means the real time.
+    static NOW: AtomicI64 = AtomicI64::new(0);
+
+    fn test_clock() -> i64 {
+        match NOW.load(Ordering::SeqCst) {
+            0 => Utc::now().timestamp(),
+            set => set,
+        }
+    }
+
+    fn tokens() -> AccessTokens {
+        let settings = TokenSettings {
+            issuer: "usermgmt".into(),
+            audience: "usermgmt".into(),
+            lifetime: Duration::from_secs(60),
+        };
+        let mut tokens =
+            AccessTokens::new(b"a test key of thirty-two bytes..", settings).expect("tokens");
+        tokens.clock = test_clock;
+        tokens
+    }
+
+    fn claims() -> TokenClaims {
+        TokenClaims {
+            user_id: Uuid::new_v4(),
+            organisation_id: Uuid::new_v4(),
+            token_key: Uuid::new_v4(),
+        }
+    }
+
+    fn remembered_count(tokens: &AccessTokens) -> usize {
+        tokens.verified.lock().map(|v| v.len()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_remembered_token_expires_with_its_exp() {
+        let tokens = tokens();
+        let claims = claims();
+        let issued = tokens.issue(claims).expect("issue");
+        assert_eq!(tokens.verify(&issued.token), Ok(claims));
+        assert_eq!(remembered_count(&tokens), 1, "verified once, remembered");
+
+        let exp = issued.expires_at.timestamp();
+        NOW.store(exp, Ordering::SeqCst);
+        assert_eq!(tokens.verify(&issued.token), Ok(claims), "valid up to exp");
+        NOW.store(exp + 1, Ordering::SeqCst);
+        assert_eq!(
+            tokens.verify(&issued.token),
+            Err(AuthFailure::TokenExpired),
+            "a remembered token expires like any other"
+        );
+        NOW.store(0, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn the_remembered_tokens_stay_bounded() {
+        let tokens = tokens();
+        let mut most = 0;
+        for _ in 0..MAX_VERIFIED + 10 {
+            let issued = tokens.issue(claims()).expect("issue");
+            assert!(tokens.verify(&issued.token).is_ok());
+            most = most.max(remembered_count(&tokens));
+        }
+        assert_eq!(most, MAX_VERIFIED, "the memory fills up to its bound");
+        assert!(remembered_count(&tokens) <= MAX_VERIFIED);
     }
 }

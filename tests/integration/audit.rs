@@ -28,7 +28,13 @@ async fn audit_events_match_changes_one_to_one() {
     let mut rng = Lcg(20261128);
     let mut users: Vec<String> = Vec::new();
     let mut invites: Vec<(String, String)> = Vec::new();
-    let mut changes = 0;
+    // Each change the test made, as its event must say it: action, actor
+    // and target, in the order made.
+    let mut changes: Vec<(&str, String, String)> = Vec::new();
+    let by_admin = format!("user:{}", org.admin_id);
+    let mut made = |action: &'static str, actor: &str, target: &str| {
+        changes.push((action, actor.to_owned(), target.to_owned()));
+    };
     let roles = [Role::NanoAdmin, Role::NanoUser, Role::NanoReadOnly];
 
     for step in 0..60 {
@@ -40,8 +46,8 @@ async fn audit_events_match_changes_one_to_one() {
                     .create_user(&format!("u{step}@acme.example.com"), role)
                     .await
                 {
+                    made("user.create", &by_admin, &user.id);
                     users.push(user.id);
-                    changes += 1;
                 }
             }
             2 if !users.is_empty() => {
@@ -50,7 +56,7 @@ async fn audit_events_match_changes_one_to_one() {
                 if let Ok(response) = admin.set_role(&target, role, "").await
                     && response.changed
                 {
-                    changes += 1;
+                    made("user.update_role", &by_admin, &target);
                 }
             }
             3 if !users.is_empty() => {
@@ -60,7 +66,7 @@ async fn audit_events_match_changes_one_to_one() {
                     .confirm_delete(&target, &confirmation.confirmation_token)
                     .await
                     .expect("delete");
-                changes += 1;
+                made("user.delete", &by_admin, &target);
             }
             4 if !users.is_empty() => {
                 let target = users[pick(&mut rng, users.len())].clone();
@@ -69,7 +75,7 @@ async fn audit_events_match_changes_one_to_one() {
                     .confirm_renew(&target, &confirmation.confirmation_token)
                     .await
                     .expect("renew");
-                changes += 1;
+                made("user.renew_token_key", &by_admin, &target);
             }
             5 => {
                 let request = proto::CreateInviteRequest {
@@ -83,18 +89,22 @@ async fn audit_events_match_changes_one_to_one() {
                     .await
                     .expect("invite")
                     .into_inner();
-                invites.push((created.invite.expect("invite").id, created.invite_token));
-                changes += 1;
+                let id = created.invite.expect("invite").id;
+                made("invite.create", &by_admin, &id);
+                invites.push((id, created.invite_token));
             }
             _ if !invites.is_empty() => {
                 let (id, token) = invites.remove(pick(&mut rng, invites.len()));
                 if rng.next(2) == 0 {
-                    let revoke = proto::RevokeInviteRequest { invite_id: id };
+                    let revoke = proto::RevokeInviteRequest {
+                        invite_id: id.clone(),
+                    };
                     admin
                         .users()
                         .revoke_invite(admin.req(revoke))
                         .await
                         .expect("revoke");
+                    made("invite.revoke", &by_admin, &id);
                 } else {
                     let accept = proto::AcceptInviteRequest {
                         invite_token: token,
@@ -105,9 +115,10 @@ async fn audit_events_match_changes_one_to_one() {
                         .await
                         .expect("accept")
                         .into_inner();
+                    // The new user accepts, as itself.
+                    made("invite.accept", &format!("user:{}", joined.user_id), &id);
                     users.push(joined.user_id);
                 }
-                changes += 1;
             }
             _ => {
                 // A refused change writes no event either.
@@ -119,7 +130,7 @@ async fn audit_events_match_changes_one_to_one() {
         }
     }
 
-    assert_eq!(audit_count(&server.db, org.id).await, changes);
+    assert_eq!(audit_count(&server.db, org.id).await, changes.len() as i64);
     let events = admin
         .audit_events(proto::ListAuditEventsRequest {
             page_size: 7,
@@ -127,7 +138,12 @@ async fn audit_events_match_changes_one_to_one() {
         })
         .await
         .expect("list audit events");
-    assert_eq!(events.len() as i64, changes);
+    let recorded: Vec<(&str, String, String)> = events
+        .iter()
+        .rev()
+        .map(|e| (e.action.as_str(), e.actor.clone(), e.target_id.clone()))
+        .collect();
+    assert_eq!(recorded, changes, "one event per change, oldest first");
     let times: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
     let mut newest_first = times.clone();
     newest_first.sort_by(|a, b| b.cmp(a));

@@ -1,13 +1,24 @@
 //! Prometheus metrics on their own HTTP port.
+//!
+//! The registry is process-global: a server inside the test binary would
+//! count every other test's calls too. So the server here is a `usermgmt
+//! serve` process of its own, and the test asserts what its own calls
+//! changed, from /metrics read before and after them.
 
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
 use usermgmt::proto;
 use usermgmt::proto::auth_service_client::AuthServiceClient;
+use usermgmt::proto::organisation_service_client::OrganisationServiceClient;
 
-use crate::support::{ADMIN_PASSWORD, TestServer, assert_status, authed, create_org, free_port};
+use crate::support::lock::OrgLock;
+use crate::support::server::wait_until_serving;
+use crate::support::{
+    ADMIN_PASSWORD, Session, TestDb, assert_status, authed, channel, create_org, free_port,
+};
 
 /// A plain HTTP/1.1 GET; returns the status line and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
@@ -30,24 +41,86 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     (status, body.to_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_calls_authorization_and_the_pool() {
-    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let server = TestServer::start_with(&["--metrics-listen", &metrics_addr.to_string()]).await;
-    let org = create_org(&server.db, "Metrics").await;
-    let mut auth = AuthServiceClient::new(server.channel().await);
+/// A `usermgmt serve` process with metrics, killed when dropped.
+struct MetricsServer {
+    addr: SocketAddr,
+    metrics: SocketAddr,
+    child: Child,
+}
 
-    let token = auth
-        .login(proto::LoginRequest {
-            email: org.admin_email.clone(),
-            password: ADMIN_PASSWORD.into(),
-            organisation_id: String::new(),
-        })
-        .await
-        .expect("login")
-        .into_inner()
-        .access_token;
-    auth.who_am_i(authed(proto::WhoAmIRequest {}, &token))
+impl MetricsServer {
+    /// One pool connection and a short wait for it, so that the test can
+    /// exhaust the pool; no per-call cache, so that every call needs it.
+    async fn start(db: &TestDb) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let child = Command::new(env!("CARGO_BIN_EXE_usermgmt"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(["--metrics-listen", &metrics.to_string()])
+            .args(["--db-pool-size", "1", "--db-wait-timeout-ms", "500"])
+            .args(["--auth-cache", "false"])
+            .env("DATABASE_URL", &db.url)
+            .env("USERMGMT_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn usermgmt serve");
+        wait_until_serving(addr).await;
+        MetricsServer {
+            addr,
+            metrics,
+            child,
+        }
+    }
+
+    async fn scrape(&self) -> String {
+        let (status, body) = http_get(self.metrics, "/metrics").await;
+        assert!(status.contains(" 200 "), "{status}");
+        body
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of one series (its full name with labels); 0 when absent.
+fn sample(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().expect("a number"))
+        .unwrap_or(0.0)
+}
+
+const AUTH: &str = r#"service="usermgmt.v1.AuthService""#;
+const ORGANISATIONS: &str = r#"service="usermgmt.v1.OrganisationService""#;
+const USERS: &str = r#"service="usermgmt.v1.UserService""#;
+
+fn requests(method: &str, code: &str) -> String {
+    calls(method, code, AUTH)
+}
+
+fn calls(method: &str, code: &str, service: &str) -> String {
+    format!(r#"usermgmt_grpc_requests_total{{code="{code}",method="{method}",{service}}}"#)
+}
+
+fn durations(method: &str) -> String {
+    format!(r#"usermgmt_grpc_request_duration_seconds_count{{method="{method}",{AUTH}}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_this_servers_calls_authorization_and_the_pool() {
+    let db = TestDb::new().await;
+    let org = create_org(&db, "Metrics").await;
+    let server = MetricsServer::start(&db).await;
+    let channel = channel(server.addr).await;
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let before = server.scrape().await;
+
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    auth.who_am_i(authed(proto::WhoAmIRequest {}, &admin.token))
         .await
         .expect("who am i");
     assert_status(
@@ -55,31 +128,82 @@ async fn metrics_count_calls_authorization_and_the_pool() {
         Code::Unauthenticated,
         Some("CREDENTIALS_MISSING"),
     );
+    // The pool's one connection held by a change queued on the
+    // organisation's row lock: the next call times out waiting for it.
+    let lock = OrgLock::take(&db, org.id).await;
+    let mut slow = tokio::spawn({
+        let mut organisations = OrganisationServiceClient::new(channel.clone());
+        let request = admin.req(proto::UpdateOrganisationRequest {
+            organisation: Some(proto::Organisation {
+                name: "Metrics Renamed".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
+        });
+        async move { organisations.update_organisation(request).await }
+    });
+    lock.until_queued(&mut slow, "UpdateOrganisation").await;
+    assert_status(
+        admin
+            .users()
+            .list_users(admin.req(proto::ListUsersRequest::default()))
+            .await,
+        Code::Unavailable,
+        None,
+    );
+    lock.commit().await;
+    slow.await.expect("the slow call").expect("it completes");
 
-    let (status, body) = http_get(metrics_addr, "/metrics").await;
-    assert!(status.contains(" 200 "), "{status}");
-    for expected in [
-        r#"usermgmt_grpc_requests_total{code="OK",method="Login",service="usermgmt.v1.AuthService"}"#,
-        r#"usermgmt_grpc_requests_total{code="OK",method="WhoAmI",service="usermgmt.v1.AuthService"}"#,
-        r#"usermgmt_grpc_requests_total{code="UNAUTHENTICATED",method="WhoAmI",service="usermgmt.v1.AuthService"}"#,
-        r#"usermgmt_grpc_request_duration_seconds_bucket{method="WhoAmI",service="usermgmt.v1.AuthService",le="0.1"}"#,
-        r#"usermgmt_grpc_request_duration_seconds_count{method="Login",service="usermgmt.v1.AuthService"}"#,
-        r#"usermgmt_authorization_total{outcome="allowed",reason="anonymous"}"#,
-        r#"usermgmt_authorization_total{outcome="allowed",reason="user"}"#,
-        r#"usermgmt_authorization_total{outcome="denied",reason="CREDENTIALS_MISSING"}"#,
-        r#"usermgmt_database_errors_total{kind="pool_timeout"}"#,
+    let after = server.scrape().await;
+    let change = |series: &str| sample(&after, series) - sample(&before, series);
+    for (series, by) in [
+        (requests("Login", "OK"), 1.0),
+        (requests("WhoAmI", "OK"), 1.0),
+        (requests("WhoAmI", "UNAUTHENTICATED"), 1.0),
+        (calls("ListUsers", "UNAVAILABLE", USERS), 1.0),
+        (calls("UpdateOrganisation", "OK", ORGANISATIONS), 1.0),
+        (durations("Login"), 1.0),
+        (durations("WhoAmI"), 2.0),
+        (
+            r#"usermgmt_authorization_total{outcome="allowed",reason="anonymous"}"#.into(),
+            1.0,
+        ),
+        // The WhoAmI and the UpdateOrganisation; the ListUsers never got its
+        // connection to check the token with.
+        (
+            r#"usermgmt_authorization_total{outcome="allowed",reason="user"}"#.into(),
+            2.0,
+        ),
+        (
+            r#"usermgmt_authorization_total{outcome="denied",reason="CREDENTIALS_MISSING"}"#.into(),
+            1.0,
+        ),
+        (
+            r#"usermgmt_database_errors_total{kind="pool_timeout"}"#.into(),
+            1.0,
+        ),
+    ] {
+        assert_eq!(
+            change(&series),
+            by,
+            "{series}\nbefore:\n{before}\nafter:\n{after}"
+        );
+    }
+    assert_eq!(sample(&after, "usermgmt_db_pool_connections_max"), 1.0);
+    for gauge in [
         "usermgmt_db_pool_connections ",
         "usermgmt_db_pool_connections_idle ",
         "usermgmt_db_pool_connections_in_use ",
-        "usermgmt_db_pool_connections_max 4",
         "usermgmt_db_pool_waiting ",
     ] {
         assert!(
-            body.contains(expected),
-            "{expected} missing from /metrics:\n{body}"
+            after.contains(gauge),
+            "{gauge} missing from /metrics:\n{after}"
         );
     }
 
-    let (status, _) = http_get(metrics_addr, "/elsewhere").await;
+    let (status, _) = http_get(server.metrics, "/elsewhere").await;
     assert!(status.contains(" 404 "), "{status}");
 }

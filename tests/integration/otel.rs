@@ -16,7 +16,7 @@ use crate::support::*;
 
 /// An OTLP trace collector that keeps what it receives.
 #[derive(Clone, Default)]
-struct Collector {
+pub(crate) struct Collector {
     received: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
 }
 
@@ -35,6 +35,47 @@ impl TraceService for Collector {
 }
 
 impl Collector {
+    /// A collector listening on a port of its own; returns its endpoint.
+    pub(crate) async fn start() -> (Self, String) {
+        let collector = Collector::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let service = TraceServiceServer::new(collector.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        (collector, endpoint)
+    }
+
+    /// Everything received so far, as text: span names, attributes,
+    /// events and status messages.
+    pub(crate) fn text(&self) -> String {
+        format!("{:?}", self.received.lock().expect("collector"))
+    }
+
+    /// Waits (at most 15 s) until a `call` span of `method` arrived.
+    pub(crate) async fn wait_for(&self, method: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let methods = self.call_methods();
+            if methods
+                .iter()
+                .any(|(service, m)| service == "usermgmt" && m == method)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no span of {method} reached the collector: {methods:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The `method` attributes of the `call` spans received so far, and the
     /// service name they came from.
     fn call_methods(&self) -> Vec<(String, String)> {
@@ -71,17 +112,7 @@ impl Collector {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_exported_as_spans_to_the_otlp_endpoint() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-    let service = TraceServiceServer::new(collector.clone());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let (collector, endpoint) = Collector::start().await;
 
     let db = TestDb::new().await;
     let log = std::env::temp_dir().join(format!("usermgmt-otel-{}.log", std::process::id()));
@@ -103,19 +134,6 @@ async fn calls_are_exported_as_spans_to_the_otlp_endpoint() {
         .await
         .expect("health");
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let methods = collector.call_methods();
-        if methods.iter().any(|(service, method)| {
-            service == "usermgmt" && method == "/grpc.health.v1.Health/Check"
-        }) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no span of the call reached the collector: {methods:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    collector.wait_for("/grpc.health.v1.Health/Check").await;
     let _ = std::fs::remove_file(&log);
 }

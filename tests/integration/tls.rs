@@ -13,7 +13,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use usermgmt::config::{Cli, Command};
 
-use crate::support::TestDb;
+use crate::support::{ADMIN_PASSWORD, Session, TestDb, assert_status, authed, create_org};
+use usermgmt::proto;
+use usermgmt::proto::auth_service_client::AuthServiceClient;
 
 /// A CA, a server certificate for `localhost` and a client certificate, as
 /// PEM files in a directory of their own (removed on drop).
@@ -123,6 +125,38 @@ async fn check(addr: SocketAddr, tls: Option<ClientTlsConfig>) -> Result<i32, St
         .map_err(|status| format!("{status:?}"))
 }
 
+/// A connection over TLS, with `tls`.
+async fn tls_channel(addr: SocketAddr, tls: ClientTlsConfig) -> Channel {
+    Channel::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .timeout(Duration::from_secs(5))
+        .tls_config(tls)
+        .expect("TLS config")
+        .connect()
+        .await
+        .expect("connect over TLS")
+}
+
+/// Over TLS with `tls`: a login, a call with its token, and a call with a
+/// token that is not one: the service authenticates as over plaintext.
+async fn authenticated_calls(db: &TestDb, addr: SocketAddr, tls: ClientTlsConfig) {
+    let org = create_org(db, "Acme").await;
+    let channel = tls_channel(addr, tls).await;
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let me = admin
+        .who_am_i()
+        .await
+        .expect("an authenticated call over TLS");
+    assert_eq!(me.user.expect("the caller").id, org.admin_id.to_string());
+    let mut auth = AuthServiceClient::new(channel);
+    assert_status(
+        auth.who_am_i(authed(proto::WhoAmIRequest {}, "not a token"))
+            .await,
+        tonic::Code::Unauthenticated,
+        Some("TOKEN_INVALID"),
+    );
+}
+
 /// Waits until a health check with `tls` says SERVING.
 async fn wait_serving(addr: SocketAddr, tls: ClientTlsConfig) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -154,6 +188,7 @@ async fn a_tls_server_answers_tls_calls_only() {
     let (addr, _stop) = start(&db, &["--tls-cert", &cert, "--tls-key", &key]).await;
 
     wait_serving(addr, tls(&pki)).await;
+    authenticated_calls(&db, addr, tls(&pki)).await;
     assert!(
         check(addr, None).await.is_err(),
         "a plaintext call to a TLS server must fail"
@@ -182,7 +217,8 @@ async fn with_a_client_ca_only_clients_with_a_certificate_get_in() {
         &pki.client_cert_pem,
         &pki.client_key_pem,
     ));
-    wait_serving(addr, with_certificate).await;
+    wait_serving(addr, with_certificate.clone()).await;
+    authenticated_calls(&db, addr, with_certificate).await;
 
     let refused = check(addr, Some(tls(&pki))).await;
     assert!(refused.is_err(), "no client certificate, yet: {refused:?}");
