@@ -108,7 +108,8 @@ impl PlaybackTokens {
                 Some(Permission::PlaybackTokensCreate),
                 OrgLock::Shared,
                 async |conn| {
-                    let (key, audits) = records::record_token(conn, &ctx, record, || {
+                    let keyring = self.store.keyring();
+                    let (key, audits) = records::record_token(conn, keyring, &ctx, record, || {
                         new_signing_key(SigningAlgorithm::EdDsa)
                     })
                     .await?;
@@ -292,7 +293,8 @@ impl PlaybackTokens {
                 OrgLock::Exclusive,
                 async |conn| {
                     let (new, retired, audit) =
-                        records::rotate_key(conn, organisation_id, &key).await?;
+                        records::rotate_key(conn, self.store.keyring(), organisation_id, &key)
+                            .await?;
                     Ok(Change::audited((new, retired), audit))
                 },
             )

@@ -12,6 +12,8 @@ use super::Store;
 use super::audit::Audit;
 use super::models::{PlaybackTokenRow, PublicKeyRow, SigningKeyRow};
 use super::schema::{organisations, playback_signing_keys as keys, playback_tokens as tokens};
+use super::sealing::{Keyring, Purpose};
+use super::secrets;
 use crate::domain::DomainError;
 use crate::domain::actor::ChangeContext;
 use crate::domain::audit::{
@@ -69,15 +71,22 @@ async fn current_key(
 /// Returns whether it was inserted.
 async fn insert_key(
     conn: &mut AsyncPgConnection,
+    keyring: &Keyring,
     organisation_id: Uuid,
     key: &NewSigningKey,
 ) -> Result<bool, DomainError> {
+    let private_key = secrets::seal(
+        keyring,
+        Purpose::PlaybackPrivateKey,
+        &key.kid,
+        &key.private_der,
+    )?;
     let inserted = diesel::insert_into(keys::table)
         .values((
             keys::kid.eq(&key.kid),
             keys::organisation_id.eq(organisation_id),
             keys::alg.eq(key.alg.as_str()),
-            keys::private_key.eq(&key.private_der),
+            keys::private_key.eq(private_key),
             keys::public_key.eq(&key.public_key),
         ))
         .on_conflict_do_nothing()
@@ -90,6 +99,7 @@ async fn insert_key(
 /// audit event of its creation).
 async fn current_or_new_key(
     conn: &mut AsyncPgConnection,
+    keyring: &Keyring,
     organisation_id: Uuid,
     new_key: impl FnOnce() -> Result<NewSigningKey, DomainError>,
 ) -> Result<(SigningKeyRow, Option<Audit>), DomainError> {
@@ -97,7 +107,7 @@ async fn current_or_new_key(
         return Ok((key, None));
     }
     let key = new_key()?;
-    let created = insert_key(conn, organisation_id, &key)
+    let created = insert_key(conn, keyring, organisation_id, &key)
         .await?
         .then(|| key_audit(PLAYBACK_KEY_CREATE, &key.kid, None, key.alg.as_str()));
     // Either ours or the one a concurrent issue inserted first.
@@ -113,6 +123,7 @@ async fn current_or_new_key(
 /// organisation's first issue) and the audit events.
 pub async fn record_token(
     conn: &mut AsyncPgConnection,
+    keyring: &Keyring,
     ctx: &ChangeContext,
     token: NewPlaybackToken<'_>,
     new_key: impl FnOnce() -> Result<NewSigningKey, DomainError>,
@@ -127,7 +138,9 @@ pub async fn record_token(
     if !secure {
         return Err(playback::not_secure_organisation());
     }
-    let (key, created) = current_or_new_key(conn, ctx.organisation_id, new_key).await?;
+    let (mut key, created) =
+        current_or_new_key(conn, keyring, ctx.organisation_id, new_key).await?;
+    key.private_key = secrets::open(keyring, Purpose::PlaybackPrivateKey, &key.kid, &key.private_key)?.to_vec();
     diesel::insert_into(tokens::table)
         .values((
             tokens::jti.eq(token.jti),
@@ -170,6 +183,7 @@ pub async fn record_token(
 /// the retired key's id and the audit event.
 pub async fn rotate_key(
     conn: &mut AsyncPgConnection,
+    keyring: &Keyring,
     organisation_id: Uuid,
     key: &NewSigningKey,
 ) -> Result<(PublicKeyRow, Option<String>, Audit), DomainError> {
@@ -177,7 +191,7 @@ pub async fn rotate_key(
     if let Some(old) = &old {
         retire(conn, &old.kid).await?;
     }
-    if !insert_key(conn, organisation_id, key).await? {
+    if !insert_key(conn, keyring, organisation_id, key).await? {
         return Err(DomainError::Aborted("a concurrent rotation won".into()));
     }
     let old_kid = old.map(|old| old.kid);

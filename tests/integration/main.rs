@@ -26,6 +26,7 @@ mod otel;
 mod playback;
 mod replicas;
 mod roles_and_organisation;
+mod sealed_secrets;
 mod secrets;
 mod tls;
 mod users;
