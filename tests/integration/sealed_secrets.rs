@@ -271,6 +271,7 @@ async fn a_server_whose_kek_does_not_open_the_stored_secrets_refuses_to_start() 
         issued.kid
     );
     assert!(exit.stderr.contains(&expected), "{}", exit.stderr);
+    let _ = std::fs::remove_file(log_path(&db, "a"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,4 +459,82 @@ async fn a_sealed_value_copied_to_another_row_does_not_open() {
         kek_id(KEK_A)
     );
     assert!(exit.stderr.contains(&expected), "{}", exit.stderr);
+}
+
+/// Issues tokens (and, with `rotate`, rotates the key first each time) until
+/// `stop` is set, at least `at_least` of them; every call must succeed.
+async fn issue_until(
+    admin: Session,
+    rotate: bool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    at_least: usize,
+) -> Vec<String> {
+    let mut tokens = Vec::new();
+    while tokens.len() < at_least || !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if rotate {
+            PlaybackTokenServiceClient::new(admin.channel.clone())
+                .rotate_signing_key(admin.req(proto::RotateSigningKeyRequest {
+                    algorithm: proto::SigningAlgorithm::Eddsa as i32,
+                }))
+                .await
+                .expect("rotate during the rewrap");
+        }
+        let issued = issue(&admin, for_streams(&["live"]))
+            .await
+            .expect("issue during the rewrap");
+        tokens.push(issued.token);
+    }
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrap_while_a_replica_issues_and_rotates_loses_nothing() {
+    let db = TestDb::new().await;
+    let server = replica(&db, "a", &[("USERMGMT_KEY_ENCRYPTION_KEY", KEK_A)]).await;
+    let channel = crate::support::channel(server.addr).await;
+    let steady = secure_admin(&db, &channel, "Steady").await;
+    let rotating = secure_admin(&db, &channel, "Rotating").await;
+    let before = issue(&steady, for_streams(&["live"])).await.expect("issue");
+    drop(server);
+
+    // Step 2 of the rotation: a replica seals with B and opens A, and keeps
+    // issuing and rotating while the rewrap runs.
+    let both = [
+        ("USERMGMT_KEY_ENCRYPTION_KEY", KEK_B),
+        ("USERMGMT_PREVIOUS_KEY_ENCRYPTION_KEYS", KEK_A),
+    ];
+    let server = replica(&db, "b-and-a", &both).await;
+    let channel = crate::support::channel(server.addr).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on = |admin: &Session| Session {
+        channel: channel.clone(),
+        token: admin.token.clone(),
+    };
+    let steady_calls = tokio::spawn(issue_until(on(&steady), false, stop.clone(), 5));
+    let rotating_calls = tokio::spawn(issue_until(on(&rotating), true, stop.clone(), 3));
+    let done = rewrap(&db, &both).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut tokens = steady_calls.await.expect("steady issuer");
+    tokens.extend(rotating_calls.await.expect("rotating issuer"));
+    tokens.push(before.token);
+    assert!(done["sealed"].as_u64() >= Some(2), "{done}");
+    drop(server);
+
+    // B alone opens everything, and every token verifies.
+    let server = replica(&db, "b", &[("USERMGMT_KEY_ENCRYPTION_KEY", KEK_B)]).await;
+    let channel = crate::support::channel(server.addr).await;
+    for token in &tokens {
+        assert!(valid(&channel, token).await, "a token stopped verifying");
+    }
+    let rotating = Session {
+        channel: channel.clone(),
+        token: rotating.token,
+    };
+    issue(&rotating, for_streams(&["live"]))
+        .await
+        .expect("issue with B alone");
+    drop(server);
+    for what in ["a", "b-and-a", "b"] {
+        let _ = std::fs::remove_file(log_path(&db, what));
+    }
 }
