@@ -170,8 +170,9 @@ impl KeyEncryptionArgs {
             .key_encryption_key
             .as_ref()
             .map(|key| {
-                Kek::parse(key.expose())
-                    .map_err(|reason| format!("--key-encryption-key (USERMGMT_KEY_ENCRYPTION_KEY) {reason}"))
+                Kek::parse(key.expose()).map_err(|reason| {
+                    format!("--key-encryption-key (USERMGMT_KEY_ENCRYPTION_KEY) {reason}")
+                })
             })
             .transpose()?;
         let previous = self

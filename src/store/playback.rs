@@ -140,7 +140,13 @@ pub async fn record_token(
     }
     let (mut key, created) =
         current_or_new_key(conn, keyring, ctx.organisation_id, new_key).await?;
-    key.private_key = secrets::open(keyring, Purpose::PlaybackPrivateKey, &key.kid, &key.private_key)?.to_vec();
+    key.private_key = secrets::open(
+        keyring,
+        Purpose::PlaybackPrivateKey,
+        &key.kid,
+        &key.private_key,
+    )?
+    .to_vec();
     diesel::insert_into(tokens::table)
         .values((
             tokens::jti.eq(token.jti),

@@ -113,9 +113,7 @@ impl Kek {
 /// The key's bytes when `text` is 32 bytes in hex or base64.
 fn decode(text: &str) -> Option<Vec<u8>> {
     use base64::Engine as _;
-    use base64::engine::general_purpose::{
-        STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
-    };
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     let decoded = if text.len() == 2 * KEK_LEN {
         decode_hex(text)
     } else {
@@ -128,7 +126,9 @@ fn decode(text: &str) -> Option<Vec<u8>> {
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     fn digit(byte: u8) -> Option<u8> {
-        char::from(byte).to_digit(16).and_then(|d| u8::try_from(d).ok())
+        char::from(byte)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
     }
     text.as_bytes()
         .chunks(2)
@@ -376,7 +376,13 @@ mod tests {
             Kek::parse(base64).expect("base64").id()
         );
         assert!(Kek::parse(base64.trim_end_matches('=')).is_ok());
-        for bad in ["", "short", &hex[2..], &format!("{hex}00"), "zz".repeat(32).as_str()] {
+        for bad in [
+            "",
+            "short",
+            &hex[2..],
+            &format!("{hex}00"),
+            "zz".repeat(32).as_str(),
+        ] {
             let error = Kek::parse(bad).expect_err(bad);
             assert!(bad.is_empty() || !error.contains(bad), "{error}");
         }

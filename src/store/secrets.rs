@@ -44,7 +44,10 @@ fn describe(purpose: Purpose, row_id: &str) -> String {
 }
 
 fn cannot_open(purpose: Purpose, row_id: &str, error: &OpenError) -> DomainError {
-    DomainError::Internal(format!("cannot open {}: {error}", describe(purpose, row_id)))
+    DomainError::Internal(format!(
+        "cannot open {}: {error}",
+        describe(purpose, row_id)
+    ))
 }
 
 /// The plain value of a stored secret.

@@ -115,7 +115,9 @@ async fn stored_private_key(db: &TestDb, kid: &str) -> Vec<u8> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 fn access_tokens(key: &[u8]) -> AccessTokens {
@@ -262,7 +264,10 @@ async fn a_server_whose_kek_does_not_open_the_stored_secrets_refuses_to_start() 
         &db,
         &[
             ("USERMGMT_KEY_ENCRYPTION_KEY", KEK_B),
-            ("USERMGMT_JWT_SECRET", "a configured access-token key, 32 bytes+"),
+            (
+                "USERMGMT_JWT_SECRET",
+                "a configured access-token key, 32 bytes+",
+            ),
         ],
     )
     .await;
@@ -299,7 +304,10 @@ async fn a_kek_that_is_not_32_bytes_is_refused_without_being_shown() {
     )
     .await;
     assert_eq!(exit.code, Some(1), "{}", exit.stderr);
-    assert!(!exit.stderr.contains(too_short), "the bad KEK is in the output");
+    assert!(
+        !exit.stderr.contains(too_short),
+        "the bad KEK is in the output"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,7 +330,11 @@ async fn rewrap_from_none_to_a_kek_and_on_to_the_next_keeps_every_token_verifyin
     );
     assert!(
         keyring(KEK_A)
-            .open(Purpose::ServiceSecret, JWT_KEY_NAME, &stored_jwt_key(&db).await)
+            .open(
+                Purpose::ServiceSecret,
+                JWT_KEY_NAME,
+                &stored_jwt_key(&db).await
+            )
             .is_ok()
     );
 
@@ -380,7 +392,10 @@ async fn rewrap_from_none_to_a_kek_and_on_to_the_next_keeps_every_token_verifyin
         channel: channel.clone(),
         token: admin.token,
     };
-    admin.who_am_i().await.expect("the access token still works");
+    admin
+        .who_am_i()
+        .await
+        .expect("the access token still works");
     for token in [&plain_token, &a_token, &b_token] {
         assert!(valid(&channel, &token.token).await, "{}", token.kid);
     }
@@ -410,7 +425,11 @@ async fn rewrap_from_none_to_a_kek_and_on_to_the_next_keeps_every_token_verifyin
         "{}",
         exit.stderr
     );
-    assert_eq!(stored_jwt_key(&db).await, before, "a failed rewrap changed rows");
+    assert_eq!(
+        stored_jwt_key(&db).await,
+        before,
+        "a failed rewrap changed rows"
+    );
     for what in ["none", "b-and-a", "b"] {
         let _ = std::fs::remove_file(log_path(&db, what));
     }
