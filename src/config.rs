@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::tokens::TokenSettings;
 use crate::store::pool::PoolSettings;
+use crate::store::sealing::{Kek, Keyring};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +66,9 @@ pub enum Command {
     /// Registers or revokes the internal services that may call Authorize.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Manages the key-encryption keys of the secrets kept in the database.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Exits 0 when a server reports SERVING on its gRPC health service
     /// (for container health checks).
     Healthcheck(HealthcheckArgs),
@@ -115,6 +119,79 @@ pub struct ServiceArgs {
     /// The service's name, e.g. `streams`.
     #[arg(long)]
     pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-seals every stored secret (playback private keys, the generated
+    /// access-token key) with --key-encryption-key, in one transaction: those
+    /// stored plain and those sealed with one of
+    /// --previous-key-encryption-keys. Prints what it did as JSON.
+    Rewrap(RewrapArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RewrapArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub keys: KeyEncryptionArgs,
+}
+
+/// The key-encryption keys (KEKs) that seal the secrets kept in the
+/// database. Parsed by [`KeyEncryptionArgs::keyring`], never by clap, so
+/// that no error message repeats a key.
+#[derive(Debug, Clone, Args)]
+pub struct KeyEncryptionArgs {
+    /// Key-encryption key: 32 bytes as 64 hex digits or base64 (e.g.
+    /// `openssl rand -base64 32`). Seals the playback private keys and the
+    /// generated access-token key in the database. Unset: they are stored
+    /// unencrypted.
+    #[arg(long, env = "USERMGMT_KEY_ENCRYPTION_KEY", hide_env_values = true)]
+    pub key_encryption_key: Option<Secret>,
+
+    /// Earlier key-encryption keys, comma-separated: they open secrets but
+    /// never seal, for a rotation (see docs/operations.md).
+    #[arg(
+        long,
+        env = "USERMGMT_PREVIOUS_KEY_ENCRYPTION_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub previous_key_encryption_keys: Vec<Secret>,
+}
+
+impl KeyEncryptionArgs {
+    /// The keyring these settings give, or why they give none (never
+    /// showing a key).
+    pub fn keyring(&self) -> Result<Keyring, String> {
+        let sealing = self
+            .key_encryption_key
+            .as_ref()
+            .map(|key| {
+                Kek::parse(key.expose()).map_err(|reason| {
+                    format!("--key-encryption-key (USERMGMT_KEY_ENCRYPTION_KEY) {reason}")
+                })
+            })
+            .transpose()?;
+        let previous = self
+            .previous_key_encryption_keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                Kek::parse(key.expose()).map_err(|reason| {
+                    format!(
+                        "--previous-key-encryption-keys (USERMGMT_PREVIOUS_KEY_ENCRYPTION_KEYS): \
+                         key {} of {} {reason}",
+                        index + 1,
+                        self.previous_key_encryption_keys.len()
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Keyring::new(sealing, previous))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -174,6 +251,9 @@ pub struct ServeArgs {
     /// key is generated once and kept in the database for every replica.
     #[arg(long, env = "USERMGMT_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+
+    #[command(flatten)]
+    pub keys: KeyEncryptionArgs,
 
     /// The `iss` of access tokens.
     #[arg(long, env = "USERMGMT_TOKEN_ISSUER", default_value = "usermgmt")]
@@ -349,6 +429,7 @@ impl ServeArgs {
         if self.token_issuer.is_empty() || self.token_audience.is_empty() {
             return Err("the token issuer and audience must not be empty".into());
         }
+        self.keys.keyring()?;
         Ok(())
     }
 }

@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 
 use usermgmt::app::provisioning;
 use usermgmt::auth::passwords::Passwords;
-use usermgmt::config::{BootstrapArgs, Cli, Command, DatabaseArgs, LogFormat, ServiceCommand};
+use usermgmt::config::{
+    BootstrapArgs, Cli, Command, DatabaseArgs, KeysCommand, LogFormat, RewrapArgs, ServiceCommand,
+};
 use usermgmt::server;
 use usermgmt::store::{Store, pool};
 
@@ -140,6 +142,7 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Bootstrap(args) => bootstrap(args).await,
+        Command::Keys(KeysCommand::Rewrap(args)) => rewrap(args).await,
         Command::Seed(args) => {
             let store = open_store(&args.database).await?;
             let passwords = Passwords::new(1).await.map_err(|e| e.to_string())?;
@@ -206,6 +209,33 @@ async fn bootstrap(args: BootstrapArgs) -> Result<(), String> {
         "api_key": created.api_key,
     });
     println!("{output}");
+    Ok(())
+}
+
+/// Re-seals every stored secret with the configured key-encryption key.
+async fn rewrap(args: RewrapArgs) -> Result<(), String> {
+    let keyring = args.keys.keyring()?;
+    let Some(kek) = keyring.sealing_id() else {
+        return Err(
+            "keys rewrap needs the key to seal with: --key-encryption-key or \
+             USERMGMT_KEY_ENCRYPTION_KEY"
+                .into(),
+        );
+    };
+    let store = open_store(&args.database).await?.with_keyring(keyring);
+    let done = store.rewrap_secrets().await.map_err(|error| match error {
+        usermgmt::domain::DomainError::Internal(detail) => detail,
+        other => other.to_string(),
+    })?;
+    tracing::info!(%kek, sealed = done.sealed, unchanged = done.unchanged, "secrets re-sealed");
+    println!(
+        "{}",
+        serde_json::json!({
+            "key_encryption_key": kek.to_string(),
+            "sealed": done.sealed,
+            "unchanged": done.unchanged,
+        })
+    );
     Ok(())
 }
 

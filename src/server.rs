@@ -66,6 +66,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     args.validate().map_err(ServeError::Init)?;
+    let keyring = args.keys.keyring().map_err(ServeError::Init)?;
     let tls = crate::tls::server_tls_config(&args).map_err(ServeError::Init)?;
     let cors = crate::web::cors_layer(&args.cors_allowed_origins).map_err(ServeError::Init)?;
     let applied = prepare_database(&args.database.database_url).await?;
@@ -88,6 +89,8 @@ pub async fn serve(
     } else {
         (Store::new(pool), None)
     };
+    let store = store.with_keyring(keyring);
+    check_secrets_at_rest(&store).await?;
     let tokens = AccessTokens::new(&signing_key(&args, &store).await?, args.token_settings())
         .map_err(|e| ServeError::Init(format!("access-token key: {e}")))?;
     let tokens = Arc::new(tokens);
@@ -250,6 +253,44 @@ async fn signing_key(args: &ServeArgs, store: &Store) -> Result<Vec<u8>, ServeEr
         .shared_secret(JWT_SECRET_NAME, &candidate)
         .await
         .map_err(|e| ServeError::Init(format!("cannot load the access-token key: {e}")))
+}
+
+/// Refuses to start when a stored secret does not open with the configured
+/// key-encryption keys; says loudly when secrets are (or would be) stored
+/// unencrypted.
+async fn check_secrets_at_rest(store: &Store) -> Result<(), ServeError> {
+    let keyring = store.keyring();
+    let found = store.check_secrets_at_rest().await.map_err(|error| {
+        let opening = keyring.opening_ids();
+        let configured = if opening.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("{opening:?}")
+        };
+        let error = match error {
+            crate::domain::DomainError::Internal(detail) => detail,
+            other => other.to_string(),
+        };
+        ServeError::Init(format!(
+            "{error} (key-encryption keys configured: {configured}; see \"Key-encryption key\" in docs/operations.md)"
+        ))
+    })?;
+    match keyring.sealing_id() {
+        None => tracing::warn!(
+            "no key-encryption key (--key-encryption-key, USERMGMT_KEY_ENCRYPTION_KEY): \
+             playback private keys and the generated access-token key are stored unencrypted"
+        ),
+        Some(kek) => tracing::info!(%kek, "secrets at rest are sealed with key-encryption key"),
+    }
+    if found.plain > 0 || found.sealed_with_previous > 0 {
+        tracing::warn!(
+            plain = found.plain,
+            sealed_with_previous = found.sealed_with_previous,
+            "stored secrets not sealed with the current key-encryption key: \
+             `usermgmt keys rewrap` seals them"
+        );
+    }
+    Ok(())
 }
 
 /// The services whose health is reported, besides the server as a whole ("").

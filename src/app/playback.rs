@@ -100,7 +100,8 @@ impl PlaybackTokens {
                 Some(Permission::PlaybackTokensCreate),
                 OrgLock::Shared,
                 async |conn| {
-                    let (key, audits) = records::record_token(conn, &ctx, record, || {
+                    let keyring = self.store.keyring();
+                    let (key, audits) = records::record_token(conn, keyring, &ctx, record, || {
                         new_signing_key(SigningAlgorithm::EdDsa)
                     })
                     .await?;
@@ -284,8 +285,14 @@ impl PlaybackTokens {
                 Some(Permission::PlaybackKeysRotate),
                 OrgLock::Exclusive,
                 async |conn| {
-                    let (new, retired, audits) =
-                        records::rotate_key(conn, organisation_id, &key, revoke_previous).await?;
+                    let (new, retired, audits) = records::rotate_key(
+                        conn,
+                        self.store.keyring(),
+                        organisation_id,
+                        &key,
+                        revoke_previous,
+                    )
+                    .await?;
                     // The previous key's row changed: replicas evict it.
                     Ok(Change::unchanged((new, retired)).and_all(audits).settling())
                 },

@@ -10,6 +10,7 @@ pub(crate) mod organisations;
 pub(crate) mod playback;
 pub mod pool;
 pub(crate) mod schema;
+pub mod sealing;
 pub(crate) mod secrets;
 pub(crate) mod services;
 pub(crate) mod stats;
@@ -28,6 +29,7 @@ pub use pool::PgPool;
 pub struct Store {
     pool: PgPool,
     cache: std::sync::Arc<cache::Cache>,
+    keyring: std::sync::Arc<sealing::Keyring>,
 }
 
 pub type Conn = Object<AsyncPgConnection>;
@@ -44,7 +46,25 @@ impl Store {
     /// A store whose reads for the per-call check go through `cache` (kept
     /// in step by [`cache::maintain`]).
     pub fn with_cache(pool: PgPool, cache: std::sync::Arc<cache::Cache>) -> Self {
-        Self { pool, cache }
+        Self {
+            pool,
+            cache,
+            keyring: std::sync::Arc::default(),
+        }
+    }
+
+    /// This store, sealing the secrets it writes and opening those it reads
+    /// with `keyring` (without one: stored plain).
+    pub fn with_keyring(self, keyring: sealing::Keyring) -> Self {
+        Self {
+            keyring: std::sync::Arc::new(keyring),
+            ..self
+        }
+    }
+
+    /// The key-encryption keys of the secrets at rest.
+    pub fn keyring(&self) -> &sealing::Keyring {
+        &self.keyring
     }
 
     /// Returns once every caching replica has dropped what a change this

@@ -14,6 +14,8 @@ use super::Store;
 use super::audit::Audit;
 use super::models::{PlaybackTokenRow, PublicKeyRow, SigningKeyRow};
 use super::schema::{organisations, playback_signing_keys as keys, playback_tokens as tokens};
+use super::sealing::{Keyring, Purpose};
+use super::secrets;
 use crate::domain::DomainError;
 use crate::domain::actor::ChangeContext;
 use crate::domain::audit::{
@@ -72,15 +74,22 @@ async fn current_key(
 /// Returns whether it was inserted.
 async fn insert_key(
     conn: &mut AsyncPgConnection,
+    keyring: &Keyring,
     organisation_id: Uuid,
     key: &NewSigningKey,
 ) -> Result<bool, DomainError> {
+    let private_key = secrets::seal(
+        keyring,
+        Purpose::PlaybackPrivateKey,
+        &key.kid,
+        &key.private_der,
+    )?;
     let inserted = diesel::insert_into(keys::table)
         .values((
             keys::kid.eq(&key.kid),
             keys::organisation_id.eq(organisation_id),
             keys::alg.eq(key.alg.as_str()),
-            keys::private_key.eq(&key.private_der),
+            keys::private_key.eq(private_key),
             keys::public_key.eq(&key.public_key),
         ))
         .on_conflict_do_nothing()
@@ -93,6 +102,7 @@ async fn insert_key(
 /// audit event of its creation).
 async fn current_or_new_key(
     conn: &mut AsyncPgConnection,
+    keyring: &Keyring,
     organisation_id: Uuid,
     new_key: impl FnOnce() -> Result<NewSigningKey, DomainError>,
 ) -> Result<(SigningKeyRow, Option<Audit>), DomainError> {
@@ -100,7 +110,7 @@ async fn current_or_new_key(
         return Ok((key, None));
     }
     let key = new_key()?;
-    let created = insert_key(conn, organisation_id, &key)
+    let created = insert_key(conn, keyring, organisation_id, &key)
         .await?
         .then(|| key_audit(PLAYBACK_KEY_CREATE, &key.kid, None, key.alg.as_str()));
     // Either ours or the one a concurrent issue inserted first.
@@ -116,6 +126,7 @@ async fn current_or_new_key(
 /// with `new_key` on the organisation's first issue) and the audit events.
 pub async fn record_token(
     conn: &mut AsyncPgConnection,
+    keyring: &Keyring,
     ctx: &ChangeContext,
     token: NewPlaybackToken<'_>,
     new_key: impl FnOnce() -> Result<NewSigningKey, DomainError>,
@@ -135,7 +146,15 @@ pub async fn record_token(
     }
     let ceiling = std::time::Duration::from_secs(ceiling_seconds.try_into().unwrap_or(0));
     playback::check_ceiling(Utc::now(), token.expires_at, token.revocable, ceiling)?;
-    let (key, created) = current_or_new_key(conn, ctx.organisation_id, new_key).await?;
+    let (mut key, created) =
+        current_or_new_key(conn, keyring, ctx.organisation_id, new_key).await?;
+    key.private_key = secrets::open(
+        keyring,
+        Purpose::PlaybackPrivateKey,
+        &key.kid,
+        &key.private_key,
+    )?
+    .to_vec();
     diesel::insert_into(tokens::table)
         .values((
             tokens::jti.eq(token.jti),
@@ -180,6 +199,7 @@ pub async fn record_token(
 /// the new key, the retired key's id and the audit events.
 pub async fn rotate_key(
     conn: &mut AsyncPgConnection,
+    keyring: &Keyring,
     organisation_id: Uuid,
     key: &NewSigningKey,
     revoke_previous: bool,
@@ -201,7 +221,7 @@ pub async fn rotate_key(
     } else if let Some(old) = &old {
         retire(conn, &old.kid).await?;
     }
-    if !insert_key(conn, organisation_id, key).await? {
+    if !insert_key(conn, keyring, organisation_id, key).await? {
         return Err(DomainError::Aborted("a concurrent rotation won".into()));
     }
     let old_kid = old.map(|old| old.kid);

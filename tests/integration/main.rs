@@ -29,6 +29,7 @@ mod playback;
 mod playback_keys;
 mod replicas;
 mod roles_and_organisation;
+mod sealed_secrets;
 mod secrets;
 mod startup;
 mod tls;
