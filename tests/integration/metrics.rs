@@ -6,7 +6,7 @@
 //! changed, from /metrics read before and after them.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
@@ -15,7 +15,7 @@ use usermgmt::proto::auth_service_client::AuthServiceClient;
 use usermgmt::proto::organisation_service_client::OrganisationServiceClient;
 
 use crate::support::lock::OrgLock;
-use crate::support::server::wait_until_serving;
+use crate::support::server::{spawn_serve, wait_until_serving};
 use crate::support::{
     ADMIN_PASSWORD, Session, TestDb, assert_status, authed, channel, create_org, free_port,
 };
@@ -52,18 +52,20 @@ impl MetricsServer {
     /// One pool connection and a short wait for it, so that the test can
     /// exhaust the pool; no per-call cache, so that every call needs it.
     async fn start(db: &TestDb) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        // The metrics port is chosen free here; were it taken meanwhile, the
+        // server would fail to start, never answer for another.
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let child = Command::new(env!("CARGO_BIN_EXE_usermgmt"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--metrics-listen", &metrics.to_string()])
-            .args(["--db-pool-size", "1", "--db-wait-timeout-ms", "500"])
-            .args(["--auth-cache", "false"])
-            .env("DATABASE_URL", &db.url)
-            .env("USERMGMT_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn usermgmt serve");
+        let (child, addr) = spawn_serve(
+            Command::new(env!("CARGO_BIN_EXE_usermgmt"))
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .args(["--metrics-listen", &metrics.to_string()])
+                .args(["--db-pool-size", "1", "--db-wait-timeout-ms", "500"])
+                .args(["--auth-cache", "false"])
+                .env("DATABASE_URL", &db.url)
+                .env("USERMGMT_LOG", "warn"),
+        )
+        .await
+        .expect("usermgmt serve");
         wait_until_serving(addr).await;
         MetricsServer {
             addr,

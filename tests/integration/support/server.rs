@@ -176,34 +176,44 @@ impl Replica {
         env: &[(&str, &str)],
         stderr: Stdio,
     ) -> Result<Self, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_usermgmt"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_usermgmt"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--db-pool-size", "4"])
             .env("DATABASE_URL", database_url)
             .env("USERMGMT_LOG", "warn")
             .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn usermgmt serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let announced = tokio::task::spawn_blocking(move || read_listening_address(stdout));
-        match tokio::time::timeout(Duration::from_secs(30), announced).await {
-            Ok(Ok(Some(addr))) => Ok(Replica { addr, child }),
-            Ok(Ok(None)) => {
-                let status = child.wait().map_err(|e| e.to_string())?;
-                Err(format!("exited ({status}) before it listened"))
-            }
-            Ok(Err(join)) => Err(join.to_string()),
-            Err(_) => {
-                let _ = child.kill();
-                Err("did not say where it listens within 30 s".into())
-            }
-        }
+            .stderr(stderr);
+        let (child, addr) = spawn_serve(&mut command).await?;
+        Ok(Replica { addr, child })
     }
 
     /// Whether the process has exited, and how.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+}
+
+/// Spawns `command` (a `usermgmt serve` with `--listen` on port 0) and
+/// returns once the process has said where it listens (it prints
+/// `listening on ADDR`), before it is SERVING; an error if it exits first.
+pub async fn spawn_serve(command: &mut Command) -> Result<(Child, SocketAddr), String> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot spawn usermgmt serve: {e}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let announced = tokio::task::spawn_blocking(move || read_listening_address(stdout));
+    match tokio::time::timeout(Duration::from_secs(30), announced).await {
+        Ok(Ok(Some(addr))) => Ok((child, addr)),
+        Ok(Ok(None)) => {
+            let status = child.wait().map_err(|e| e.to_string())?;
+            Err(format!("exited ({status}) before it listened"))
+        }
+        Ok(Err(join)) => Err(join.to_string()),
+        Err(_) => {
+            let _ = child.kill();
+            Err("did not say where it listens within 30 s".into())
+        }
     }
 }
 
