@@ -19,7 +19,7 @@ use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, BodyStream, StreamBody};
 use prost::bytes::{Buf as _, Bytes, BytesMut};
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage as _, Value,
+    DescriptorPool, DynamicMessage, Kind, MessageDescriptor, ReflectMessage as _, Value,
 };
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -147,6 +147,175 @@ fn seconds_and_nanos(message: &DynamicMessage) -> (i64, i32) {
     (seconds, nanos)
 }
 
+/// Deeper nesting is left to the full screen (prost refuses past 100).
+const MAX_QUICK_DEPTH: u32 = 32;
+/// The largest field number protobuf allows.
+const MAX_FIELD_NUMBER: u32 = (1 << 29) - 1;
+
+/// Whether `encoded` is certainly a clean encoding of `descriptor`: read on
+/// the wire, without decoding into values, so that the usual call costs no
+/// allocation. `false` means "not certain" (a violation, a malformed or
+/// unusual encoding): [`screen`] then decides and names the fields.
+pub fn quickly_clean(descriptor: &MessageDescriptor, encoded: &[u8]) -> bool {
+    clean_on_the_wire(descriptor, encoded, 0)
+}
+
+fn clean_on_the_wire(descriptor: &MessageDescriptor, mut bytes: &[u8], depth: u32) -> bool {
+    if depth > MAX_QUICK_DEPTH {
+        return false;
+    }
+    let time = match descriptor.full_name() {
+        "google.protobuf.Timestamp" => Some(true),
+        "google.protobuf.Duration" => Some(false),
+        _ => None,
+    };
+    let (mut seconds, mut nanos) = (None::<u64>, None::<u64>);
+    // Message fields seen once already: a second occurrence is merged by
+    // decoders, which the full screen judges.
+    let mut singular_messages_seen = 0u128;
+    while !bytes.is_empty() {
+        let Some(key) = read_varint(&mut bytes) else {
+            return false;
+        };
+        let Some(number) = u32::try_from(key >> 3)
+            .ok()
+            .filter(|n| (1..=MAX_FIELD_NUMBER).contains(n))
+        else {
+            return false;
+        };
+        let field = descriptor.get_field(number);
+        let kind = field.as_ref().map(prost_reflect::FieldDescriptor::kind);
+        let list = field.as_ref().is_some_and(|f| f.is_list() || f.is_map());
+        match key & 7 {
+            0 => {
+                let Some(value) = read_varint(&mut bytes) else {
+                    return false;
+                };
+                if kind.as_ref().is_some_and(|k| !is_varint_kind(k)) {
+                    return false;
+                }
+                if time.is_some() {
+                    let slot = match number {
+                        1 => &mut seconds,
+                        2 => &mut nanos,
+                        _ => continue,
+                    };
+                    if slot.replace(value).is_some() {
+                        return false;
+                    }
+                }
+            }
+            1 | 5 => {
+                let width = if key & 7 == 1 { 8 } else { 4 };
+                if bytes.len() < width
+                    || kind.as_ref().is_some_and(|k| fixed_width(k) != Some(width))
+                {
+                    return false;
+                }
+                bytes = &bytes[width..];
+            }
+            2 => {
+                let Some(length) = read_varint(&mut bytes)
+                    .and_then(|l| usize::try_from(l).ok())
+                    .filter(|l| *l <= bytes.len())
+                else {
+                    return false;
+                };
+                let (value, rest) = bytes.split_at(length);
+                bytes = rest;
+                let clean = match &kind {
+                    None | Some(Kind::Bytes) => true,
+                    Some(Kind::String) => {
+                        std::str::from_utf8(value).is_ok_and(|t| !t.contains('\0'))
+                    }
+                    Some(Kind::Message(inner)) => {
+                        let first = if list {
+                            true
+                        } else {
+                            let bit = 1u128.checked_shl(number).unwrap_or(0);
+                            let first = bit != 0 && singular_messages_seen & bit == 0;
+                            singular_messages_seen |= bit;
+                            first
+                        };
+                        first && clean_on_the_wire(inner, value, depth + 1)
+                    }
+                    Some(scalar) if list => packed_clean(scalar, value),
+                    Some(_) => false,
+                };
+                if !clean {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    match time {
+        None => true,
+        Some(is_timestamp) => {
+            // int64 and int32 as decoders read them (two's complement,
+            // int32 truncated).
+            let seconds = seconds.unwrap_or(0) as i64;
+            let nanos = nanos.unwrap_or(0) as i32;
+            if is_timestamp {
+                input::timestamp("", seconds, nanos).is_ok()
+            } else {
+                input::duration("", seconds, nanos).is_ok()
+            }
+        }
+    }
+}
+
+fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        // The tenth byte holds the 64th bit only (as prost reads it).
+        if i == 9 && *byte > 1 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *bytes = &bytes[i + 1..];
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn is_varint_kind(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Int32
+            | Kind::Int64
+            | Kind::Uint32
+            | Kind::Uint64
+            | Kind::Sint32
+            | Kind::Sint64
+            | Kind::Bool
+            | Kind::Enum(_)
+    )
+}
+
+fn fixed_width(kind: &Kind) -> Option<usize> {
+    match kind {
+        Kind::Fixed64 | Kind::Sfixed64 | Kind::Double => Some(8),
+        Kind::Fixed32 | Kind::Sfixed32 | Kind::Float => Some(4),
+        _ => None,
+    }
+}
+
+/// A packed repeated scalar: whole elements of its kind.
+fn packed_clean(kind: &Kind, mut value: &[u8]) -> bool {
+    if is_varint_kind(kind) {
+        while !value.is_empty() {
+            if read_varint(&mut value).is_none() {
+                return false;
+            }
+        }
+        return true;
+    }
+    fixed_width(kind).is_some_and(|width| value.len().is_multiple_of(width))
+}
+
 /// Screens the request message of every call of the contract.
 #[derive(Debug, Clone)]
 pub struct InputLayer {
@@ -212,6 +381,7 @@ where
             let (parts, body) = request.into_parts();
             let (message, body) = first_message(body, max_message).await;
             if let Some(message) = message
+                && !quickly_clean(&descriptor, &message)
                 && let Err(refusal) = screen(&descriptor, &message)
             {
                 return Ok(to_status(refusal).into_http());
@@ -301,12 +471,71 @@ mod tests {
     fn violations(path: &str, message: impl prost::Message) -> Vec<(String, String)> {
         let messages = messages();
         let descriptor = messages.of_path(path).expect("an RPC of the contract");
-        match screen(descriptor, &message.encode_to_vec()) {
+        let encoded = message.encode_to_vec();
+        let found = match screen(descriptor, &encoded) {
             Ok(()) => Vec::new(),
             Err(DomainError::InvalidArgument(v)) => {
                 v.into_iter().map(|v| (v.field, v.description)).collect()
             }
             Err(other) => panic!("{other:?}"),
+        };
+        // The quick read agrees with the full screen on every case here.
+        assert_eq!(quickly_clean(descriptor, &encoded), found.is_empty());
+        found
+    }
+
+    fn audit_request(actor: String, seconds: i64, nanos: i32) -> Vec<u8> {
+        proto::ListAuditEventsRequest {
+            actor,
+            start_time: Some(prost_types::Timestamp { seconds, nanos }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    const AUDIT: &str = "/usermgmt.v1.AuditService/ListAuditEvents";
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Canonical encodings: the quick read passes exactly what the full
+        /// screen passes.
+        #[test]
+        fn the_quick_read_agrees_with_the_full_screen(
+            actor in proptest::prelude::any::<String>(),
+            seconds in proptest::prelude::any::<i64>(),
+            nanos in proptest::prelude::any::<i32>(),
+        ) {
+            let messages = messages();
+            let descriptor = messages.of_path(AUDIT).expect("audit");
+            let encoded = audit_request(actor, seconds, nanos);
+            proptest::prop_assert_eq!(
+                quickly_clean(descriptor, &encoded),
+                screen(descriptor, &encoded).is_ok()
+            );
+        }
+
+        /// Damaged or arbitrary bytes, for every RPC: what the quick read
+        /// passes, the full screen (which decodes) passes too.
+        #[test]
+        fn the_quick_read_passes_nothing_the_full_screen_refuses(
+            rpc in 0usize..64,
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48),
+            at in proptest::prelude::any::<usize>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let messages = messages();
+            let paths = proto::rpc_paths().expect("paths");
+            let any_rpc = messages.of_path(&paths[rpc % paths.len()]).expect("an RPC");
+            let mut damaged = audit_request("someone".into(), 1, 2);
+            let i = at % damaged.len();
+            damaged[i] = byte;
+            let audit = messages.of_path(AUDIT).expect("audit");
+            for (descriptor, candidate) in [(any_rpc, bytes), (audit, damaged)] {
+                if quickly_clean(descriptor, &candidate) {
+                    proptest::prop_assert!(screen(descriptor, &candidate).is_ok(), "{:?}", candidate);
+                }
+            }
         }
     }
 
