@@ -101,6 +101,11 @@ pub struct SeedArgs {
     /// How many users to add.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub users: u32,
+
+    /// Spread the users over this many organisations: the one given and
+    /// new ones, each with a nanoAdmin among its users.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub organisations: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +317,18 @@ pub struct ServeArgs {
     /// triggers disabled (every other change reaches the caches at once).
     #[arg(long, env = "USERMGMT_AUTH_CACHE_MAX_AGE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub auth_cache_max_age_ms: u64,
+
+    /// The memory the per-call cache may hold, in bytes (its estimate of its
+    /// entries): three quarters for users, the rest for organisations, API
+    /// keys, services and playback keys. Past it, the entries used least
+    /// recently and least often make room.
+    #[arg(long, env = "USERMGMT_AUTH_CACHE_MAX_BYTES", default_value_t = 96 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..=1 << 40))]
+    pub auth_cache_max_bytes: u64,
+
+    /// The memory of access tokens already verified, in bytes: a token seen
+    /// again is not verified again, only its expiry is checked.
+    #[arg(long, env = "USERMGMT_VERIFIED_TOKEN_CACHE_MAX_BYTES", default_value_t = 32 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..=1 << 40))]
+    pub verified_token_cache_max_bytes: u64,
 
     /// How often the database is checked for the health service, in milliseconds.
     #[arg(long, env = "USERMGMT_HEALTH_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]

@@ -146,9 +146,15 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Seed(args) => {
             let store = open_store(&args.database).await?;
             let passwords = Passwords::new(1).await.map_err(|e| e.to_string())?;
-            provisioning::seed_users(&store, &passwords, args.organisation_id, args.users)
-                .await
-                .map_err(|e| e.to_string())
+            provisioning::seed_users(
+                &store,
+                &passwords,
+                args.organisation_id,
+                args.users,
+                args.organisations,
+            )
+            .await
+            .map_err(|e| e.to_string())
         }
         Command::Healthcheck(args) => {
             usermgmt::healthcheck::check(

@@ -17,13 +17,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 
 use crate::domain::DomainError;
 use crate::store::PgPool;
-use crate::store::stats::{self, DatabaseError};
+use crate::store::stats::{self, CacheKind, DatabaseError};
 
 /// Every metric of the service.
 pub struct Metrics {
@@ -37,6 +38,11 @@ pub struct Metrics {
     pool_in_use: IntGauge,
     pool_max_size: IntGauge,
     pool_waiting: IntGauge,
+    cache_hits: IntCounterVec,
+    cache_misses: IntCounterVec,
+    cache_evictions: IntCounterVec,
+    cache_entries: IntGaugeVec,
+    cache_invalidations: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -86,6 +92,9 @@ impl Metrics {
         )
         .expect("valid metric");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let per_cache = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["cache"]).expect("valid metric")
+        };
         let metrics = Metrics {
             pool_size: gauge(
                 "usermgmt_db_pool_connections",
@@ -107,13 +116,48 @@ impl Metrics {
                 "usermgmt_db_pool_waiting",
                 "Calls waiting for a free database connection.",
             ),
+            cache_hits: per_cache(
+                "usermgmt_cache_hits_total",
+                "Lookups a replica's cache answered, by cache.",
+            ),
+            cache_misses: per_cache(
+                "usermgmt_cache_misses_total",
+                "Lookups a replica's cache could not answer (absent, retired, too old or \
+                 untrusted), by cache.",
+            ),
+            cache_evictions: per_cache(
+                "usermgmt_cache_evictions_total",
+                "Entries a cache dropped to stay within its memory bound, by cache.",
+            ),
+            cache_entries: IntGaugeVec::new(
+                Opts::new(
+                    "usermgmt_cache_entries",
+                    "Entries a cache holds (as of its last insertion or clearing), by cache.",
+                ),
+                &["cache"],
+            )
+            .expect("valid metric"),
+            cache_invalidations: IntCounterVec::new(
+                Opts::new(
+                    "usermgmt_cache_invalidations_total",
+                    "Notifications that retired cache entries, by scope (organisation, services, \
+                     all).",
+                ),
+                &["scope"],
+            )
+            .expect("valid metric"),
             registry,
             requests,
             latency,
             authorization,
             database_errors,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+            Box::new(metrics.cache_hits.clone()),
+            Box::new(metrics.cache_misses.clone()),
+            Box::new(metrics.cache_evictions.clone()),
+            Box::new(metrics.cache_entries.clone()),
+            Box::new(metrics.cache_invalidations.clone()),
             Box::new(metrics.requests.clone()),
             Box::new(metrics.latency.clone()),
             Box::new(metrics.authorization.clone()),
@@ -173,10 +217,37 @@ impl Metrics {
         }
     }
 
+    /// Brings the cache metrics up to the caches' own counts.
+    fn read_cache_counts(&self) {
+        let catch_up = |counter: &prometheus::IntCounter, seen: u64| {
+            counter.inc_by(seen.saturating_sub(counter.get()));
+        };
+        for kind in CacheKind::ALL {
+            let counts = stats::cache_counts(kind);
+            let label = [kind.label()];
+            catch_up(&self.cache_hits.with_label_values(&label), counts.hits);
+            catch_up(&self.cache_misses.with_label_values(&label), counts.misses);
+            catch_up(
+                &self.cache_evictions.with_label_values(&label),
+                counts.evictions,
+            );
+            self.cache_entries
+                .with_label_values(&label)
+                .set(i64::try_from(counts.entries).unwrap_or(i64::MAX));
+        }
+        for (scope, seen) in stats::INVALIDATION_SCOPES
+            .iter()
+            .zip(stats::cache_invalidations())
+        {
+            catch_up(&self.cache_invalidations.with_label_values(&[scope]), seen);
+        }
+    }
+
     /// The text exposition of every metric, with the pool's state and the
     /// store's counts as of now.
     pub fn render(&self, pool: Option<&PgPool>) -> String {
         self.read_database_errors();
+        self.read_cache_counts();
         if let Some(pool) = pool {
             let status = pool.status();
             self.pool_size.set(status.size as i64);
@@ -348,6 +419,11 @@ mod tests {
             "usermgmt_authorization_total{outcome=\"allowed\",reason=\"user\"}",
             "usermgmt_database_errors_total{kind=\"other\"}",
             "usermgmt_db_pool_connections_max",
+            "usermgmt_cache_hits_total{cache=\"users\"}",
+            "usermgmt_cache_misses_total{cache=\"verified_tokens\"}",
+            "usermgmt_cache_evictions_total{cache=\"organisations\"}",
+            "usermgmt_cache_entries{cache=\"api_keys\"}",
+            "usermgmt_cache_invalidations_total{scope=\"organisation\"}",
         ] {
             assert!(text.contains(family), "{family} missing from:\n{text}");
         }

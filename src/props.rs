@@ -29,6 +29,7 @@ fn tokens() -> AccessTokens {
             audience: "usermgmt".into(),
             lifetime: std::time::Duration::from_secs(600),
         },
+        1 << 20,
     )
     .expect("tokens")
 }

@@ -54,6 +54,7 @@ fn credentials_tokens_and_keys_hide_their_secrets() {
             audience: "usermgmt".into(),
             lifetime: std::time::Duration::from_secs(60),
         },
+        1 << 20,
     )
     .expect("tokens");
     hides(format!("{tokens:?}"), SECRET);

@@ -34,12 +34,13 @@ use crate::proto::{
     playback_token_service_server::PlaybackTokenServiceServer,
     role_service_server::RoleServiceServer, user_service_server::UserServiceServer,
 };
-use crate::store::cache::{self, Cache};
+use crate::store::cache::{self, Cache, CacheLimits};
 use crate::store::{Store, pool};
 use crate::telemetry::TelemetryLayer;
 
 /// The name under which the access-token key is kept in the database.
-const JWT_SECRET_NAME: &str = "access_token_hs256_key";
+/// The name of the generated access-token key in `service_secrets`.
+pub const JWT_SECRET_NAME: &str = "access_token_hs256_key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -78,9 +79,10 @@ pub async fn serve(
     let database_url = pool::with_statement_timeout(&args.database.database_url, statement_timeout);
     let pool = pool::build_pool(&database_url, &args.database.pool_settings())?;
     let (store, cache_task) = if args.auth_cache {
-        let cache = Arc::new(Cache::enabled(Duration::from_millis(
-            args.auth_cache_max_age_ms,
-        )));
+        let cache = Arc::new(Cache::enabled(CacheLimits {
+            max_age: Duration::from_millis(args.auth_cache_max_age_ms),
+            max_bytes: args.auth_cache_max_bytes,
+        }));
         let task = tokio::spawn(cache::maintain(
             cache.clone(),
             args.database.database_url.clone(),
@@ -91,8 +93,12 @@ pub async fn serve(
     };
     let store = store.with_keyring(keyring);
     check_secrets_at_rest(&store).await?;
-    let tokens = AccessTokens::new(&signing_key(&args, &store).await?, args.token_settings())
-        .map_err(|e| ServeError::Init(format!("access-token key: {e}")))?;
+    let tokens = AccessTokens::new(
+        &signing_key(&args, &store).await?,
+        args.token_settings(),
+        args.verified_token_cache_max_bytes,
+    )
+    .map_err(|e| ServeError::Init(format!("access-token key: {e}")))?;
     let tokens = Arc::new(tokens);
     let passwords = Passwords::with_limits(args.password_concurrency(), args.hashing_limits())
         .await

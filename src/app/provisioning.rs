@@ -57,16 +57,61 @@ pub async fn bootstrap(
 /// The password of every seeded user.
 pub const SEEDED_PASSWORD: &str = "seeded password";
 
-/// Adds `count` users to an organisation in large batches (benchmarks).
+/// Adds `count` users in large batches (benchmarks): to `organisation_id`
+/// alone, or spread evenly over it and `organisations - 1` new organisations
+/// (each with a seeded nanoAdmin among its users and an API key nobody keeps).
 pub async fn seed_users(
     store: &Store,
     passwords: &Passwords,
     organisation_id: Uuid,
     count: u32,
+    organisations: u32,
 ) -> Result<(), DomainError> {
-    const BATCH: u32 = 5_000;
     let password_hash = passwords.hash(SEEDED_PASSWORD).await?;
     let run = Uuid::new_v4().simple().to_string();
+    let organisations = organisations.clamp(1, count.max(1));
+    let mut targets = vec![(organisation_id, 0)];
+    for k in 1..organisations {
+        let email = Email::parse("email", &format!("seed-{run}-admin-{k}@seed.example.com"))?;
+        let key = opaque::generate(API_KEY_PREFIX)?;
+        let fingerprint = opaque::fingerprint(&key.hash);
+        let api_key = ApiKeyHash {
+            hash: &key.hash,
+            fingerprint: &fingerprint,
+        };
+        let name = format!("seed {run} {k}");
+        let admin = store
+            .create_organisation_with_admin(&name, &email, &password_hash, api_key)
+            .await?;
+        targets.push((admin.organisation_id, 1));
+    }
+    let per_organisation = count / organisations;
+    for (i, (organisation, already)) in targets.into_iter().enumerate() {
+        let mut share = per_organisation;
+        if i == 0 {
+            share += count % organisations;
+        }
+        let label = format!("{run}-{i}");
+        insert_seeded(
+            store,
+            organisation,
+            &label,
+            share.saturating_sub(already),
+            &password_hash,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_seeded(
+    store: &Store,
+    organisation_id: Uuid,
+    label: &str,
+    count: u32,
+    password_hash: &str,
+) -> Result<(), DomainError> {
+    const BATCH: u32 = 5_000;
     let roles = [
         crate::domain::Role::NanoUser,
         crate::domain::Role::NanoReadOnly,
@@ -74,17 +119,17 @@ pub async fn seed_users(
     ];
     let mut first = 0;
     while first < count {
-        let last = (first + BATCH).min(count);
+        let last = first.saturating_add(BATCH).min(count);
         let users: Vec<(String, crate::domain::Role)> = (first..last)
             .map(|i| {
                 (
-                    format!("seed-{run}-{i}@seed.example.com"),
+                    format!("seed-{label}-{i}@seed.example.com"),
                     roles[i as usize % roles.len()],
                 )
             })
             .collect();
         store
-            .insert_users(organisation_id, &users, &password_hash)
+            .insert_users(organisation_id, &users, password_hash)
             .await?;
         first = last;
     }

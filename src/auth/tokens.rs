@@ -8,7 +8,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use sha2::{Digest as _, Sha256};
+
 use crate::domain::error::AuthFailure;
+use crate::store::cache::{CountEvictions, ENTRY_OVERHEAD};
+use crate::store::stats::{self, CacheKind};
 
 /// Tokens longer than this are refused before any parsing or crypto.
 pub const MAX_TOKEN_LEN: usize = 4096;
@@ -63,17 +67,38 @@ pub struct AccessTokens {
     decoding: DecodingKey,
     validation: Validation,
     settings: TokenSettings,
-    /// Tokens whose signature and claims were verified, with their expiry:
-    /// the same string verifies the same way under the same key, so only
-    /// the time window is checked again. Saves the HMAC and JSON work of
-    /// every call but a token's first.
-    verified: std::sync::Mutex<std::collections::HashMap<String, (TokenClaims, i64)>>,
+    /// Tokens whose signature and claims were verified, by the SHA-256 of
+    /// the token, with their expiry: the same string verifies the same way
+    /// under the same key, so only the time window is checked again. Saves
+    /// the JSON work of every call but a token's first.
+    verified: VerifiedTokens,
     /// Unix seconds now; a test sets its own clock.
     clock: fn() -> i64,
 }
 
-/// Past this many remembered tokens, the memory starts over.
-const MAX_VERIFIED: usize = 10_000;
+type VerifiedTokens = quick_cache::sync::Cache<
+    [u8; 32],
+    (TokenClaims, i64),
+    quick_cache::UnitWeighter,
+    quick_cache::DefaultHashBuilder,
+    CountEvictions,
+>;
+
+/// The estimated bytes of one remembered token: its hash, its claims and
+/// expiry, and the map's bookkeeping.
+const VERIFIED_ENTRY_BYTES: u64 =
+    (32 + std::mem::size_of::<(TokenClaims, i64)>() + ENTRY_OVERHEAD) as u64;
+
+fn verified_tokens(max_bytes: u64) -> VerifiedTokens {
+    let capacity = (max_bytes / VERIFIED_ENTRY_BYTES).max(16);
+    quick_cache::sync::Cache::with(
+        usize::try_from(capacity).unwrap_or(usize::MAX),
+        capacity,
+        quick_cache::UnitWeighter,
+        quick_cache::DefaultHashBuilder::default(),
+        CountEvictions(CacheKind::VerifiedTokens),
+    )
+}
 
 impl fmt::Debug for AccessTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -85,9 +110,12 @@ impl fmt::Debug for AccessTokens {
 }
 
 impl AccessTokens {
+    /// Tokens signed with `secret`, remembering verified tokens in at most
+    /// `verified_max_bytes`.
     pub fn new(
         secret: &[u8],
         settings: TokenSettings,
+        verified_max_bytes: u64,
     ) -> Result<Self, jsonwebtoken::errors::Error> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[settings.issuer.as_str()]);
@@ -101,7 +129,7 @@ impl AccessTokens {
             decoding: DecodingKey::from_secret(secret)?,
             validation,
             settings,
-            verified: std::sync::Mutex::default(),
+            verified: verified_tokens(verified_max_bytes),
             clock: || Utc::now().timestamp(),
         })
     }
@@ -132,7 +160,10 @@ impl AccessTokens {
             return Err(AuthFailure::MalformedCredentials);
         }
         let now = (self.clock)();
-        if let Some((claims, expires)) = self.remembered(token) {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let remembered = self.verified.get(&digest);
+        stats::record_cache_lookup(CacheKind::VerifiedTokens, remembered.is_some());
+        if let Some((claims, expires)) = remembered {
             // As jsonwebtoken checks it, with no leeway.
             return if expires < now {
                 Err(AuthFailure::TokenExpired)
@@ -150,27 +181,9 @@ impl AccessTokens {
             organisation_id: data.claims.org,
             token_key: data.claims.tkey,
         };
-        self.remember(token, claims, data.claims.exp);
+        self.verified.insert(digest, (claims, data.claims.exp));
+        stats::record_cache_entries(CacheKind::VerifiedTokens, self.verified.len());
         Ok(claims)
-    }
-
-    fn remembered(&self, token: &str) -> Option<(TokenClaims, i64)> {
-        let verified = self
-            .verified
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        verified.get(token).copied()
-    }
-
-    fn remember(&self, token: &str, claims: TokenClaims, expires: i64) {
-        let mut verified = self
-            .verified
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if verified.len() >= MAX_VERIFIED {
-            verified.clear();
-        }
-        verified.insert(token.to_owned(), (claims, expires));
     }
 }
 
@@ -196,8 +209,8 @@ mod tests {
             audience: "usermgmt".into(),
             lifetime: Duration::from_secs(60),
         };
-        let mut tokens =
-            AccessTokens::new(b"a test key of thirty-two bytes..", settings).expect("tokens");
+        let mut tokens = AccessTokens::new(b"a test key of thirty-two bytes..", settings, 1 << 20)
+            .expect("tokens");
         tokens.clock = test_clock;
         tokens
     }
@@ -211,7 +224,12 @@ mod tests {
     }
 
     fn remembered_count(tokens: &AccessTokens) -> usize {
-        tokens.verified.lock().map(|v| v.len()).unwrap_or_default()
+        tokens.verified.len()
+    }
+
+    fn is_remembered(tokens: &AccessTokens, token: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        tokens.verified.peek(&digest).is_some()
     }
 
     #[test]
@@ -235,15 +253,29 @@ mod tests {
     }
 
     #[test]
-    fn the_remembered_tokens_stay_bounded() {
+    fn the_remembered_tokens_stay_bounded_and_keep_the_hot_one() {
         let tokens = tokens();
+        let bound = usize::try_from((1u64 << 20) / VERIFIED_ENTRY_BYTES).expect("small");
+        let hot = tokens.issue(claims()).expect("issue");
         let mut most = 0;
-        for _ in 0..MAX_VERIFIED + 10 {
+        for _ in 0..bound * 2 {
             let issued = tokens.issue(claims()).expect("issue");
             assert!(tokens.verify(&issued.token).is_ok());
+            assert!(tokens.verify(&hot.token).is_ok());
             most = most.max(remembered_count(&tokens));
         }
-        assert_eq!(most, MAX_VERIFIED, "the memory fills up to its bound");
-        assert!(remembered_count(&tokens) <= MAX_VERIFIED);
+        // The bound is split over the map's shards, each rounded up.
+        assert!(
+            most <= bound + bound / 50,
+            "{most} remembered, bound {bound}"
+        );
+        assert!(
+            most >= bound * 9 / 10,
+            "the memory fills up to its bound: {most}"
+        );
+        assert!(
+            is_remembered(&tokens, &hot.token),
+            "the token used on every call stays remembered"
+        );
     }
 }

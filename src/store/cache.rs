@@ -24,8 +24,8 @@
 //!   (disabled by `ALTER TABLE`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -33,6 +33,7 @@ use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
 use super::models::PublicKeyRow;
+use super::stats::{self, CacheKind};
 use crate::domain::user::{Organisation, User};
 
 pub const CHANNEL: &str = "usermgmt_cache";
@@ -52,39 +53,184 @@ pub const MAX_SETTLE: Duration = Duration::from_millis(1250);
 /// to a replica that still trusts its cache, so the writer waits out its own
 /// deadline for it, which is on the writer's monotonic clock.
 pub const GONE_AFTER: Duration = MAX_SETTLE.saturating_add(Duration::from_secs(5));
-/// Past this many users, the cache starts over (bounds the memory).
-const MAX_USERS: usize = 50_000;
+/// Organisations share this many eviction stamps: evicting one organisation
+/// also retires the entries of the others on its stripe, which costs them a
+/// read, never correctness, and keeps an eviction O(1) and the memory fixed.
+const STRIPES: usize = 4096;
 
-/// The cache of one replica.
+/// How much memory the cache may hold, and for how long an entry is used.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheLimits {
+    /// How long after the read that filled it began an entry may be used.
+    pub max_age: Duration,
+    /// The estimated bytes of every entry together: three quarters for
+    /// users, a sixteenth for each other kind.
+    pub max_bytes: u64,
+}
+
+/// The cache of one replica. Lookups take no lock of the cache's own: each
+/// map is a sharded concurrent cache (quick_cache) bounded by weight, and an
+/// eviction by notification only advances a stamp, so that a lookup refuses
+/// every entry filled by a read that began before it.
 pub struct Cache {
     enabled: bool,
-    /// How long after the read that filled it began an entry may be used.
     max_age: Duration,
     replica_id: Uuid,
     origin: Instant,
     /// Nanoseconds since `origin` until which the cache may be used; 0: never.
     trusted_until: AtomicU64,
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    /// Bumped by every eviction: a read that began in an older epoch may
-    /// have read what was just evicted, so it must not fill the cache.
-    epoch: u64,
-    users: HashMap<(Uuid, Uuid), Entry<Arc<User>>>,
-    organisations: HashMap<Uuid, Entry<Arc<Organisation>>>,
-    api_keys: HashMap<Vec<u8>, Entry<Uuid>>,
+    stamps: Stamps,
+    users: Map<(Uuid, Uuid), Arc<User>>,
+    organisations: Map<Uuid, Arc<Organisation>>,
+    api_keys: Map<[u8; 32], Uuid>,
     /// Registered internal services: key hash → name.
-    services: HashMap<Vec<u8>, Entry<String>>,
+    services: Map<[u8; 32], Arc<str>>,
     /// Playback signing keys by kid, with their retirement and revocation.
-    playback_keys: HashMap<String, Entry<Arc<PublicKeyRow>>>,
+    playback_keys: Map<Arc<str>, Arc<PublicKeyRow>>,
 }
 
-/// A cached value with the instant the read that found it began.
-struct Entry<T> {
+/// The eviction stamps. `sequence` advances with every eviction; a read
+/// takes its value before it begins ([`Epoch`]) and its entry carries it. An
+/// entry is used only while no eviction that concerns it came later: its
+/// stamp is not below the stamp of its organisation's stripe, of the
+/// services, or of the last clearing.
+struct Stamps {
+    sequence: AtomicU64,
+    cleared: AtomicU64,
+    services: AtomicU64,
+    stripes: Box<[AtomicU64]>,
+}
+
+impl Stamps {
+    fn new() -> Self {
+        Self {
+            sequence: AtomicU64::new(0),
+            cleared: AtomicU64::new(0),
+            services: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn stripe(&self, organisation_id: Uuid) -> &AtomicU64 {
+        let (_, low) = organisation_id.as_u64_pair();
+        // In range: the remainder is below the number of stripes.
+        &self.stripes[(low % STRIPES as u64) as usize]
+    }
+
+    fn current(&self) -> u64 {
+        self.sequence.load(Ordering::SeqCst)
+    }
+
+    /// Advances the sequence and marks `stamp` with it: every entry read
+    /// before now that `stamp` concerns is retired.
+    fn retire(&self, stamp: &AtomicU64) {
+        let now = self
+            .sequence
+            .fetch_add(1, Ordering::SeqCst)
+            .saturating_add(1);
+        stamp.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn organisation_entry_valid(&self, stamp: u64, organisation_id: Uuid) -> bool {
+        stamp >= self.cleared.load(Ordering::SeqCst)
+            && stamp >= self.stripe(organisation_id).load(Ordering::SeqCst)
+    }
+
+    fn service_entry_valid(&self, stamp: u64) -> bool {
+        stamp >= self.cleared.load(Ordering::SeqCst)
+            && stamp >= self.services.load(Ordering::SeqCst)
+    }
+}
+
+/// A cached value with the stamp and instant of the read that found it.
+#[derive(Clone)]
+struct Slot<T> {
     value: T,
+    stamp: u64,
     read_at: Instant,
+    /// The estimated bytes this entry holds, key and bookkeeping included.
+    weight: u32,
+}
+
+/// Each entry weighs what it estimates for itself.
+#[derive(Clone, Copy)]
+struct SlotWeight;
+
+impl<K, T> quick_cache::Weighter<K, Slot<T>> for SlotWeight {
+    fn weight(&self, _key: &K, slot: &Slot<T>) -> u64 {
+        u64::from(slot.weight)
+    }
+}
+
+/// Counts the entries a cache drops to stay within its bound.
+#[derive(Clone, Copy)]
+pub(crate) struct CountEvictions(pub(crate) CacheKind);
+
+impl<K, V> quick_cache::Lifecycle<K, V> for CountEvictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _state: &mut Self::RequestState, _key: K, _value: V) {
+        stats::record_cache_eviction(self.0);
+    }
+}
+
+/// Bytes an entry costs beyond its key and value: the concurrent map's
+/// bookkeeping and the allocator's rounding, as measured (docs/performance.md).
+pub(crate) const ENTRY_OVERHEAD: usize = 64;
+
+/// One kind of entry: a bounded concurrent map that counts what it does.
+struct Map<K, T> {
+    kind: CacheKind,
+    inner: quick_cache::sync::Cache<
+        K,
+        Slot<T>,
+        SlotWeight,
+        quick_cache::DefaultHashBuilder,
+        CountEvictions,
+    >,
+}
+
+impl<K, T> Map<K, T>
+where
+    K: Eq + std::hash::Hash + Clone,
+    T: Clone,
+{
+    fn new(kind: CacheKind, max_bytes: u64, typical_bytes: usize) -> Self {
+        let typical = u64::try_from(typical_bytes.max(1)).unwrap_or(u64::MAX);
+        let items = usize::try_from(max_bytes / typical)
+            .unwrap_or(usize::MAX)
+            .max(16);
+        Self {
+            kind,
+            inner: quick_cache::sync::Cache::with(
+                items,
+                max_bytes.max(1),
+                SlotWeight,
+                quick_cache::DefaultHashBuilder::default(),
+                CountEvictions(kind),
+            ),
+        }
+    }
+
+    /// The entry for `key` when `valid` holds for it; counts a hit or a miss.
+    fn get<Q>(&self, key: &Q, valid: impl FnOnce(&Slot<T>) -> bool) -> Option<T>
+    where
+        Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
+    {
+        let found = self.inner.get(key).filter(valid).map(|slot| slot.value);
+        stats::record_cache_lookup(self.kind, found.is_some());
+        found
+    }
+
+    fn insert(&self, key: K, slot: Slot<T>) {
+        self.inner.insert(key, slot);
+        stats::record_cache_entries(self.kind, self.inner.len());
+    }
+
+    fn clear(&self) {
+        self.inner.clear();
+        stats::record_cache_entries(self.kind, 0);
+    }
 }
 
 /// The epoch a read began in and when, when the cache may be filled at all.
@@ -93,22 +239,35 @@ pub struct Epoch(Option<(u64, Instant)>);
 
 impl Cache {
     pub fn disabled() -> Self {
-        Self::new(false, Duration::ZERO)
+        Self::new(
+            false,
+            CacheLimits {
+                max_age: Duration::ZERO,
+                max_bytes: 0,
+            },
+        )
     }
 
-    /// A cache whose entries are used at most `max_age` after their read began.
-    pub fn enabled(max_age: Duration) -> Self {
-        Self::new(true, max_age)
+    /// A cache within `limits`.
+    pub fn enabled(limits: CacheLimits) -> Self {
+        Self::new(true, limits)
     }
 
-    fn new(enabled: bool, max_age: Duration) -> Self {
+    fn new(enabled: bool, limits: CacheLimits) -> Self {
+        let users_bytes = limits.max_bytes / 4 * 3;
+        let other_bytes = limits.max_bytes / 16;
         Self {
             enabled,
-            max_age,
+            max_age: limits.max_age,
             replica_id: Uuid::new_v4(),
             origin: Instant::now(),
             trusted_until: AtomicU64::new(0),
-            state: Mutex::new(State::default()),
+            stamps: Stamps::new(),
+            users: Map::new(CacheKind::Users, users_bytes, 320),
+            organisations: Map::new(CacheKind::Organisations, other_bytes, 400),
+            api_keys: Map::new(CacheKind::ApiKeys, other_bytes, 128),
+            services: Map::new(CacheKind::Services, other_bytes, 160),
+            playback_keys: Map::new(CacheKind::PlaybackKeys, other_bytes, 320),
         }
     }
 
@@ -138,82 +297,70 @@ impl Cache {
         self.clear();
     }
 
-    /// The value of `entry` unless it is older than the maximum age.
-    fn fresh<T: Clone>(&self, entry: Option<&Entry<T>>) -> Option<T> {
-        entry
-            .filter(|entry| entry.read_at.elapsed() < self.max_age)
-            .map(|entry| entry.value.clone())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the maps inconsistent
-        // in a way that matters: at worst an entry is missing.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Whether `slot` is young enough to be used.
+    fn fresh<T>(&self, slot: &Slot<T>) -> bool {
+        slot.read_at.elapsed() < self.max_age
     }
 
     pub fn clear(&self) {
-        let mut state = self.lock();
-        state.epoch += 1;
-        state.users.clear();
-        state.organisations.clear();
-        state.api_keys.clear();
-        state.services.clear();
-        state.playback_keys.clear();
+        self.stamps.retire(&self.stamps.cleared);
+        stats::record_cache_invalidation("all");
+        self.users.clear();
+        self.organisations.clear();
+        self.api_keys.clear();
+        self.services.clear();
+        self.playback_keys.clear();
     }
 
     /// Forgets the registered services (one was registered or revoked).
     pub fn evict_services(&self) {
-        let mut state = self.lock();
-        state.epoch += 1;
-        state.services.clear();
+        self.stamps.retire(&self.stamps.services);
+        stats::record_cache_invalidation("services");
     }
 
     pub fn service(&self, hash: &[u8]) -> Option<String> {
         if !self.trusted() {
             return None;
         }
-        self.fresh(self.lock().services.get(hash))
+        let hash: [u8; 32] = hash.try_into().ok()?;
+        self.services
+            .get(&hash, |slot| {
+                self.fresh(slot) && self.stamps.service_entry_valid(slot.stamp)
+            })
+            .map(|name| name.to_string())
     }
 
     pub fn put_service(&self, epoch: Epoch, hash: &[u8], name: &str) {
-        self.fill(epoch, |state, read_at| {
-            let entry = Entry {
-                value: name.to_owned(),
-                read_at,
-            };
-            state.services.insert(hash.to_vec(), entry);
+        let Ok(hash) = <[u8; 32]>::try_from(hash) else {
+            return;
+        };
+        self.fill(epoch, |stamp, read_at| {
+            let weight = weight_of::<[u8; 32], Arc<str>>(name.len());
+            self.services
+                .insert(hash, slot(Arc::from(name), stamp, read_at, weight));
         });
     }
 
     pub fn evict_organisation(&self, organisation_id: Uuid) {
-        let mut state = self.lock();
-        state.epoch += 1;
-        state.users.retain(|(org, _), _| *org != organisation_id);
-        state.organisations.remove(&organisation_id);
-        state.api_keys.retain(|_, org| org.value != organisation_id);
-        state
-            .playback_keys
-            .retain(|_, key| key.value.organisation_id != organisation_id);
+        self.stamps.retire(self.stamps.stripe(organisation_id));
+        stats::record_cache_invalidation("organisation");
     }
 
     /// Call before reading what may be cached afterwards.
     pub fn epoch(&self) -> Epoch {
         if self.trusted() {
-            Epoch(Some((self.lock().epoch, Instant::now())))
+            Epoch(Some((self.stamps.current(), Instant::now())))
         } else {
             Epoch(None)
         }
     }
 
-    fn fill(&self, epoch: Epoch, fill: impl FnOnce(&mut State, Instant)) {
-        let Epoch(Some((epoch, read_at))) = epoch else {
+    fn fill(&self, epoch: Epoch, fill: impl FnOnce(u64, Instant)) {
+        let Epoch(Some((stamp, read_at))) = epoch else {
             return;
         };
-        let mut state = self.lock();
-        if state.epoch == epoch && self.trusted() {
-            fill(&mut state, read_at);
+        if self.trusted() {
+            fill(stamp, read_at);
         }
     }
 
@@ -221,19 +368,20 @@ impl Cache {
         if !self.trusted() {
             return None;
         }
-        self.fresh(self.lock().users.get(&(organisation_id, user_id)))
+        self.users.get(&(organisation_id, user_id), |slot| {
+            self.fresh(slot)
+                && self
+                    .stamps
+                    .organisation_entry_valid(slot.stamp, organisation_id)
+        })
     }
 
     pub fn put_user(&self, epoch: Epoch, user: &Arc<User>) {
-        self.fill(epoch, |state, read_at| {
-            if state.users.len() >= MAX_USERS {
-                state.users.clear();
-            }
-            let entry = Entry {
-                value: Arc::clone(user),
-                read_at,
-            };
-            state.users.insert((user.organisation_id, user.id), entry);
+        self.fill(epoch, |stamp, read_at| {
+            let weight = weight_of::<(Uuid, Uuid), User>(user.email.len());
+            let key = (user.organisation_id, user.id);
+            self.users
+                .insert(key, slot(Arc::clone(user), stamp, read_at, weight));
         });
     }
 
@@ -241,16 +389,28 @@ impl Cache {
         if !self.trusted() {
             return None;
         }
-        self.fresh(self.lock().organisations.get(&organisation_id))
+        self.organisations.get(&organisation_id, |slot| {
+            self.fresh(slot)
+                && self
+                    .stamps
+                    .organisation_entry_valid(slot.stamp, organisation_id)
+        })
     }
 
     pub fn put_organisation(&self, epoch: Epoch, organisation: &Arc<Organisation>) {
-        self.fill(epoch, |state, read_at| {
-            let entry = Entry {
-                value: Arc::clone(organisation),
-                read_at,
-            };
-            state.organisations.insert(organisation.id, entry);
+        self.fill(epoch, |stamp, read_at| {
+            let heap = organisation.name.len()
+                + organisation.role_counts.len()
+                    * std::mem::size_of::<(crate::domain::Role, i64)>()
+                + organisation
+                    .api_key_fingerprint
+                    .as_ref()
+                    .map_or(0, String::len);
+            let weight = weight_of::<Uuid, Organisation>(heap);
+            self.organisations.insert(
+                organisation.id,
+                slot(Arc::clone(organisation), stamp, read_at, weight),
+            );
         });
     }
 
@@ -258,19 +418,20 @@ impl Cache {
         if !self.trusted() {
             return None;
         }
-        self.fresh(self.lock().api_keys.get(hash))
+        let hash: [u8; 32] = hash.try_into().ok()?;
+        self.api_keys.get(&hash, |slot| {
+            self.fresh(slot) && self.stamps.organisation_entry_valid(slot.stamp, slot.value)
+        })
     }
 
     pub fn put_api_key(&self, epoch: Epoch, hash: &[u8], organisation_id: Uuid) {
-        self.fill(epoch, |state, read_at| {
-            if state.api_keys.len() >= MAX_USERS {
-                state.api_keys.clear();
-            }
-            let entry = Entry {
-                value: organisation_id,
-                read_at,
-            };
-            state.api_keys.insert(hash.to_vec(), entry);
+        let Ok(hash) = <[u8; 32]>::try_from(hash) else {
+            return;
+        };
+        self.fill(epoch, |stamp, read_at| {
+            let weight = weight_of::<[u8; 32], ()>(0);
+            self.api_keys
+                .insert(hash, slot(organisation_id, stamp, read_at, weight));
         });
     }
 
@@ -278,21 +439,45 @@ impl Cache {
         if !self.trusted() {
             return None;
         }
-        self.fresh(self.lock().playback_keys.get(kid))
+        self.playback_keys.get(kid, |slot| {
+            self.fresh(slot)
+                && self
+                    .stamps
+                    .organisation_entry_valid(slot.stamp, slot.value.organisation_id)
+        })
     }
 
     pub fn put_playback_key(&self, epoch: Epoch, key: &Arc<PublicKeyRow>) {
-        self.fill(epoch, |state, read_at| {
-            if state.playback_keys.len() >= MAX_USERS {
-                state.playback_keys.clear();
-            }
-            let entry = Entry {
-                value: Arc::clone(key),
-                read_at,
-            };
-            state.playback_keys.insert(key.kid.clone(), entry);
+        self.fill(epoch, |stamp, read_at| {
+            let heap = 2 * key.kid.len() + key.alg.len() + key.public_key.len();
+            let weight = weight_of::<Arc<str>, PublicKeyRow>(heap);
+            self.playback_keys.insert(
+                Arc::from(key.kid.as_str()),
+                slot(Arc::clone(key), stamp, read_at, weight),
+            );
         });
     }
+}
+
+fn slot<T>(value: T, stamp: u64, read_at: Instant, weight: u32) -> Slot<T> {
+    Slot {
+        value,
+        stamp,
+        read_at,
+        weight,
+    }
+}
+
+/// The estimated bytes of an entry whose key is a `K` and whose value a
+/// shared `V` holding `heap` more bytes of its own.
+fn weight_of<K, V>(heap: usize) -> u32 {
+    let bytes = std::mem::size_of::<K>()
+        + std::mem::size_of::<Slot<Arc<V>>>()
+        + 2 * std::mem::size_of::<usize>()
+        + std::mem::size_of::<V>()
+        + heap
+        + ENTRY_OVERHEAD;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 /// Keeps `cache` in step with the database: listens for changes, sends
@@ -458,6 +643,13 @@ mod tests {
     use super::*;
     use crate::domain::Role;
 
+    fn cache(max_age: Duration) -> Cache {
+        Cache::enabled(CacheLimits {
+            max_age,
+            max_bytes: 1 << 20,
+        })
+    }
+
     fn user(org: Uuid) -> Arc<User> {
         Arc::new(User {
             id: Uuid::now_v7(),
@@ -473,7 +665,7 @@ mod tests {
 
     #[test]
     fn an_untrusted_cache_answers_nothing_and_keeps_nothing() {
-        let cache = Cache::enabled(Duration::from_secs(10));
+        let cache = cache(Duration::from_secs(10));
         let u = user(Uuid::now_v7());
         cache.put_user(cache.epoch(), &u);
         assert_eq!(cache.user(u.organisation_id, u.id), None);
@@ -486,7 +678,7 @@ mod tests {
 
     #[test]
     fn a_read_that_straddles_an_eviction_does_not_fill_the_cache() {
-        let cache = Cache::enabled(Duration::from_secs(10));
+        let cache = cache(Duration::from_secs(10));
         cache.trust_from(Instant::now());
         let u = user(Uuid::now_v7());
         let before_read = cache.epoch();
@@ -497,9 +689,10 @@ mod tests {
 
     #[test]
     fn eviction_is_per_organisation() {
-        let cache = Cache::enabled(Duration::from_secs(10));
+        let cache = cache(Duration::from_secs(10));
         cache.trust_from(Instant::now());
-        let (a, b) = (user(Uuid::now_v7()), user(Uuid::now_v7()));
+        let a = user(Uuid::now_v7());
+        let b = user(organisation_on_another_stripe(a.organisation_id));
         cache.put_user(cache.epoch(), &a);
         cache.put_user(cache.epoch(), &b);
         cache.put_api_key(cache.epoch(), b"key-a", a.organisation_id);
@@ -509,10 +702,44 @@ mod tests {
         assert_eq!(cache.user(b.organisation_id, b.id), Some(b));
     }
 
+    fn organisation_on_another_stripe(other: Uuid) -> Uuid {
+        let stripe = |id: Uuid| id.as_u64_pair().1 % STRIPES as u64;
+        loop {
+            let id = Uuid::now_v7();
+            if stripe(id) != stripe(other) {
+                return id;
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_cache_stays_within_its_bytes_and_keeps_the_users_in_use() {
+        let cache = cache(Duration::from_secs(60));
+        cache.trust_from(Instant::now());
+        let org = Uuid::now_v7();
+        let hot = user(org);
+        cache.put_user(cache.epoch(), &hot);
+        let per_user = u64::from(weight_of::<(Uuid, Uuid), User>(hot.email.len()));
+        let fits = (1u64 << 20) / 4 * 3 / per_user;
+        for _ in 0..fits * 3 {
+            cache.put_user(cache.epoch(), &user(org));
+            assert_eq!(cache.user(org, hot.id), Some(hot.clone()));
+        }
+        let held = cache.users.inner.weight();
+        assert!(
+            held <= (1 << 20) / 4 * 3 + per_user * 64,
+            "{held} bytes held"
+        );
+        assert!(
+            cache.users.inner.len() as u64 >= fits * 9 / 10,
+            "no clear-all: the cache stays full"
+        );
+    }
+
     #[test]
     fn an_entry_older_than_the_maximum_age_is_not_used() {
         let max_age = Duration::from_secs(10);
-        let cache = Cache::enabled(max_age);
+        let cache = cache(max_age);
         cache.trust_from(Instant::now());
         let u = user(Uuid::now_v7());
         let Epoch(Some((epoch, _))) = cache.epoch() else {
@@ -543,7 +770,7 @@ mod tests {
 
     #[test]
     fn playback_keys_are_evicted_with_their_organisation() {
-        let cache = Cache::enabled(Duration::from_secs(10));
+        let cache = cache(Duration::from_secs(10));
         cache.trust_from(Instant::now());
         let org = Uuid::now_v7();
         let key = Arc::new(PublicKeyRow {
@@ -566,7 +793,7 @@ mod tests {
 
     #[test]
     fn trust_runs_out() {
-        let cache = Cache::enabled(Duration::from_secs(10));
+        let cache = cache(Duration::from_secs(10));
         cache.trust_from(Instant::now() - TRUST - Duration::from_millis(1));
         assert!(!cache.trusted());
         assert!(!Cache::disabled().trusted());

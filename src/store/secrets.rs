@@ -115,6 +115,22 @@ impl Store {
         Ok(open(keyring, Purpose::ServiceSecret, name, &stored)?.to_vec())
     }
 
+    /// The shared secret `name` as stored, opened; `None` when there is none
+    /// yet. Reads only (the load generator mints its tokens with it).
+    pub async fn stored_secret(&self, name: &str) -> Result<Option<Vec<u8>>, DomainError> {
+        let mut conn = self.conn().await?;
+        let stored: Option<Vec<u8>> = service_secrets::table
+            .find(name)
+            .select(service_secrets::value)
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(db_error)?;
+        stored
+            .map(|stored| Ok(open(self.keyring(), Purpose::ServiceSecret, name, &stored)?.to_vec()))
+            .transpose()
+    }
+
     /// Checks at start that the keyring opens every stored secret: each
     /// shared secret, and one playback key per key-encryption key (a KEK's
     /// id is a hash of it, so one that opens one key opens all of its).

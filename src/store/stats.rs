@@ -41,3 +41,94 @@ pub(crate) fn record_database_error(kind: DatabaseError) {
 pub fn database_errors(kind: DatabaseError) -> u64 {
     DATABASE_ERRORS[kind as usize].load(Ordering::Relaxed)
 }
+
+/// A cache whose work the metrics show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    Users,
+    Organisations,
+    ApiKeys,
+    Services,
+    PlaybackKeys,
+    VerifiedTokens,
+}
+
+impl CacheKind {
+    pub const ALL: [CacheKind; 6] = [
+        CacheKind::Users,
+        CacheKind::Organisations,
+        CacheKind::ApiKeys,
+        CacheKind::Services,
+        CacheKind::PlaybackKeys,
+        CacheKind::VerifiedTokens,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheKind::Users => "users",
+            CacheKind::Organisations => "organisations",
+            CacheKind::ApiKeys => "api_keys",
+            CacheKind::Services => "services",
+            CacheKind::PlaybackKeys => "playback_keys",
+            CacheKind::VerifiedTokens => "verified_tokens",
+        }
+    }
+}
+
+/// What one cache has done, as counted so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    pub hits: u64,
+    pub misses: u64,
+    /// Entries dropped to stay within the cache's bound.
+    pub evictions: u64,
+    /// Entries held after its last insertion or clearing.
+    pub entries: u64,
+}
+
+const KINDS: usize = CacheKind::ALL.len();
+static CACHE_HITS: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
+static CACHE_MISSES: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
+static CACHE_EVICTIONS: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
+static CACHE_ENTRIES: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
+
+/// Invalidations by notification, by scope: `organisation`, `services`, `all`.
+pub const INVALIDATION_SCOPES: [&str; 3] = ["organisation", "services", "all"];
+static CACHE_INVALIDATIONS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+pub(crate) fn record_cache_lookup(kind: CacheKind, hit: bool) {
+    let counters = if hit { &CACHE_HITS } else { &CACHE_MISSES };
+    counters[kind as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn record_cache_eviction(kind: CacheKind) {
+    CACHE_EVICTIONS[kind as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn record_cache_entries(kind: CacheKind, entries: usize) {
+    let entries = u64::try_from(entries).unwrap_or(u64::MAX);
+    CACHE_ENTRIES[kind as usize].store(entries, Ordering::Relaxed);
+}
+
+pub(crate) fn record_cache_invalidation(scope: &str) {
+    if let Some(i) = INVALIDATION_SCOPES.iter().position(|s| *s == scope) {
+        CACHE_INVALIDATIONS[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the cache of `kind` has done in this process.
+pub fn cache_counts(kind: CacheKind) -> CacheCounts {
+    let i = kind as usize;
+    CacheCounts {
+        hits: CACHE_HITS[i].load(Ordering::Relaxed),
+        misses: CACHE_MISSES[i].load(Ordering::Relaxed),
+        evictions: CACHE_EVICTIONS[i].load(Ordering::Relaxed),
+        entries: CACHE_ENTRIES[i].load(Ordering::Relaxed),
+    }
+}
+
+/// How many invalidations of each scope of [`INVALIDATION_SCOPES`] arrived.
+pub fn cache_invalidations() -> [u64; 3] {
+    [0, 1, 2].map(|i| CACHE_INVALIDATIONS[i].load(Ordering::Relaxed))
+}

@@ -122,6 +122,7 @@ async fn unknown_email_and_wrong_password_cost_one_verification_each() {
             audience: "usermgmt".into(),
             lifetime: std::time::Duration::from_secs(60),
         },
+        1 << 20,
     )
     .expect("tokens");
     let passwords = Passwords::new(1).await.expect("passwords");

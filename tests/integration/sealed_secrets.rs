@@ -127,6 +127,7 @@ fn access_tokens(key: &[u8]) -> AccessTokens {
             audience: "usermgmt".into(),
             lifetime: Duration::from_secs(3600),
         },
+        1 << 20,
     )
     .expect("access tokens")
 }

@@ -51,6 +51,8 @@ use usermgmt_proto::user_service_client::UserServiceClient;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
+mod mint;
+
 /// How long one call may take before it counts as an error; keeps every
 /// measurement bounded in time even if the server stalls.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,6 +165,39 @@ struct Args {
     /// Also print one JSON object per measurement on stdout.
     #[arg(long)]
     json: bool,
+
+    /// How many users `who_am_i_users` spreads its calls over (each call
+    /// takes the next user's token, round robin). Their tokens are minted
+    /// here with the server's signing key, read from `--database-url`.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    users: u32,
+
+    /// Mint tokens only for users of this organisation (default: the first
+    /// `--users` users of every organisation, by id).
+    #[arg(long)]
+    users_organisation_id: Option<uuid::Uuid>,
+
+    /// The server's database, for `--users`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/usermgmt"
+    )]
+    database_url: String,
+
+    /// The server's key-encryption key, when its secrets are sealed.
+    #[arg(long, env = "USERMGMT_KEY_ENCRYPTION_KEY", hide_env_values = true)]
+    key_encryption_key: Option<String>,
+
+    /// The server's access-token key, when it is configured rather than stored.
+    #[arg(long, env = "USERMGMT_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+
+    /// The server's token issuer and audience.
+    #[arg(long, env = "USERMGMT_TOKEN_ISSUER", default_value = "usermgmt")]
+    token_issuer: String,
+    #[arg(long, env = "USERMGMT_TOKEN_AUDIENCE", default_value = "usermgmt")]
+    token_audience: String,
 }
 
 /// One kind of call to measure.
@@ -176,6 +211,8 @@ enum Scenario {
     GetUser,
     /// `AuthService/WhoAmI`.
     WhoAmI,
+    /// `AuthService/WhoAmI`, each call as the next of `--users` users.
+    WhoAmIUsers,
     /// `AuthService/Authorize` of the signed-in user's access token
     /// (needs `--service-key`).
     AuthorizeToken,
@@ -276,6 +313,11 @@ impl Scenario {
             Scenario::WhoAmI => {
                 AuthServiceClient::new(channel.clone())
                     .who_am_i(session.authorized(proto::WhoAmIRequest {}))
+                    .await?;
+            }
+            Scenario::WhoAmIUsers => {
+                AuthServiceClient::new(channel.clone())
+                    .who_am_i(session.as_next_user(proto::WhoAmIRequest {})?)
                     .await?;
             }
             Scenario::AuthorizeToken
@@ -415,6 +457,9 @@ struct Session {
     invite_sequence: AtomicU64,
     /// Unique to this loadgen run, so that its emails are fresh.
     nonce: String,
+    /// `authorization` values of `--users` users, and the next one's index.
+    user_tokens: Vec<AsciiMetadataValue>,
+    next_user: AtomicU64,
 }
 
 impl Session {
@@ -434,6 +479,19 @@ impl Session {
         })?;
         let mut request = Request::new(message);
         request.metadata_mut().insert("x-usermgmt-service-key", key);
+        Ok(request)
+    }
+
+    /// A request as the next of the `--users` users.
+    fn as_next_user<T>(&self, message: T) -> Result<Request<T>, Status> {
+        let count = self.user_tokens.len() as u64;
+        if count == 0 {
+            return Err(Status::invalid_argument("who_am_i_users needs --users"));
+        }
+        let next = self.next_user.fetch_add(1, Ordering::Relaxed) % count;
+        let mut request = Request::new(message);
+        let token = self.user_tokens[usize::try_from(next).unwrap_or_default()].clone();
+        request.metadata_mut().insert("authorization", token);
         Ok(request)
     }
 
@@ -797,7 +855,12 @@ async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
         role_flips: AtomicU64::new(0),
         invite_sequence: AtomicU64::new(0),
         nonce,
+        user_tokens: Vec::new(),
+        next_user: AtomicU64::new(0),
     };
+    if args.scenarios.contains(&Scenario::WhoAmIUsers) {
+        session.user_tokens = user_tokens(args).await?;
+    }
     if args.scenarios.iter().any(|s| s.writes()) && session.write_credential.is_none() {
         return Err("--write-credential api-key needs --api-key".into());
     }
@@ -811,6 +874,32 @@ async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
         session.playback_token = Some(issue_playback_token(endpoint, &session).await?);
     }
     Ok(session)
+}
+
+/// The `authorization` values of `--users` users, minted here.
+async fn user_tokens(args: &Args) -> Result<Vec<AsciiMetadataValue>, BoxError> {
+    if args.users == 0 {
+        return Err("who_am_i_users needs --users N".into());
+    }
+    let settings = mint::MintSettings {
+        database_url: &args.database_url,
+        key_encryption_key: args.key_encryption_key.as_deref(),
+        jwt_secret: args.jwt_secret.as_deref(),
+        issuer: &args.token_issuer,
+        audience: &args.token_audience,
+        organisation_id: args.users_organisation_id,
+    };
+    let started = Instant::now();
+    let tokens = mint::tokens_of_users(&settings, args.users).await?;
+    eprintln!(
+        "loadgen: minted tokens of {} users in {} ms",
+        tokens.len(),
+        started.elapsed().as_millis()
+    );
+    tokens
+        .into_iter()
+        .map(|token| Ok(AsciiMetadataValue::try_from(token)?))
+        .collect()
 }
 
 /// The id of the user `update_user_role` changes, which is then a nanoUser:
