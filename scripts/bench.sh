@@ -3,7 +3,8 @@
 # (loopback only, bounded in time). Extra arguments go to loadgen, e.g.
 #   scripts/bench.sh --scenarios health,authorize_token --in-flight 64
 # Set BENCH_SERVE_ARGS for extra `usermgmt serve` flags, BENCH_SEED_USERS to
-# give the organisation that many more users first. BENCH_REPLICAS=N starts N
+# give the organisation that many more users first (BENCH_SEED_ORGANISATIONS=M:
+# spread over it and M-1 new organisations). BENCH_REPLICAS=N starts N
 # `usermgmt serve` replicas of the same database on distinct loopback ports;
 # the load goes to the first, and every writer waits for all N caches to
 # settle. BENCH_BIN=DIR takes usermgmt and loadgen from DIR instead of the
@@ -50,7 +51,8 @@ SERVICE_KEY=$(USERMGMT_LOG=warn $BIN/usermgmt service register --name bench |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["service_key"])')
 psql -qh 127.0.0.1 -U postgres -d "$DB" -c 'UPDATE organisations SET secure_playback = true' >/dev/null
 if [[ -n ${BENCH_SEED_USERS:-} ]]; then
-    USERMGMT_LOG=warn $BIN/usermgmt seed --organisation-id "$ORG" --users "$BENCH_SEED_USERS"
+    USERMGMT_LOG=warn $BIN/usermgmt seed --organisation-id "$ORG" --users "$BENCH_SEED_USERS" \
+        --organisations "${BENCH_SEED_ORGANISATIONS:-1}"
 fi
 
 OTHERS=()

@@ -166,8 +166,8 @@ struct Args {
     #[arg(long)]
     json: bool,
 
-    /// How many users `who_am_i_users` spreads its calls over (each call
-    /// takes the next user's token, round robin). Their tokens are minted
+    /// How many users `who_am_i_users` spreads its calls over (each user
+    /// once before measuring, then a user drawn at random for each call). Their tokens are minted
     /// here with the server's signing key, read from `--database-url`.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     users: u32,
@@ -488,7 +488,15 @@ impl Session {
         if count == 0 {
             return Err(Status::invalid_argument("who_am_i_users needs --users"));
         }
-        let next = self.next_user.fetch_add(1, Ordering::Relaxed) % count;
+        // The first pass (the warm-up) takes every user in turn; after it, a
+        // user drawn at random: going round in a fixed order would be the
+        // worst case of every cache that cannot hold them all.
+        let call = self.next_user.fetch_add(1, Ordering::Relaxed);
+        let next = if call < count {
+            call
+        } else {
+            splitmix64(call) % count
+        };
         let mut request = Request::new(message);
         let token = self.user_tokens[usize::try_from(next).unwrap_or_default()].clone();
         request.metadata_mut().insert("authorization", token);
@@ -684,6 +692,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     let session = Arc::new(login(&endpoint, &args).await?);
+    if scenarios.contains(&Scenario::WhoAmIUsers) {
+        warm_every_user(&endpoint, &session, &args).await?;
+    }
     if scenarios.iter().any(|s| s.writes()) {
         eprintln!(
             "loadgen: write scenarios as {} · {} replica(s)",
@@ -874,6 +885,53 @@ async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
         session.playback_token = Some(issue_playback_token(endpoint, &session).await?);
     }
     Ok(session)
+}
+
+/// A well-mixed 64-bit function of `x` (SplitMix64's finaliser).
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Calls WhoAmI once as each of the `--users` users before measuring, so
+/// that the measurements see the server with every one of them active.
+async fn warm_every_user(
+    endpoint: &Endpoint,
+    session: &Arc<Session>,
+    args: &Args,
+) -> Result<(), BoxError> {
+    let started = Instant::now();
+    let channels = open_channels(endpoint, args.connections).await?;
+    let users = session.user_tokens.len() as u64;
+    let mut workers = Vec::new();
+    for index in 0..64 {
+        let channel = channels[index % channels.len()].clone();
+        let session = Arc::clone(session);
+        workers.push(tokio::spawn(async move {
+            while session.next_user.load(Ordering::Relaxed) < users {
+                Scenario::WhoAmIUsers.call(&channel, &session).await?;
+            }
+            Ok::<(), Status>(())
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    eprintln!(
+        "loadgen: every one of {users} users called once in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+async fn open_channels(endpoint: &Endpoint, connections: u32) -> Result<Vec<Channel>, BoxError> {
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(endpoint.connect().await?);
+    }
+    Ok(channels)
 }
 
 /// The `authorization` values of `--users` users, minted here.
