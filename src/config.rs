@@ -314,8 +314,10 @@ pub struct ServeArgs {
 
     /// The longest a cache entry is used after the read that filled it, in
     /// milliseconds: the bound for a change made in the database with its
-    /// triggers disabled (every other change reaches the caches at once).
-    #[arg(long, env = "USERMGMT_AUTH_CACHE_MAX_AGE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    /// triggers disabled (every other change reaches the caches at once). An
+    /// entry must outlive the time between two calls of one user while the
+    /// cache is cold, or a large working set never warms it up.
+    #[arg(long, env = "USERMGMT_AUTH_CACHE_MAX_AGE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub auth_cache_max_age_ms: u64,
 
     /// The memory the per-call cache may hold, in bytes (its estimate of its
