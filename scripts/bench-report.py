@@ -60,8 +60,8 @@ def main():
             if key not in keys:
                 keys.append(key)
     print("| in flight | scenario | req/s | × health req/s | p99 µs | × health p99 | server RSS MiB "
-          "| p50 µs | × health p50 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| p50 µs | × health p50 | users cache hits |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for in_flight, scenario in keys:
         rows = [r for rs, _ in runs for r in rs if (r["in_flight"], r["scenario"]) == (in_flight, scenario)]
         rss = [r["server_rss_kib"] / 1024 if r.get("server_rss_kib") else None for r in rows]
@@ -72,7 +72,8 @@ def main():
             f"| {spread([r['p99_ratio'] for r in rows], lambda v: f'{v:.2f}')} "
             f"| {spread(rss, lambda v: f'{v:.0f}')} "
             f"| {spread([r['p50_us'] for r in rows], lambda v: f'{v:.0f}')} "
-            f"| {spread([r.get('p50_ratio') for r in rows], lambda v: f'{v:.2f}')} |"
+            f"| {spread([r.get('p50_ratio') for r in rows], lambda v: f'{v:.2f}')} "
+            f"| {spread([r.get('user_cache_hit_rate') for r in rows], lambda v: f'{v * 100:.1f} %')} |"
         )
     notes = []
     for in_flight, scenario in keys:

@@ -29,7 +29,10 @@ import socket, sys
 socks = [socket.socket() for _ in range(int(sys.argv[1]))]
 for s in socks:
     s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))' "$REPLICAS")"
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$((REPLICAS + 1))")"
+# The last port serves the first replica's metrics (the users cache's hit rate).
+METRICS_PORT=${PORTS[-1]}
+unset 'PORTS[-1]'
 SERVERS=()
 cleanup() {
     local pid
@@ -58,7 +61,9 @@ fi
 OTHERS=()
 for PORT in "${PORTS[@]}"; do
     # shellcheck disable=SC2086
-    USERMGMT_LOG=warn $BIN/usermgmt serve --listen "127.0.0.1:$PORT" ${BENCH_SERVE_ARGS:-} &
+    METRICS_ARGS=()
+    [[ $PORT != "${PORTS[0]}" ]] || METRICS_ARGS=(--metrics-listen "127.0.0.1:$METRICS_PORT")
+    USERMGMT_LOG=warn $BIN/usermgmt serve --listen "127.0.0.1:$PORT" "${METRICS_ARGS[@]}" ${BENCH_SERVE_ARGS:-} &
     SERVERS+=("$!")
     [[ $PORT == "${PORTS[0]}" ]] || OTHERS+=("http://127.0.0.1:$PORT")
 done
@@ -70,4 +75,5 @@ if ((${#OTHERS[@]})); then
 fi
 $BIN/loadgen --addr "http://127.0.0.1:${PORTS[0]}" --email bench@example.com --password "$PASSWORD" \
     --service-key "$SERVICE_KEY" --api-key "$API_KEY" --server-pid "$PIDS" --wait-serving \
+    --metrics-addr "127.0.0.1:$METRICS_PORT" \
     "${REPLICA_ARGS[@]}" "$@"

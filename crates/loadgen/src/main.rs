@@ -193,6 +193,12 @@ struct Args {
     #[arg(long, env = "USERMGMT_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
 
+    /// The server's metrics listener (`usermgmt serve --metrics-listen`),
+    /// loopback only: the users cache's hit rate of each measurement is
+    /// read from it.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+
     /// The server's token issuer and audience.
     #[arg(long, env = "USERMGMT_TOKEN_ISSUER", default_value = "usermgmt")]
     token_issuer: String,
@@ -567,6 +573,8 @@ struct Round {
     errors: Errors,
     seconds: f64,
     cpu: Option<CpuUse>,
+    /// The users cache's hits and misses during the measured window.
+    user_cache: Option<(u64, u64)>,
 }
 
 /// The result of one scenario at one in-flight level, all rounds pooled.
@@ -585,6 +593,8 @@ struct Measurement {
     /// Per call of a many-call iteration: name, p50 and p99 in µs.
     parts: Vec<(&'static str, f64, f64)>,
     cpu: Option<CpuUse>,
+    /// Hits of the server's users cache per lookup, when its metrics are read.
+    user_cache_hit_rate: Option<f64>,
 }
 
 impl Measurement {
@@ -595,6 +605,15 @@ impl Measurement {
                 .filter_map(|r| Some((r.cpu.as_ref()?, r.seconds))),
         );
         let seconds: f64 = rounds.iter().map(|r| r.seconds).sum();
+        let user_cache = rounds
+            .iter()
+            .map(|r| r.user_cache)
+            .try_fold((0u64, 0u64), |(h, m), counts| {
+                counts.map(|(hits, misses)| (h + hits, m + misses))
+            });
+        let user_cache_hit_rate = user_cache
+            .filter(|(hits, misses)| hits + misses > 0)
+            .map(|(hits, misses)| hits as f64 / (hits + misses) as f64);
         let mut latencies = Vec::new();
         let mut parts: Vec<Vec<u64>> = scenario.parts().iter().map(|_| Vec::new()).collect();
         let mut errors = Errors::default();
@@ -631,6 +650,7 @@ impl Measurement {
             max_us: latencies.last().map_or(f64::NAN, |&ns| ns as f64 / 1e3),
             parts,
             cpu,
+            user_cache_hit_rate,
         }
     }
 }
@@ -885,6 +905,30 @@ async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
         session.playback_token = Some(issue_playback_token(endpoint, &session).await?);
     }
     Ok(session)
+}
+
+/// The hits and misses of the server's users cache, from its metrics.
+async fn user_cache_counts(addr: Option<std::net::SocketAddr>) -> Option<(u64, u64)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = addr.filter(|a| a.ip().is_loopback())?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    let value = |family: &str| -> Option<u64> {
+        let prefix = format!("{family}{{cache=\"users\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    Some((
+        value("usermgmt_cache_hits_total")?,
+        value("usermgmt_cache_misses_total")?,
+    ))
 }
 
 /// A well-mixed 64-bit function of `x` (SplitMix64's finaliser).
@@ -1159,6 +1203,7 @@ async fn measure(
 
     tokio::time::sleep_until(warmup_end).await;
     let cpu_before = CpuSample::take(&args.server_pid);
+    let cache_before = user_cache_counts(args.metrics_addr).await;
     let mut latencies = Vec::new();
     let mut parts: Vec<Vec<u64>> = scenario.parts().iter().map(|_| Vec::new()).collect();
     let mut unchanged = 0;
@@ -1178,6 +1223,11 @@ async fn measure(
     for login in storm {
         let _ = login.await;
     }
+    let cache_after = user_cache_counts(args.metrics_addr).await;
+    let user_cache = match (cache_before, cache_after) {
+        (Some((h0, m0)), Some((h1, m1))) => Some((h1.saturating_sub(h0), m1.saturating_sub(m0))),
+        _ => None,
+    };
     let cpu = match (cpu_before, CpuSample::take(&args.server_pid)) {
         (Some(before), Some(after)) => Some(CpuUse::between(&before, &after)),
         _ => None,
@@ -1191,6 +1241,7 @@ async fn measure(
         errors,
         seconds: finished.duration_since(warmup_end).as_secs_f64(),
         cpu,
+        user_cache,
     })
 }
 
@@ -1333,6 +1384,16 @@ fn print_table(args: &Args, in_flight: u32, results: &[Measurement]) {
     if !rss.is_empty() {
         println!("  server RSS after each: {}", rss.join(", "));
     }
+    let hit_rates: Vec<String> = results
+        .iter()
+        .filter_map(|m| {
+            let rate = m.user_cache_hit_rate?;
+            Some(format!("{} {:.1} %", m.scenario.name(), rate * 100.0))
+        })
+        .collect();
+    if !hit_rates.is_empty() {
+        println!("  users cache hit rate: {}", hit_rates.join(", "));
+    }
     if with_cpu {
         println!(
             "  (×hc = ratio to health at this level; cpu = cores busy machine-wide, \
@@ -1386,6 +1447,7 @@ fn print_json(args: &Args, results: &[Measurement]) {
             "loadgen_cores": m.cpu.as_ref().map(|c| c.loadgen_cores),
             "server_cores": m.cpu.as_ref().and_then(|c| c.server_cores),
             "server_rss_kib": m.cpu.as_ref().and_then(|c| c.server_rss_kib),
+            "user_cache_hit_rate": m.user_cache_hit_rate.and_then(finite),
         });
         println!("{line}");
     }
