@@ -212,12 +212,24 @@ where
         }
     }
 
-    /// The entry for `key` when `valid` holds for it; counts a hit or a miss.
-    fn get<Q>(&self, key: &Q, valid: impl FnOnce(&Slot<T>) -> bool) -> Option<T>
+    /// The entry for `key` when the cache is `trusted` and `valid` holds for
+    /// the entry; counts a hit or a miss.
+    ///
+    /// An entry found invalid (retired, too old) is removed, so that it
+    /// neither takes room nor counts as used for the eviction policy.
+    fn get<Q>(&self, trusted: bool, key: &Q, valid: impl Fn(&Slot<T>) -> bool) -> Option<T>
     where
         Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
     {
-        let found = self.inner.get(key).filter(valid).map(|slot| slot.value);
+        let found = if trusted { self.inner.get(key) } else { None };
+        let found = match found {
+            Some(slot) if valid(&slot) => Some(slot.value),
+            Some(_) => {
+                self.inner.remove_if(key, |slot| !valid(slot));
+                None
+            }
+            None => None,
+        };
         stats::record_cache_lookup(self.kind, found.is_some());
         found
     }
@@ -319,12 +331,9 @@ impl Cache {
     }
 
     pub fn service(&self, hash: &[u8]) -> Option<String> {
-        if !self.trusted() {
-            return None;
-        }
         let hash: [u8; 32] = hash.try_into().ok()?;
         self.services
-            .get(&hash, |slot| {
+            .get(self.trusted(), &hash, |slot| {
                 self.fresh(slot) && self.stamps.service_entry_valid(slot.stamp)
             })
             .map(|name| name.to_string())
@@ -365,15 +374,13 @@ impl Cache {
     }
 
     pub fn user(&self, organisation_id: Uuid, user_id: Uuid) -> Option<Arc<User>> {
-        if !self.trusted() {
-            return None;
-        }
-        self.users.get(&(organisation_id, user_id), |slot| {
-            self.fresh(slot)
-                && self
-                    .stamps
-                    .organisation_entry_valid(slot.stamp, organisation_id)
-        })
+        self.users
+            .get(self.trusted(), &(organisation_id, user_id), |slot| {
+                self.fresh(slot)
+                    && self
+                        .stamps
+                        .organisation_entry_valid(slot.stamp, organisation_id)
+            })
     }
 
     pub fn put_user(&self, epoch: Epoch, user: &Arc<User>) {
@@ -386,15 +393,13 @@ impl Cache {
     }
 
     pub fn organisation(&self, organisation_id: Uuid) -> Option<Arc<Organisation>> {
-        if !self.trusted() {
-            return None;
-        }
-        self.organisations.get(&organisation_id, |slot| {
-            self.fresh(slot)
-                && self
-                    .stamps
-                    .organisation_entry_valid(slot.stamp, organisation_id)
-        })
+        self.organisations
+            .get(self.trusted(), &organisation_id, |slot| {
+                self.fresh(slot)
+                    && self
+                        .stamps
+                        .organisation_entry_valid(slot.stamp, organisation_id)
+            })
     }
 
     pub fn put_organisation(&self, epoch: Epoch, organisation: &Arc<Organisation>) {
@@ -415,11 +420,8 @@ impl Cache {
     }
 
     pub fn api_key(&self, hash: &[u8]) -> Option<Uuid> {
-        if !self.trusted() {
-            return None;
-        }
         let hash: [u8; 32] = hash.try_into().ok()?;
-        self.api_keys.get(&hash, |slot| {
+        self.api_keys.get(self.trusted(), &hash, |slot| {
             self.fresh(slot) && self.stamps.organisation_entry_valid(slot.stamp, slot.value)
         })
     }
@@ -436,10 +438,7 @@ impl Cache {
     }
 
     pub fn playback_key(&self, kid: &str) -> Option<Arc<PublicKeyRow>> {
-        if !self.trusted() {
-            return None;
-        }
-        self.playback_keys.get(kid, |slot| {
+        self.playback_keys.get(self.trusted(), kid, |slot| {
             self.fresh(slot)
                 && self
                     .stamps
@@ -685,6 +684,19 @@ mod tests {
         cache.evict_organisation(u.organisation_id);
         cache.put_user(before_read, &u);
         assert_eq!(cache.user(u.organisation_id, u.id), None);
+    }
+
+    #[test]
+    fn a_retired_entry_found_by_a_lookup_is_removed() {
+        let cache = cache(Duration::from_secs(10));
+        cache.trust_from(Instant::now());
+        let u = user(Uuid::now_v7());
+        cache.put_user(cache.epoch(), &u);
+        assert_eq!(cache.users.inner.len(), 1);
+        cache.evict_organisation(u.organisation_id);
+        assert_eq!(cache.users.inner.len(), 1, "eviction only advances a stamp");
+        assert_eq!(cache.user(u.organisation_id, u.id), None);
+        assert_eq!(cache.users.inner.len(), 0, "the lookup removed it");
     }
 
     #[test]

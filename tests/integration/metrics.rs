@@ -52,6 +52,21 @@ impl MetricsServer {
     /// One pool connection and a short wait for it, so that the test can
     /// exhaust the pool; no per-call cache, so that every call needs it.
     async fn start(db: &TestDb) -> Self {
+        Self::start_with(
+            db,
+            &[
+                "--db-pool-size",
+                "1",
+                "--db-wait-timeout-ms",
+                "500",
+                "--auth-cache",
+                "false",
+            ],
+        )
+        .await
+    }
+
+    async fn start_with(db: &TestDb, args: &[&str]) -> Self {
         // The metrics port is chosen free here; were it taken meanwhile, the
         // server would fail to start, never answer for another.
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -59,8 +74,7 @@ impl MetricsServer {
             Command::new(env!("CARGO_BIN_EXE_usermgmt"))
                 .args(["serve", "--listen", "127.0.0.1:0"])
                 .args(["--metrics-listen", &metrics.to_string()])
-                .args(["--db-pool-size", "1", "--db-wait-timeout-ms", "500"])
-                .args(["--auth-cache", "false"])
+                .args(args)
                 .env("DATABASE_URL", &db.url)
                 .env("USERMGMT_LOG", "warn"),
         )
@@ -208,4 +222,87 @@ async fn metrics_count_this_servers_calls_authorization_and_the_pool() {
 
     let (status, _) = http_get(server.metrics, "/elsewhere").await;
     assert!(status.contains(" 404 "), "{status}");
+}
+
+fn cache_series(family: &str, cache: &str) -> String {
+    format!(r#"{family}{{cache="{cache}"}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caches_count_their_hits_misses_and_invalidations() {
+    let db = TestDb::new().await;
+    let org = create_org(&db, "CacheMetrics").await;
+    let server = MetricsServer::start_with(&db, &[]).await;
+    let channel = channel(server.addr).await;
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let hits = cache_series("usermgmt_cache_hits_total", "users");
+    let misses = cache_series("usermgmt_cache_misses_total", "users");
+    let token_hits = cache_series("usermgmt_cache_hits_total", "verified_tokens");
+    let token_misses = cache_series("usermgmt_cache_misses_total", "verified_tokens");
+    let invalidations = r#"usermgmt_cache_invalidations_total{scope="organisation"}"#;
+    let mut who_am_i = async || {
+        auth.who_am_i(authed(proto::WhoAmIRequest {}, &admin.token))
+            .await
+            .expect("who am i");
+    };
+
+    // Until the replica trusts its cache (its first heartbeat came back),
+    // every lookup is a miss; then the user is read once and found after.
+    who_am_i().await;
+    let first = server.scrape().await;
+    assert_eq!(
+        sample(&first, &token_misses),
+        1.0,
+        "the token's first check"
+    );
+    loop {
+        let before = server.scrape().await;
+        who_am_i().await;
+        if sample(&server.scrape().await, &hits) > sample(&before, &hits) {
+            break;
+        }
+    }
+    let before = server.scrape().await;
+    for _ in 0..3 {
+        who_am_i().await;
+    }
+    let after = server.scrape().await;
+    let change = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(
+        change(&hits) + change(&misses),
+        3.0,
+        "one user lookup a call"
+    );
+    assert!(change(&hits) >= 1.0, "the trusted cache answers:\n{after}");
+    assert_eq!(change(&token_hits), 3.0, "the token is remembered");
+    assert_eq!(change(&token_misses), 0.0);
+    assert!(sample(&after, &cache_series("usermgmt_cache_entries", "users")) >= 1.0);
+
+    // A change of the organisation retires its entries on this replica
+    // before the call returns: the next lookup misses.
+    let other = admin
+        .create_user("cache-metrics@example.com", proto::Role::NanoUser)
+        .await
+        .expect("create user")
+        .id;
+    let before = server.scrape().await;
+    admin
+        .users()
+        .update_user_role(admin.req(proto::UpdateUserRoleRequest {
+            user_id: other,
+            role: proto::Role::NanoReadOnly as i32,
+            ..Default::default()
+        }))
+        .await
+        .expect("role change");
+    let changed = server.scrape().await;
+    assert!(
+        sample(&changed, invalidations) > sample(&before, invalidations),
+        "the change's notification was counted:\n{changed}"
+    );
+    who_am_i().await;
+    let after = server.scrape().await;
+    assert_eq!(sample(&after, &misses) - sample(&changed, &misses), 1.0);
+    assert_eq!(sample(&after, &hits), sample(&changed, &hits));
 }
