@@ -75,6 +75,17 @@ def main():
             f"| {spread([r.get('p50_ratio') for r in rows], lambda v: f'{v:.2f}')} "
             f"| {spread([r.get('user_cache_hit_rate') for r in rows], lambda v: f'{v * 100:.1f} %')} |"
         )
+    print("\n| in flight | scenario | server CPU µs per call | loadgen CPU µs per call |")
+    print("|---|---|---|---|")
+    for in_flight, scenario in keys:
+        rows = [r for rs, _ in runs for r in rs if (r["in_flight"], r["scenario"]) == (in_flight, scenario)]
+
+        def per_call(field):
+            return [r[field] / r["req_per_s"] * 1e6 if r.get(field) and r["req_per_s"] else None
+                    for r in rows]
+
+        print(f"| {in_flight} | {scenario} | {spread(per_call('server_cores'), lambda v: f'{v:.1f}')} "
+              f"| {spread(per_call('loadgen_cores'), lambda v: f'{v:.1f}')} |")
     notes = []
     for in_flight, scenario in keys:
         rows = [r for rs, _ in runs for r in rs if (r["in_flight"], r["scenario"]) == (in_flight, scenario)]

@@ -45,7 +45,9 @@ use tonic_health::pb::health_client::HealthClient;
 
 use usermgmt_proto as proto;
 use usermgmt_proto::auth_service_client::AuthServiceClient;
-use usermgmt_proto::metadata::{API_KEY as API_KEY_HEADER, BEARER as BEARER_HEADER};
+use usermgmt_proto::metadata::{
+    API_KEY as API_KEY_HEADER, BEARER as BEARER_HEADER, BINTU_TOKEN as BINTU_TOKEN_HEADER,
+};
 use usermgmt_proto::playback_token_service_client::PlaybackTokenServiceClient;
 use usermgmt_proto::user_service_client::UserServiceClient;
 
@@ -193,6 +195,14 @@ struct Args {
     #[arg(long, env = "USERMGMT_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
 
+    /// The header the read scenarios present the access token in:
+    /// `authorization` (`Bearer …`; HTTP/2 never adds it to its header
+    /// table, so every call carries and decodes the whole token) or
+    /// `x-bintu-token` (HPACK indexes it: after a connection's first call,
+    /// a call carries an index of a byte or two).
+    #[arg(long, value_enum, default_value = "authorization")]
+    token_header: TokenHeader,
+
     /// The server's metrics listener (`usermgmt serve --metrics-listen`),
     /// loopback only: the users cache's hit rate of each measurement is
     /// read from it.
@@ -249,6 +259,31 @@ enum Scenario {
     /// `UserService/RevokeInvite` of that invite: one iteration is both calls
     /// (each call's latency is reported too).
     InviteCycle,
+}
+
+/// Where the read scenarios put the access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "kebab-case")]
+enum TokenHeader {
+    Authorization,
+    XBintuToken,
+}
+
+impl TokenHeader {
+    fn name(self) -> &'static str {
+        match self {
+            TokenHeader::Authorization => BEARER_HEADER,
+            TokenHeader::XBintuToken => BINTU_TOKEN_HEADER,
+        }
+    }
+
+    fn value(self, token: &str) -> Result<AsciiMetadataValue, BoxError> {
+        let text = match self {
+            TokenHeader::Authorization => format!("Bearer {token}"),
+            TokenHeader::XBintuToken => token.to_owned(),
+        };
+        Ok(AsciiMetadataValue::try_from(text)?)
+    }
 }
 
 /// Which credential the write scenarios present.
@@ -443,7 +478,8 @@ impl Scenario {
 /// What a signed-in caller needs to build its requests.
 #[derive(Debug)]
 struct Session {
-    bearer: AsciiMetadataValue,
+    /// The header and value the read scenarios present the token in.
+    read_credential: (&'static str, AsciiMetadataValue),
     access_token: String,
     user_id: String,
     service_key: Option<AsciiMetadataValue>,
@@ -505,7 +541,7 @@ impl Session {
         };
         let mut request = Request::new(message);
         let token = self.user_tokens[usize::try_from(next).unwrap_or_default()].clone();
-        request.metadata_mut().insert("authorization", token);
+        request.metadata_mut().insert(self.read_credential.0, token);
         Ok(request)
     }
 
@@ -513,7 +549,7 @@ impl Session {
         let mut request = Request::new(message);
         request
             .metadata_mut()
-            .insert("authorization", self.bearer.clone());
+            .insert(self.read_credential.0, self.read_credential.1.clone());
         request
     }
 }
@@ -870,8 +906,12 @@ async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
             .unwrap_or_default()
             .as_nanos()
     );
+    let read_credential = (
+        args.token_header.name(),
+        args.token_header.value(&response.access_token)?,
+    );
     let mut session = Session {
-        bearer,
+        read_credential,
         access_token: response.access_token,
         user_id: response.user_id,
         service_key,
@@ -999,8 +1039,8 @@ async fn user_tokens(args: &Args) -> Result<Vec<AsciiMetadataValue>, BoxError> {
         started.elapsed().as_millis()
     );
     tokens
-        .into_iter()
-        .map(|token| Ok(AsciiMetadataValue::try_from(token)?))
+        .iter()
+        .map(|token| args.token_header.value(token))
         .collect()
 }
 

@@ -22,8 +22,7 @@ pub struct MintSettings<'a> {
     pub organisation_id: Option<Uuid>,
 }
 
-/// An access token for each of the first `count` users (by id), as
-/// `authorization` header values.
+/// An access token for each of the first `count` users (by id).
 pub async fn tokens_of_users(
     settings: &MintSettings<'_>,
     count: u32,
@@ -53,7 +52,7 @@ pub async fn tokens_of_users(
     }
     users
         .into_iter()
-        .map(|claims| Ok(format!("Bearer {}", tokens.issue(claims)?.token)))
+        .map(|claims| Ok(tokens.issue(claims)?.token))
         .collect()
 }
 
