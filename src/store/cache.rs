@@ -17,8 +17,10 @@
 //!   with a live lease has acknowledged it (so has evicted), or until every
 //!   lease it could wait for has run out ([`MAX_SETTLE`]): when the writer's
 //!   call returns, no replica serves the old state.
-//! - A read that started before an eviction does not fill the cache (the
-//!   epoch guard), so an eviction is never undone by a slow read.
+//! - What a read that started before an eviction puts in the cache is never
+//!   used (the epoch guard: entries carry the eviction sequence number their
+//!   read began at, see [`Stamps`]), so an eviction is never undone by a
+//!   slow read.
 //! - No entry is used longer than the cache's maximum age after the read that
 //!   filled it began: the backstop for a change whose trigger did not fire
 //!   (disabled by `ALTER TABLE`).
