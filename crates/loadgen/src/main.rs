@@ -987,7 +987,7 @@ async fn warm_every_user(
     args: &Args,
 ) -> Result<(), BoxError> {
     let started = Instant::now();
-    let channels = open_channels(endpoint, args.connections).await?;
+    let channels = open_channels(endpoint, args).await?;
     let users = session.user_tokens.len() as u64;
     let mut workers = Vec::new();
     for index in 0..64 {
@@ -1010,10 +1010,20 @@ async fn warm_every_user(
     Ok(())
 }
 
-async fn open_channels(endpoint: &Endpoint, connections: u32) -> Result<Vec<Channel>, BoxError> {
-    let mut channels = Vec::new();
-    for _ in 0..connections {
-        channels.push(endpoint.connect().await?);
+/// `--connections` channels: each `connect` opens its own HTTP/2
+/// connection, and clones of a Channel share it.
+async fn open_channels(endpoint: &Endpoint, args: &Args) -> Result<Vec<Channel>, BoxError> {
+    let mut channels = Vec::with_capacity(args.connections as usize);
+    for index in 0..args.connections {
+        let channel = endpoint.connect().await.map_err(|e| {
+            format!(
+                "cannot open connection {} to {}: {}",
+                index + 1,
+                args.addr,
+                error_chain(&e)
+            )
+        })?;
+        channels.push(channel);
     }
     Ok(channels)
 }
@@ -1205,20 +1215,7 @@ async fn measure(
     scenario: Scenario,
     in_flight: u32,
 ) -> Result<Round, BoxError> {
-    // One Channel per connection: each `connect` opens its own HTTP/2
-    // connection, and clones of a Channel share it.
-    let mut channels = Vec::with_capacity(args.connections as usize);
-    for index in 0..args.connections {
-        let channel = endpoint.connect().await.map_err(|e| {
-            format!(
-                "cannot open connection {} to {}: {}",
-                index + 1,
-                args.addr,
-                error_chain(&e)
-            )
-        })?;
-        channels.push(channel);
-    }
+    let channels = open_channels(endpoint, args).await?;
 
     let warmup_end = Instant::now() + Duration::from_secs(args.warmup_secs);
     let end = warmup_end + Duration::from_secs(args.duration_secs);
