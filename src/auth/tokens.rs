@@ -11,8 +11,8 @@ use uuid::Uuid;
 use sha2::{Digest as _, Sha256};
 
 use crate::domain::error::AuthFailure;
-use crate::store::cache::{CountEvictions, ENTRY_OVERHEAD};
-use crate::store::stats::{self, CacheKind};
+use crate::store::cache::{CountedCache, ENTRY_OVERHEAD};
+use crate::store::stats::CacheKind;
 
 /// Tokens longer than this are refused before any parsing or crypto.
 pub const MAX_TOKEN_LEN: usize = 4096;
@@ -76,13 +76,7 @@ pub struct AccessTokens {
     clock: fn() -> i64,
 }
 
-type VerifiedTokens = quick_cache::sync::Cache<
-    [u8; 32],
-    (TokenClaims, i64),
-    quick_cache::UnitWeighter,
-    quick_cache::DefaultHashBuilder,
-    CountEvictions,
->;
+type VerifiedTokens = CountedCache<[u8; 32], (TokenClaims, i64), quick_cache::UnitWeighter>;
 
 /// The estimated bytes of one remembered token: its hash, its claims and
 /// expiry, and the map's bookkeeping.
@@ -91,12 +85,11 @@ const VERIFIED_ENTRY_BYTES: u64 =
 
 fn verified_tokens(max_bytes: u64) -> VerifiedTokens {
     let capacity = (max_bytes / VERIFIED_ENTRY_BYTES).max(16);
-    quick_cache::sync::Cache::with(
-        usize::try_from(capacity).unwrap_or(usize::MAX),
+    CountedCache::new(
+        CacheKind::VerifiedTokens,
         capacity,
+        1,
         quick_cache::UnitWeighter,
-        quick_cache::DefaultHashBuilder::default(),
-        CountEvictions(CacheKind::VerifiedTokens),
     )
 }
 
@@ -161,9 +154,7 @@ impl AccessTokens {
         }
         let now = (self.clock)();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let remembered = self.verified.get(&digest);
-        stats::record_cache_lookup(CacheKind::VerifiedTokens, remembered.is_some());
-        if let Some((claims, expires)) = remembered {
+        if let Some((claims, expires)) = self.verified.get(&digest, |_| true) {
             // As jsonwebtoken checks it, with no leeway.
             return if expires < now {
                 Err(AuthFailure::TokenExpired)
@@ -182,7 +173,6 @@ impl AccessTokens {
             token_key: data.claims.tkey,
         };
         self.verified.insert(digest, (claims, data.claims.exp));
-        stats::record_cache_entries(CacheKind::VerifiedTokens, self.verified.len());
         Ok(claims)
     }
 }

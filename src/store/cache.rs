@@ -176,58 +176,60 @@ impl<K, V> quick_cache::Lifecycle<K, V> for CountEvictions {
     }
 }
 
+/// What the maps expect their typical entries to hold on the heap, to size
+/// their tables (the bounds are in bytes whatever the entries hold).
+const TYPICAL_EMAIL_BYTES: usize = 32;
+const TYPICAL_ORGANISATION_HEAP_BYTES: usize = 96;
+const TYPICAL_PLAYBACK_KEY_HEAP_BYTES: usize = 96;
+
 /// Bytes an entry costs beyond its key and value: the concurrent map's
-/// bookkeeping and the allocator's rounding, as measured (docs/performance.md).
+/// bookkeeping and the allocator's rounding. An estimate; the RSS of the
+/// million-user run agrees with it within a few percent (docs/performance.md).
 pub(crate) const ENTRY_OVERHEAD: usize = 64;
 
-/// One kind of entry: a bounded concurrent map that counts what it does.
-struct Map<K, T> {
+/// A bounded concurrent map that counts its hits, misses, evictions and
+/// entries as the cache `kind` (the replica cache's maps and the memory of
+/// verified tokens).
+pub(crate) struct CountedCache<K, V, W> {
     kind: CacheKind,
-    inner: quick_cache::sync::Cache<
-        K,
-        Slot<T>,
-        SlotWeight,
-        quick_cache::DefaultHashBuilder,
-        CountEvictions,
-    >,
+    inner: quick_cache::sync::Cache<K, V, W, quick_cache::DefaultHashBuilder, CountEvictions>,
 }
 
-impl<K, T> Map<K, T>
+impl<K, V, W> CountedCache<K, V, W>
 where
     K: Eq + std::hash::Hash + Clone,
-    T: Clone,
+    V: Clone,
+    W: quick_cache::Weighter<K, V> + Clone,
 {
-    fn new(kind: CacheKind, max_bytes: u64, typical_bytes: usize) -> Self {
-        let typical = u64::try_from(typical_bytes.max(1)).unwrap_or(u64::MAX);
-        let items = usize::try_from(max_bytes / typical)
+    /// A map of at most `capacity` in `weighter`'s units, expected to hold
+    /// about `capacity / typical_weight` entries.
+    pub(crate) fn new(kind: CacheKind, capacity: u64, typical_weight: u64, weighter: W) -> Self {
+        let items = usize::try_from(capacity / typical_weight.max(1))
             .unwrap_or(usize::MAX)
             .max(16);
         Self {
             kind,
             inner: quick_cache::sync::Cache::with(
                 items,
-                max_bytes.max(1),
-                SlotWeight,
+                capacity.max(1),
+                weighter,
                 quick_cache::DefaultHashBuilder::default(),
                 CountEvictions(kind),
             ),
         }
     }
 
-    /// The entry for `key` when the cache is `trusted` and `valid` holds for
-    /// the entry; counts a hit or a miss.
-    ///
-    /// An entry found invalid (retired, too old) is removed, so that it
-    /// neither takes room nor counts as used for the eviction policy.
-    fn get<Q>(&self, trusted: bool, key: &Q, valid: impl Fn(&Slot<T>) -> bool) -> Option<T>
+    /// The entry for `key` when `usable` holds for it; counts a hit or a
+    /// miss. An entry found unusable is removed, so that it neither takes
+    /// room nor counts as used for the eviction policy.
+    pub(crate) fn get<Q>(&self, key: &Q, usable: impl Fn(&V) -> bool) -> Option<V>
     where
         Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
     {
-        let found = if trusted { self.inner.get(key) } else { None };
-        let found = match found {
-            Some(slot) if valid(&slot) => Some(slot.value),
+        let found = match self.inner.get(key) {
+            Some(value) if usable(&value) => Some(value),
             Some(_) => {
-                self.inner.remove_if(key, |slot| !valid(slot));
+                self.inner.remove_if(key, |value| !usable(value));
                 None
             }
             None => None,
@@ -236,14 +238,76 @@ where
         found
     }
 
-    fn insert(&self, key: K, slot: Slot<T>) {
-        self.inner.insert(key, slot);
+    /// Counts a lookup that could not be made (the cache is not trusted).
+    fn miss(&self) {
+        stats::record_cache_lookup(self.kind, false);
+    }
+
+    pub(crate) fn insert(&self, key: K, value: V) {
+        self.inner.insert(key, value);
         stats::record_cache_entries(self.kind, self.inner.len());
     }
 
     fn clear(&self) {
         self.inner.clear();
         stats::record_cache_entries(self.kind, 0);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    #[cfg(test)]
+    fn weight(&self) -> u64 {
+        self.inner.weight()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
+    {
+        self.inner.peek(key)
+    }
+}
+
+/// One kind of the replica cache's entries.
+struct Map<K, T>(CountedCache<K, Slot<T>, SlotWeight>);
+
+impl<K, T> Map<K, T>
+where
+    K: Eq + std::hash::Hash + Clone,
+    T: Clone,
+{
+    fn new(kind: CacheKind, max_bytes: u64, typical_weight: u32) -> Self {
+        Self(CountedCache::new(
+            kind,
+            max_bytes,
+            u64::from(typical_weight),
+            SlotWeight,
+        ))
+    }
+
+    /// The entry for `key` when the cache is `trusted` and `valid` holds for
+    /// the entry (retired or too old ones are removed); counts a hit or a miss.
+    fn get<Q>(&self, trusted: bool, key: &Q, valid: impl Fn(&Slot<T>) -> bool) -> Option<T>
+    where
+        Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
+    {
+        if !trusted {
+            self.0.miss();
+            return None;
+        }
+        self.0.get(key, valid).map(|slot| slot.value)
+    }
+
+    fn insert(&self, key: K, slot: Slot<T>) {
+        self.0.insert(key, slot);
+    }
+
+    fn clear(&self) {
+        self.0.clear();
     }
 }
 
@@ -277,11 +341,31 @@ impl Cache {
             origin: Instant::now(),
             trusted_until: AtomicU64::new(0),
             stamps: Stamps::new(),
-            users: Map::new(CacheKind::Users, users_bytes, 320),
-            organisations: Map::new(CacheKind::Organisations, other_bytes, 400),
-            api_keys: Map::new(CacheKind::ApiKeys, other_bytes, 128),
-            services: Map::new(CacheKind::Services, other_bytes, 160),
-            playback_keys: Map::new(CacheKind::PlaybackKeys, other_bytes, 320),
+            users: Map::new(
+                CacheKind::Users,
+                users_bytes,
+                weight_of::<(Uuid, Uuid), User>(TYPICAL_EMAIL_BYTES),
+            ),
+            organisations: Map::new(
+                CacheKind::Organisations,
+                other_bytes,
+                weight_of::<Uuid, Organisation>(TYPICAL_ORGANISATION_HEAP_BYTES),
+            ),
+            api_keys: Map::new(
+                CacheKind::ApiKeys,
+                other_bytes,
+                weight_of::<[u8; 32], ()>(0),
+            ),
+            services: Map::new(
+                CacheKind::Services,
+                other_bytes,
+                weight_of::<[u8; 32], Arc<str>>(16),
+            ),
+            playback_keys: Map::new(
+                CacheKind::PlaybackKeys,
+                other_bytes,
+                weight_of::<Arc<str>, PublicKeyRow>(TYPICAL_PLAYBACK_KEY_HEAP_BYTES),
+            ),
         }
     }
 
@@ -694,11 +778,11 @@ mod tests {
         cache.trust_from(Instant::now());
         let u = user(Uuid::now_v7());
         cache.put_user(cache.epoch(), &u);
-        assert_eq!(cache.users.inner.len(), 1);
+        assert_eq!(cache.users.0.len(), 1);
         cache.evict_organisation(u.organisation_id);
-        assert_eq!(cache.users.inner.len(), 1, "eviction only advances a stamp");
+        assert_eq!(cache.users.0.len(), 1, "eviction only advances a stamp");
         assert_eq!(cache.user(u.organisation_id, u.id), None);
-        assert_eq!(cache.users.inner.len(), 0, "the lookup removed it");
+        assert_eq!(cache.users.0.len(), 0, "the lookup removed it");
     }
 
     #[test]
@@ -739,13 +823,13 @@ mod tests {
             cache.put_user(cache.epoch(), &user(org));
             assert_eq!(cache.user(org, hot.id), Some(hot.clone()));
         }
-        let held = cache.users.inner.weight();
+        let held = cache.users.0.weight();
         assert!(
             held <= (1 << 20) / 4 * 3 + per_user * 64,
             "{held} bytes held"
         );
         assert!(
-            cache.users.inner.len() as u64 >= fits * 9 / 10,
+            cache.users.0.len() as u64 >= fits * 9 / 10,
             "no clear-all: the cache stays full"
         );
     }
