@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod healthcheck;
 pub(crate) mod limits;
+pub mod mail;
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub mod server;
