@@ -59,9 +59,10 @@ pub struct ChangeContext {
 /// change: a credential revoked meanwhile makes the change fail.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Proof {
-    /// A user's access token, by the tokenKey it carried: the user must still
-    /// exist with that tokenKey.
-    TokenKey(Uuid),
+    /// A user's access token, by the tokenKey and the session it carried:
+    /// the user must still exist with that tokenKey, and the session must
+    /// still be live.
+    Session { token_key: Uuid, session_id: Uuid },
     /// The organisation API key, by its SHA-256: it must still be the
     /// organisation's current key.
     ApiKey(Vec<u8>),
@@ -74,7 +75,12 @@ pub enum Proof {
 impl fmt::Debug for Proof {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Proof::TokenKey(_) => f.write_str("TokenKey(<redacted>)"),
+            Proof::Session { session_id, .. } => {
+                write!(
+                    f,
+                    "Session {{ token_key: <redacted>, session_id: {session_id} }}"
+                )
+            }
             Proof::ApiKey(_) => f.write_str("ApiKey(<redacted>)"),
             Proof::Standing => f.write_str("Standing"),
         }

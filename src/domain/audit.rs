@@ -17,6 +17,14 @@ pub const PLAYBACK_TOKEN_REVOKE: &str = "playback_token.revoke";
 pub const PLAYBACK_KEY_CREATE: &str = "playback_key.create";
 pub const PLAYBACK_KEY_ROTATE: &str = "playback_key.rotate";
 pub const PLAYBACK_KEY_REVOKE: &str = "playback_key.revoke";
+pub const LOGIN_SUCCEEDED: &str = "login.succeeded";
+pub const LOGIN_FAILED: &str = "login.failed";
+pub const SESSION_LOGOUT: &str = "session.logout";
+pub const SESSION_REVOKE: &str = "session.revoke";
+pub const SESSION_REFRESH_REUSED: &str = "session.refresh_token_reused";
+pub const USER_CHANGE_PASSWORD: &str = "user.change_password";
+pub const USER_RESET_PASSWORD: &str = "user.reset_password";
+pub const USER_REQUEST_PASSWORD_RESET: &str = "user.request_password_reset";
 
 /// One recorded change. Holds no secrets: no tokens, keys or hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]

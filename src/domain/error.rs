@@ -31,6 +31,12 @@ pub enum AuthFailure {
     ApiKeyInvalid,
     ServiceCredentialsMissing,
     ServiceCredentialsInvalid,
+    /// A refresh token that is unknown, expired, or of an ended session.
+    RefreshTokenInvalid,
+    /// A refresh token presented a second time: its session was ended.
+    RefreshTokenReused,
+    /// A password reset token that is unknown, expired or used.
+    ResetTokenInvalid,
 }
 
 impl AuthFailure {
@@ -48,6 +54,9 @@ impl AuthFailure {
             AuthFailure::ApiKeyInvalid => "API_KEY_INVALID",
             AuthFailure::ServiceCredentialsMissing => "SERVICE_CREDENTIALS_MISSING",
             AuthFailure::ServiceCredentialsInvalid => "SERVICE_CREDENTIALS_INVALID",
+            AuthFailure::RefreshTokenInvalid => "REFRESH_TOKEN_INVALID",
+            AuthFailure::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
+            AuthFailure::ResetTokenInvalid => "RESET_TOKEN_INVALID",
         }
     }
 
@@ -72,6 +81,15 @@ impl AuthFailure {
                 "this method is for internal services: send `x-usermgmt-service-key`"
             }
             AuthFailure::ServiceCredentialsInvalid => "the service credentials are not valid",
+            AuthFailure::RefreshTokenInvalid => {
+                "the refresh token is invalid, expired, or its session has ended: sign in again"
+            }
+            AuthFailure::RefreshTokenReused => {
+                "the refresh token was already used: its session has been ended, sign in again"
+            }
+            AuthFailure::ResetTokenInvalid => {
+                "the password reset token is invalid, expired or already used"
+            }
         }
     }
 }

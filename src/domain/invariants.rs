@@ -172,6 +172,7 @@ mod tests {
             version: 3,
             created_at: now,
             updated_at: now,
+            last_login_at: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod paging;
 pub mod permission;
 pub mod playback;
 pub mod role;
+pub mod session;
 pub mod user;
 
 pub use error::{DomainError, FieldViolation};

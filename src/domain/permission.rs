@@ -35,6 +35,7 @@ pub enum Permission {
     PlaybackTokensRevoke,
     PlaybackKeysRotate,
     MetricsRead,
+    SessionsManage,
 }
 
 use Permission as P;
@@ -133,11 +134,17 @@ const MATRIX: &[(Permission, &str, &str, &[Role])] = &[
         "Get metrics and alerts",
         &[A, U, R],
     ),
+    (
+        P::SessionsManage,
+        "sessions.manage",
+        "List and end other users' sessions",
+        &[A],
+    ),
 ];
 
 impl Permission {
     /// Every permission, in the matrix's order.
-    pub const ALL: [Permission; 25] = [
+    pub const ALL: [Permission; 26] = [
         P::ApiKeyRead,
         P::ApiKeyRotate,
         P::PlayerKeyRead,
@@ -163,6 +170,7 @@ impl Permission {
         P::PlaybackTokensRevoke,
         P::PlaybackKeysRotate,
         P::MetricsRead,
+        P::SessionsManage,
     ];
 
     fn row(self) -> &'static (Permission, &'static str, &'static str, &'static [Role]) {

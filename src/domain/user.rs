@@ -19,6 +19,8 @@ pub struct User {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the user last signed in with a password.
+    pub last_login_at: Option<DateTime<Utc>>,
 }
 
 impl User {

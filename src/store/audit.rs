@@ -39,6 +39,18 @@ impl Audit {
         }
     }
 
+    /// A session's event, labelled with its user.
+    pub fn session(action: &'static str, session_id: Uuid, user: &User) -> Self {
+        Audit {
+            action,
+            target_type: "session",
+            target_id: session_id.to_string(),
+            target_label: user.email.clone(),
+            before: None,
+            after: Some(format!("user {}", user.id)),
+        }
+    }
+
     pub fn invite(action: &'static str, invite: &Invite, after: Option<String>) -> Self {
         Audit {
             action,

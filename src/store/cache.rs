@@ -65,8 +65,8 @@ const STRIPES: usize = 4096;
 pub struct CacheLimits {
     /// How long after the read that filled it began an entry may be used.
     pub max_age: Duration,
-    /// The estimated bytes of every entry together: three quarters for
-    /// users, a sixteenth for each other kind.
+    /// The estimated bytes of every entry together: three eighths for
+    /// users, three eighths for sessions, a sixteenth for each other kind.
     pub max_bytes: u64,
 }
 
@@ -83,6 +83,8 @@ pub struct Cache {
     trusted_until: AtomicU64,
     stamps: Stamps,
     users: Map<(Uuid, Uuid), Arc<User>>,
+    /// Live sessions by id, as the per-call check needs them.
+    sessions: Map<Uuid, SessionCheck>,
     organisations: Map<Uuid, Arc<Organisation>>,
     api_keys: Map<[u8; 32], Uuid>,
     /// Registered internal services: key hash → name.
@@ -142,6 +144,11 @@ impl Stamps {
         stamp >= self.cleared.load(Ordering::SeqCst)
             && stamp >= self.services.load(Ordering::SeqCst)
     }
+}
+
+/// The bytes of users, and of sessions: three eighths of the cache each.
+fn per_user_kind(max_bytes: u64) -> u64 {
+    max_bytes / 8 * 3
 }
 
 /// A cached value with the stamp and instant of the read that found it.
@@ -332,7 +339,7 @@ impl Cache {
     }
 
     fn new(enabled: bool, limits: CacheLimits) -> Self {
-        let users_bytes = limits.max_bytes / 4 * 3;
+        let users_bytes = per_user_kind(limits.max_bytes);
         let other_bytes = limits.max_bytes / 16;
         Self {
             enabled,
@@ -346,6 +353,7 @@ impl Cache {
                 users_bytes,
                 weight_of::<(Uuid, Uuid), User>(TYPICAL_EMAIL_BYTES),
             ),
+            sessions: Map::new(CacheKind::Sessions, users_bytes, session_weight()),
             organisations: Map::new(
                 CacheKind::Organisations,
                 other_bytes,
@@ -404,6 +412,7 @@ impl Cache {
         self.stamps.retire(&self.stamps.cleared);
         stats::record_cache_invalidation("all");
         self.users.clear();
+        self.sessions.clear();
         self.organisations.clear();
         self.api_keys.clear();
         self.services.clear();
@@ -478,6 +487,27 @@ impl Cache {
         });
     }
 
+    /// A live session, while it is live: an entry whose session has expired
+    /// is not used (it is read again, in case it was refreshed).
+    pub fn session(&self, organisation_id: Uuid, session_id: Uuid) -> Option<SessionCheck> {
+        let now = chrono::Utc::now();
+        self.sessions.get(self.trusted(), &session_id, |slot| {
+            slot.value.organisation_id == organisation_id
+                && slot.value.expires_at > now
+                && self.fresh(slot)
+                && self
+                    .stamps
+                    .organisation_entry_valid(slot.stamp, organisation_id)
+        })
+    }
+
+    pub fn put_session(&self, epoch: Epoch, session_id: Uuid, check: SessionCheck) {
+        self.fill(epoch, |stamp, read_at| {
+            self.sessions
+                .insert(session_id, slot(check, stamp, read_at, session_weight()));
+        });
+    }
+
     pub fn organisation(&self, organisation_id: Uuid) -> Option<Arc<Organisation>> {
         self.organisations
             .get(self.trusted(), &organisation_id, |slot| {
@@ -542,6 +572,21 @@ impl Cache {
             );
         });
     }
+}
+
+/// What the per-call check needs of a live session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCheck {
+    pub organisation_id: Uuid,
+    pub user_id: Uuid,
+    pub token_key: Uuid,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn session_weight() -> u32 {
+    let bytes =
+        std::mem::size_of::<Uuid>() + std::mem::size_of::<Slot<SessionCheck>>() + ENTRY_OVERHEAD;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 fn slot<T>(value: T, stamp: u64, read_at: Instant, weight: u32) -> Slot<T> {
@@ -745,6 +790,7 @@ mod tests {
             version: 1,
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            last_login_at: None,
         })
     }
 
@@ -818,14 +864,14 @@ mod tests {
         let hot = user(org);
         cache.put_user(cache.epoch(), &hot);
         let per_user = u64::from(weight_of::<(Uuid, Uuid), User>(hot.email.len()));
-        let fits = (1u64 << 20) / 4 * 3 / per_user;
+        let fits = per_user_kind(1 << 20) / per_user;
         for _ in 0..fits * 3 {
             cache.put_user(cache.epoch(), &user(org));
             assert_eq!(cache.user(org, hot.id), Some(hot.clone()));
         }
         let held = cache.users.0.weight();
         assert!(
-            held <= (1 << 20) / 4 * 3 + per_user * 64,
+            held <= per_user_kind(1 << 20) + per_user * 64,
             "{held} bytes held"
         );
         assert!(

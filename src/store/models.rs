@@ -18,6 +18,7 @@ pub struct UserRow {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub last_login_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<UserRow> for User {
@@ -33,6 +34,7 @@ impl TryFrom<UserRow> for User {
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            last_login_at: row.last_login_at,
         })
     }
 }

@@ -26,6 +26,7 @@ diesel::table! {
         version -> Int8,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        last_login_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -121,7 +122,54 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sessions (id) {
+        id -> Uuid,
+        organisation_id -> Uuid,
+        user_id -> Uuid,
+        token_key -> Uuid,
+        created_at -> Timestamptz,
+        last_refreshed_at -> Nullable<Timestamptz>,
+        expires_at -> Timestamptz,
+        absolute_expires_at -> Timestamptz,
+        ended_at -> Nullable<Timestamptz>,
+        end_reason -> Nullable<Text>,
+        client_address -> Text,
+        user_agent -> Text,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Bytea,
+        session_id -> Uuid,
+        created_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    password_resets (id) {
+        id -> Uuid,
+        organisation_id -> Uuid,
+        user_id -> Uuid,
+        token_hash -> Bytea,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    login_known_peers (key) {
+        key -> Bytea,
+        until -> Timestamptz,
+    }
+}
+
 diesel::joinable!(users -> organisations (organisation_id));
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organisations,
     users,
@@ -131,7 +179,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     service_credentials,
     playback_signing_keys,
-    playback_tokens
+    playback_tokens,
+    sessions,
+    refresh_tokens,
+    password_resets
 );
 
 diesel::table! {

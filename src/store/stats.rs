@@ -51,16 +51,18 @@ pub enum CacheKind {
     Services,
     PlaybackKeys,
     VerifiedTokens,
+    Sessions,
 }
 
 impl CacheKind {
-    pub const ALL: [CacheKind; 6] = [
+    pub const ALL: [CacheKind; 7] = [
         CacheKind::Users,
         CacheKind::Organisations,
         CacheKind::ApiKeys,
         CacheKind::Services,
         CacheKind::PlaybackKeys,
         CacheKind::VerifiedTokens,
+        CacheKind::Sessions,
     ];
 
     /// The metric label.
@@ -72,6 +74,7 @@ impl CacheKind {
             CacheKind::Services => "services",
             CacheKind::PlaybackKeys => "playback_keys",
             CacheKind::VerifiedTokens => "verified_tokens",
+            CacheKind::Sessions => "sessions",
         }
     }
 }

@@ -12,6 +12,7 @@ use super::models::{LoginRow, NewUserRow, UserRow};
 use super::schema::users;
 use super::write::Change;
 use super::{Store, db_error, is_unique_violation};
+use crate::domain::session::EndReason;
 use crate::domain::{DomainError, Role, user::User};
 
 /// A page of users: `limit` users after `after`, in id (= creation) order.
@@ -89,6 +90,17 @@ impl Store {
         email: &str,
         organisation_id: Option<Uuid>,
     ) -> Result<Vec<LoginRow>, DomainError> {
+        self.users_by_email(email, organisation_id, 2).await
+    }
+
+    /// The users with this (normalised) email, in one organisation or in
+    /// every one, oldest first, at most `limit`.
+    pub async fn users_by_email(
+        &self,
+        email: &str,
+        organisation_id: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<LoginRow>, DomainError> {
         let mut conn = self.conn().await?;
         let mut select = users::table
             .filter(lower(users::email).eq(email))
@@ -96,12 +108,30 @@ impl Store {
             // The oldest first: without an organisation, the password is
             // checked against the email's oldest user only.
             .order((users::created_at.asc(), users::id.asc()))
-            .limit(2)
+            .limit(limit)
             .into_boxed();
         if let Some(organisation_id) = organisation_id {
             select = select.filter(users::organisation_id.eq(organisation_id));
         }
         select.load(&mut conn).await.map_err(db_error)
+    }
+
+    /// The user's password hash.
+    pub async fn password_hash(
+        &self,
+        organisation_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<String, DomainError> {
+        let mut conn = self.conn().await?;
+        users::table
+            .filter(users::organisation_id.eq(organisation_id))
+            .filter(users::id.eq(user_id))
+            .select(users::password_hash)
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(db_error)?
+            .ok_or(DomainError::NotFound("user"))
     }
 
     /// Inserts many users with one password hash, in one statement (seeding).
@@ -221,12 +251,14 @@ pub async fn insert(
 }
 
 /// Gives the user a new tokenKey (so every token the user holds fails on
-/// its next call) and the role `role`, as one new version of the user.
+/// its next call) and the role `role`, as one new version of the user, and
+/// ends every session of the user.
 pub async fn renew_token_key_with_role(
     conn: &mut AsyncPgConnection,
     user: &User,
     role: Role,
 ) -> Result<User, DomainError> {
+    super::sessions::end_all_of_user(conn, user.id, None, EndReason::TokenKeyRenewed).await?;
     diesel::update(users::table.find(user.id))
         .set((
             users::role.eq(role.as_str()),
@@ -238,6 +270,32 @@ pub async fn renew_token_key_with_role(
         .get_result(conn)
         .await?
         .try_into()
+}
+
+/// Records a sign-in.
+pub async fn logged_in(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<(), DomainError> {
+    diesel::update(users::table.find(user_id))
+        .set(users::last_login_at.eq(Utc::now()))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets the user's password hash (a new version of the user).
+pub async fn set_password(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    password_hash: &str,
+) -> Result<(), DomainError> {
+    diesel::update(users::table.find(user_id))
+        .set((
+            users::password_hash.eq(password_hash),
+            users::version.eq(users::version + 1),
+            users::updated_at.eq(Utc::now()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub async fn delete(conn: &mut AsyncPgConnection, user: &User) -> Result<(), DomainError> {

@@ -5,7 +5,8 @@
 //!    changes, tokenKey renewal and API key rotation take exclusively;
 //! 2. re-verifies the caller against the rows as they are now: the user
 //!    still exists with the tokenKey the call was admitted with and a role
-//!    that holds the permission, or the API key is still the organisation's;
+//!    that holds the permission, and the call's session is still live; or
+//!    the API key is still the organisation's;
 //! 3. runs the change and records its audit events;
 //! 4. commits, then waits until every replica's cache has dropped what the
 //!    change made stale.
@@ -232,17 +233,26 @@ async fn lock_and_recheck(
                 AuthFailure::ApiKeyInvalid,
             )
         }
-        (Proof::TokenKey(token_key), Actor::User(_)) => {
+        (
+            Proof::Session {
+                token_key,
+                session_id,
+            },
+            Actor::User(user_id),
+        ) => {
             let (role, current_key) = locked.member()?;
             ct_same(
                 current_key.as_bytes(),
                 token_key.as_bytes(),
                 AuthFailure::TokenRevoked,
             )?;
+            if !super::sessions::still_live(conn, *session_id, *user_id, *token_key).await? {
+                return Err(DomainError::Unauthenticated(AuthFailure::TokenRevoked));
+            }
             holds(role, permission)
         }
         (Proof::Standing, Actor::User(_)) => holds(locked.member()?.0, permission),
-        (Proof::ApiKey(_), Actor::User(_)) | (Proof::TokenKey(_), Actor::ApiKey(_)) => Err(
+        (Proof::ApiKey(_), Actor::User(_)) | (Proof::Session { .. }, Actor::ApiKey(_)) => Err(
             DomainError::Internal("a caller's proof does not match its actor".into()),
         ),
     }
