@@ -374,15 +374,60 @@ pub struct ServeArgs {
     #[arg(long, env = "USERMGMT_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
     pub max_header_list_bytes: u32,
 
-    /// Login attempts per minute for one email (also the burst), on each
-    /// replica; 0 turns the limit off.
+    /// Failed logins per minute for one email from one peer address (also
+    /// the burst), shared by every replica; 0 turns the limit off.
     #[arg(long, env = "USERMGMT_LOGIN_RATE_PER_EMAIL", default_value_t = 10)]
     pub login_rate_per_email: u32,
 
-    /// Login attempts per minute from one peer address (also the burst), on
-    /// each replica; 0 turns the limit off.
+    /// Login attempts (and password reset requests) per minute from one
+    /// peer address (also the burst), shared by every replica; 0 turns the
+    /// limit off.
     #[arg(long, env = "USERMGMT_LOGIN_RATE_PER_PEER", default_value_t = 100)]
     pub login_rate_per_peer: u32,
+
+    /// Failed logins per hour for one email from every peer address that has
+    /// not signed in to it successfully lately (also the burst), shared by
+    /// every replica; 0 turns the limit off.
+    #[arg(
+        long,
+        env = "USERMGMT_LOGIN_FAILURES_PER_EMAIL_PER_HOUR",
+        default_value_t = 100
+    )]
+    pub login_failures_per_email_per_hour: u32,
+
+    /// How long a session lasts after its login or last refresh, in seconds.
+    #[arg(long, env = "USERMGMT_SESSION_IDLE_TTL_SECS", default_value_t = 30 * 86_400, value_parser = clap::value_parser!(u64).range(60..=3_650 * 86_400))]
+    pub session_idle_ttl_secs: u64,
+
+    /// The longest a session lasts after its login, however often it is
+    /// refreshed, in seconds.
+    #[arg(long, env = "USERMGMT_SESSION_ABSOLUTE_TTL_SECS", default_value_t = 90 * 86_400, value_parser = clap::value_parser!(u64).range(60..=3_650 * 86_400))]
+    pub session_absolute_ttl_secs: u64,
+
+    /// SMTP server to send mail through (password reset links, invites):
+    /// `smtp://host:port` (plain), `smtps://host:port` (TLS), credentials in
+    /// the URL (`smtps://user:password@host`). Unset: no mail is sent, and
+    /// password reset requests still answer the same.
+    #[arg(long, env = "USERMGMT_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// The sender of the mail, e.g. `Streaming Cloud <no-reply@example.com>`.
+    #[arg(long, env = "USERMGMT_MAIL_FROM", default_value = "no-reply@localhost")]
+    pub mail_from: String,
+
+    /// The dashboard's base URL, for the links in mail
+    /// (`{public_url}/reset-password?token=…`, `{public_url}/accept-invite?token=…`).
+    #[arg(
+        long,
+        env = "USERMGMT_PUBLIC_URL",
+        default_value = "http://localhost:3000"
+    )]
+    pub public_url: String,
+
+    /// A directory of mail templates that replace the built-in ones, file by
+    /// file (see docs/operations.md).
+    #[arg(long, env = "USERMGMT_MAIL_TEMPLATES_DIR")]
+    pub mail_templates_dir: Option<std::path::PathBuf>,
 
     /// Longest a database statement may run (waiting for locks included)
     /// before it is cancelled and the call gets UNAVAILABLE, in
@@ -415,8 +460,25 @@ impl ServeArgs {
 
     pub fn login_limits(&self) -> crate::auth::ratelimit::LoginLimits {
         crate::auth::ratelimit::LoginLimits {
-            per_email: self.login_rate_per_email,
+            per_email_and_peer: self.login_rate_per_email,
             per_peer: self.login_rate_per_peer,
+            per_email_per_hour: self.login_failures_per_email_per_hour,
+        }
+    }
+
+    pub fn session_lifetime(&self) -> crate::domain::session::SessionLifetime {
+        crate::domain::session::SessionLifetime {
+            idle: Duration::from_secs(self.session_idle_ttl_secs),
+            absolute: Duration::from_secs(self.session_absolute_ttl_secs),
+        }
+    }
+
+    pub fn mail_settings(&self) -> crate::mail::MailSettings {
+        crate::mail::MailSettings {
+            smtp_url: self.smtp_url.clone(),
+            from: self.mail_from.clone(),
+            public_url: self.public_url.clone(),
+            templates_dir: self.mail_templates_dir.clone(),
         }
     }
 

@@ -43,6 +43,8 @@ pub struct Metrics {
     cache_evictions: IntCounterVec,
     cache_entries: IntGaugeVec,
     cache_invalidations: IntCounterVec,
+    logins: IntCounterVec,
+    mails: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -146,13 +148,32 @@ impl Metrics {
                 &["scope"],
             )
             .expect("valid metric"),
+            logins: IntCounterVec::new(
+                Opts::new(
+                    "usermgmt_logins_total",
+                    "Password logins by outcome (succeeded, wrong_password, unknown_email).",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            mails: IntCounterVec::new(
+                Opts::new(
+                    "usermgmt_mail_jobs_total",
+                    "Mail jobs done, by kind (password_reset, invite) and outcome (sent, \
+                     no_such_user, mail_off, failed, dropped).",
+                ),
+                &["kind", "outcome"],
+            )
+            .expect("valid metric"),
             registry,
             requests,
             latency,
             authorization,
             database_errors,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+            Box::new(metrics.logins.clone()),
+            Box::new(metrics.mails.clone()),
             Box::new(metrics.cache_hits.clone()),
             Box::new(metrics.cache_misses.clone()),
             Box::new(metrics.cache_evictions.clone()),
@@ -199,6 +220,16 @@ impl Metrics {
         self.authorization
             .with_label_values(&["allowed", caller])
             .inc();
+    }
+
+    /// A password login ended with `outcome`.
+    pub fn record_login(&self, outcome: &str) {
+        self.logins.with_label_values(&[outcome]).inc();
+    }
+
+    /// A mail job of `kind` ended with `outcome`.
+    pub fn record_mail_job(&self, kind: &str, outcome: &str) {
+        self.mails.with_label_values(&[kind, outcome]).inc();
     }
 
     /// The per-call check refused a call.
@@ -411,6 +442,8 @@ mod tests {
             Duration::from_millis(3),
         );
         metrics.record_allowed("user");
+        metrics.record_login("unknown_email");
+        metrics.record_mail_job("password_reset", "sent");
         crate::store::stats::record_database_error(DatabaseError::Other);
         let text = metrics.render(None);
         for family in [
@@ -424,6 +457,8 @@ mod tests {
             "usermgmt_cache_evictions_total{cache=\"organisations\"}",
             "usermgmt_cache_entries{cache=\"api_keys\"}",
             "usermgmt_cache_invalidations_total{scope=\"organisation\"}",
+            "usermgmt_logins_total{outcome=\"unknown_email\"}",
+            "usermgmt_mail_jobs_total{kind=\"password_reset\",outcome=\"sent\"}",
         ] {
             assert!(text.contains(family), "{family} missing from:\n{text}");
         }

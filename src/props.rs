@@ -327,6 +327,7 @@ proptest! {
             user_id: Uuid::now_v7(),
             organisation_id: Uuid::now_v7(),
             token_key: Uuid::new_v4(),
+            session_id: Uuid::now_v7(),
         };
         let issued = tokens.issue(claims).expect("issue").token;
         let mut chars: Vec<char> = issued.chars().collect();

@@ -63,6 +63,7 @@ fn credentials_tokens_and_keys_hide_their_secrets() {
             user_id: Uuid::now_v7(),
             organisation_id: Uuid::now_v7(),
             token_key: Uuid::new_v4(),
+            session_id: Uuid::now_v7(),
         })
         .expect("issue");
     hides(format!("{issued:?}"), &issued.token);

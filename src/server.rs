@@ -14,10 +14,13 @@ use tonic_health::server::HealthReporter;
 use crate::api::input::{InputLayer, RequestMessages};
 use crate::api::{
     audit_service::AuditApi, auth_service::AuthApi, organisation_service::OrganisationApi,
-    playback_service::PlaybackApi, role_service::RoleApi, user_service::UserApi,
+    playback_service::PlaybackApi, role_service::RoleApi, session_service::SessionApi,
+    user_service::UserApi,
 };
 use crate::app::audit::AuditLog;
+use crate::app::credentials::Credentials;
 use crate::app::organisation::Organisations;
+use crate::app::outbox::Outbox;
 use crate::app::playback::PlaybackTokens;
 use crate::app::sessions::Sessions;
 use crate::app::users::Users;
@@ -32,7 +35,8 @@ use crate::proto::{
     audit_service_server::AuditServiceServer, auth_service_server::AuthServiceServer,
     organisation_service_server::OrganisationServiceServer,
     playback_token_service_server::PlaybackTokenServiceServer,
-    role_service_server::RoleServiceServer, user_service_server::UserServiceServer,
+    role_service_server::RoleServiceServer, session_service_server::SessionServiceServer,
+    user_service_server::UserServiceServer,
 };
 use crate::store::cache::{self, Cache, CacheLimits};
 use crate::store::{Store, pool};
@@ -67,6 +71,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     args.validate().map_err(ServeError::Init)?;
+    let mailer = crate::mail::Mailer::from_settings(&args.mail_settings())
+        .map_err(|e| ServeError::Init(format!("mail: {e}")))?;
+    if mailer.is_none() {
+        tracing::info!(
+            "mail is off (no --smtp-url): password reset links and invites are not mailed"
+        );
+    }
     let keyring = args.keys.keyring().map_err(ServeError::Init)?;
     let tls = crate::tls::server_tls_config(&args).map_err(ServeError::Init)?;
     let cors = crate::web::cors_layer(&args.cors_allowed_origins).map_err(ServeError::Init)?;
@@ -151,6 +162,21 @@ pub async fn serve(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
+    let login_limiter = Arc::new(LoginLimiter::new(store.clone(), args.login_limits()));
+    let sessions = Arc::new(
+        Sessions::new(
+            store.clone(),
+            authenticator.clone(),
+            tokens,
+            passwords.clone(),
+            Arc::clone(&login_limiter),
+        )
+        .with_lifetime(args.session_lifetime()),
+    );
+    let outbox = match mailer {
+        Some(mailer) => Outbox::start(store.clone(), Arc::new(mailer)),
+        None => Outbox::off(),
+    };
     let result = builder
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
@@ -163,20 +189,25 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(
             AuthServiceServer::new(AuthApi {
-                sessions: Sessions::new(
+                sessions: Arc::clone(&sessions),
+                credentials: Credentials::new(
                     store.clone(),
-                    authenticator.clone(),
-                    tokens,
                     passwords.clone(),
-                    LoginLimiter::new(args.login_limits()),
+                    Arc::clone(&login_limiter),
+                    outbox.clone(),
                 ),
             })
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response),
         )
         .add_service(
+            SessionServiceServer::new(SessionApi { sessions })
+                .max_decoding_message_size(max_request)
+                .max_encoding_message_size(max_response),
+        )
+        .add_service(
             UserServiceServer::new(UserApi {
-                users: Users::new(store.clone(), passwords, args.admin_settings()),
+                users: Users::new(store.clone(), passwords, args.admin_settings(), outbox),
             })
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response),
@@ -308,6 +339,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     <OrganisationServiceServer<OrganisationApi> as NamedService>::NAME,
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
     <PlaybackTokenServiceServer<PlaybackApi> as NamedService>::NAME,
+    <SessionServiceServer<SessionApi> as NamedService>::NAME,
 ];
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

@@ -1,7 +1,8 @@
 use tonic::{Request, Response, Status};
 
 use super::{convert, principal, request_id, service_caller};
-use crate::app::sessions::Sessions;
+use crate::app::credentials::Credentials;
+use crate::app::sessions::{Client, Sessions};
 use crate::auth::{Credential, Principal, Verdict, opaque};
 use crate::domain::error::AuthFailure;
 use crate::domain::error::Violations;
@@ -10,7 +11,25 @@ use crate::domain::{DomainError, Permission, email::Email};
 use crate::proto::{self, auth_service_server::AuthService};
 
 pub struct AuthApi {
-    pub sessions: Sessions,
+    pub sessions: std::sync::Arc<Sessions>,
+    pub credentials: Credentials,
+}
+
+/// Where a call comes from: its peer address and user agent.
+fn client<T>(request: &Request<T>) -> Client {
+    Client {
+        peer: request.remote_addr().map(|addr| addr.ip()),
+        user_agent: request
+            .metadata()
+            .get("user-agent")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+fn peer<T>(request: &Request<T>) -> Option<std::net::IpAddr> {
+    request.remote_addr().map(|addr| addr.ip())
 }
 
 #[tonic::async_trait]
@@ -19,7 +38,8 @@ impl AuthService for AuthApi {
         &self,
         request: Request<proto::LoginRequest>,
     ) -> Result<Response<proto::LoginResponse>, Status> {
-        let peer = request.remote_addr().map(|addr| addr.ip());
+        let client = client(&request);
+        let request_id = request_id(&request);
         let request = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check(Email::parse("email", &request.email));
@@ -33,13 +53,22 @@ impl AuthService for AuthApi {
         let email = email.ok_or_else(|| DomainError::invalid("email", "is required"))?;
         let logged_in = self
             .sessions
-            .login(&email, &request.password, organisation_id, peer)
+            .login(
+                &email,
+                &request.password,
+                organisation_id,
+                &client,
+                request_id,
+            )
             .await?;
         Ok(Response::new(proto::LoginResponse {
             access_token: logged_in.token.token,
             expires_at: Some(convert::timestamp(logged_in.token.expires_at)),
             user_id: logged_in.user_id.to_string(),
             organisation_id: logged_in.organisation_id.to_string(),
+            refresh_token: logged_in.refresh.token,
+            refresh_expires_at: Some(convert::timestamp(logged_in.refresh.expires_at)),
+            session_id: logged_in.session_id.to_string(),
         }))
     }
 
@@ -112,24 +141,135 @@ impl AuthService for AuthApi {
         request: Request<proto::AcceptInviteRequest>,
     ) -> Result<Response<proto::AcceptInviteResponse>, Status> {
         let request_id = request_id(&request);
-        let peer = request.remote_addr().map(|addr| addr.ip());
+        let client = client(&request);
         let request = request.into_inner();
         let mut v = Violations::default();
-        if request.invite_token.is_empty() || request.invite_token.len() > opaque::MAX_LEN {
-            v.add("invite_token", "must be 1 to 128 characters");
-        }
+        v.check(opaque_token("invite_token", &request.invite_token));
         v.check(validate_password("password", &request.password));
         v.into_result()?;
         let joined = self
             .sessions
-            .accept_invite(&request.invite_token, &request.password, request_id, peer)
+            .accept_invite(
+                &request.invite_token,
+                &request.password,
+                request_id,
+                &client,
+            )
             .await?;
         Ok(Response::new(proto::AcceptInviteResponse {
             access_token: joined.token.token,
             expires_at: Some(convert::timestamp(joined.token.expires_at)),
             user_id: joined.user_id.to_string(),
             organisation_id: joined.organisation_id.to_string(),
+            refresh_token: joined.refresh.token,
+            refresh_expires_at: Some(convert::timestamp(joined.refresh.expires_at)),
+            session_id: joined.session_id.to_string(),
         }))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<proto::RefreshRequest>,
+    ) -> Result<Response<proto::RefreshResponse>, Status> {
+        let request_id = request_id(&request);
+        let request = request.into_inner();
+        opaque_token("refresh_token", &request.refresh_token)?;
+        let refreshed = self
+            .sessions
+            .refresh(&request.refresh_token, request_id)
+            .await?;
+        Ok(Response::new(proto::RefreshResponse {
+            access_token: refreshed.token.token,
+            expires_at: Some(convert::timestamp(refreshed.token.expires_at)),
+            refresh_token: refreshed.refresh.token,
+            refresh_expires_at: Some(convert::timestamp(refreshed.refresh.expires_at)),
+        }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<proto::LogoutRequest>,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
+        let caller = principal(&request)?;
+        self.sessions.logout(&caller, request_id(&request)).await?;
+        Ok(Response::new(proto::LogoutResponse {}))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<proto::ChangePasswordRequest>,
+    ) -> Result<Response<proto::ChangePasswordResponse>, Status> {
+        let caller = principal(&request)?;
+        let request_id = request_id(&request);
+        let peer = peer(&request);
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        if request.current_password.is_empty() || request.current_password.len() > MAX_PASSWORD_LEN
+        {
+            v.add("current_password", "must be 1 to 1024 bytes");
+        }
+        v.check(validate_password("new_password", &request.new_password));
+        v.into_result()?;
+        self.credentials
+            .change_password(
+                &caller,
+                &request.current_password,
+                &request.new_password,
+                peer,
+                request_id,
+            )
+            .await?;
+        Ok(Response::new(proto::ChangePasswordResponse {}))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<proto::RequestPasswordResetRequest>,
+    ) -> Result<Response<proto::RequestPasswordResetResponse>, Status> {
+        let request_id = request_id(&request);
+        let peer = peer(&request);
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        let email = v.check(Email::parse("email", &request.email));
+        let organisation_id = v
+            .check(optional_id("organisation_id", &request.organisation_id))
+            .flatten();
+        let email = v.conclude(|| email)?;
+        self.credentials
+            .request_password_reset(email, organisation_id, peer, request_id)
+            .await?;
+        Ok(Response::new(proto::RequestPasswordResetResponse {}))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<proto::ResetPasswordRequest>,
+    ) -> Result<Response<proto::ResetPasswordResponse>, Status> {
+        let request_id = request_id(&request);
+        let peer = peer(&request);
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        v.check(opaque_token("reset_token", &request.reset_token));
+        v.check(validate_password("new_password", &request.new_password));
+        v.into_result()?;
+        self.credentials
+            .reset_password(
+                &request.reset_token,
+                &request.new_password,
+                peer,
+                request_id,
+            )
+            .await?;
+        Ok(Response::new(proto::ResetPasswordResponse {}))
+    }
+}
+
+/// An opaque token's field: present and not longer than any of ours.
+fn opaque_token(field: &str, token: &str) -> Result<(), DomainError> {
+    if token.is_empty() || token.len() > opaque::MAX_LEN {
+        Err(DomainError::invalid(field, "must be 1 to 128 characters"))
+    } else {
+        Ok(())
     }
 }
 

@@ -53,6 +53,7 @@ pub fn user(user: &User) -> proto::User {
         token_key_fingerprint: user.token_key_fingerprint(),
         updated_at: Some(timestamp(user.updated_at)),
         etag: user.etag(),
+        last_login_at: user.last_login_at.map(timestamp),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod input;
 pub mod organisation_service;
 pub mod playback_service;
 pub mod role_service;
+pub mod session_service;
 pub mod user_service;
 
 use tonic::{Request, Status};

@@ -6,7 +6,9 @@
 
 pub(crate) mod audit;
 pub(crate) mod confirm;
+pub mod credentials;
 pub(crate) mod organisation;
+pub mod outbox;
 pub(crate) mod playback;
 pub mod provisioning;
 pub mod sessions;

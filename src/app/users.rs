@@ -8,6 +8,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::confirm::{self, Confirmation, Step};
+use super::outbox::Outbox;
 use crate::auth::Principal;
 use crate::auth::opaque::{self, INVITE_PREFIX};
 use crate::auth::passwords::{Passwords, Requester};
@@ -61,14 +62,21 @@ pub struct Users {
     store: Store,
     passwords: Passwords,
     settings: AdminSettings,
+    outbox: Outbox,
 }
 
 impl Users {
-    pub fn new(store: Store, passwords: Passwords, settings: AdminSettings) -> Self {
+    pub fn new(
+        store: Store,
+        passwords: Passwords,
+        settings: AdminSettings,
+        outbox: Outbox,
+    ) -> Self {
         Self {
             store,
             passwords,
             settings,
+            outbox,
         }
     }
 
@@ -166,6 +174,13 @@ impl Users {
                 },
             )
             .await?;
+        // Mailed to the invitee when mail is on; the admin gets the token too.
+        let organisation = self.store.organisation(caller.organisation_id).await?;
+        self.outbox.invite(
+            invite.clone(),
+            secret.token.clone(),
+            organisation.name.clone(),
+        );
         Ok(NewlyInvited {
             invite,
             token: secret.token,

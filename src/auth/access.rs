@@ -30,6 +30,15 @@ pub const RULES: &[(&str, Access)] = &[
     ("/usermgmt.v1.AuthService/AcceptInvite", Public),
     ("/usermgmt.v1.AuthService/Authorize", Service),
     ("/usermgmt.v1.AuthService/AuthorizeBatch", Service),
+    ("/usermgmt.v1.AuthService/Refresh", Public),
+    ("/usermgmt.v1.AuthService/Logout", Authenticated),
+    ("/usermgmt.v1.AuthService/ChangePassword", Authenticated),
+    ("/usermgmt.v1.AuthService/RequestPasswordReset", Public),
+    ("/usermgmt.v1.AuthService/ResetPassword", Public),
+    // One's own sessions need no permission; another user's need
+    // sessions.manage, which the handler checks once it knows the owner.
+    ("/usermgmt.v1.SessionService/ListSessions", Authenticated),
+    ("/usermgmt.v1.SessionService/RevokeSession", Authenticated),
     ("/usermgmt.v1.UserService/GetUser", needs(P::UsersRead)),
     ("/usermgmt.v1.UserService/ListUsers", needs(P::UsersRead)),
     ("/usermgmt.v1.UserService/CreateUser", needs(P::UsersCreate)),

@@ -151,8 +151,8 @@ impl Authenticator {
     }
 
     /// Checks a credential against the database's current state. An access
-    /// token must be genuine and unexpired, and its user must still exist
-    /// with the same tokenKey; the role is the user's current one, never the
+    /// token must be genuine and unexpired, its user must still exist with
+    /// the same tokenKey, and its session must be live; the role is the user's current one, never the
     /// token's. An API key must be its organisation's current key.
     pub async fn authenticate(&self, credential: Credential<'_>) -> Result<Principal, DomainError> {
         match credential {
@@ -167,21 +167,31 @@ impl Authenticator {
             .verify(token)
             .map_err(DomainError::Unauthenticated)?;
         let revoked = DomainError::Unauthenticated(AuthFailure::TokenRevoked);
-        let Some(user) = self
-            .store
-            .current_user(claims.organisation_id, claims.user_id)
-            .await?
-        else {
+        let (user, session) = tokio::try_join!(
+            self.store
+                .current_user(claims.organisation_id, claims.user_id),
+            self.store
+                .live_session(claims.organisation_id, claims.session_id),
+        )?;
+        let (Some(user), Some(session)) = (user, session) else {
             return Err(revoked);
         };
-        if !bool::from(user.token_key.as_bytes().ct_eq(claims.token_key.as_bytes())) {
+        let same_key = user.token_key.as_bytes().ct_eq(claims.token_key.as_bytes())
+            & session
+                .token_key
+                .as_bytes()
+                .ct_eq(claims.token_key.as_bytes());
+        if !bool::from(same_key) || session.user_id != claims.user_id {
             return Err(revoked);
         }
         Ok(Principal {
             organisation_id: claims.organisation_id,
             role: user.role,
             actor: Actor::User(claims.user_id),
-            proof: Proof::TokenKey(claims.token_key),
+            proof: Proof::Session {
+                token_key: claims.token_key,
+                session_id: claims.session_id,
+            },
             user: Some(user),
         })
     }

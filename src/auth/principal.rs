@@ -27,6 +27,14 @@ impl Principal {
         self.actor.user_id()
     }
 
+    /// The session of the call, for a user's access token.
+    pub fn session_id(&self) -> Option<Uuid> {
+        match self.proof {
+            Proof::Session { session_id, .. } => Some(session_id),
+            _ => None,
+        }
+    }
+
     pub fn can(&self, permission: Permission) -> bool {
         self.role.can(permission)
     }

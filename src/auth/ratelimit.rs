@@ -1,25 +1,45 @@
-//! Login rate limits: token buckets per email and per peer address (IPv6 by
-//! its /64), in the
-//! memory of one replica (so with N replicas behind a balancer an attacker
-//! gets up to N times the rate; the limits bound guessing, they do not count
-//! exactly). The tables are bounded: when one is full of active buckets, new
-//! keys are refused until some refill, rather than evicting a bucket that an
-//! attacker could then start afresh.
+//! Login rate limits, shared by every replica (their state is in
+//! PostgreSQL: `store::ratelimit`). Three limits, chosen so that an attacker
+//! elsewhere cannot lock a real user out (the lockout-as-denial-of-service of
+//! Keycloak#26172, where failures from anywhere lock the account):
+//!
+//! - **per peer** (IPv6 by its /64): every attempt from one address, whatever
+//!   the email; bounds one client's guessing across accounts.
+//! - **per email and peer**: failed attempts for one email from one address;
+//!   the tight limit on guessing one account, which only that address uses up.
+//! - **per email**: failed attempts for one email from every address
+//!   together, a looser ceiling against guessing spread over many addresses.
+//!   An address that signed in to the email successfully lately is exempt,
+//!   so a flood of failures from elsewhere does not lock out the user on
+//!   their usual devices.
+//!
+//! A successful login gives back what it took from the two failure limits.
+//! Password reset requests count against the same limits, as attempts.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+use sha2::{Digest as _, Sha256};
 
 use super::peer::client_key;
+use crate::domain::DomainError;
+use crate::store::Store;
+use crate::store::ratelimit::Bucket;
 
-/// The most keys one table holds (about 100 bytes each).
-pub const MAX_KEYS: usize = 100_000;
+/// How long a successful login exempts its address from the email's limit.
+pub const KNOWN_PEER_FOR: Duration = Duration::from_secs(30 * 86_400);
 
-/// Attempts per minute, also the burst; 0 turns the limit off.
+/// The limits; 0 turns one off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginLimits {
-    pub per_email: u32,
+    /// Failed attempts per minute for one email from one address (the burst).
+    pub per_email_and_peer: u32,
+    /// Attempts per minute from one address (the burst).
     pub per_peer: u32,
+    /// Failed attempts per hour for one email from every address not known
+    /// to it (the burst).
+    pub per_email_per_hour: u32,
 }
 
 /// Which limit refused an attempt, and when to try again.
@@ -29,110 +49,142 @@ pub struct Limited {
     pub retry_after: Duration,
 }
 
+/// An attempt let through: what to give back if it succeeds.
 #[derive(Debug)]
+pub struct Attempt {
+    refundable: Vec<Bucket>,
+    /// The email and address to remember as known, when they are not yet.
+    remember: Option<[u8; 32]>,
+}
+
+/// Every this many successful logins, a replica deletes the limits' rows
+/// that have run out.
+const CLEAN_UP_EVERY: u64 = 64;
+
 pub struct LoginLimiter {
-    per_email: Buckets,
-    per_peer: Buckets,
+    store: Store,
+    limits: LoginLimits,
+    successes: std::sync::atomic::AtomicU64,
 }
 
 impl LoginLimiter {
-    pub fn new(limits: LoginLimits) -> Self {
+    pub fn new(store: Store, limits: LoginLimits) -> Self {
         Self {
-            per_email: Buckets::new(limits.per_email, MAX_KEYS),
-            per_peer: Buckets::new(limits.per_peer, MAX_KEYS),
+            store,
+            limits,
+            successes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// Takes one attempt from the peer's bucket, then from the email's.
-    pub fn check(&self, email: &str, peer: Option<std::net::IpAddr>) -> Result<(), Limited> {
-        let now = Instant::now();
+    /// Takes an attempt for `email` from `peer` from every limit, or says
+    /// which limit refuses it (as RESOURCE_EXHAUSTED).
+    pub async fn admit(&self, email: &str, peer: Option<IpAddr>) -> Result<Attempt, DomainError> {
+        let known_key = key(&["known", email, &peer_text(peer)]);
+        let peer_known = peer.is_some() && self.store.is_known_peer(&known_key).await?;
+        let mut buckets = Vec::with_capacity(3);
         if let Some(peer) = peer {
-            self.per_peer
-                .take(&client_key(peer).to_string(), now)
-                .map_err(|retry_after| Limited {
-                    limit: "peer",
-                    retry_after,
-                })?;
+            let peer = client_key(peer).to_string();
+            push(
+                &mut buckets,
+                "peer",
+                key(&["peer", &peer]),
+                60,
+                self.limits.per_peer,
+            );
+            push(
+                &mut buckets,
+                "email_and_peer",
+                key(&["email_and_peer", email, &peer]),
+                60,
+                self.limits.per_email_and_peer,
+            );
         }
-        self.per_email
-            .take(email, now)
-            .map_err(|retry_after| Limited {
-                limit: "email",
+        if !peer_known {
+            push(
+                &mut buckets,
+                "email",
+                key(&["email", email]),
+                3600,
+                self.limits.per_email_per_hour,
+            );
+        }
+        if let Some((bucket, retry_after)) = self.store.take_login_attempt(&buckets).await? {
+            return Err(rate_limited(Limited {
+                limit: bucket.name,
                 retry_after,
-            })
+            }));
+        }
+        buckets.retain(|bucket| bucket.name != "peer");
+        Ok(Attempt {
+            refundable: buckets,
+            remember: (peer.is_some() && !peer_known).then_some(known_key),
+        })
+    }
+
+    /// The attempt succeeded: gives back what it took from the failure
+    /// limits and remembers its address as known to the email.
+    pub async fn succeeded(&self, attempt: Attempt) -> Result<(), DomainError> {
+        self.store.refund_login_attempt(&attempt.refundable).await?;
+        if let Some(known_key) = attempt.remember {
+            let until = Utc::now()
+                + chrono::Duration::from_std(KNOWN_PEER_FOR).unwrap_or(chrono::Duration::days(30));
+            self.store.remember_peer(&known_key, until).await?;
+        }
+        let successes = self
+            .successes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if successes % CLEAN_UP_EVERY == CLEAN_UP_EVERY - 1 {
+            self.store.forget_spent_limits().await?;
+        }
+        Ok(())
     }
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
+/// Adds a limit of `burst` attempts per `window_secs` (none when 0).
+fn push(
+    buckets: &mut Vec<Bucket>,
+    name: &'static str,
+    key: [u8; 32],
+    window_secs: u64,
+    burst: u32,
+) {
+    if burst == 0 {
+        return;
+    }
+    buckets.push(Bucket {
+        name,
+        key,
+        period: Duration::from_secs(window_secs) / burst,
+        burst,
+    });
 }
 
-/// Token buckets by key: `per_minute` tokens refill per minute, up to
-/// `per_minute`.
-#[derive(Debug)]
-struct Buckets {
-    per_minute: u32,
-    max_keys: usize,
-    buckets: Mutex<HashMap<String, Bucket>>,
+fn peer_text(peer: Option<IpAddr>) -> String {
+    peer.map(|peer| client_key(peer).to_string())
+        .unwrap_or_default()
 }
 
-impl Buckets {
-    fn new(per_minute: u32, max_keys: usize) -> Self {
-        Self {
-            per_minute,
-            max_keys,
-            buckets: Mutex::new(HashMap::new()),
-        }
+/// The key of a limit: SHA-256 of its parts, so that no email or address is
+/// stored in the clear.
+fn key(parts: &[&str]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
     }
+    hasher.finalize().into()
+}
 
-    fn capacity(&self) -> f64 {
-        f64::from(self.per_minute)
-    }
-
-    fn per_second(&self) -> f64 {
-        self.capacity() / 60.0
-    }
-
-    fn refilled(&self, bucket: &Bucket, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        (bucket.tokens + elapsed * self.per_second()).min(self.capacity())
-    }
-
-    /// Takes a token, or says how long until one is there.
-    fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        // A poisoned lock only means another call panicked mid-update; the
-        // counts stay usable.
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !buckets.contains_key(key) && buckets.len() >= self.max_keys {
-            // Full buckets are as good as none: drop them.
-            let capacity = self.capacity();
-            buckets.retain(|_, bucket| self.refilled(bucket, now) < capacity);
-            if buckets.len() >= self.max_keys {
-                return Err(Duration::from_secs(1));
-            }
-        }
-        let capacity = self.capacity();
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
-        bucket.tokens = self.refilled(bucket, now);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let missing = 1.0 - bucket.tokens;
-            Err(Duration::from_secs_f64(missing / self.per_second()).max(Duration::from_millis(1)))
-        }
+/// RESOURCE_EXHAUSTED with the limit that refused and when to retry.
+fn rate_limited(limited: Limited) -> DomainError {
+    DomainError::ResourceExhausted {
+        reason: "LOGIN_RATE_LIMITED",
+        message: format!(
+            "too many attempts ({} limit): retry later",
+            limited.limit.replace('_', " ")
+        ),
+        retry_after: limited.retry_after,
+        metadata: vec![("limit", limited.limit.to_owned())],
     }
 }
 
@@ -141,90 +193,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bucket_allows_its_burst_then_refills_at_its_rate() {
-        let buckets = Buckets::new(3, 10);
-        let start = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(buckets.take("a", start), Ok(()));
-        }
-        let retry = buckets.take("a", start).expect_err("the fourth is refused");
-        assert!(retry <= Duration::from_secs(20) && retry > Duration::from_secs(19));
-        // Another key has its own bucket.
-        assert_eq!(buckets.take("b", start), Ok(()));
-        // One token back after 20 s (3 per minute).
-        assert_eq!(buckets.take("a", start + Duration::from_secs(20)), Ok(()));
-        assert!(buckets.take("a", start + Duration::from_secs(20)).is_err());
+    fn ipv6_peers_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let text = |address: &str| peer_text(Some(address.parse().expect("address")));
+        assert_eq!(text("2001:db8:1:2::1"), text("2001:db8:1:2:ffff::9"));
+        assert_ne!(text("2001:db8:1:2::1"), text("2001:db8:1:3::1"));
+        assert_eq!(text("192.0.2.1"), text("::ffff:192.0.2.1"));
     }
 
     #[test]
-    fn zero_turns_the_limit_off() {
-        let buckets = Buckets::new(0, 1);
-        let now = Instant::now();
-        for _ in 0..1000 {
-            assert_eq!(buckets.take("a", now), Ok(()));
-        }
-        assert!(buckets.buckets.lock().expect("lock").is_empty());
+    fn keys_do_not_run_parts_together() {
+        assert_ne!(key(&["email", "ab", "c"]), key(&["email", "a", "bc"]));
     }
 
     #[test]
-    fn the_table_is_bounded_and_sheds_refilled_buckets() {
-        let buckets = Buckets::new(1, 2);
-        let now = Instant::now();
-        assert_eq!(buckets.take("a", now), Ok(()));
-        assert_eq!(buckets.take("b", now), Ok(()));
-        // Full of active buckets: a new key waits.
-        assert!(buckets.take("c", now).is_err());
-        assert_eq!(buckets.buckets.lock().expect("lock").len(), 2);
-        // A minute later both refilled: they make room.
-        let later = now + Duration::from_secs(61);
-        assert_eq!(buckets.take("c", later), Ok(()));
-        assert!(buckets.buckets.lock().expect("lock").len() <= 2);
-    }
-
-    #[test]
-    fn ipv6_peers_count_by_their_64() {
-        let limiter = LoginLimiter::new(LoginLimits {
-            per_email: 0,
-            per_peer: 2,
-        });
-        let peer = |text: &str| Some(text.parse().expect("address"));
-        assert_eq!(limiter.check("a@x", peer("2001:db8:1:2::1")), Ok(()));
-        assert_eq!(limiter.check("a@x", peer("2001:db8:1:2:ffff::9")), Ok(()));
-        // A third address of the same /64 is the same client.
-        assert_eq!(
-            limiter
-                .check("a@x", peer("2001:db8:1:2:abcd::7"))
-                .map_err(|l| l.limit),
-            Err("peer")
-        );
-        // The next /64 is another client.
-        assert_eq!(limiter.check("a@x", peer("2001:db8:1:3::1")), Ok(()));
-        // IPv4 mapped into IPv6 counts as the IPv4 address.
-        assert_eq!(limiter.check("a@x", peer("192.0.2.1")), Ok(()));
-        assert_eq!(limiter.check("a@x", peer("::ffff:192.0.2.1")), Ok(()));
-        assert_eq!(
-            limiter.check("a@x", peer("192.0.2.1")).map_err(|l| l.limit),
-            Err("peer")
-        );
-    }
-
-    #[test]
-    fn the_peer_limit_comes_first() {
-        let limiter = LoginLimiter::new(LoginLimits {
-            per_email: 5,
-            per_peer: 2,
-        });
-        let peer = Some(std::net::IpAddr::from([10, 0, 0, 1]));
-        assert_eq!(limiter.check("a@x", peer), Ok(()));
-        assert_eq!(limiter.check("b@x", peer), Ok(()));
-        assert_eq!(limiter.check("c@x", peer).map_err(|l| l.limit), Err("peer"));
-        // Without a peer address only the email counts.
-        for _ in 0..4 {
-            assert_eq!(limiter.check("a@x", None), Ok(()));
-        }
-        assert_eq!(
-            limiter.check("a@x", None).map_err(|l| l.limit),
-            Err("email")
-        );
+    fn a_limit_of_zero_is_off_and_others_spread_over_their_window() {
+        let mut buckets = Vec::new();
+        push(&mut buckets, "peer", [0; 32], 60, 0);
+        assert!(buckets.is_empty());
+        push(&mut buckets, "peer", [0; 32], 60, 3);
+        assert_eq!(buckets[0].period, Duration::from_secs(20));
+        assert_eq!(buckets[0].burst, 3);
     }
 }

@@ -29,6 +29,8 @@ struct Claims {
     jti: Uuid,
     /// The id of the user's tokenKey at issue time.
     tkey: Uuid,
+    /// The session the token belongs to.
+    sid: Uuid,
 }
 
 /// What a verified token says; still to be checked against the database.
@@ -37,6 +39,7 @@ pub struct TokenClaims {
     pub user_id: Uuid,
     pub organisation_id: Uuid,
     pub token_key: Uuid,
+    pub session_id: Uuid,
 }
 
 /// A freshly issued token. `Debug` does not show the token.
@@ -128,10 +131,21 @@ impl AccessTokens {
     }
 
     pub fn issue(&self, claims: TokenClaims) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        self.issue_until(claims, None)
+    }
+
+    /// Issues a token that expires after the configured lifetime, or at
+    /// `not_after` when that comes first (its session's end).
+    pub fn issue_until(
+        &self,
+        claims: TokenClaims,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let now = Utc::now();
         let lifetime = chrono::Duration::from_std(self.settings.lifetime)
             .unwrap_or(chrono::Duration::hours(1));
-        let expires_at = now + lifetime;
+        let full = now.checked_add_signed(lifetime).unwrap_or(now);
+        let expires_at = not_after.map_or(full, |cap| cap.min(full));
         let body = Claims {
             iss: self.settings.issuer.clone(),
             aud: self.settings.audience.clone(),
@@ -142,6 +156,7 @@ impl AccessTokens {
             exp: expires_at.timestamp(),
             jti: Uuid::new_v4(),
             tkey: claims.token_key,
+            sid: claims.session_id,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &body, &self.encoding)?;
         Ok(IssuedToken { token, expires_at })
@@ -171,6 +186,7 @@ impl AccessTokens {
             user_id: data.claims.sub,
             organisation_id: data.claims.org,
             token_key: data.claims.tkey,
+            session_id: data.claims.sid,
         };
         self.verified.insert(digest, (claims, data.claims.exp));
         Ok(claims)
@@ -210,6 +226,7 @@ mod tests {
             user_id: Uuid::new_v4(),
             organisation_id: Uuid::new_v4(),
             token_key: Uuid::new_v4(),
+            session_id: Uuid::now_v7(),
         }
     }
 

@@ -81,17 +81,26 @@ async fn signing_key(settings: &MintSettings<'_>) -> Result<Vec<u8>, BoxError> {
         .ok_or_else(|| "the database holds no access-token key: start the server first".into())
 }
 
+/// Opens a session for each of the first `count` users (by id), as a login
+/// would, and returns the claims of a token of each.
 async fn users(settings: &MintSettings<'_>, count: u32) -> Result<Vec<TokenClaims>, BoxError> {
     let (client, connection) =
         tokio_postgres::connect(settings.database_url, tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(connection);
     let limit = i64::from(count);
+    let opened = "INSERT INTO sessions \
+         (id, organisation_id, user_id, token_key, expires_at, absolute_expires_at, user_agent) \
+         SELECT gen_random_uuid(), organisation_id, id, token_key, now() + interval '1 day', \
+                now() + interval '1 day', 'loadgen' FROM chosen \
+         RETURNING user_id, organisation_id, token_key, id";
     let rows = match settings.organisation_id {
         Some(organisation_id) => {
             client
                 .query(
-                    "SELECT id, organisation_id, token_key FROM users \
-                     WHERE organisation_id = $1 ORDER BY id LIMIT $2",
+                    &format!(
+                        "WITH chosen AS (SELECT id, organisation_id, token_key FROM users \
+                         WHERE organisation_id = $1 ORDER BY id LIMIT $2) {opened}"
+                    ),
                     &[&organisation_id, &limit],
                 )
                 .await?
@@ -99,7 +108,10 @@ async fn users(settings: &MintSettings<'_>, count: u32) -> Result<Vec<TokenClaim
         None => {
             client
                 .query(
-                    "SELECT id, organisation_id, token_key FROM users ORDER BY id LIMIT $1",
+                    &format!(
+                        "WITH chosen AS (SELECT id, organisation_id, token_key FROM users \
+                         ORDER BY id LIMIT $1) {opened}"
+                    ),
                     &[&limit],
                 )
                 .await?
@@ -112,6 +124,7 @@ async fn users(settings: &MintSettings<'_>, count: u32) -> Result<Vec<TokenClaim
                 user_id: row.try_get(0)?,
                 organisation_id: row.try_get(1)?,
                 token_key: row.try_get(2)?,
+                session_id: row.try_get(3)?,
             })
         })
         .collect()
