@@ -22,22 +22,27 @@ pub(crate) async fn signing_key(db: &TestDb) -> Vec<u8> {
         .get(0)
 }
 
-/// Claims like the server's, for `user` of `org` with its current tokenKey.
+/// Claims like the server's, for the admin of `org` with its current
+/// tokenKey, of a session opened for it here as a login would.
 pub(crate) async fn valid_claims(db: &TestDb, org: &Org) -> serde_json::Value {
-    let token_key: Uuid = db
+    let row = db
         .client()
         .await
         .query_one(
-            "SELECT token_key FROM users WHERE id = $1",
-            &[&org.admin_id],
+            "INSERT INTO sessions (id, organisation_id, user_id, token_key, expires_at, \
+             absolute_expires_at) SELECT $1, organisation_id, id, token_key, \
+             now() + interval '1 day', now() + interval '1 day' FROM users WHERE id = $2 \
+             RETURNING token_key, id",
+            &[&Uuid::now_v7(), &org.admin_id],
         )
         .await
-        .expect("token key")
-        .get(0);
+        .expect("a session");
+    let (token_key, session_id): (Uuid, Uuid) = (row.get(0), row.get(1));
     let now = chrono::Utc::now().timestamp();
     json!({
         "iss": "usermgmt", "aud": "usermgmt", "sub": org.admin_id, "org": org.id,
         "iat": now, "nbf": now, "exp": now + 600, "jti": Uuid::new_v4(), "tkey": token_key,
+        "sid": session_id,
     })
 }
 
@@ -48,6 +53,13 @@ pub(crate) fn sign(claims: &serde_json::Value, key: &[u8]) -> String {
         &EncodingKey::from_secret(key).expect("key"),
     )
     .expect("sign")
+}
+
+pub(crate) fn without(mut claims: serde_json::Value, field: &str) -> serde_json::Value {
+    if let Some(object) = claims.as_object_mut() {
+        object.remove(field);
+    }
+    claims
 }
 
 pub(crate) fn with(
@@ -77,6 +89,21 @@ async fn forged_expired_and_foreign_tokens_are_unauthenticated() {
         .await
         .expect("a well-formed token works");
 
+    let bob = insert_user(&server.db, org.id, "bob@acme.example.com", "nanoUser").await;
+    let other_session: Uuid = server
+        .db
+        .client()
+        .await
+        .query_one(
+            "INSERT INTO sessions (id, organisation_id, user_id, token_key, expires_at, \
+             absolute_expires_at) SELECT $1, organisation_id, id, token_key, \
+             now() + interval '1 day', now() + interval '1 day' FROM users WHERE id = $2 \
+             RETURNING id",
+            &[&Uuid::now_v7(), &bob],
+        )
+        .await
+        .expect("bob's session")
+        .get(0);
     let header = base64_url(r#"{"alg":"none","typ":"JWT"}"#);
     let body = base64_url(&claims.to_string());
     let valid = sign(&claims, &key);
@@ -133,6 +160,21 @@ async fn forged_expired_and_foreign_tokens_are_unauthenticated() {
         (
             "another organisation",
             sign(&with(claims.clone(), "org", json!(Uuid::now_v7())), &key),
+            "TOKEN_REVOKED",
+        ),
+        (
+            "no session",
+            sign(&without(claims.clone(), "sid"), &key),
+            "TOKEN_INVALID",
+        ),
+        (
+            "unknown session",
+            sign(&with(claims.clone(), "sid", json!(Uuid::now_v7())), &key),
+            "TOKEN_REVOKED",
+        ),
+        (
+            "another user's session",
+            sign(&with(claims.clone(), "sid", json!(other_session)), &key),
             "TOKEN_REVOKED",
         ),
     ];

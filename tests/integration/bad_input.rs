@@ -90,6 +90,12 @@ macro_rules! answered_by_ok {
 
 answered_by_ok!(
     proto::LoginResponse,
+    proto::RefreshResponse,
+    proto::ChangePasswordResponse,
+    proto::RequestPasswordResetResponse,
+    proto::ResetPasswordResponse,
+    proto::ListSessionsResponse,
+    proto::RevokeSessionResponse,
     proto::AcceptInviteResponse,
     proto::GetUserResponse,
     proto::ListUsersResponse,
@@ -158,6 +164,7 @@ async fn every_string_field_has_a_length_limit() {
     let organisations = || OrganisationServiceClient::new(channel.clone());
     let playback = || PlaybackTokenServiceClient::new(channel.clone());
     let audit = || AuditServiceClient::new(channel.clone());
+    let sessions = || proto::session_service_client::SessionServiceClient::new(channel.clone());
     let login = |email: &str, password: &str, org: &str| proto::LoginRequest {
         email: email.into(),
         password: password.into(),
@@ -268,6 +275,124 @@ async fn every_string_field_has_a_length_limit() {
                     invite_token: "umi_x".into(),
                     password: long.clone(),
                 }
+            ),
+        ),
+        (
+            "RefreshRequest.refresh_token",
+            Expect::Invalid("refresh_token"),
+            call!(
+                auth(),
+                refresh,
+                proto::RefreshRequest {
+                    refresh_token: long.clone(),
+                }
+            ),
+        ),
+        (
+            "ChangePasswordRequest.current_password",
+            Expect::Invalid("current_password"),
+            call!(
+                auth(),
+                change_password,
+                admin.req(proto::ChangePasswordRequest {
+                    current_password: long.clone(),
+                    new_password: PASSWORD.into(),
+                })
+            ),
+        ),
+        (
+            "ChangePasswordRequest.new_password",
+            Expect::Invalid("new_password"),
+            call!(
+                auth(),
+                change_password,
+                admin.req(proto::ChangePasswordRequest {
+                    current_password: ADMIN_PASSWORD.into(),
+                    new_password: long.clone(),
+                })
+            ),
+        ),
+        (
+            "RequestPasswordResetRequest.email",
+            Expect::Invalid("email"),
+            call!(
+                auth(),
+                request_password_reset,
+                proto::RequestPasswordResetRequest {
+                    email: long_email.clone(),
+                    organisation_id: String::new(),
+                }
+            ),
+        ),
+        (
+            "RequestPasswordResetRequest.organisation_id",
+            Expect::Invalid("organisation_id"),
+            call!(
+                auth(),
+                request_password_reset,
+                proto::RequestPasswordResetRequest {
+                    email: org.admin_email.clone(),
+                    organisation_id: long.clone(),
+                }
+            ),
+        ),
+        (
+            "ResetPasswordRequest.reset_token",
+            Expect::Invalid("reset_token"),
+            call!(
+                auth(),
+                reset_password,
+                proto::ResetPasswordRequest {
+                    reset_token: long.clone(),
+                    new_password: PASSWORD.into(),
+                }
+            ),
+        ),
+        (
+            "ResetPasswordRequest.new_password",
+            Expect::Invalid("new_password"),
+            call!(
+                auth(),
+                reset_password,
+                proto::ResetPasswordRequest {
+                    reset_token: "ump_x".into(),
+                    new_password: long.clone(),
+                }
+            ),
+        ),
+        (
+            "ListSessionsRequest.user_id",
+            Expect::Invalid("user_id"),
+            call!(
+                sessions(),
+                list_sessions,
+                admin.req(proto::ListSessionsRequest {
+                    user_id: long.clone(),
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "ListSessionsRequest.page_token",
+            Expect::Invalid("page_token"),
+            call!(
+                sessions(),
+                list_sessions,
+                admin.req(proto::ListSessionsRequest {
+                    page_token: long.clone(),
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "RevokeSessionRequest.session_id",
+            Expect::Invalid("session_id"),
+            call!(
+                sessions(),
+                revoke_session,
+                admin.req(proto::RevokeSessionRequest {
+                    session_id: long.clone(),
+                })
             ),
         ),
         (

@@ -15,6 +15,7 @@ use usermgmt::proto::{
     playback_token_service_client::PlaybackTokenServiceClient,
     revoke_playback_token_request::Target, role_service_client::RoleServiceClient,
     rotate_api_key_response::Outcome as RotateOutcome,
+    session_service_client::SessionServiceClient,
 };
 
 use crate::playback::{for_streams, issue, make_secure};
@@ -40,6 +41,8 @@ struct Victim {
     /// key rotation.
     renew_confirmation: String,
     rotate_confirmation: String,
+    /// The admin's session.
+    session_id: String,
 }
 
 async fn victim(server: &TestServer, channel: &Channel) -> Victim {
@@ -78,7 +81,18 @@ async fn victim(server: &TestServer, channel: &Channel) -> Victim {
     let Some(RotateOutcome::ConfirmationRequired(rotate)) = rotate.outcome else {
         panic!("expected a confirmation");
     };
+    let session_id = SessionServiceClient::new(channel.clone())
+        .list_sessions(admin.req(proto::ListSessionsRequest::default()))
+        .await
+        .expect("the admin's sessions")
+        .into_inner()
+        .sessions
+        .into_iter()
+        .find(|session| session.current)
+        .expect("the current session")
+        .id;
     Victim {
+        session_id,
         org,
         admin,
         user_id: user.id,
@@ -162,6 +176,82 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
         Box::pin(async move {
             let result = auth.accept_invite(request).await;
             assert_status(result, Code::Unauthenticated, Some("INVITE_INVALID"));
+        })
+    });
+    cases.insert("AuthService/Refresh", {
+        let mut auth = auth();
+        // A's session id is no refresh token.
+        let request = proto::RefreshRequest {
+            refresh_token: format!("umr_{}", a.session_id),
+        };
+        Box::pin(async move {
+            let result = auth.refresh(request).await;
+            assert_status(result, Code::Unauthenticated, Some("REFRESH_TOKEN_INVALID"));
+        })
+    });
+    cases.insert("AuthService/Logout", {
+        // B's own session, of a sign-in of its own: the others' go on.
+        let mut auth = auth();
+        let b_again = Session::login(&channel, &other.admin_email, ADMIN_PASSWORD).await;
+        let request = b_again.req(proto::LogoutRequest {});
+        Box::pin(async move {
+            auth.logout(request).await.expect("B logs out");
+        })
+    });
+    cases.insert("AuthService/ChangePassword", {
+        let mut auth = auth();
+        let request = b.req(proto::ChangePasswordRequest {
+            current_password: "A's password, perhaps".into(),
+            new_password: "a new password 9".into(),
+        });
+        Box::pin(async move {
+            let result = auth.change_password(request).await;
+            assert_status(result, Code::InvalidArgument, None);
+        })
+    });
+    cases.insert("AuthService/RequestPasswordReset", {
+        // A's admin's email with B's organisation: B's (none), not A's.
+        let mut auth = auth();
+        let request = proto::RequestPasswordResetRequest {
+            email: a.org.admin_email.clone(),
+            organisation_id: b_id.clone(),
+        };
+        Box::pin(async move {
+            auth.request_password_reset(request)
+                .await
+                .expect("answered alike");
+        })
+    });
+    cases.insert("AuthService/ResetPassword", {
+        let mut auth = auth();
+        let request = proto::ResetPasswordRequest {
+            reset_token: format!("ump_{}", a.session_id),
+            new_password: "a new password 9".into(),
+        };
+        Box::pin(async move {
+            let result = auth.reset_password(request).await;
+            assert_status(result, Code::Unauthenticated, Some("RESET_TOKEN_INVALID"));
+        })
+    });
+    cases.insert("SessionService/ListSessions", {
+        let mut sessions = SessionServiceClient::new(channel.clone());
+        let request = b.req(proto::ListSessionsRequest {
+            user_id: a.org.admin_id.to_string(),
+            ..Default::default()
+        });
+        Box::pin(async move {
+            let result = sessions.list_sessions(request).await;
+            assert_status(result, Code::NotFound, None);
+        })
+    });
+    cases.insert("SessionService/RevokeSession", {
+        let mut sessions = SessionServiceClient::new(channel.clone());
+        let request = b.req(proto::RevokeSessionRequest {
+            session_id: a.session_id.clone(),
+        });
+        Box::pin(async move {
+            let result = sessions.revoke_session(request).await;
+            assert_status(result, Code::NotFound, None);
         })
     });
     for (name, batch) in [

@@ -132,10 +132,14 @@ async fn unknown_email_and_wrong_password_cost_one_verification_each() {
         Arc::new(Authenticator::new(tokens.clone(), store(&db))),
         tokens,
         passwords.clone(),
-        LoginLimiter::new(LoginLimits {
-            per_email: 0,
-            per_peer: 0,
-        }),
+        Arc::new(LoginLimiter::new(
+            store(&db),
+            LoginLimits {
+                per_email_and_peer: 0,
+                per_peer: 0,
+                per_email_per_hour: 0,
+            },
+        )),
     );
     let email = |text: &str| Email::parse("email", text).expect("email");
     // An email in three organisations costs what an email in one costs.
@@ -193,7 +197,13 @@ async fn unknown_email_and_wrong_password_cost_one_verification_each() {
     ] {
         let before = passwords.verifications();
         let result = sessions
-            .login(&email(address), password, organisation, None)
+            .login(
+                &email(address),
+                password,
+                organisation,
+                &usermgmt::app::sessions::Client::default(),
+                None,
+            )
             .await;
         assert_eq!(passwords.verifications() - before, 1, "{case}");
         let seen = match &result {
@@ -232,10 +242,11 @@ async fn login_is_rate_limited_per_email_and_per_peer() {
     limited(
         auth.login(login_request(&org.admin_email, ADMIN_PASSWORD))
             .await,
-        "email",
+        "email_and_peer",
     );
-    // Other emails from the same address: the peer's six are used up.
-    for n in 0..2 {
+    // Other emails from the same address: the peer's six are used up (a
+    // refused attempt takes nothing).
+    for n in 0..3 {
         let guess = auth
             .login(login_request(
                 &format!("user{n}@acme.example.com"),

@@ -6,6 +6,7 @@ pub mod dump;
 pub mod lock;
 pub mod proxy;
 pub mod server;
+pub mod smtp;
 
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Status};
@@ -15,7 +16,7 @@ use usermgmt::proto::auth_service_client::AuthServiceClient;
 use uuid::Uuid;
 
 pub use db::TestDb;
-pub use server::{Replica, TestServer, channel, free_port};
+pub use server::{Replica, TestServer, channel, channel_from, free_port};
 
 pub const ADMIN_PASSWORD: &str = "admin password 1";
 pub const PASSWORD: &str = "user password 1";
@@ -337,7 +338,8 @@ pub async fn audit_count(db: &TestDb, org: Uuid) -> i64 {
     db.client()
         .await
         .query_one(
-            "SELECT count(*) FROM audit_events WHERE organisation_id = $1",
+            "SELECT count(*) FROM audit_events WHERE organisation_id = $1 \
+             AND action NOT LIKE 'login.%'",
             &[&org],
         )
         .await

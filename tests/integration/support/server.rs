@@ -93,6 +93,17 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .expect("connect")
 }
 
+/// A channel to `addr` from the local address `from` (another 127.0.0.0/8
+/// address: another client, as the server sees it).
+pub async fn channel_from(addr: SocketAddr, from: std::net::IpAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .local_address(Some(from))
+        .connect()
+        .await
+        .expect("connect")
+}
+
 /// Waits (at most 30 s) until the server at `addr` reports SERVING.
 pub async fn wait_until_serving(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(30);
