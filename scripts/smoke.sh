@@ -124,8 +124,49 @@ total=${#blocks[@]}
 ((total > 0)) || die "no \`\`\`bash block between <!-- smoke:begin --> and <!-- smoke:end --> in ${pages[*]}"
 say "$total example blocks found in ${pages[*]}"
 
-# --- 3. A server on a fresh database and a free port. --------------------
+# --- 3. A server on a fresh database and a free port, mailing to a local ---
+# SMTP server (tests/smtp_sink.py, aiosmtpd), whose messages the examples
+# read with `mail_token`.
+export MAIL_DIR="$work/mail"
+mkdir -p "$MAIL_DIR"
+coproc SMTP_SINK { exec python3 tests/smtp_sink.py --dir "$MAIL_DIR"; }
+read -r -t 30 sink_line <&"${SMTP_SINK[0]}" || die "the SMTP sink did not start (is aiosmtpd installed?)"
+smtp_address="${sink_line#listening on }"
+say "SMTP sink on $smtp_address"
+server_args=(--smtp-url "smtp://$smtp_address" --public-url https://dashboard.example.com)
 start_server
+
+# mail_token ADDRESS: the token of the link in the newest mail to ADDRESS,
+# once one has arrived (at most 30 s).
+mail_token() {
+    python3 - "$MAIL_DIR" "$1" <<'PY'
+import email
+import pathlib
+import re
+import sys
+import time
+
+directory, address = pathlib.Path(sys.argv[1]), sys.argv[2]
+deadline = time.monotonic() + 30
+while True:
+    found = []
+    for path in sorted(directory.glob("*.eml"), key=lambda p: int(p.stem)):
+        message = email.message_from_bytes(path.read_bytes())
+        if address in message.get("X-Envelope-To", ""):
+            found.append(message)
+    if found:
+        break
+    if time.monotonic() > deadline:
+        sys.exit(f"no mail to {address} in {directory}")
+    time.sleep(0.05)
+for part in found[-1].walk():
+    if part.get_content_type() == "text/plain":
+        text = part.get_payload(decode=True).decode()
+        print(re.search(r"token=([A-Za-z0-9_-]+)", text).group(1))
+        break
+PY
+}
+export -f mail_token
 
 # --- 4. The examples, in one bash process. --------------------------------
 script="$work/smoke-run.sh"

@@ -321,10 +321,10 @@ pub struct ServeArgs {
     pub auth_cache_max_age_ms: u64,
 
     /// The memory the per-call cache may hold, in bytes (its estimate of its
-    /// entries): three quarters for users, the rest for organisations, API
-    /// keys, services and playback keys. Past it, the entries used least
-    /// recently and least often make room.
-    #[arg(long, env = "USERMGMT_AUTH_CACHE_MAX_BYTES", default_value_t = 96 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..=1 << 40))]
+    /// entries): three eighths for users, three eighths for sessions, the
+    /// rest for organisations, API keys, services and playback keys. Past
+    /// it, the entries used least recently and least often make room.
+    #[arg(long, env = "USERMGMT_AUTH_CACHE_MAX_BYTES", default_value_t = 192 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..=1 << 40))]
     pub auth_cache_max_bytes: u64,
 
     /// The memory of access tokens already verified, in bytes: a token seen

@@ -2,8 +2,9 @@
 # `usermgmt serve` on a fresh database and a free port, torn down on exit.
 #
 # The caller sets `tag` (the prefix of its messages) and `database` (the name
-# of the fresh database) before sourcing, and calls `start_server` when ready;
-# `address`, `DATABASE_URL`, `binary` and `work` are set for it.
+# of the fresh database) before sourcing, and calls `start_server` when ready
+# (with extra `serve` flags in the array `server_args`, if any); `address`,
+# `DATABASE_URL`, `binary` and `work` are set for it.
 
 pg_base=postgres://postgres@127.0.0.1:5432
 target_dir="${CARGO_TARGET_DIR:-target}"
@@ -73,7 +74,7 @@ start_server() {
     psql_admin "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)"
 
     say "starting usermgmt on $address with database $database"
-    "$binary" serve --listen "$address" >"$work/server.log" 2>&1 &
+    "$binary" serve --listen "$address" ${server_args[@]+"${server_args[@]}"} >"$work/server.log" 2>&1 &
     server_pid=$!
 
     deadline=$((SECONDS + startup_timeout_secs))
