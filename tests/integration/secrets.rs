@@ -12,13 +12,19 @@ use usermgmt::proto::{
 
 use crate::otel::Collector;
 use crate::playback::make_secure;
+use crate::support::smtp::SmtpSink;
 use crate::support::*;
 
 const JWT_SECRET: &str = "a configured jwt secret that must never be logged";
 
-/// The scenario, on a server of `db` at `addr`: every call that handles a
-/// secret, successful and refused. Returns the secrets it saw or sent.
-async fn scenario(db: &TestDb, addr: std::net::SocketAddr) -> Vec<(&'static str, String)> {
+/// The scenario, on a server of `db` at `addr` mailing to `sink`: every call
+/// that handles a secret, successful and refused. Returns the secrets it saw
+/// or sent.
+async fn scenario(
+    db: &TestDb,
+    addr: std::net::SocketAddr,
+    sink: &SmtpSink,
+) -> Vec<(&'static str, String)> {
     let org = create_org(db, "Acme").await;
     make_secure(db, org.id).await;
     let service_key = register_service(db, "streams").await;
@@ -265,6 +271,69 @@ async fn scenario(db: &TestDb, addr: std::net::SocketAddr) -> Vec<(&'static str,
         "a forged playback token is not valid: {verdict:?}"
     );
 
+    // Sessions: a refresh token, its successor, the first one presented
+    // again (refused: the session ends).
+    let signed = auth
+        .login(proto::LoginRequest {
+            email: org.admin_email.clone(),
+            password: ADMIN_PASSWORD.into(),
+            organisation_id: String::new(),
+        })
+        .await
+        .expect("login")
+        .into_inner();
+    secrets.push(("refresh token", signed.refresh_token.clone()));
+    let refreshed = auth
+        .refresh(proto::RefreshRequest {
+            refresh_token: signed.refresh_token.clone(),
+        })
+        .await
+        .expect("refresh")
+        .into_inner();
+    secrets.push(("refreshed access token", refreshed.access_token));
+    secrets.push(("rotated refresh token", refreshed.refresh_token));
+    assert_status(
+        auth.refresh(proto::RefreshRequest {
+            refresh_token: signed.refresh_token,
+        })
+        .await,
+        Code::Unauthenticated,
+        Some("REFRESH_TOKEN_REUSED"),
+    );
+    // A password reset through the mail, used, then presented again.
+    auth.request_password_reset(proto::RequestPasswordResetRequest {
+        email: "alice@acme.example.com".into(),
+        organisation_id: String::new(),
+    })
+    .await
+    .expect("request a reset");
+    let mails = sink.wait_for(2).await;
+    let reset_token = mails
+        .iter()
+        .find(|mail| mail.link().contains("/reset-password?"))
+        .expect("the reset mail")
+        .token()
+        .to_owned();
+    secrets.push(("reset token", reset_token.clone()));
+    let reset_password = "alice's password after the reset";
+    secrets.push(("reset password", reset_password.into()));
+    for expected in [None, Some("RESET_TOKEN_INVALID")] {
+        let result = auth
+            .reset_password(proto::ResetPasswordRequest {
+                reset_token: reset_token.clone(),
+                new_password: reset_password.into(),
+            })
+            .await;
+        match expected {
+            None => {
+                result.expect("reset");
+            }
+            Some(reason) => {
+                assert_status(result, Code::Unauthenticated, Some(reason));
+            }
+        }
+    }
+
     // The last call, so that its span comes after every other.
     RoleServiceClient::new(channel)
         .list_roles(admin.req(proto::ListRolesRequest {}))
@@ -298,17 +367,20 @@ fn assert_no_secret(text: &str, what: &str, secrets: &[(&str, String)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_a_debug_log_of_a_full_scenario() {
     let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    let smtp_url = sink.url();
     let log_path = std::env::temp_dir().join(format!("usermgmt-secrets-{}.log", db.name));
     let replica = Replica::start_logged(
         &db.url,
         &[
             ("USERMGMT_LOG", "debug"),
             ("USERMGMT_JWT_SECRET", JWT_SECRET),
+            ("USERMGMT_SMTP_URL", smtp_url.as_str()),
         ],
         &log_path,
     )
     .await;
-    let secrets = scenario(&db, replica.addr).await;
+    let secrets = scenario(&db, replica.addr, &sink).await;
     drop(replica);
     let log = std::fs::read_to_string(&log_path).expect("read the log");
     let _ = std::fs::remove_file(&log_path);
@@ -329,12 +401,15 @@ async fn no_secret_appears_in_a_debug_log_of_a_full_scenario() {
 async fn no_secret_appears_in_a_json_log_nor_in_the_exported_spans() {
     let (collector, endpoint) = Collector::start().await;
     let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    let smtp_url = sink.url();
     let log_path = std::env::temp_dir().join(format!("usermgmt-secrets-json-{}.log", db.name));
     let replica = Replica::start_logged(
         &db.url,
         &[
             ("USERMGMT_LOG", "debug"),
             ("USERMGMT_LOG_FORMAT", "json"),
+            ("USERMGMT_SMTP_URL", smtp_url.as_str()),
             ("USERMGMT_JWT_SECRET", JWT_SECRET),
             ("USERMGMT_OTEL_ENDPOINT", endpoint.as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
@@ -342,7 +417,7 @@ async fn no_secret_appears_in_a_json_log_nor_in_the_exported_spans() {
         &log_path,
     )
     .await;
-    let secrets = scenario(&db, replica.addr).await;
+    let secrets = scenario(&db, replica.addr, &sink).await;
     collector
         .wait_for("/usermgmt.v1.RoleService/ListRoles")
         .await;
