@@ -309,22 +309,27 @@ pub async fn end_all_of_user(
 
 /// Whether the session is live and the user's, with the tokenKey it was
 /// admitted with (the write path's re-check, after the organisation's lock).
+/// The row is read `FOR SHARE`: ending the session (which takes the
+/// organisation's lock only shared) waits until this write has committed,
+/// and a write that waited for an end sees the session ended.
 pub async fn still_live(
     conn: &mut AsyncPgConnection,
     session_id: Uuid,
     user_id: Uuid,
     token_key: Uuid,
 ) -> Result<bool, DomainError> {
-    let count: i64 = sessions::table
+    let live = sessions::table
         .filter(sessions::id.eq(session_id))
         .filter(sessions::user_id.eq(user_id))
         .filter(sessions::token_key.eq(token_key))
         .filter(sessions::ended_at.is_null())
         .filter(sessions::expires_at.gt(diesel::dsl::now))
-        .count()
-        .get_result(conn)
-        .await?;
-    Ok(count > 0)
+        .select(sessions::id)
+        .for_share()
+        .first::<Uuid>(conn)
+        .await
+        .optional()?;
+    Ok(live.is_some())
 }
 
 /// Deletes the user's sessions that ended or expired more than a day ago
