@@ -321,8 +321,9 @@ pub struct ServeArgs {
     pub auth_cache_max_age_ms: u64,
 
     /// The memory the per-call cache may hold, in bytes (its estimate of its
-    /// entries): three eighths for users, three eighths for sessions, the
-    /// rest for organisations, API keys, services and playback keys. Past
+    /// entries): three eighths for users, five sixteenths for sessions, the
+    /// rest for personal API tokens, organisations, API keys, services and
+    /// playback keys. Past
     /// it, the entries used least recently and least often make room.
     #[arg(long, env = "USERMGMT_AUTH_CACHE_MAX_BYTES", default_value_t = 192 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..=1 << 40))]
     pub auth_cache_max_bytes: u64,
@@ -394,6 +395,12 @@ pub struct ServeArgs {
         default_value_t = 100
     )]
     pub login_failures_per_email_per_hour: u32,
+
+    /// How often the uses of personal API tokens noted in memory are written
+    /// (their `last_used_at`, and the audit event of a first use), in
+    /// milliseconds.
+    #[arg(long, env = "USERMGMT_API_TOKEN_USAGE_FLUSH_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub api_token_usage_flush_ms: u64,
 
     /// How long a session lasts after its login or last refresh, in seconds.
     #[arg(long, env = "USERMGMT_SESSION_IDLE_TTL_SECS", default_value_t = 30 * 86_400, value_parser = clap::value_parser!(u64).range(60..=3_650 * 86_400))]

@@ -199,6 +199,10 @@ fn consume(name: &str, seconds: i64, nanos: i32) {
                 }
             }
         }
+        "CreateApiTokenRequest.expires_at" => {
+            let at = time().expect("accepted by the rules");
+            let _ = crate::domain::api_token::validate_expiry("expires_at", at, now);
+        }
         // Output only: UpdateOrganisation ignores them.
         "UpdateOrganisationRequest.organisation.created_at"
         | "UpdateOrganisationRequest.organisation.api_key_rotated_at" => {}

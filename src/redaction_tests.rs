@@ -96,6 +96,7 @@ fn rows_with_password_hashes_hide_them() {
         organisation_id: Uuid::now_v7(),
         token_key: Uuid::new_v4(),
         password_hash: hash.into(),
+        state: "active".into(),
     };
     hides(format!("{login:?}"), hash);
 }

@@ -13,10 +13,11 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::input::{InputLayer, RequestMessages};
 use crate::api::{
-    audit_service::AuditApi, auth_service::AuthApi, organisation_service::OrganisationApi,
-    playback_service::PlaybackApi, role_service::RoleApi, session_service::SessionApi,
-    user_service::UserApi,
+    api_token_service::ApiTokenApi, audit_service::AuditApi, auth_service::AuthApi,
+    organisation_service::OrganisationApi, playback_service::PlaybackApi, role_service::RoleApi,
+    session_service::SessionApi, user_service::UserApi,
 };
+use crate::app::api_tokens::ApiTokens;
 use crate::app::audit::AuditLog;
 use crate::app::credentials::Credentials;
 use crate::app::organisation::Organisations;
@@ -32,8 +33,8 @@ use crate::config::ServeArgs;
 use crate::limits::OversizeLayer;
 use crate::net::Coalescing;
 use crate::proto::{
-    audit_service_server::AuditServiceServer, auth_service_server::AuthServiceServer,
-    organisation_service_server::OrganisationServiceServer,
+    api_token_service_server::ApiTokenServiceServer, audit_service_server::AuditServiceServer,
+    auth_service_server::AuthServiceServer, organisation_service_server::OrganisationServiceServer,
     playback_token_service_server::PlaybackTokenServiceServer,
     role_service_server::RoleServiceServer, session_service_server::SessionServiceServer,
     user_service_server::UserServiceServer,
@@ -115,6 +116,12 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Init(e.to_string()))?;
     let authenticator = Arc::new(Authenticator::new(tokens.clone(), store.clone()));
+    let api_token_usage = authenticator.api_token_usage();
+    let usage_task = tokio::spawn(crate::auth::usage::flush_every(
+        Arc::clone(&api_token_usage),
+        store.clone(),
+        Duration::from_millis(args.api_token_usage_flush_ms),
+    ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, ServingStatus::Serving).await;
@@ -201,6 +208,13 @@ pub async fn serve(
             .max_encoding_message_size(max_response),
         )
         .add_service(
+            ApiTokenServiceServer::new(ApiTokenApi {
+                tokens: ApiTokens::new(store.clone()),
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response),
+        )
+        .add_service(
             SessionServiceServer::new(SessionApi { sessions })
                 .max_decoding_message_size(max_request)
                 .max_encoding_message_size(max_response),
@@ -245,6 +259,11 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     health_task.abort();
+    usage_task.abort();
+    // The uses noted since the last flush, before the pool goes.
+    if let Err(error) = api_token_usage.flush(&store).await {
+        tracing::warn!(%error, "could not record the last uses of API tokens");
+    }
     if let Some(task) = cache_task {
         task.abort();
         store.leave_cache().await;

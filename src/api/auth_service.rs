@@ -82,7 +82,7 @@ impl AuthService for AuthApi {
             user: identity.user.as_deref().map(convert::user),
             organisation: Some(convert::organisation(&identity.organisation)),
             role: convert::role_to_proto(caller.role) as i32,
-            permissions: convert::permission_ids(caller.role),
+            permissions: caller.permissions().map(|p| p.id().to_owned()).collect(),
         }))
     }
 

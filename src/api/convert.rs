@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::input;
-use crate::domain::user::{Organisation, User};
+use crate::domain::user::{Organisation, User, UserState};
 use crate::domain::{DomainError, Role};
 use crate::proto;
 
@@ -54,6 +54,40 @@ pub fn user(user: &User) -> proto::User {
         updated_at: Some(timestamp(user.updated_at)),
         etag: user.etag(),
         last_login_at: user.last_login_at.map(timestamp),
+        state: state_to_proto(user.state) as i32,
+    }
+}
+
+pub fn state_to_proto(state: UserState) -> proto::UserState {
+    match state {
+        UserState::Active => proto::UserState::Active,
+        UserState::Suspended => proto::UserState::Suspended,
+    }
+}
+
+/// A user state filter; USER_STATE_UNSPECIFIED means any.
+pub fn optional_state(field: &str, value: i32) -> Result<Option<UserState>, DomainError> {
+    match proto::UserState::try_from(value) {
+        Ok(proto::UserState::Unspecified) => Ok(None),
+        Ok(proto::UserState::Active) => Ok(Some(UserState::Active)),
+        Ok(proto::UserState::Suspended) => Ok(Some(UserState::Suspended)),
+        Err(_) => Err(DomainError::invalid(field, "is not a known user state")),
+    }
+}
+
+pub fn api_token(token: &crate::domain::api_token::ApiToken) -> proto::ApiToken {
+    proto::ApiToken {
+        id: token.id.to_string(),
+        user_id: token.user_id.to_string(),
+        name: token.name.clone(),
+        permissions: token
+            .permissions
+            .iter()
+            .map(|p| p.id().to_owned())
+            .collect(),
+        created_at: Some(timestamp(token.created_at)),
+        expires_at: Some(timestamp(token.expires_at)),
+        last_used_at: token.last_used_at.map(timestamp),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The gRPC surface: thin tonic adapters that turn requests into domain
 //! values, call the store or the authenticator, and turn results back.
 
+pub mod api_token_service;
 pub mod audit_service;
 pub mod auth_service;
 pub mod convert;

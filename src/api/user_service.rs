@@ -2,15 +2,36 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, principal, request_id};
 use crate::app::confirm::{Confirmation, Step};
-use crate::app::users::Users;
+use crate::app::users::{UserFilter, Users};
+use crate::domain::DomainError;
 use crate::domain::error::Violations;
-use crate::domain::paging::{self, PageToken};
+use crate::domain::paging::{self, KeyedCursor, PageToken};
 use crate::domain::user::{parse_id, validate_password};
 use crate::domain::{email::Email, invite};
 use crate::proto::{self, user_service_server::UserService};
+use crate::store::users::UserCursor;
 
 pub struct UserApi {
     pub users: Users,
+}
+
+/// Where the page asked for starts: a keyed cursor in a prefix search's
+/// email order, else an id.
+fn user_cursor(
+    raw: &str,
+    filter: &UserFilter,
+    fingerprint: &str,
+) -> Result<Option<UserCursor>, DomainError> {
+    if filter.email_prefix.is_some() {
+        Ok(
+            KeyedCursor::decode(raw, fingerprint)?.map(|cursor| UserCursor {
+                id: cursor.after,
+                email: Some(cursor.key),
+            }),
+        )
+    } else {
+        Ok(PageToken::decode(raw, fingerprint)?.map(|id| UserCursor { id, email: None }))
+    }
 }
 
 fn confirmation(confirmation: Confirmation, user_id: String) -> proto::Confirmation {
@@ -49,16 +70,39 @@ impl UserService for UserApi {
         let role = violations
             .check(convert::optional_role("role", request.role))
             .flatten();
-        let filter = format!("role={}", role.map_or("*", |r| r.as_str()));
+        let state = violations
+            .check(convert::optional_state("state", request.state))
+            .flatten();
+        let email_prefix = violations
+            .check(Email::prefix("email_prefix", &request.email_prefix))
+            .flatten();
+        let filter = UserFilter {
+            role,
+            state,
+            email_prefix,
+        };
+        let fingerprint = filter.fingerprint();
         let after = violations
-            .check(PageToken::decode(&request.page_token, &filter))
+            .check(user_cursor(&request.page_token, &filter, &fingerprint))
             .flatten();
         violations.into_result()?;
         let page_size = page_size.unwrap_or(paging::DEFAULT_PAGE_SIZE);
 
-        let mut page = self.users.list(&caller, role, after, page_size + 1).await?;
-        let next_page_token =
-            paging::next_page_token(&mut page.users, page_size, &filter, |u| u.id);
+        let searching = filter.email_prefix.is_some();
+        let mut page = self
+            .users
+            .list(&caller, filter, after, page_size + 1)
+            .await?;
+        let next_page_token = if searching {
+            paging::next_keyed_page_token(&mut page.users, page_size, &fingerprint, |u| {
+                KeyedCursor {
+                    after: u.id,
+                    key: u.email.clone(),
+                }
+            })
+        } else {
+            paging::next_page_token(&mut page.users, page_size, &fingerprint, |u| u.id)
+        };
         Ok(Response::new(proto::ListUsersResponse {
             users: page.users.iter().map(convert::user).collect(),
             next_page_token,
@@ -223,6 +267,52 @@ impl UserService for UserApi {
         };
         Ok(Response::new(proto::RenewTokenKeyResponse {
             outcome: Some(outcome),
+        }))
+    }
+
+    async fn suspend_user(
+        &self,
+        request: Request<proto::SuspendUserRequest>,
+    ) -> Result<Response<proto::SuspendUserResponse>, Status> {
+        use proto::suspend_user_response::Outcome;
+        let caller = principal(&request)?;
+        let request_id = request_id(&request);
+        let request = request.into_inner();
+        let user_id = parse_id("user_id", &request.user_id)?;
+        let step = self
+            .users
+            .suspend(&caller, request_id, user_id, &request.confirmation_token)
+            .await?;
+        let outcome = match step {
+            Step::ConfirmationRequired(asked) => {
+                Outcome::ConfirmationRequired(confirmation(asked, user_id.to_string()))
+            }
+            Step::Done(user) => Outcome::Suspended(convert::user(&user)),
+        };
+        Ok(Response::new(proto::SuspendUserResponse {
+            outcome: Some(outcome),
+        }))
+    }
+
+    async fn reactivate_user(
+        &self,
+        request: Request<proto::ReactivateUserRequest>,
+    ) -> Result<Response<proto::ReactivateUserResponse>, Status> {
+        let caller = principal(&request)?;
+        let request_id = request_id(&request);
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        let user_id = v.check(parse_id("user_id", &request.user_id));
+        let etag = v
+            .check(convert::optional_text("etag", &request.etag, 64))
+            .flatten();
+        let user_id = v.conclude(|| user_id)?;
+        let user = self
+            .users
+            .reactivate(&caller, request_id, user_id, etag.as_deref())
+            .await?;
+        Ok(Response::new(proto::ReactivateUserResponse {
+            user: Some(convert::user(&user)),
         }))
     }
 }

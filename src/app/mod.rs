@@ -4,6 +4,7 @@
 //! write path ([`crate::store::write`]), which re-verifies the caller at
 //! commit.
 
+pub(crate) mod api_tokens;
 pub(crate) mod audit;
 pub(crate) mod confirm;
 pub mod credentials;

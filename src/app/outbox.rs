@@ -155,7 +155,12 @@ async fn send_resets(
     if found.is_empty() {
         return Ok("no_such_user");
     }
-    for user in found {
+    // A suspended user cannot sign in, so a reset link would be of no use.
+    let active: Vec<_> = found.into_iter().filter(|user| user.is_active()).collect();
+    if active.is_empty() {
+        return Ok("suspended");
+    }
+    for user in active {
         let secret = opaque::generate(RESET_TOKEN_PREFIX)?;
         let ctx = ChangeContext {
             organisation_id: user.organisation_id,

@@ -171,6 +171,10 @@ impl Sessions {
                     .into(),
             });
         }
+        if !first.is_active() {
+            crate::metrics::metrics().record_login("suspended");
+            return Err(suspended());
+        }
         let ctx = ChangeContext {
             organisation_id: first.organisation_id,
             actor: Actor::User(first.id),
@@ -604,10 +608,21 @@ fn client_text(client: &Client) -> String {
     }
 }
 
+/// The refusal of a suspended user's sign-in, once the password was right.
+fn suspended() -> DomainError {
+    DomainError::FailedPrecondition {
+        reason: "USER_SUSPENDED",
+        message:
+            "this account is suspended: an administrator of the organisation can reactivate it"
+                .into(),
+    }
+}
+
 /// The refusal of a session call made with the organisation API key.
 pub(crate) fn no_session() -> DomainError {
     DomainError::FailedPrecondition {
         reason: "SESSION_REQUIRED",
-        message: "this call needs a user's access token: the API key has no session".into(),
+        message: "this call needs a signed-in user's access token: an API key or API token has no session"
+            .into(),
     }
 }

@@ -39,6 +39,12 @@ pub const RULES: &[(&str, Access)] = &[
     // sessions.manage, which the handler checks once it knows the owner.
     ("/usermgmt.v1.SessionService/ListSessions", Authenticated),
     ("/usermgmt.v1.SessionService/RevokeSession", Authenticated),
+    // Creating needs a signed-in session, which the handler checks; one's
+    // own tokens need no permission to list or revoke, another user's need
+    // api_tokens.manage, which the handler checks once it knows the owner.
+    ("/usermgmt.v1.ApiTokenService/CreateApiToken", Authenticated),
+    ("/usermgmt.v1.ApiTokenService/ListApiTokens", Authenticated),
+    ("/usermgmt.v1.ApiTokenService/RevokeApiToken", Authenticated),
     ("/usermgmt.v1.UserService/GetUser", needs(P::UsersRead)),
     ("/usermgmt.v1.UserService/ListUsers", needs(P::UsersRead)),
     ("/usermgmt.v1.UserService/CreateUser", needs(P::UsersCreate)),
@@ -59,6 +65,14 @@ pub const RULES: &[(&str, Access)] = &[
         needs(P::UsersUpdateRole),
     ),
     ("/usermgmt.v1.UserService/DeleteUser", needs(P::UsersDelete)),
+    (
+        "/usermgmt.v1.UserService/SuspendUser",
+        needs(P::UsersSuspend),
+    ),
+    (
+        "/usermgmt.v1.UserService/ReactivateUser",
+        needs(P::UsersSuspend),
+    ),
     // Anyone may renew their own tokenKey; others' needs users.renew_token,
     // which the handler checks once it knows the target.
     ("/usermgmt.v1.UserService/RenewTokenKey", Authenticated),

@@ -12,6 +12,7 @@ use super::access::{self, Access};
 use super::opaque;
 use super::principal::{Actor, Principal};
 use super::tokens::AccessTokens;
+use super::usage::ApiTokenUsage;
 use crate::domain::actor::Proof;
 use crate::domain::error::AuthFailure;
 use crate::domain::{DomainError, Permission};
@@ -68,11 +69,22 @@ pub enum Verdict {
 pub struct Authenticator {
     tokens: Arc<AccessTokens>,
     store: Store,
+    usage: Arc<ApiTokenUsage>,
 }
 
 impl Authenticator {
     pub fn new(tokens: Arc<AccessTokens>, store: Store) -> Self {
-        Self { tokens, store }
+        Self {
+            tokens,
+            store,
+            usage: Arc::default(),
+        }
+    }
+
+    /// Where the uses of personal API tokens are noted, for the task that
+    /// writes them.
+    pub fn api_token_usage(&self) -> Arc<ApiTokenUsage> {
+        Arc::clone(&self.usage)
     }
 
     /// Admits a call to `path`, or says why not, by the RPC's access rule.
@@ -151,14 +163,53 @@ impl Authenticator {
     }
 
     /// Checks a credential against the database's current state. An access
-    /// token must be genuine and unexpired, its user must still exist with
-    /// the same tokenKey, and its session must be live; the role is the user's current one, never the
-    /// token's. An API key must be its organisation's current key.
+    /// token must be genuine and unexpired, its user must still exist,
+    /// active, with the same tokenKey, and its session must be live; the role
+    /// is the user's current one, never the token's. A personal API token
+    /// (`umt_…`, presented like an access token) must be unrevoked and
+    /// unexpired and its user active with the tokenKey it was created under.
+    /// An API key must be its organisation's current key.
     pub async fn authenticate(&self, credential: Credential<'_>) -> Result<Principal, DomainError> {
         match credential {
+            Credential::AccessToken(token) if token.starts_with(opaque::API_TOKEN_PREFIX) => {
+                self.authenticate_api_token(token).await
+            }
             Credential::AccessToken(token) => self.authenticate_token(token).await,
             Credential::ApiKey(key) => self.authenticate_api_key(key).await,
         }
+    }
+
+    /// A personal API token is looked up by its SHA-256, like an API key.
+    async fn authenticate_api_token(&self, token: &str) -> Result<Principal, DomainError> {
+        if !opaque::well_formed(token, opaque::API_TOKEN_PREFIX) {
+            return Err(DomainError::Unauthenticated(
+                AuthFailure::MalformedCredentials,
+            ));
+        }
+        let check = self
+            .store
+            .working_api_token(&opaque::hash(token))
+            .await?
+            .ok_or(DomainError::Unauthenticated(AuthFailure::ApiTokenInvalid))?;
+        let user = self
+            .store
+            .current_user(check.organisation_id, check.user_id)
+            .await?
+            .filter(|user| user.is_active())
+            .filter(|user| bool::from(user.token_key.as_bytes().ct_eq(check.token_key.as_bytes())))
+            .ok_or(DomainError::Unauthenticated(AuthFailure::TokenRevoked))?;
+        self.usage.touch(check.id);
+        Ok(Principal {
+            organisation_id: check.organisation_id,
+            role: user.role,
+            actor: Actor::User(check.user_id),
+            proof: Proof::ApiToken {
+                token_key: check.token_key,
+                token_id: check.id,
+            },
+            user: Some(user),
+            scope: (!check.permissions.is_empty()).then_some(check.permissions),
+        })
     }
 
     async fn authenticate_token(&self, token: &str) -> Result<Principal, DomainError> {
@@ -173,7 +224,7 @@ impl Authenticator {
             self.store
                 .live_session(claims.organisation_id, claims.session_id),
         )?;
-        let (Some(user), Some(session)) = (user, session) else {
+        let (Some(user), Some(session)) = (user.filter(|user| user.is_active()), session) else {
             return Err(revoked);
         };
         let same_key = user.token_key.as_bytes().ct_eq(claims.token_key.as_bytes())
@@ -193,6 +244,7 @@ impl Authenticator {
                 session_id: claims.session_id,
             },
             user: Some(user),
+            scope: None,
         })
     }
 
@@ -216,6 +268,7 @@ impl Authenticator {
             actor: Actor::ApiKey(opaque::fingerprint(&hash)),
             proof: Proof::ApiKey(hash),
             user: None,
+            scope: None,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod playback;
 pub(crate) mod principal;
 pub mod ratelimit;
 pub mod tokens;
+pub mod usage;
 
 pub use access::Access;
 pub use authenticator::{Admitted, Authenticator, Credential, ServiceCaller, Verdict};

@@ -15,6 +15,7 @@ pub const API_KEY_PREFIX: &str = "um_live_";
 pub const SERVICE_KEY_PREFIX: &str = "usk_";
 pub const REFRESH_TOKEN_PREFIX: &str = "umr_";
 pub const RESET_TOKEN_PREFIX: &str = "ump_";
+pub const API_TOKEN_PREFIX: &str = "umt_";
 /// Longer presented tokens are refused before hashing.
 pub const MAX_LEN: usize = 128;
 

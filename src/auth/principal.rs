@@ -4,6 +4,7 @@ use uuid::Uuid;
 
 pub use crate::domain::actor::Actor;
 use crate::domain::actor::{ChangeContext, Proof};
+use crate::domain::permission::PermissionSet;
 use crate::domain::user::User;
 use crate::domain::{DomainError, Permission, Role};
 
@@ -20,6 +21,9 @@ pub struct Principal {
     /// The caller's user as the check read it (none for an API key): the
     /// state the decision was made on.
     pub user: Option<Arc<User>>,
+    /// For a personal API token created with some permissions: those. The
+    /// caller may use only those its role holds too.
+    pub scope: Option<PermissionSet>,
 }
 
 impl Principal {
@@ -36,7 +40,18 @@ impl Principal {
     }
 
     pub fn can(&self, permission: Permission) -> bool {
-        self.role.can(permission)
+        self.role.can(permission) && self.scope.is_none_or(|scope| scope.contains(permission))
+    }
+
+    /// Every permission the caller may use now.
+    pub fn permissions(&self) -> impl Iterator<Item = Permission> + '_ {
+        self.role.permissions().filter(|p| self.can(*p))
+    }
+
+    /// Whether the call carries a signed-in session (not an API key or
+    /// a personal API token).
+    pub fn has_session(&self) -> bool {
+        matches!(self.proof, Proof::Session { .. })
     }
 
     /// PERMISSION_DENIED unless the caller's current role holds `permission`.

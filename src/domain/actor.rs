@@ -63,6 +63,11 @@ pub enum Proof {
     /// the user must still exist with that tokenKey, and the session must
     /// still be live.
     Session { token_key: Uuid, session_id: Uuid },
+    /// A user's personal API token, by the tokenKey it was made under and
+    /// its id: the user must still exist, active, with that tokenKey, and
+    /// the token must be unrevoked and unexpired; what it may do is its
+    /// permissions within the user's role.
+    ApiToken { token_key: Uuid, token_id: Uuid },
     /// The organisation API key, by its SHA-256: it must still be the
     /// organisation's current key.
     ApiKey(Vec<u8>),
@@ -79,6 +84,12 @@ impl fmt::Debug for Proof {
                 write!(
                     f,
                     "Session {{ token_key: <redacted>, session_id: {session_id} }}"
+                )
+            }
+            Proof::ApiToken { token_id, .. } => {
+                write!(
+                    f,
+                    "ApiToken {{ token_key: <redacted>, token_id: {token_id} }}"
                 )
             }
             Proof::ApiKey(_) => f.write_str("ApiKey(<redacted>)"),

@@ -25,6 +25,11 @@ pub const SESSION_REFRESH_REUSED: &str = "session.refresh_token_reused";
 pub const USER_CHANGE_PASSWORD: &str = "user.change_password";
 pub const USER_RESET_PASSWORD: &str = "user.reset_password";
 pub const USER_REQUEST_PASSWORD_RESET: &str = "user.request_password_reset";
+pub const USER_SUSPEND: &str = "user.suspend";
+pub const USER_REACTIVATE: &str = "user.reactivate";
+pub const API_TOKEN_CREATE: &str = "api_token.create";
+pub const API_TOKEN_FIRST_USE: &str = "api_token.first_use";
+pub const API_TOKEN_REVOKE: &str = "api_token.revoke";
 
 /// One recorded change. Holds no secrets: no tokens, keys or hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]

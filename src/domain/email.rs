@@ -59,6 +59,29 @@ impl Email {
         &self.0
     }
 
+    /// The start of an email to search by, in the emails' normal form;
+    /// `None` when empty (no filter).
+    pub fn prefix(field: &str, raw: &str) -> Result<Option<String>, DomainError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Ok(None);
+        }
+        if trimmed
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+        {
+            return Err(DomainError::invalid(
+                field,
+                "must not contain white space, control or invisible characters",
+            ));
+        }
+        let normal: String = trimmed.nfc().collect::<String>().to_lowercase();
+        if normal.len() > MAX_LEN {
+            return Err(DomainError::invalid(field, "must be at most 254 bytes"));
+        }
+        Ok(Some(normal))
+    }
+
     pub fn into_string(self) -> String {
         self.0
     }

@@ -37,6 +37,8 @@ pub enum AuthFailure {
     RefreshTokenReused,
     /// A password reset token that is unknown, expired or used.
     ResetTokenInvalid,
+    /// A personal API token that is unknown, revoked or expired.
+    ApiTokenInvalid,
 }
 
 impl AuthFailure {
@@ -57,6 +59,7 @@ impl AuthFailure {
             AuthFailure::RefreshTokenInvalid => "REFRESH_TOKEN_INVALID",
             AuthFailure::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
             AuthFailure::ResetTokenInvalid => "RESET_TOKEN_INVALID",
+            AuthFailure::ApiTokenInvalid => "API_TOKEN_INVALID",
         }
     }
 
@@ -90,6 +93,7 @@ impl AuthFailure {
             AuthFailure::ResetTokenInvalid => {
                 "the password reset token is invalid, expired or already used"
             }
+            AuthFailure::ApiTokenInvalid => "the API token is unknown, revoked or expired",
         }
     }
 }

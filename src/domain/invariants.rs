@@ -8,19 +8,21 @@ use super::error::DomainError;
 use super::role::Role;
 use super::user::User;
 
-/// An organisation always keeps at least one nanoAdmin: a change that takes
-/// `user` out of the admins (`new_role` None = deletion) needs another one.
+/// An organisation always keeps at least one active nanoAdmin: a change that
+/// takes `user` out of the active admins (`new_role` None = deletion or
+/// suspension) needs another one. `admin_count` counts the active admins.
 pub fn keeps_an_admin(
     user: &User,
     new_role: Option<Role>,
     admin_count: i64,
 ) -> Result<(), DomainError> {
-    let leaves_admins = user.role == Role::NanoAdmin && new_role != Some(Role::NanoAdmin);
+    let leaves_admins =
+        user.is_active() && user.role == Role::NanoAdmin && new_role != Some(Role::NanoAdmin);
     if leaves_admins && admin_count <= 1 {
         return Err(DomainError::FailedPrecondition {
             reason: "LAST_ADMIN",
             message: format!(
-                "{} is the organisation's last nanoAdmin: make another user nanoAdmin first",
+                "{} is the organisation's last active nanoAdmin: make another user nanoAdmin first",
                 user.email
             ),
         });
@@ -44,6 +46,7 @@ pub enum ConfirmedAction {
     DeleteUser,
     RenewTokenKey,
     RotateApiKey,
+    SuspendUser,
 }
 
 impl ConfirmedAction {
@@ -52,6 +55,7 @@ impl ConfirmedAction {
             ConfirmedAction::DeleteUser => super::audit::USER_DELETE,
             ConfirmedAction::RenewTokenKey => super::audit::USER_RENEW_TOKEN_KEY,
             ConfirmedAction::RotateApiKey => super::audit::ORGANISATION_ROTATE_API_KEY,
+            ConfirmedAction::SuspendUser => super::audit::USER_SUSPEND,
         }
     }
 
@@ -75,6 +79,12 @@ impl ConfirmedAction {
             ConfirmedAction::DeleteUser => format!(
                 "Deleting {email} cannot be undone: all of {email}'s access tokens stop working at once \
                  and {email} can no longer log in.{} Playback tokens {email} issued stay valid until they expire.",
+                invites_revoked(pending_invites)
+            ),
+            ConfirmedAction::SuspendUser => format!(
+                "Suspending {email} makes all of {email}'s sessions, access tokens and API tokens stop working at once \
+                 and {email} can no longer log in until reactivated; reactivating does not bring the old credentials back.{} \
+                 {email} keeps their role and history. Playback tokens {email} issued stay valid until they expire.",
                 invites_revoked(pending_invites)
             ),
             ConfirmedAction::RenewTokenKey => format!(
@@ -173,6 +183,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             last_login_at: None,
+            state: super::super::user::UserState::Active,
         }
     }
 

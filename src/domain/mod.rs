@@ -2,6 +2,7 @@
 //! shapes of users and organisations, validation and the error vocabulary.
 
 pub mod actor;
+pub mod api_token;
 pub mod audit;
 pub mod email;
 pub mod error;

@@ -8,7 +8,7 @@ use super::error::DomainError;
 
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 pub const MAX_PAGE_SIZE: i64 = 1000;
-const MAX_TOKEN_LEN: usize = 256;
+const MAX_TOKEN_LEN: usize = 1024;
 
 /// The page size of a request: 0 means the default, larger than the maximum
 /// is coerced down to it (AIP-158), negative is an error.
@@ -56,6 +56,76 @@ impl PageToken {
     }
 }
 
+/// Where a page in an order other than the id's starts: after the row with
+/// this id and this sort key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedCursor {
+    pub after: Uuid,
+    pub key: String,
+}
+
+impl KeyedCursor {
+    /// The token of this cursor for `filter`. The filter travels as a digest
+    /// (it may hold any text), the key last (it may hold `|`).
+    pub fn encode(&self, filter: &str) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "v2|{}|{}|{}",
+            filter_digest(filter),
+            self.after,
+            self.key
+        ))
+    }
+
+    /// Decodes `raw` (empty means the first page) and checks that it was
+    /// made for `filter`.
+    pub fn decode(raw: &str, filter: &str) -> Result<Option<Self>, DomainError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let invalid = || DomainError::invalid("page_token", "is not a page token of this query");
+        if raw.len() > MAX_TOKEN_LEN {
+            return Err(invalid());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let mut parts = text.splitn(4, '|');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("v2"), Some(digest), Some(after), Some(key))
+                if digest == filter_digest(filter) =>
+            {
+                Ok(Some(KeyedCursor {
+                    after: after.parse().map_err(|_| invalid())?,
+                    key: key.to_owned(),
+                }))
+            }
+            _ => Err(invalid()),
+        }
+    }
+}
+
+fn filter_digest(filter: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(filter.as_bytes());
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Like [`next_page_token`], for a page in the order of `cursor`.
+pub fn next_keyed_page_token<T>(
+    rows: &mut Vec<T>,
+    page_size: i64,
+    filter: &str,
+    cursor: impl Fn(&T) -> KeyedCursor,
+) -> String {
+    let page_size = usize::try_from(page_size).unwrap_or(usize::MAX);
+    if rows.len() <= page_size {
+        return String::new();
+    }
+    rows.truncate(page_size);
+    rows.last()
+        .map(|last| cursor(last).encode(filter))
+        .unwrap_or_default()
+}
+
 /// Trims a page fetched with one row more than `page_size` and returns the
 /// token of the next page (empty when this is the last).
 pub fn next_page_token<T>(
@@ -99,6 +169,26 @@ mod tests {
         assert!(PageToken::decode(&token, "role=*").is_err());
         assert!(PageToken::decode("garbage!", "role=*").is_err());
         assert_eq!(PageToken::decode("", "role=*").ok(), Some(None));
+    }
+
+    #[test]
+    fn keyed_cursors_round_trip_only_for_their_filter() {
+        let cursor = KeyedCursor {
+            after: Uuid::now_v7(),
+            key: "a|b@example.com".into(),
+        };
+        let token = cursor.encode("prefix=\"a|\"");
+        assert_eq!(
+            KeyedCursor::decode(&token, "prefix=\"a|\"").ok(),
+            Some(Some(cursor))
+        );
+        assert!(KeyedCursor::decode(&token, "prefix=\"a\"").is_err());
+        let v1 = PageToken {
+            filter: "prefix=\"a|\"".into(),
+            after: Uuid::now_v7(),
+        }
+        .encode();
+        assert!(KeyedCursor::decode(&v1, "prefix=\"a|\"").is_err());
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum Permission {
     PlaybackKeysRotate,
     MetricsRead,
     SessionsManage,
+    UsersSuspend,
+    ApiTokensManage,
 }
 
 use Permission as P;
@@ -140,11 +142,23 @@ const MATRIX: &[(Permission, &str, &str, &[Role])] = &[
         "List and end other users' sessions",
         &[A],
     ),
+    (
+        P::UsersSuspend,
+        "users.suspend",
+        "Suspend and reactivate users",
+        &[A],
+    ),
+    (
+        P::ApiTokensManage,
+        "api_tokens.manage",
+        "List and revoke other users' API tokens",
+        &[A],
+    ),
 ];
 
 impl Permission {
     /// Every permission, in the matrix's order.
-    pub const ALL: [Permission; 26] = [
+    pub const ALL: [Permission; 28] = [
         P::ApiKeyRead,
         P::ApiKeyRotate,
         P::PlayerKeyRead,
@@ -171,6 +185,8 @@ impl Permission {
         P::PlaybackKeysRotate,
         P::MetricsRead,
         P::SessionsManage,
+        P::UsersSuspend,
+        P::ApiTokensManage,
     ];
 
     fn row(self) -> &'static (Permission, &'static str, &'static str, &'static [Role]) {
@@ -185,6 +201,46 @@ impl Permission {
 
     pub fn description(self) -> &'static str {
         self.row().2
+    }
+}
+
+/// A set of permissions, as a personal API token is restricted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PermissionSet(u32);
+
+// Every permission has a bit.
+const _: () = assert!(Permission::ALL.len() <= 32);
+
+impl PermissionSet {
+    pub fn contains(self, permission: Permission) -> bool {
+        self.0 & (1 << permission as u32) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether every permission of `self` is in `other`.
+    pub fn is_subset_of(self, other: PermissionSet) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// Every permission `role` holds.
+    pub fn of_role(role: Role) -> Self {
+        role.permissions().collect()
+    }
+
+    /// The permissions, in the matrix's order.
+    pub fn iter(self) -> impl Iterator<Item = Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(move |p| self.contains(*p))
+    }
+}
+
+impl FromIterator<Permission> for PermissionSet {
+    fn from_iter<I: IntoIterator<Item = Permission>>(iter: I) -> Self {
+        PermissionSet(iter.into_iter().fold(0, |bits, p| bits | (1 << p as u32)))
     }
 }
 
@@ -240,10 +296,29 @@ mod tests {
     }
 
     #[test]
+    fn permission_sets_hold_what_they_were_made_of() {
+        let set: PermissionSet = [P::StreamsRead, P::TagsRead].into_iter().collect();
+        assert!(set.contains(P::StreamsRead) && set.contains(P::TagsRead));
+        assert!(!set.contains(P::StreamsCreate));
+        assert!(set.is_subset_of(PermissionSet::of_role(R)));
+        assert!(!PermissionSet::of_role(U).is_subset_of(PermissionSet::of_role(R)));
+        assert!(PermissionSet::default().is_empty());
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            vec![P::StreamsRead, P::TagsRead]
+        );
+        let all: PermissionSet = Permission::ALL.into_iter().collect();
+        assert_eq!(all.iter().count(), Permission::ALL.len());
+    }
+
+    #[test]
     fn matrix_matches_the_product_table() {
         // The product's RBAC table, spelled out once more as a cross-check.
         let only_admin = [
             P::ApiKeyRead,
+            P::SessionsManage,
+            P::UsersSuspend,
+            P::ApiTokensManage,
             P::WebhookSet,
             P::UsersCreate,
             P::UsersInvite,

@@ -38,6 +38,7 @@ pub enum EndReason {
     PasswordChanged,
     PasswordReset,
     TokenKeyRenewed,
+    UserSuspended,
 }
 
 impl EndReason {
@@ -49,6 +50,7 @@ impl EndReason {
             EndReason::PasswordChanged => "password_changed",
             EndReason::PasswordReset => "password_reset",
             EndReason::TokenKeyRenewed => "token_key_renewed",
+            EndReason::UserSuspended => "user_suspended",
         }
     }
 }

@@ -21,6 +21,33 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
     /// When the user last signed in with a password.
     pub last_login_at: Option<DateTime<Utc>>,
+    pub state: UserState,
+}
+
+/// Whether a user may act: a suspended user keeps their record and role but
+/// can neither sign in nor use any credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UserState {
+    Active,
+    Suspended,
+}
+
+impl UserState {
+    /// The state's spelling in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserState::Active => "active",
+            UserState::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        match stored {
+            "active" => Some(UserState::Active),
+            "suspended" => Some(UserState::Suspended),
+            _ => None,
+        }
+    }
 }
 
 impl User {
@@ -32,6 +59,10 @@ impl User {
     /// The user's entity tag (AIP-154): changes with every change of the user.
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.version)
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.state == UserState::Active
     }
 }
 

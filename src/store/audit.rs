@@ -8,6 +8,7 @@ use super::schema::audit_events;
 use super::{Store, db_error};
 use crate::domain::DomainError;
 use crate::domain::actor::ChangeContext;
+use crate::domain::api_token::ApiToken;
 use crate::domain::audit::{AuditEvent, AuditFilter};
 use crate::domain::invite::Invite;
 use crate::domain::user::User;
@@ -48,6 +49,33 @@ impl Audit {
             target_label: user.email.clone(),
             before: None,
             after: Some(format!("user {}", user.id)),
+        }
+    }
+
+    /// A personal API token's event: labelled with its name, saying whose
+    /// it is and what it may do (never the secret).
+    pub fn api_token(action: &'static str, token: &ApiToken) -> Self {
+        let permissions = if token.permissions.is_empty() {
+            "the whole role".to_owned()
+        } else {
+            token
+                .permissions
+                .iter()
+                .map(|p| p.id())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        Audit {
+            action,
+            target_type: "api_token",
+            target_id: token.id.to_string(),
+            target_label: token.name.clone(),
+            before: None,
+            after: Some(format!(
+                "user {}; permissions {permissions}; expires {}",
+                token.user_id,
+                token.expires_at.to_rfc3339()
+            )),
         }
     }
 

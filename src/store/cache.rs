@@ -66,7 +66,7 @@ pub struct CacheLimits {
     /// How long after the read that filled it began an entry may be used.
     pub max_age: Duration,
     /// The estimated bytes of every entry together: three eighths for
-    /// users, three eighths for sessions, a sixteenth for each other kind.
+    /// users, five sixteenths for sessions, a sixteenth for each other kind.
     pub max_bytes: u64,
 }
 
@@ -85,6 +85,8 @@ pub struct Cache {
     users: Map<(Uuid, Uuid), Arc<User>>,
     /// Live sessions by id, as the per-call check needs them.
     sessions: Map<Uuid, SessionCheck>,
+    /// Unrevoked personal API tokens by the SHA-256 of their secret.
+    api_tokens: Map<[u8; 32], ApiTokenCheck>,
     organisations: Map<Uuid, Arc<Organisation>>,
     api_keys: Map<[u8; 32], Uuid>,
     /// Registered internal services: key hash → name.
@@ -146,9 +148,14 @@ impl Stamps {
     }
 }
 
-/// The bytes of users, and of sessions: three eighths of the cache each.
-fn per_user_kind(max_bytes: u64) -> u64 {
+/// The bytes of users: three eighths of the cache.
+fn users_share(max_bytes: u64) -> u64 {
     max_bytes / 8 * 3
+}
+
+/// The bytes of sessions: five sixteenths of the cache.
+fn sessions_share(max_bytes: u64) -> u64 {
+    max_bytes / 16 * 5
 }
 
 /// A cached value with the stamp and instant of the read that found it.
@@ -339,7 +346,7 @@ impl Cache {
     }
 
     fn new(enabled: bool, limits: CacheLimits) -> Self {
-        let users_bytes = per_user_kind(limits.max_bytes);
+        let users_bytes = users_share(limits.max_bytes);
         let other_bytes = limits.max_bytes / 16;
         Self {
             enabled,
@@ -353,7 +360,12 @@ impl Cache {
                 users_bytes,
                 weight_of::<(Uuid, Uuid), User>(TYPICAL_EMAIL_BYTES),
             ),
-            sessions: Map::new(CacheKind::Sessions, users_bytes, session_weight()),
+            sessions: Map::new(
+                CacheKind::Sessions,
+                sessions_share(limits.max_bytes),
+                session_weight(),
+            ),
+            api_tokens: Map::new(CacheKind::ApiTokens, other_bytes, api_token_weight()),
             organisations: Map::new(
                 CacheKind::Organisations,
                 other_bytes,
@@ -413,6 +425,7 @@ impl Cache {
         stats::record_cache_invalidation("all");
         self.users.clear();
         self.sessions.clear();
+        self.api_tokens.clear();
         self.organisations.clear();
         self.api_keys.clear();
         self.services.clear();
@@ -508,6 +521,29 @@ impl Cache {
         });
     }
 
+    /// An unrevoked API token by its hash, while it is unexpired.
+    pub fn api_token(&self, hash: &[u8]) -> Option<ApiTokenCheck> {
+        let hash: [u8; 32] = hash.try_into().ok()?;
+        let now = chrono::Utc::now();
+        self.api_tokens.get(self.trusted(), &hash, |slot| {
+            slot.value.expires_at > now
+                && self.fresh(slot)
+                && self
+                    .stamps
+                    .organisation_entry_valid(slot.stamp, slot.value.organisation_id)
+        })
+    }
+
+    pub fn put_api_token(&self, epoch: Epoch, hash: &[u8], check: ApiTokenCheck) {
+        let Ok(hash) = <[u8; 32]>::try_from(hash) else {
+            return;
+        };
+        self.fill(epoch, |stamp, read_at| {
+            self.api_tokens
+                .insert(hash, slot(check, stamp, read_at, api_token_weight()));
+        });
+    }
+
     pub fn organisation(&self, organisation_id: Uuid) -> Option<Arc<Organisation>> {
         self.organisations
             .get(self.trusted(), &organisation_id, |slot| {
@@ -581,6 +617,23 @@ pub struct SessionCheck {
     pub user_id: Uuid,
     pub token_key: Uuid,
     pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What the per-call check needs of an unrevoked personal API token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiTokenCheck {
+    pub id: Uuid,
+    pub organisation_id: Uuid,
+    pub user_id: Uuid,
+    pub token_key: Uuid,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Empty: the whole role.
+    pub permissions: crate::domain::permission::PermissionSet,
+}
+
+fn api_token_weight() -> u32 {
+    let bytes = 32 + std::mem::size_of::<Slot<ApiTokenCheck>>() + ENTRY_OVERHEAD;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 fn session_weight() -> u32 {
@@ -791,6 +844,7 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             last_login_at: None,
+            state: crate::domain::user::UserState::Active,
         })
     }
 
@@ -864,14 +918,14 @@ mod tests {
         let hot = user(org);
         cache.put_user(cache.epoch(), &hot);
         let per_user = u64::from(weight_of::<(Uuid, Uuid), User>(hot.email.len()));
-        let fits = per_user_kind(1 << 20) / per_user;
+        let fits = users_share(1 << 20) / per_user;
         for _ in 0..fits * 3 {
             cache.put_user(cache.epoch(), &user(org));
             assert_eq!(cache.user(org, hot.id), Some(hot.clone()));
         }
         let held = cache.users.0.weight();
         assert!(
-            held <= per_user_kind(1 << 20) + per_user * 64,
+            held <= users_share(1 << 20) + per_user * 64,
             "{held} bytes held"
         );
         assert!(

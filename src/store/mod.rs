@@ -1,6 +1,7 @@
 //! Persistence: the Diesel schema, rows, queries and the connection pool.
 //! Every query about users takes the caller's organisation id.
 
+pub(crate) mod api_tokens;
 pub(crate) mod audit;
 pub mod cache;
 pub(crate) mod confirmations;

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::{organisations, users};
+use crate::domain::user::UserState;
 use crate::domain::{DomainError, Role, user::User};
 
 #[derive(Debug, Queryable, Selectable)]
@@ -19,6 +20,7 @@ pub struct UserRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
+    pub state: String,
 }
 
 impl TryFrom<UserRow> for User {
@@ -35,6 +37,9 @@ impl TryFrom<UserRow> for User {
             created_at: row.created_at,
             updated_at: row.updated_at,
             last_login_at: row.last_login_at,
+            state: UserState::parse(&row.state).ok_or_else(|| {
+                DomainError::Internal(format!("stored user state {:?} is unknown", row.state))
+            })?,
         })
     }
 }
@@ -89,6 +94,13 @@ pub struct LoginRow {
     pub organisation_id: Uuid,
     pub token_key: Uuid,
     pub password_hash: String,
+    pub state: String,
+}
+
+impl LoginRow {
+    pub fn is_active(&self) -> bool {
+        self.state == UserState::Active.as_str()
+    }
 }
 
 #[derive(Debug, Queryable, Selectable)]

@@ -27,6 +27,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         last_login_at -> Nullable<Timestamptz>,
+        state -> Text,
     }
 }
 
@@ -167,7 +168,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_tokens (id) {
+        id -> Uuid,
+        organisation_id -> Uuid,
+        user_id -> Uuid,
+        token_key -> Uuid,
+        token_hash -> Bytea,
+        name -> Text,
+        permissions -> Array<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        first_used_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(users -> organisations (organisation_id));
+diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -182,7 +201,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     playback_tokens,
     sessions,
     refresh_tokens,
-    password_resets
+    password_resets,
+    api_tokens
 );
 
 diesel::table! {

@@ -52,10 +52,11 @@ pub enum CacheKind {
     PlaybackKeys,
     VerifiedTokens,
     Sessions,
+    ApiTokens,
 }
 
 impl CacheKind {
-    pub const ALL: [CacheKind; 7] = [
+    pub const ALL: [CacheKind; 8] = [
         CacheKind::Users,
         CacheKind::Organisations,
         CacheKind::ApiKeys,
@@ -63,6 +64,7 @@ impl CacheKind {
         CacheKind::PlaybackKeys,
         CacheKind::VerifiedTokens,
         CacheKind::Sessions,
+        CacheKind::ApiTokens,
     ];
 
     /// The metric label.
@@ -75,6 +77,7 @@ impl CacheKind {
             CacheKind::PlaybackKeys => "playback_keys",
             CacheKind::VerifiedTokens => "verified_tokens",
             CacheKind::Sessions => "sessions",
+            CacheKind::ApiTokens => "api_tokens",
         }
     }
 }

@@ -13,16 +13,33 @@ use super::schema::users;
 use super::write::Change;
 use super::{Store, db_error, is_unique_violation};
 use crate::domain::session::EndReason;
+use crate::domain::user::UserState;
 use crate::domain::{DomainError, Role, user::User};
+use diesel::dsl::sql;
+use diesel::sql_types::{Bool, Text};
 
-/// A page of users: `limit` users after `after`, in id (= creation) order.
-#[derive(Debug, Clone, Copy)]
+/// A page of users: `limit` users after `after`, in id (= creation) order,
+/// or in email order when searching by `email_prefix`.
+#[derive(Debug, Clone)]
 pub struct UserQuery {
     pub organisation_id: Uuid,
     pub role: Option<Role>,
-    pub after: Option<Uuid>,
+    pub state: Option<UserState>,
+    pub email_prefix: Option<String>,
+    pub after: Option<UserCursor>,
     pub limit: i64,
 }
+
+/// Where a page starts: after this user (and, in email order, this email).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCursor {
+    pub id: Uuid,
+    pub email: Option<String>,
+}
+
+/// The email order of the prefix search: byte order, which the index
+/// `users_organisation_email_order_idx` keeps.
+const EMAIL_ORDER: &str = "lower(email) COLLATE \"C\"";
 
 impl Store {
     /// One user of the organisation; NOT_FOUND also for other organisations'.
@@ -64,23 +81,79 @@ impl Store {
         Ok(user)
     }
 
-    /// A page of users, by keyset on the id (an index serves each filter).
+    /// A page of users, by keyset on the id, or on (email, id) when
+    /// searching by the start of the email (an index serves each).
     pub async fn list_users(&self, query: UserQuery) -> Result<Vec<User>, DomainError> {
         let mut conn = self.conn().await?;
         let mut select = users::table
             .filter(users::organisation_id.eq(query.organisation_id))
             .select(UserRow::as_select())
-            .order(users::id.asc())
             .limit(query.limit)
             .into_boxed();
         if let Some(role) = query.role {
             select = select.filter(users::role.eq(role.as_str()));
         }
-        if let Some(after) = query.after {
-            select = select.filter(users::id.gt(after));
+        if let Some(state) = query.state {
+            select = select.filter(users::state.eq(state.as_str()));
+        }
+        match &query.email_prefix {
+            None => {
+                select = select.order(users::id.asc());
+                if let Some(after) = &query.after {
+                    select = select.filter(users::id.gt(after.id));
+                }
+            }
+            Some(prefix) => {
+                // A range rather than LIKE, so that any plan, generic or
+                // not, reads it off the index: every string that starts
+                // with the prefix sorts below the prefix and U+10FFFF.
+                let upper = format!("{prefix}\u{10FFFF}");
+                select = select
+                    .filter(
+                        sql::<Bool>(EMAIL_ORDER)
+                            .sql(" >= ")
+                            .bind::<Text, _>(prefix.clone()),
+                    )
+                    .filter(sql::<Bool>(EMAIL_ORDER).sql(" < ").bind::<Text, _>(upper))
+                    .order((sql::<Text>(EMAIL_ORDER).asc(), users::id.asc()));
+                if let Some(UserCursor {
+                    id,
+                    email: Some(email),
+                }) = &query.after
+                {
+                    // The cursor holds the email as stored: the same
+                    // expression on both sides orders it the same way.
+                    select = select.filter(
+                        sql::<Bool>(&format!("({EMAIL_ORDER}, id) > (lower("))
+                            .bind::<Text, _>(email.clone())
+                            .sql(") COLLATE \"C\", ")
+                            .bind::<diesel::sql_types::Uuid, _>(*id)
+                            .sql(")"),
+                    );
+                }
+            }
         }
         let rows = select.load(&mut conn).await.map_err(db_error)?;
         rows.into_iter().map(User::try_from).collect()
+    }
+
+    /// How many suspended users the organisation has, by role.
+    pub async fn suspended_counts(
+        &self,
+        organisation_id: Uuid,
+    ) -> Result<Vec<(Role, i64)>, DomainError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<(String, i64)> = users::table
+            .filter(users::organisation_id.eq(organisation_id))
+            .filter(users::state.eq(UserState::Suspended.as_str()))
+            .group_by(users::role)
+            .select((users::role, diesel::dsl::count_star()))
+            .load(&mut conn)
+            .await
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|(role, count)| Ok((super::models::parse_role(&role)?, count)))
+            .collect()
     }
 
     /// The users a login with this email may be for, across organisations
@@ -177,7 +250,7 @@ pub async fn locked(
         .try_into()
 }
 
-/// How many nanoAdmins the organisation has.
+/// How many active nanoAdmins the organisation has.
 pub async fn admin_count(
     conn: &mut AsyncPgConnection,
     organisation_id: Uuid,
@@ -185,6 +258,7 @@ pub async fn admin_count(
     Ok(users::table
         .filter(users::organisation_id.eq(organisation_id))
         .filter(users::role.eq(Role::NanoAdmin.as_str()))
+        .filter(users::state.eq(UserState::Active.as_str()))
         .count()
         .get_result(conn)
         .await?)
@@ -263,6 +337,38 @@ pub async fn renew_token_key_with_role(
         .set((
             users::role.eq(role.as_str()),
             users::token_key.eq(Uuid::new_v4()),
+            users::version.eq(users::version + 1),
+            users::updated_at.eq(Utc::now()),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await?
+        .try_into()
+}
+
+/// Suspends the user: a new tokenKey (ending every session, access token
+/// and API token of theirs) and the state suspended, as one new version.
+pub async fn suspend(conn: &mut AsyncPgConnection, user: &User) -> Result<User, DomainError> {
+    super::sessions::end_all_of_user(conn, user.id, None, EndReason::UserSuspended).await?;
+    diesel::update(users::table.find(user.id))
+        .set((
+            users::state.eq(UserState::Suspended.as_str()),
+            users::token_key.eq(Uuid::new_v4()),
+            users::version.eq(users::version + 1),
+            users::updated_at.eq(Utc::now()),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await?
+        .try_into()
+}
+
+/// Lets the user act again, as one new version (their old credentials stay
+/// dead: the suspension renewed the tokenKey).
+pub async fn reactivate(conn: &mut AsyncPgConnection, user: &User) -> Result<User, DomainError> {
+    diesel::update(users::table.find(user.id))
+        .set((
+            users::state.eq(UserState::Active.as_str()),
             users::version.eq(users::version + 1),
             users::updated_at.eq(Utc::now()),
         ))

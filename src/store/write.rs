@@ -5,7 +5,8 @@
 //!    changes, tokenKey renewal and API key rotation take exclusively;
 //! 2. re-verifies the caller against the rows as they are now: the user
 //!    still exists with the tokenKey the call was admitted with and a role
-//!    that holds the permission, and the call's session is still live; or
+//!    that holds the permission, and the call's session is still live (or
+//!    its personal API token still works and holds the permission too); or
 //!    the API key is still the organisation's;
 //! 3. runs the change and records its audit events;
 //! 4. commits, then waits until every replica's cache has dropped what the
@@ -251,8 +252,33 @@ async fn lock_and_recheck(
             }
             holds(role, permission)
         }
+        (
+            Proof::ApiToken {
+                token_key,
+                token_id,
+            },
+            Actor::User(user_id),
+        ) => {
+            let (role, current_key) = locked.member()?;
+            ct_same(
+                current_key.as_bytes(),
+                token_key.as_bytes(),
+                AuthFailure::TokenRevoked,
+            )?;
+            let scope = super::api_tokens::still_working(conn, *token_id, *user_id, *token_key)
+                .await?
+                .ok_or(DomainError::Unauthenticated(AuthFailure::TokenRevoked))?;
+            holds(role, permission)?;
+            match permission {
+                Some(permission) if !scope.is_empty() && !scope.contains(permission) => {
+                    Err(DomainError::PermissionDenied(permission))
+                }
+                _ => Ok(()),
+            }
+        }
         (Proof::Standing, Actor::User(_)) => holds(locked.member()?.0, permission),
-        (Proof::ApiKey(_), Actor::User(_)) | (Proof::Session { .. }, Actor::ApiKey(_)) => Err(
+        (Proof::ApiKey(_), Actor::User(_))
+        | (Proof::Session { .. } | Proof::ApiToken { .. }, Actor::ApiKey(_)) => Err(
             DomainError::Internal("a caller's proof does not match its actor".into()),
         ),
     }
