@@ -44,6 +44,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use usermgmt_proto as proto;
+use usermgmt_proto::api_token_service_client::ApiTokenServiceClient;
 use usermgmt_proto::auth_service_client::AuthServiceClient;
 use usermgmt_proto::metadata::{
     API_KEY as API_KEY_HEADER, BEARER as BEARER_HEADER, BINTU_TOKEN as BINTU_TOKEN_HEADER,
@@ -203,6 +204,10 @@ struct Args {
     #[arg(long, value_enum, default_value = "authorization")]
     token_header: TokenHeader,
 
+    /// The email prefix `list_users_prefix` searches by.
+    #[arg(long, default_value = "seed-")]
+    email_prefix: String,
+
     /// The server's metrics listener (`usermgmt serve --metrics-listen`),
     /// loopback only: the users cache's hit rate of each measurement is
     /// read from it.
@@ -248,6 +253,15 @@ enum Scenario {
     ListUsersDeep,
     /// `UserService/ListUsers`, first page of 100 nanoUsers (role filter).
     ListUsersRole,
+    /// `UserService/ListUsers`, first page of 100 users whose email starts
+    /// with `--email-prefix`.
+    ListUsersPrefix,
+    /// `UserService/GetUser` of the signed-in user, with a personal API token
+    /// it created at start (in the `--token-header` header).
+    GetUserApiToken,
+    /// `AuthService/Authorize` of that personal API token (needs
+    /// `--service-key`).
+    AuthorizeApiToken,
     /// `UserService/UpdateUserRole` of one target user (see
     /// `--target-user-id`), alternately to nanoReadOnly and to nanoUser. A
     /// write: it takes the organisation's row lock, renews the target's
@@ -361,13 +375,25 @@ impl Scenario {
                     .who_am_i(session.as_next_user(proto::WhoAmIRequest {})?)
                     .await?;
             }
+            Scenario::GetUserApiToken => {
+                UserServiceClient::new(channel.clone())
+                    .get_user(session.with_api_token(proto::GetUserRequest {
+                        user_id: session.user_id.clone(),
+                    })?)
+                    .await?;
+            }
             Scenario::AuthorizeToken
             | Scenario::AuthorizeApiKey
+            | Scenario::AuthorizeApiToken
             | Scenario::AuthorizeDuringLogins => {
-                let kind = if self != Scenario::AuthorizeApiKey {
-                    proto::credential::Kind::AccessToken(session.access_token.clone())
-                } else {
-                    proto::credential::Kind::ApiKey(session.api_key.clone().unwrap_or_default())
+                let kind = match self {
+                    Scenario::AuthorizeApiKey => {
+                        proto::credential::Kind::ApiKey(session.api_key.clone().unwrap_or_default())
+                    }
+                    Scenario::AuthorizeApiToken => proto::credential::Kind::AccessToken(
+                        session.api_token.clone().unwrap_or_default(),
+                    ),
+                    _ => proto::credential::Kind::AccessToken(session.access_token.clone()),
                 };
                 let request = proto::AuthorizeRequest {
                     credential: Some(proto::Credential { kind: Some(kind) }),
@@ -382,7 +408,10 @@ impl Scenario {
                     return Err(Status::permission_denied(answer.message));
                 }
             }
-            Scenario::ListUsersFirst | Scenario::ListUsersDeep | Scenario::ListUsersRole => {
+            Scenario::ListUsersFirst
+            | Scenario::ListUsersDeep
+            | Scenario::ListUsersRole
+            | Scenario::ListUsersPrefix => {
                 let request = proto::ListUsersRequest {
                     page_size: LIST_PAGE_SIZE,
                     page_token: if self == Scenario::ListUsersDeep {
@@ -395,6 +424,12 @@ impl Scenario {
                     } else {
                         proto::Role::Unspecified as i32
                     },
+                    email_prefix: if self == Scenario::ListUsersPrefix {
+                        session.email_prefix.clone()
+                    } else {
+                        String::new()
+                    },
+                    ..Default::default()
                 };
                 UserServiceClient::new(channel.clone())
                     .list_users(session.authorized(request))
@@ -502,6 +537,11 @@ struct Session {
     /// `authorization` values of `--users` users, and the next one's index.
     user_tokens: Vec<AsciiMetadataValue>,
     next_user: AtomicU64,
+    /// What `list_users_prefix` searches by.
+    email_prefix: String,
+    /// A personal API token of the signed-in user, and its header value.
+    api_token: Option<String>,
+    api_token_credential: Option<AsciiMetadataValue>,
 }
 
 impl Session {
@@ -542,6 +582,17 @@ impl Session {
         let mut request = Request::new(message);
         let token = self.user_tokens[usize::try_from(next).unwrap_or_default()].clone();
         request.metadata_mut().insert(self.read_credential.0, token);
+        Ok(request)
+    }
+
+    /// A request with the signed-in user's personal API token.
+    fn with_api_token<T>(&self, message: T) -> Result<Request<T>, Status> {
+        let value = self
+            .api_token_credential
+            .clone()
+            .ok_or_else(|| Status::internal("no API token was created at start"))?;
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(self.read_credential.0, value);
         Ok(request)
     }
 
@@ -928,7 +979,19 @@ async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError> {
         nonce,
         user_tokens: Vec::new(),
         next_user: AtomicU64::new(0),
+        email_prefix: args.email_prefix.clone(),
+        api_token: None,
+        api_token_credential: None,
     };
+    if args
+        .scenarios
+        .iter()
+        .any(|s| matches!(s, Scenario::GetUserApiToken | Scenario::AuthorizeApiToken))
+    {
+        let token = create_api_token(endpoint, &session).await?;
+        session.api_token_credential = Some(args.token_header.value(&token)?);
+        session.api_token = Some(token);
+    }
     if args.scenarios.contains(&Scenario::WhoAmIUsers) {
         session.user_tokens = user_tokens(args).await?;
     }
@@ -1121,6 +1184,25 @@ async fn role_target(
     Ok(user.id)
 }
 
+/// A personal API token of the signed-in user, valid for a day.
+async fn create_api_token(endpoint: &Endpoint, session: &Session) -> Result<String, BoxError> {
+    let expires = SystemTime::now() + Duration::from_secs(86_400);
+    let seconds = expires.duration_since(UNIX_EPOCH)?.as_secs();
+    let request = proto::CreateApiTokenRequest {
+        name: format!("loadgen {}", session.nonce),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: i64::try_from(seconds)?,
+            nanos: 0,
+        }),
+        permissions: Vec::new(),
+    };
+    let created = ApiTokenServiceClient::new(endpoint.connect().await?)
+        .create_api_token(session.authorized(request))
+        .await?
+        .into_inner();
+    Ok(created.token)
+}
+
 /// The page token of page [`DEEP_PAGE`], found by walking the pages.
 async fn deep_page_token(endpoint: &Endpoint, session: &Session) -> Result<String, BoxError> {
     let mut users = UserServiceClient::new(endpoint.connect().await?);
@@ -1129,7 +1211,7 @@ async fn deep_page_token(endpoint: &Endpoint, session: &Session) -> Result<Strin
         let request = proto::ListUsersRequest {
             page_size: LIST_PAGE_SIZE,
             page_token: token,
-            role: proto::Role::Unspecified as i32,
+            ..Default::default()
         };
         token = users
             .list_users(session.authorized(request))
