@@ -24,7 +24,7 @@ fn as_service<T>(message: T, service_key: &str) -> tonic::Request<T> {
 /// docs/api.md's permission matrix for the service's own additions), written
 /// out here rather than asked of the code under test: each permission with
 /// whether nanoAdmin, nanoUser and nanoReadOnly hold it.
-const PRODUCT_MATRIX: [(&str, [bool; 3]); 26] = [
+const PRODUCT_MATRIX: [(&str, [bool; 3]); 28] = [
     ("apikey.read", [true, false, false]),
     ("apikey.rotate", [true, false, false]),
     ("playerkey.read", [true, true, true]),
@@ -51,6 +51,8 @@ const PRODUCT_MATRIX: [(&str, [bool; 3]); 26] = [
     ("playback_keys.rotate", [true, false, false]),
     ("metrics.read", [true, true, true]),
     ("sessions.manage", [true, false, false]),
+    ("users.suspend", [true, false, false]),
+    ("api_tokens.manage", [true, false, false]),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

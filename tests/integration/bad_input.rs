@@ -89,6 +89,11 @@ macro_rules! answered_by_ok {
 }
 
 answered_by_ok!(
+    proto::CreateApiTokenResponse,
+    proto::ListApiTokensResponse,
+    proto::RevokeApiTokenResponse,
+    proto::SuspendUserResponse,
+    proto::ReactivateUserResponse,
     proto::LoginResponse,
     proto::RefreshResponse,
     proto::ChangePasswordResponse,
@@ -165,6 +170,16 @@ async fn every_string_field_has_a_length_limit() {
     let playback = || PlaybackTokenServiceClient::new(channel.clone());
     let audit = || AuditServiceClient::new(channel.clone());
     let sessions = || proto::session_service_client::SessionServiceClient::new(channel.clone());
+    let api_tokens =
+        || proto::api_token_service_client::ApiTokenServiceClient::new(channel.clone());
+    let token_request = |permissions: &[&str]| proto::CreateApiTokenRequest {
+        name: "script".into(),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: now_seconds() + 3_600,
+            nanos: 0,
+        }),
+        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+    };
     let login = |email: &str, password: &str, org: &str| proto::LoginRequest {
         email: email.into(),
         password: password.into(),
@@ -392,6 +407,122 @@ async fn every_string_field_has_a_length_limit() {
                 revoke_session,
                 admin.req(proto::RevokeSessionRequest {
                     session_id: long.clone(),
+                })
+            ),
+        ),
+        (
+            "CreateApiTokenRequest.name",
+            Expect::Invalid("name"),
+            call!(
+                api_tokens(),
+                create_api_token,
+                admin.req(proto::CreateApiTokenRequest {
+                    name: long.clone(),
+                    ..token_request(&[])
+                })
+            ),
+        ),
+        (
+            "CreateApiTokenRequest.permissions",
+            Expect::Invalid("permissions[0]"),
+            call!(
+                api_tokens(),
+                create_api_token,
+                admin.req(token_request(&[long.as_str()]))
+            ),
+        ),
+        (
+            "ListApiTokensRequest.user_id",
+            Expect::Invalid("user_id"),
+            call!(
+                api_tokens(),
+                list_api_tokens,
+                admin.req(proto::ListApiTokensRequest {
+                    user_id: long.clone(),
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "ListApiTokensRequest.page_token",
+            Expect::Invalid("page_token"),
+            call!(
+                api_tokens(),
+                list_api_tokens,
+                admin.req(proto::ListApiTokensRequest {
+                    page_token: long.clone(),
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "RevokeApiTokenRequest.api_token_id",
+            Expect::Invalid("api_token_id"),
+            call!(
+                api_tokens(),
+                revoke_api_token,
+                admin.req(proto::RevokeApiTokenRequest {
+                    api_token_id: long.clone(),
+                })
+            ),
+        ),
+        (
+            "ListUsersRequest.email_prefix",
+            Expect::Invalid("email_prefix"),
+            call!(
+                users(),
+                list_users,
+                admin.req(proto::ListUsersRequest {
+                    email_prefix: long.clone(),
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "SuspendUserRequest.user_id",
+            Expect::Invalid("user_id"),
+            call!(
+                users(),
+                suspend_user,
+                admin.req(proto::SuspendUserRequest {
+                    user_id: long.clone(),
+                    confirmation_token: String::new(),
+                })
+            ),
+        ),
+        (
+            "SuspendUserRequest.confirmation_token",
+            Expect::Invalid("confirmation_token"),
+            call!(
+                users(),
+                suspend_user,
+                admin.req(proto::SuspendUserRequest {
+                    user_id: user.id.clone(),
+                    confirmation_token: long.clone(),
+                })
+            ),
+        ),
+        (
+            "ReactivateUserRequest.user_id",
+            Expect::Invalid("user_id"),
+            call!(
+                users(),
+                reactivate_user,
+                admin.req(proto::ReactivateUserRequest {
+                    user_id: long.clone(),
+                    etag: String::new(),
+                })
+            ),
+        ),
+        (
+            "ReactivateUserRequest.etag",
+            Expect::Invalid("etag"),
+            call!(
+                users(),
+                reactivate_user,
+                admin.req(proto::ReactivateUserRequest {
+                    user_id: user.id.clone(),
+                    etag: long.clone(),
                 })
             ),
         ),

@@ -20,7 +20,7 @@ use usermgmt::proto::{
     self, Role, auth_service_client::AuthServiceClient, delete_user_response,
     organisation_service_client::OrganisationServiceClient,
     playback_token_service_client::PlaybackTokenServiceClient, renew_token_key_response,
-    revoke_playback_token_request::Target, rotate_api_key_response,
+    revoke_playback_token_request::Target, rotate_api_key_response, suspend_user_response,
     user_service_client::UserServiceClient,
 };
 use uuid::Uuid;
@@ -41,6 +41,7 @@ const READS: &[&str] = &[
     // path (password_reset.rs); the call itself changes nothing.
     "AuthService/RequestPasswordReset",
     "SessionService/ListSessions",
+    "ApiTokenService/ListApiTokens",
     "AuthService/Authorize",
     "AuthService/AuthorizeBatch",
     "UserService/GetUser",
@@ -84,10 +85,18 @@ enum Write {
     ChangePassword,
     /// Anonymous, with a reset token of the caller's.
     ResetPassword,
+    /// For the caller: needs a signed-in session.
+    CreateApiToken,
+    /// Of the target's token: needs api_tokens.manage.
+    RevokeApiToken,
+    AskSuspendUser,
+    ConfirmSuspendUser,
+    /// Of the target, suspended beforehand.
+    ReactivateUser,
 }
 
 impl Write {
-    const ALL: [Write; 21] = [
+    const ALL: [Write; 26] = [
         Write::CreateUser,
         Write::CreateInvite,
         Write::RevokeInvite,
@@ -109,10 +118,16 @@ impl Write {
         Write::RevokeSession,
         Write::ChangePassword,
         Write::ResetPassword,
+        Write::CreateApiToken,
+        Write::RevokeApiToken,
+        Write::AskSuspendUser,
+        Write::ConfirmSuspendUser,
+        Write::ReactivateUser,
     ];
 
     /// Whether `kind` can make this write at all: the API key has no
-    /// password, session or reset of its own.
+    /// password, session or reset of its own, and a personal API token no
+    /// session (so it cannot create tokens either).
     fn made_by(self, kind: CallerKind) -> bool {
         kind == CallerKind::Admin
             || !matches!(
@@ -122,6 +137,7 @@ impl Write {
                     | Write::Logout
                     | Write::ChangePassword
                     | Write::ResetPassword
+                    | Write::CreateApiToken
             )
     }
 
@@ -148,6 +164,10 @@ impl Write {
             Write::RevokeSession => "SessionService/RevokeSession",
             Write::ChangePassword => "AuthService/ChangePassword",
             Write::ResetPassword => "AuthService/ResetPassword",
+            Write::CreateApiToken => "ApiTokenService/CreateApiToken",
+            Write::RevokeApiToken => "ApiTokenService/RevokeApiToken",
+            Write::AskSuspendUser | Write::ConfirmSuspendUser => "UserService/SuspendUser",
+            Write::ReactivateUser => "UserService/ReactivateUser",
         }
     }
 }
@@ -187,6 +207,7 @@ struct Caller {
 
 #[derive(Clone)]
 enum Credential {
+    /// An access token, or a personal API token: presented alike.
     Token(String),
     ApiKey(String),
 }
@@ -260,6 +281,25 @@ impl Caller {
             }
             Some(renew_token_key_response::Outcome::Renewed(user)) if !token.is_empty() => user.id,
             other => panic!("RenewTokenKey answered {other:?}"),
+        })
+    }
+
+    async fn suspend_user(&self, user_id: &str, token: &str) -> Result<String, Status> {
+        let outcome = self
+            .users()
+            .suspend_user(self.req(proto::SuspendUserRequest {
+                user_id: user_id.into(),
+                confirmation_token: token.into(),
+            }))
+            .await?
+            .into_inner()
+            .outcome;
+        Ok(match outcome {
+            Some(suspend_user_response::Outcome::ConfirmationRequired(c)) if token.is_empty() => {
+                c.confirmation_token
+            }
+            Some(suspend_user_response::Outcome::Suspended(user)) if !token.is_empty() => user.id,
+            other => panic!("SuspendUser answered {other:?}"),
         })
     }
 
@@ -352,6 +392,31 @@ impl Prepared {
                     .session_id
             }
             Write::ResetPassword => reset_token_of(db, org).await,
+            Write::RevokeApiToken => {
+                let access = login(&caller.channel, &target_email, PASSWORD).await;
+                create_api_token(&caller.channel, &access, &[])
+                    .await
+                    .expect("the target's API token")
+                    .api_token
+                    .expect("its resource")
+                    .id
+            }
+            Write::ConfirmSuspendUser => caller
+                .suspend_user(&target.to_string(), "")
+                .await
+                .expect("the first step of SuspendUser"),
+            Write::ReactivateUser => {
+                db.client()
+                    .await
+                    .execute(
+                        "UPDATE users SET state = 'suspended', token_key = gen_random_uuid(), \
+                         version = version + 1 WHERE id = $1",
+                        &[&target],
+                    )
+                    .await
+                    .expect("suspend the target");
+                String::new()
+            }
             _ => String::new(),
         };
         let target = target.to_string();
@@ -505,6 +570,35 @@ impl Prepared {
                     })
                     .await?;
             }
+            Write::CreateApiToken => {
+                let Credential::Token(access) = &caller.credential else {
+                    panic!("CreateApiToken needs a signed-in caller");
+                };
+                create_api_token(&caller.channel, access, &[]).await?;
+            }
+            Write::RevokeApiToken => {
+                proto::api_token_service_client::ApiTokenServiceClient::new(caller.channel.clone())
+                    .revoke_api_token(caller.req(proto::RevokeApiTokenRequest {
+                        api_token_id: token.into(),
+                    }))
+                    .await?;
+            }
+            Write::AskSuspendUser | Write::ConfirmSuspendUser => {
+                caller.suspend_user(target, token).await?;
+            }
+            Write::ReactivateUser => {
+                let user = caller
+                    .users()
+                    .reactivate_user(caller.req(proto::ReactivateUserRequest {
+                        user_id: target.into(),
+                        etag: String::new(),
+                    }))
+                    .await?
+                    .into_inner()
+                    .user
+                    .expect("the user");
+                assert_eq!(user.state, proto::UserState::Active as i32);
+            }
         }
         Ok(())
     }
@@ -532,6 +626,11 @@ enum Revocation {
     RotateApiKey,
     /// Every session of the caller's user ends (logout, revocation).
     EndSessions,
+    /// The caller's user is suspended, and only that: its tokenKey stays,
+    /// so the state alone must refuse.
+    Suspend,
+    /// The caller's personal API tokens are revoked.
+    RevokeApiTokens,
 }
 
 impl Revocation {
@@ -554,6 +653,15 @@ impl Revocation {
                  WHERE user_id = $1 AND ended_at IS NULL",
                 org.admin_id,
             ),
+            Revocation::Suspend => (
+                "UPDATE users SET state = 'suspended', version = version + 1, \
+                 updated_at = now() WHERE id = $1",
+                org.admin_id,
+            ),
+            Revocation::RevokeApiTokens => (
+                "UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+                org.admin_id,
+            ),
             Revocation::RotateApiKey => (
                 "UPDATE organisations SET api_key_hash = sha256(gen_random_uuid()::text::bytea), \
                  api_key_fingerprint = 'rotatedbysql', api_key_rotated_at = now(), \
@@ -569,42 +677,63 @@ impl Revocation {
     }
 }
 
-/// The exact refusal of `write` after `revocation`; None: it succeeds.
-fn expected(write: Write, revocation: Revocation) -> Option<(Code, &'static str)> {
+/// The exact refusal of `write` by `kind` after `revocation`; None: it
+/// succeeds.
+fn expected(
+    write: Write,
+    kind: CallerKind,
+    revocation: Revocation,
+) -> Option<(Code, &'static str)> {
     if write == Write::AcceptInvite {
         // The invite dies with its creator's authority (existence and
         // users.invite, or the API key being current), not with a renewal
         // of the creator's tokenKey or the end of the creator's sessions.
         return match revocation {
-            Revocation::Nothing | Revocation::RenewTokenKey | Revocation::EndSessions => None,
-            Revocation::DeleteUser | Revocation::Demote | Revocation::RotateApiKey => {
-                Some((Code::Unauthenticated, "INVITE_INVALID"))
-            }
+            Revocation::Nothing
+            | Revocation::RenewTokenKey
+            | Revocation::EndSessions
+            | Revocation::RevokeApiTokens => None,
+            Revocation::DeleteUser
+            | Revocation::Demote
+            | Revocation::RotateApiKey
+            | Revocation::Suspend => Some((Code::Unauthenticated, "INVITE_INVALID")),
         };
     }
     let unauthenticated = |reason| Some((Code::Unauthenticated, reason));
     match (write, revocation) {
         (_, Revocation::Nothing) => return None,
-        // Signing in needs only the user to exist.
-        (Write::Login, Revocation::DeleteUser) => return unauthenticated("LOGIN_FAILED"),
+        // Signing in needs only the user to exist, active.
+        (Write::Login, Revocation::DeleteUser | Revocation::Suspend) => {
+            return unauthenticated("LOGIN_FAILED");
+        }
         (Write::Login, _) => return None,
-        // A refresh needs its session live, with the user's tokenKey.
+        // A refresh needs its session live, with the user's tokenKey, and
+        // the user active.
         (Write::Refresh, Revocation::Demote) => return None,
         (Write::Refresh, _) => return unauthenticated("REFRESH_TOKEN_INVALID"),
-        // A reset needs only its user; it renews the tokenKey itself.
-        (Write::ResetPassword, Revocation::DeleteUser) => {
+        // A reset needs only its user, active; it renews the tokenKey itself.
+        (Write::ResetPassword, Revocation::DeleteUser | Revocation::Suspend) => {
             return unauthenticated("RESET_TOKEN_INVALID");
         }
         (Write::ResetPassword, _) => return None,
-        // One's own session and password need no permission.
-        (Write::Logout | Write::ChangePassword, Revocation::Demote) => return None,
+        // A signed-in caller's session does not depend on its API tokens.
+        (_, Revocation::RevokeApiTokens) if kind != CallerKind::ApiToken => return None,
+        // One's own session, password and tokens need no permission (the
+        // token asks for the whole role, whatever it is at commit).
+        (Write::Logout | Write::ChangePassword | Write::CreateApiToken, Revocation::Demote) => {
+            return None;
+        }
         _ => {}
     }
     match revocation {
         Revocation::Nothing => None,
-        Revocation::DeleteUser | Revocation::RenewTokenKey | Revocation::EndSessions => {
-            Some((Code::Unauthenticated, "TOKEN_REVOKED"))
-        }
+        // A personal API token has no session.
+        Revocation::EndSessions if kind == CallerKind::ApiToken => None,
+        Revocation::DeleteUser
+        | Revocation::RenewTokenKey
+        | Revocation::EndSessions
+        | Revocation::Suspend
+        | Revocation::RevokeApiTokens => Some((Code::Unauthenticated, "TOKEN_REVOKED")),
         Revocation::Demote => Some((Code::PermissionDenied, "PERMISSION_MISSING")),
         Revocation::RotateApiKey => Some((Code::Unauthenticated, "API_KEY_INVALID")),
     }
@@ -616,6 +745,8 @@ enum CallerKind {
     Admin,
     /// The organisation API key.
     ApiKey,
+    /// A personal API token of the first nanoAdmin, for the whole role.
+    ApiToken,
 }
 
 /// One case, in an organisation of its own.
@@ -642,6 +773,13 @@ async fn run_case(
             Credential::Token(login(channel, &org.admin_email, ADMIN_PASSWORD).await)
         }
         CallerKind::ApiKey => Credential::ApiKey(org.api_key.clone()),
+        CallerKind::ApiToken => {
+            let access = login(channel, &org.admin_email, ADMIN_PASSWORD).await;
+            let created = create_api_token(channel, &access, &[])
+                .await
+                .expect("the admin's API token");
+            Credential::Token(created.token)
+        }
     };
     let caller = Caller {
         channel: channel.clone(),
@@ -662,7 +800,7 @@ async fn run_case(
     let result = call.await.expect("the call's task");
     let after = dump_org(&server.db, org.id).await;
 
-    match expected(write, revocation) {
+    match expected(write, kind, revocation) {
         None => {
             if let Err(status) = result {
                 panic!("{case}: expected OK, got {status:?}");
@@ -702,10 +840,18 @@ async fn run_case(
 /// watch is per database, and cases must not overlap), and reports every
 /// failing case at once.
 async fn run_cases(kind: CallerKind, revocations: &[Revocation]) {
-    // Many sign-ins from one address in a minute: no login rate limits.
-    let server =
-        TestServer::start_with(&["--login-rate-per-peer", "0", "--login-rate-per-email", "0"])
-            .await;
+    // Many sign-ins from one address in a minute: no login rate limits. The
+    // uses of API tokens are not written during the cases (an hour between
+    // writes): they would change the rows a refused write must leave alone.
+    let server = TestServer::start_with(&[
+        "--login-rate-per-peer",
+        "0",
+        "--login-rate-per-email",
+        "0",
+        "--api-token-usage-flush-ms",
+        "3600000",
+    ])
+    .await;
     let server = std::sync::Arc::new(server);
     let channel = server.channel().await;
     let mut failures = Vec::new();
@@ -753,6 +899,28 @@ async fn every_write_rechecks_a_signed_in_caller_at_commit() {
             Revocation::DeleteUser,
             Revocation::RenewTokenKey,
             Revocation::Demote,
+            Revocation::EndSessions,
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_rechecks_a_suspension_of_a_signed_in_caller_at_commit() {
+    run_cases(CallerKind::Admin, &[Revocation::Suspend]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_rechecks_a_personal_api_token_at_commit() {
+    run_cases(
+        CallerKind::ApiToken,
+        &[
+            Revocation::Nothing,
+            Revocation::DeleteUser,
+            Revocation::RenewTokenKey,
+            Revocation::Demote,
+            Revocation::Suspend,
+            Revocation::RevokeApiTokens,
             Revocation::EndSessions,
         ],
     )

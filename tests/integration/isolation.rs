@@ -10,7 +10,8 @@ use std::pin::Pin;
 use tonic::Code;
 use tonic::transport::Channel;
 use usermgmt::proto::{
-    self, Role, auth_service_client::AuthServiceClient, credential::Kind,
+    self, Role, api_token_service_client::ApiTokenServiceClient,
+    auth_service_client::AuthServiceClient, credential::Kind,
     organisation_service_client::OrganisationServiceClient,
     playback_token_service_client::PlaybackTokenServiceClient,
     revoke_playback_token_request::Target, role_service_client::RoleServiceClient,
@@ -43,6 +44,8 @@ struct Victim {
     rotate_confirmation: String,
     /// The admin's session.
     session_id: String,
+    /// A personal API token of the admin.
+    api_token_id: String,
 }
 
 async fn victim(server: &TestServer, channel: &Channel) -> Victim {
@@ -91,7 +94,14 @@ async fn victim(server: &TestServer, channel: &Channel) -> Victim {
         .find(|session| session.current)
         .expect("the current session")
         .id;
+    let api_token_id = create_api_token(channel, &admin.token, &[])
+        .await
+        .expect("the admin's API token")
+        .api_token
+        .expect("its resource")
+        .id;
     Victim {
+        api_token_id,
         session_id,
         org,
         admin,
@@ -254,6 +264,36 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
             assert_status(result, Code::NotFound, None);
         })
     });
+    cases.insert("ApiTokenService/CreateApiToken", {
+        // A token is the caller's own: B's token is B's, whatever it tries.
+        let (channel, token) = (channel.clone(), b.token.clone());
+        let b_admin = other.admin_id.to_string();
+        Box::pin(async move {
+            let created = create_api_token(&channel, &token, &[])
+                .await
+                .expect("B's own token");
+            assert_eq!(created.api_token.expect("resource").user_id, b_admin);
+        })
+    });
+    cases.insert("ApiTokenService/ListApiTokens", {
+        let mut tokens = ApiTokenServiceClient::new(channel.clone());
+        let request = b.req(proto::ListApiTokensRequest {
+            user_id: a.org.admin_id.to_string(),
+            ..Default::default()
+        });
+        Box::pin(async move {
+            assert_status(tokens.list_api_tokens(request).await, Code::NotFound, None);
+        })
+    });
+    cases.insert("ApiTokenService/RevokeApiToken", {
+        let mut tokens = ApiTokenServiceClient::new(channel.clone());
+        let request = b.req(proto::RevokeApiTokenRequest {
+            api_token_id: a.api_token_id.clone(),
+        });
+        Box::pin(async move {
+            assert_status(tokens.revoke_api_token(request).await, Code::NotFound, None);
+        })
+    });
     for (name, batch) in [
         ("AuthService/Authorize", false),
         ("AuthService/AuthorizeBatch", true),
@@ -414,6 +454,40 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
                 &[Code::NotFound, Code::FailedPrecondition],
                 "RenewTokenKey",
             );
+        })
+    });
+    cases.insert("UserService/SuspendUser", {
+        let b = b.clone();
+        let (id, token) = (a.user_id.clone(), a.renew_confirmation.clone());
+        Box::pin(async move {
+            for confirmation_token in [String::new(), token] {
+                let result = b
+                    .users()
+                    .suspend_user(b.req(proto::SuspendUserRequest {
+                        user_id: id.clone(),
+                        confirmation_token,
+                    }))
+                    .await;
+                code_in(
+                    result,
+                    &[Code::NotFound, Code::FailedPrecondition],
+                    "SuspendUser",
+                );
+            }
+        })
+    });
+    cases.insert("UserService/ReactivateUser", {
+        let b = b.clone();
+        let id = a.user_id.clone();
+        Box::pin(async move {
+            let result = b
+                .users()
+                .reactivate_user(b.req(proto::ReactivateUserRequest {
+                    user_id: id,
+                    etag: String::new(),
+                }))
+                .await;
+            assert_status(result, Code::NotFound, None);
         })
     });
 

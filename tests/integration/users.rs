@@ -9,6 +9,7 @@ fn page(page_size: i32, page_token: &str, role: proto::Role) -> proto::ListUsers
         page_size,
         page_token: page_token.into(),
         role: role as i32,
+        ..Default::default()
     }
 }
 
@@ -111,6 +112,7 @@ async fn bad_list_and_get_arguments_name_their_fields() {
         page_size: -1,
         page_token: "!!".into(),
         role: 42,
+        ..Default::default()
     };
     let status = assert_status(
         users.list_users(authed(bad_page, &token)).await,

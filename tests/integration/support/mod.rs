@@ -346,3 +346,33 @@ pub async fn audit_count(db: &TestDb, org: Uuid) -> i64 {
         .expect("count audit events")
         .get(0)
 }
+
+/// Creates a personal API token of the signed-in user, valid for a day.
+pub async fn create_api_token(
+    channel: &tonic::transport::Channel,
+    access_token: &str,
+    permissions: &[&str],
+) -> Result<proto::CreateApiTokenResponse, Status> {
+    let expires_at = prost_types::Timestamp {
+        seconds: now_seconds() + 86_400,
+        nanos: 0,
+    };
+    proto::api_token_service_client::ApiTokenServiceClient::new(channel.clone())
+        .create_api_token(authed(
+            proto::CreateApiTokenRequest {
+                name: "test token".into(),
+                expires_at: Some(expires_at),
+                permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            },
+            access_token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+pub fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
