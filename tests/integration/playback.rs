@@ -175,7 +175,7 @@ fn header_of(token: &str) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_playback_token_outlives_its_issuers_demotion_renewal_and_deletion() {
+async fn a_playback_token_outlives_its_issuers_demotion_renewal_suspension_and_deletion() {
     let server = TestServer::start().await;
     let (_, admin, operator, operator_id) = secure_org(&server, "Acme").await;
     let channel = server.channel().await;
@@ -208,6 +208,31 @@ async fn a_playback_token_outlives_its_issuers_demotion_renewal_and_deletion() {
         .await
         .expect("renew");
     assert!(operator.who_am_i().await.is_err(), "access tokens die");
+    assert_reason(
+        &verify(&channel, &issued.token, "live").await,
+        Reason::Unspecified,
+    );
+
+    let suspend = |token: &str| proto::SuspendUserRequest {
+        user_id: operator_id.clone(),
+        confirmation_token: token.into(),
+    };
+    let asked = admin
+        .users()
+        .suspend_user(admin.req(suspend("")))
+        .await
+        .expect("ask suspend")
+        .into_inner()
+        .outcome;
+    let Some(proto::suspend_user_response::Outcome::ConfirmationRequired(confirmation)) = asked
+    else {
+        panic!("expected a confirmation, got {asked:?}");
+    };
+    admin
+        .users()
+        .suspend_user(admin.req(suspend(&confirmation.confirmation_token)))
+        .await
+        .expect("suspend");
     assert_reason(
         &verify(&channel, &issued.token, "live").await,
         Reason::Unspecified,
