@@ -20,5 +20,6 @@ BEGIN
 END
 $$;
 DROP INDEX users_organisation_email_order_idx;
+ALTER TABLE users DROP COLUMN email_order;
 DROP INDEX users_suspended_idx;
 ALTER TABLE users DROP COLUMN state;

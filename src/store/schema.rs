@@ -28,6 +28,8 @@ diesel::table! {
         updated_at -> Timestamptz,
         last_login_at -> Nullable<Timestamptz>,
         state -> Text,
+        /// lower(email), in byte order: the order of a prefix search.
+        email_order -> Text,
     }
 }
 

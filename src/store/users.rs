@@ -15,8 +15,6 @@ use super::{Store, db_error, is_unique_violation};
 use crate::domain::session::EndReason;
 use crate::domain::user::UserState;
 use crate::domain::{DomainError, Role, user::User};
-use diesel::dsl::sql;
-use diesel::sql_types::{Bool, Text};
 
 /// A page of users: `limit` users after `after`, in id (= creation) order,
 /// or in email order when searching by `email_prefix`.
@@ -36,10 +34,6 @@ pub struct UserCursor {
     pub id: Uuid,
     pub email: Option<String>,
 }
-
-/// The email order of the prefix search: byte order, which the index
-/// `users_organisation_email_order_idx` keeps.
-const EMAIL_ORDER: &str = "lower(email) COLLATE \"C\"";
 
 impl Store {
     /// One user of the organisation; NOT_FOUND also for other organisations'.
@@ -104,37 +98,42 @@ impl Store {
                 }
             }
             Some(prefix) => {
-                // A range rather than LIKE, so that any plan, generic or
-                // not, reads it off the index: every string that starts
-                // with the prefix sorts below the prefix and U+10FFFF.
+                // Every string that starts with the prefix sorts below the
+                // prefix followed by U+10FFFF: one range of the index.
                 let upper = format!("{prefix}\u{10FFFF}");
                 select = select
-                    .filter(
-                        sql::<Bool>(EMAIL_ORDER)
-                            .sql(" >= ")
-                            .bind::<Text, _>(prefix.clone()),
-                    )
-                    .filter(sql::<Bool>(EMAIL_ORDER).sql(" < ").bind::<Text, _>(upper))
-                    .order((sql::<Text>(EMAIL_ORDER).asc(), users::id.asc()));
+                    .filter(users::email_order.ge(prefix.clone()))
+                    .filter(users::email_order.lt(upper))
+                    .order((users::email_order.asc(), users::id.asc()));
                 if let Some(UserCursor {
                     id,
                     email: Some(email),
                 }) = &query.after
                 {
-                    // The cursor holds the email as stored: the same
-                    // expression on both sides orders it the same way.
+                    // The cursor holds the email as stored: lower() puts it
+                    // in the column's order, as for the rows.
+                    let key = lower(email.clone());
                     select = select.filter(
-                        sql::<Bool>(&format!("({EMAIL_ORDER}, id) > (lower("))
-                            .bind::<Text, _>(email.clone())
-                            .sql(") COLLATE \"C\", ")
-                            .bind::<diesel::sql_types::Uuid, _>(*id)
-                            .sql(")"),
+                        users::email_order
+                            .gt(key.clone())
+                            .or(users::email_order.eq(key).and(users::id.gt(*id))),
                     );
                 }
             }
         }
         let rows = select.load(&mut conn).await.map_err(db_error)?;
         rows.into_iter().map(User::try_from).collect()
+    }
+
+    /// Refreshes the planner's statistics of the users table (after a bulk
+    /// load).
+    pub async fn analyze_users(&self) -> Result<(), DomainError> {
+        let mut conn = self.conn().await?;
+        diesel::sql_query("ANALYZE users")
+            .execute(&mut conn)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// How many suspended users the organisation has, by role.
