@@ -807,3 +807,97 @@ async fn revoking_a_token_waits_for_a_write_already_past_its_recheck() {
         Some("API_TOKEN_INVALID"),
     );
 }
+
+/// The role a token acts with is its user's current one, never the one it
+/// was created under: lowered by hand in the database (no tokenKey renewal,
+/// so the token lives on), the token loses what the role lost, including
+/// permissions it was created with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_never_does_more_than_its_users_current_role() {
+    let server = TestServer::start().await;
+    let org = create_org(&server.db, "Acme").await;
+    let channel = server.channel().await;
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    admin
+        .create_user("second@acme.example.com", proto::Role::NanoAdmin)
+        .await
+        .expect("a second admin");
+    let whole = create_api_token(&channel, &admin.token, &[])
+        .await
+        .expect("whole role")
+        .token;
+    let narrow = create_api_token(&channel, &admin.token, &["users.delete", "streams.read"])
+        .await
+        .expect("two permissions")
+        .token;
+    let invite = |credential: &str| {
+        let credential = credential.to_owned();
+        let channel = channel.clone();
+        async move {
+            UserServiceClient::new(channel)
+                .create_invite(authed(
+                    proto::CreateInviteRequest {
+                        email: "eve@acme.example.com".into(),
+                        role: proto::Role::NanoUser as i32,
+                        ttl: None,
+                    },
+                    &credential,
+                ))
+                .await
+        }
+    };
+    let first = invite(&whole).await.expect("an admin's token invites");
+    UserServiceClient::new(channel.clone())
+        .revoke_invite(authed(
+            proto::RevokeInviteRequest {
+                invite_id: first.into_inner().invite.expect("invite").id,
+            },
+            &whole,
+        ))
+        .await
+        .expect("revoke the invite");
+
+    server
+        .db
+        .client()
+        .await
+        .execute(
+            "UPDATE users SET role = 'nanoReadOnly' WHERE id = $1",
+            &[&org.admin_id],
+        )
+        .await
+        .expect("demote by hand");
+    assert_status(
+        invite(&whole).await,
+        Code::PermissionDenied,
+        Some("PERMISSION_MISSING"),
+    );
+    let who = who_am_i(&channel, &whole).await.expect("still valid");
+    assert_eq!(who.role, proto::Role::NanoReadOnly as i32);
+    let read_only: Vec<String> = [
+        "playerkey.read",
+        "token.read_own",
+        "streams.read",
+        "tags.read",
+        "metrics.read",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(who.permissions, read_only);
+    // Created with users.delete and streams.read: only streams.read is left.
+    let who = who_am_i(&channel, &narrow).await.expect("still valid");
+    assert_eq!(who.permissions, vec!["streams.read".to_owned()]);
+    assert_status(
+        UserServiceClient::new(channel.clone())
+            .delete_user(authed(
+                proto::DeleteUserRequest {
+                    user_id: org.admin_id.to_string(),
+                    confirmation_token: String::new(),
+                },
+                &narrow,
+            ))
+            .await,
+        Code::PermissionDenied,
+        Some("PERMISSION_MISSING"),
+    );
+}
