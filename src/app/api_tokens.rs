@@ -131,12 +131,7 @@ impl ApiTokens {
             .api_token_owner(organisation_id, token_id)
             .await?
             .ok_or(DomainError::NotFound("api token"))?;
-        let permission = if caller.user_id() == Some(owner) {
-            None
-        } else {
-            caller.require(Permission::ApiTokensManage)?;
-            Some(Permission::ApiTokensManage)
-        };
+        let permission = caller.permission_unless_own(Permission::ApiTokensManage, owner)?;
         self.store
             .write(
                 &caller.change(request_id),

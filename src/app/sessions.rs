@@ -417,12 +417,7 @@ impl Sessions {
             .session_owner(organisation_id, session_id)
             .await?
             .ok_or(DomainError::NotFound("session"))?;
-        let permission = if caller.user_id() == Some(owner) {
-            None
-        } else {
-            caller.require(Permission::SessionsManage)?;
-            Some(Permission::SessionsManage)
-        };
+        let permission = caller.permission_unless_own(Permission::SessionsManage, owner)?;
         self.store
             .write(
                 &caller.change(request_id),

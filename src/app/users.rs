@@ -370,10 +370,7 @@ impl Users {
         user_id: Uuid,
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
-        let permission = (caller.user_id() != Some(user_id)).then_some(P::UsersRenewToken);
-        if let Some(permission) = permission {
-            caller.require(permission)?;
-        }
+        let permission = caller.permission_unless_own(P::UsersRenewToken, user_id)?;
         let ctx = caller.change(request_id);
         let action = ConfirmedAction::RenewTokenKey;
         if confirmation_token.is_empty() {

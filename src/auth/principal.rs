@@ -76,6 +76,21 @@ impl Principal {
         }
     }
 
+    /// What a change of `owner`'s needs of this caller: nothing for one's
+    /// own, else `permission`, which the caller must hold now (the write path
+    /// checks it again at commit).
+    pub fn permission_unless_own(
+        &self,
+        permission: Permission,
+        owner: Uuid,
+    ) -> Result<Option<Permission>, DomainError> {
+        if self.user_id() == Some(owner) {
+            Ok(None)
+        } else {
+            self.require(permission).map(|()| Some(permission))
+        }
+    }
+
     /// The context of a change this caller makes.
     pub fn change(&self, request_id: Option<String>) -> ChangeContext {
         ChangeContext {

@@ -241,12 +241,7 @@ async fn lock_and_recheck(
             },
             Actor::User(user_id),
         ) => {
-            let (role, current_key) = locked.member()?;
-            ct_same(
-                current_key.as_bytes(),
-                token_key.as_bytes(),
-                AuthFailure::TokenRevoked,
-            )?;
+            let role = locked.member_with(*token_key)?;
             if !super::sessions::still_live(conn, *session_id, *user_id, *token_key).await? {
                 return Err(DomainError::Unauthenticated(AuthFailure::TokenRevoked));
             }
@@ -259,12 +254,7 @@ async fn lock_and_recheck(
             },
             Actor::User(user_id),
         ) => {
-            let (role, current_key) = locked.member()?;
-            ct_same(
-                current_key.as_bytes(),
-                token_key.as_bytes(),
-                AuthFailure::TokenRevoked,
-            )?;
+            let role = locked.member_with(*token_key)?;
             let scope = super::api_tokens::still_working(conn, *token_id, *user_id, *token_key)
                 .await?
                 .ok_or(DomainError::Unauthenticated(AuthFailure::TokenRevoked))?;
@@ -315,6 +305,18 @@ impl Locked {
             (Some(role), Some(token_key)) => Ok((parse_role(role)?, token_key)),
             _ => Err(DomainError::Unauthenticated(AuthFailure::TokenRevoked)),
         }
+    }
+
+    /// The calling user's role, while its tokenKey is still `token_key`
+    /// (compared in constant time); TOKEN_REVOKED otherwise.
+    fn member_with(&self, token_key: Uuid) -> Result<Role, DomainError> {
+        let (role, current_key) = self.member()?;
+        ct_same(
+            current_key.as_bytes(),
+            token_key.as_bytes(),
+            AuthFailure::TokenRevoked,
+        )?;
+        Ok(role)
     }
 }
 

@@ -704,103 +704,26 @@ async fn wait_for_last_use(
 async fn revoking_a_token_waits_for_a_write_already_past_its_recheck() {
     let server = TestServer::start().await;
     let org = create_org(&server.db, "Acme").await;
-    crate::playback::make_secure(&server.db, org.id).await;
     let channel = server.channel().await;
     let access = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let created = create_api_token(&channel, &access, &[])
         .await
         .expect("create");
     let token_id = created.api_token.expect("resource").id;
-    let issued =
-        proto::playback_token_service_client::PlaybackTokenServiceClient::new(channel.clone())
-            .issue_playback_token(authed(
-                proto::IssuePlaybackTokenRequest {
-                    revocable: true,
-                    ..crate::playback::for_streams(&["live"])
-                },
-                &created.token,
-            ))
-            .await
-            .expect("issue with the API token")
-            .into_inner();
-    let jti: uuid::Uuid = issued.token_id.parse().expect("a token id");
-
-    let holder = server.db.client().await;
-    holder.batch_execute("BEGIN").await.expect("begin");
-    holder
-        .execute(
-            "SELECT 1 FROM playback_tokens WHERE jti = $1 FOR UPDATE",
-            &[&jti],
-        )
-        .await
-        .expect("hold the row");
-    let watcher = server.db.client().await;
-    let lock_waiters = || async {
-        let count: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .expect("pg_stat_activity")
-            .get(0);
-        count
+    let end = {
+        let (channel, access) = (channel.clone(), access.clone());
+        async move { revoke(&channel, &access, &token_id).await }
     };
-    let mut write = tokio::spawn({
-        let (channel, credential) = (channel.clone(), created.token.clone());
-        async move {
-            proto::playback_token_service_client::PlaybackTokenServiceClient::new(channel)
-                .revoke_playback_token(authed(
-                    proto::RevokePlaybackTokenRequest {
-                        target: Some(proto::revoke_playback_token_request::Target::TokenId(
-                            jti.to_string(),
-                        )),
-                    },
-                    &credential,
-                ))
-                .await
-        }
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while lock_waiters().await < 1 {
-        assert!(!write.is_finished(), "the write did not wait for the row");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the write never queued"
-        );
-        tokio::task::yield_now().await;
-    }
-    let mut revocation = tokio::spawn({
-        let (channel, access, id) = (channel.clone(), access.clone(), token_id.clone());
-        async move { revoke(&channel, &access, &id).await }
-    });
-    while lock_waiters().await < 2 {
-        if revocation.is_finished() {
-            let answered = (&mut revocation).await.expect("the revocation's task");
-            panic!(
-                "the token's revocation was acknowledged ({answered:?}) while a write admitted \
-                 with it had yet to commit"
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the revocation never queued"
-        );
-        tokio::task::yield_now().await;
-    }
-    holder
-        .batch_execute("COMMIT")
-        .await
-        .expect("release the row");
-    (&mut write)
-        .await
-        .expect("the write's task")
-        .expect("the write, admitted before the revocation, commits");
-    (&mut revocation)
-        .await
-        .expect("the revocation's task")
-        .expect("then the token is revoked");
+    let (written, ended) = crate::support::lock::end_while_a_write_waits(
+        &server.db,
+        &channel,
+        org.id,
+        &created.token,
+        end,
+    )
+    .await;
+    written.expect("the write, admitted before the revocation, commits");
+    ended.expect("then the token is revoked");
     assert_status(
         who_am_i(&channel, &created.token).await,
         Code::Unauthenticated,

@@ -563,105 +563,27 @@ async fn a_login_is_audited_and_shown_on_the_user() {
 async fn ending_a_session_waits_for_a_write_already_past_its_recheck() {
     let server = TestServer::start().await;
     let org = create_org(&server.db, "Acme").await;
-    crate::playback::make_secure(&server.db, org.id).await;
     let channel = server.channel().await;
     let writer = sign_in(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let ender = sign_in(&channel, &org.admin_email, ADMIN_PASSWORD).await;
-    let issued =
-        proto::playback_token_service_client::PlaybackTokenServiceClient::new(channel.clone())
-            .issue_playback_token(authed(
-                proto::IssuePlaybackTokenRequest {
-                    revocable: true,
-                    ..crate::playback::for_streams(&["live"])
-                },
-                &writer.access,
-            ))
-            .await
-            .expect("issue")
-            .into_inner();
-    let jti: uuid::Uuid = issued.token_id.parse().expect("a token id");
-
-    // The test holds the playback token's row: the revocation passes its
-    // re-check, then waits for it.
-    let holder = server.db.client().await;
-    holder.batch_execute("BEGIN").await.expect("begin");
-    holder
-        .execute(
-            "SELECT 1 FROM playback_tokens WHERE jti = $1 FOR UPDATE",
-            &[&jti],
-        )
-        .await
-        .expect("hold the row");
-    let watcher = server.db.client().await;
-    let lock_waiters = || async {
-        let count: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .expect("pg_stat_activity")
-            .get(0);
-        count
-    };
-    let mut write = tokio::spawn({
-        let (channel, access) = (channel.clone(), writer.access.clone());
-        async move {
-            proto::playback_token_service_client::PlaybackTokenServiceClient::new(channel)
-                .revoke_playback_token(authed(
-                    proto::RevokePlaybackTokenRequest {
-                        target: Some(proto::revoke_playback_token_request::Target::TokenId(
-                            jti.to_string(),
-                        )),
-                    },
-                    &access,
-                ))
-                .await
-        }
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while lock_waiters().await < 1 {
-        assert!(!write.is_finished(), "the write did not wait for the row");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the write never queued"
-        );
-        tokio::task::yield_now().await;
-    }
-
-    let mut end = tokio::spawn({
+    let end = {
         let (channel, access, session) = (
             channel.clone(),
             ender.access.clone(),
             writer.session_id.clone(),
         );
         async move { revoke(&channel, &access, &session).await }
-    });
-    // The end must queue behind the write, never be answered first.
-    while lock_waiters().await < 2 {
-        if end.is_finished() {
-            let answered = (&mut end).await.expect("the end's task");
-            panic!(
-                "the session's end was acknowledged ({answered:?}) while a write admitted \
-                 with it had yet to commit"
-            );
-        }
-        assert!(std::time::Instant::now() < deadline, "the end never queued");
-        tokio::task::yield_now().await;
-    }
-    holder
-        .batch_execute("COMMIT")
-        .await
-        .expect("release the row");
-    (&mut write)
-        .await
-        .expect("the write's task")
-        .expect("the write, admitted before the end, commits");
-    (&mut end)
-        .await
-        .expect("the end's task")
-        .expect("then the session ends");
+    };
+    let (written, ended) = crate::support::lock::end_while_a_write_waits(
+        &server.db,
+        &channel,
+        org.id,
+        &writer.access,
+        end,
+    )
+    .await;
+    written.expect("the write, admitted before the end, commits");
+    ended.expect("then the session ends");
     assert_status(
         who_am_i(&channel, &writer.access).await,
         Code::Unauthenticated,

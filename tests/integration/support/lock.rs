@@ -95,3 +95,104 @@ impl OrgLock {
         self.tx.batch_execute("COMMIT").await.expect("commit");
     }
 }
+
+/// A write admitted with `credential` and held after its commit re-check,
+/// against the end of that credential by a call that takes the
+/// organisation's lock only shared, as `end` does (ending a session,
+/// revoking a personal API token).
+///
+/// The write revokes a revocable playback token whose row the test holds: it
+/// passes its re-check, then waits for the row. Then `end` runs. It must
+/// queue behind the write (which read the credential `FOR SHARE`), never be
+/// answered first; once the row is released, the write commits, then the
+/// end. Returns the write's and the end's results.
+pub async fn end_while_a_write_waits<E, T>(
+    db: &TestDb,
+    channel: &tonic::transport::Channel,
+    organisation: Uuid,
+    credential: &str,
+    end: E,
+) -> (Result<(), tonic::Status>, T)
+where
+    E: Future<Output = T> + Send + 'static,
+    T: Debug + Send + 'static,
+{
+    use usermgmt::proto::{
+        self, playback_token_service_client::PlaybackTokenServiceClient,
+        revoke_playback_token_request::Target,
+    };
+    crate::playback::make_secure(db, organisation).await;
+    let issued = PlaybackTokenServiceClient::new(channel.clone())
+        .issue_playback_token(super::authed(
+            proto::IssuePlaybackTokenRequest {
+                revocable: true,
+                ..crate::playback::for_streams(&["live"])
+            },
+            credential,
+        ))
+        .await
+        .expect("issue a revocable playback token")
+        .into_inner();
+    let holder = db.client().await;
+    holder.batch_execute("BEGIN").await.expect("begin");
+    let jti: Uuid = issued.token_id.parse().expect("a token id");
+    holder
+        .execute(
+            "SELECT 1 FROM playback_tokens WHERE jti = $1 FOR UPDATE",
+            &[&jti],
+        )
+        .await
+        .expect("hold the playback token's row");
+    let watcher = db.client().await;
+    let lock_waiters = || async {
+        let count: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("read pg_stat_activity")
+            .get(0);
+        count
+    };
+    let mut write = tokio::spawn({
+        let (channel, credential) = (channel.clone(), credential.to_owned());
+        async move {
+            PlaybackTokenServiceClient::new(channel)
+                .revoke_playback_token(super::authed(
+                    proto::RevokePlaybackTokenRequest {
+                        target: Some(Target::TokenId(jti.to_string())),
+                    },
+                    &credential,
+                ))
+                .await
+                .map(|_| ())
+        }
+    });
+    let deadline = Instant::now() + QUEUE_DEADLINE;
+    while lock_waiters().await < 1 {
+        assert!(!write.is_finished(), "the write did not wait for the row");
+        assert!(Instant::now() < deadline, "the write never queued");
+        tokio::task::yield_now().await;
+    }
+    let mut ended = tokio::spawn(end);
+    while lock_waiters().await < 2 {
+        if ended.is_finished() {
+            let answered = (&mut ended).await.expect("the end's task");
+            panic!(
+                "the end was acknowledged ({answered:?}) while a write admitted with the \
+                 credential had yet to commit"
+            );
+        }
+        assert!(Instant::now() < deadline, "the end never queued");
+        tokio::task::yield_now().await;
+    }
+    holder
+        .batch_execute("COMMIT")
+        .await
+        .expect("release the row");
+    let written = (&mut write).await.expect("the write's task");
+    let ended = (&mut ended).await.expect("the end's task");
+    (written, ended)
+}
