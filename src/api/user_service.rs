@@ -6,10 +6,9 @@ use crate::app::users::{UserFilter, Users};
 use crate::domain::DomainError;
 use crate::domain::error::Violations;
 use crate::domain::paging::{self, KeyedCursor, PageToken};
-use crate::domain::user::{parse_id, validate_password};
+use crate::domain::user::{UserCursor, parse_id, validate_password};
 use crate::domain::{email::Email, invite};
 use crate::proto::{self, user_service_server::UserService};
-use crate::store::users::UserCursor;
 
 pub struct UserApi {
     pub users: Users,

@@ -19,12 +19,12 @@ use crate::domain::audit::{
 };
 use crate::domain::invariants::{ConfirmedAction, etag_matches, keeps_an_admin};
 use crate::domain::invite::Invite;
-use crate::domain::user::UserState;
+use crate::domain::user::{UserCursor, UserState};
 use crate::domain::{DomainError, Permission as P, Role, email::Email, user::User};
 use crate::store::audit::Audit;
 use crate::store::confirmations::{self, NewConfirmation};
 use crate::store::invites::{self, NewInvite};
-use crate::store::users::{self, UserCursor, UserQuery};
+use crate::store::users::{self, UserQuery};
 use crate::store::write::{Change, OrgLock};
 use crate::store::{Store, Tx};
 

@@ -24,6 +24,14 @@ pub struct User {
     pub state: UserState,
 }
 
+/// Where a page of users starts: after this user (and, in a prefix search's
+/// email order, after this email, as stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCursor {
+    pub id: Uuid,
+    pub email: Option<String>,
+}
+
 /// Whether a user may act: a suspended user keeps their record and role but
 /// can neither sign in nor use any credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -13,7 +13,7 @@ use super::schema::users;
 use super::write::Change;
 use super::{Store, db_error, is_unique_violation};
 use crate::domain::session::EndReason;
-use crate::domain::user::UserState;
+use crate::domain::user::{UserCursor, UserState};
 use crate::domain::{DomainError, Role, user::User};
 
 /// A page of users: `limit` users after `after`, in id (= creation) order,
@@ -26,13 +26,6 @@ pub struct UserQuery {
     pub email_prefix: Option<String>,
     pub after: Option<UserCursor>,
     pub limit: i64,
-}
-
-/// Where a page starts: after this user (and, in email order, this email).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserCursor {
-    pub id: Uuid,
-    pub email: Option<String>,
 }
 
 impl Store {
