@@ -586,6 +586,8 @@ async fn tokens_are_listed_and_revoked_by_their_user_or_an_admin_of_the_organisa
     assert_eq!(violated_fields(&malformed), vec!["api_token_id".to_owned()]);
 }
 
+/// A token whose expiry passes while it sits in the cache fails from then
+/// on: the cache checks the entry's own expiry, nothing has to evict it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_fails_even_when_cached() {
     let server = TestServer::start().await;
@@ -595,23 +597,45 @@ async fn an_expired_token_fails_even_when_cached() {
     let created = create_api_token(&channel, &access, &[])
         .await
         .expect("create");
+    // Shortened before its first use, so that the cache fills with the
+    // short expiry (a later change would evict the entry instead).
+    let expires_at_ms: i64 = server
+        .db
+        .client()
+        .await
+        .query_one(
+            "UPDATE api_tokens SET expires_at = now() + interval '1 second' \
+             RETURNING (extract(epoch FROM expires_at) * 1000)::int8",
+            &[],
+        )
+        .await
+        .expect("shorten")
+        .get(0);
     let me = org.admin_id.to_string();
     get_user(&channel, &created.token, &me).await.expect("warm");
     get_user(&channel, &created.token, &me)
         .await
         .expect("cached");
-    server
-        .db
-        .client()
-        .await
-        .execute(
-            "UPDATE api_tokens SET expires_at = now() - interval '1 second'",
-            &[],
-        )
-        .await
-        .expect("expire");
+    // Polled until refused, within a bound from the expiry itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused = loop {
+        match get_user(&channel, &created.token, &me).await {
+            Err(status) => break status,
+            Ok(()) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still accepted long after its expiry"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    assert!(
+        chrono::Utc::now().timestamp_millis() >= expires_at_ms,
+        "refused before its expiry"
+    );
     assert_status(
-        get_user(&channel, &created.token, &me).await,
+        Err::<(), _>(refused),
         Code::Unauthenticated,
         Some("API_TOKEN_INVALID"),
     );
