@@ -331,34 +331,13 @@ impl Users {
         user_id: Uuid,
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
-        let ctx = caller.change(request_id);
-        let action = ConfirmedAction::DeleteUser;
-        if confirmation_token.is_empty() {
-            return self
-                .ask(&ctx, action, user_id, Some(P::UsersDelete))
-                .await
-                .map(Step::ConfirmationRequired);
-        }
-        let token_hash = confirm::token_hash(confirmation_token)?;
-        let organisation_id = ctx.organisation_id;
-        let deleted = self
-            .store
-            .write(
-                &ctx,
-                Some(P::UsersDelete),
-                OrgLock::Exclusive,
-                async |conn| {
-                    confirmations::consume(conn, &ctx, action, user_id, &token_hash).await?;
-                    let user = users::locked(conn, organisation_id, user_id).await?;
-                    keeps_an_admin_without(conn, &user, None).await?;
-                    users::delete(conn, &user).await?;
-                    let revoked = revoke_invites_of(conn, &user, "its creator was deleted").await?;
-                    let audit = Audit::user(USER_DELETE, &user, Some(user.role.to_string()), None);
-                    Ok(Change::audited(user, audit).and_all(revoked).settling())
-                },
-            )
-            .await?;
-        Ok(Step::Done(deleted))
+        let on = ConfirmedOn {
+            action: ConfirmedAction::DeleteUser,
+            user_id,
+            permission: Some(P::UsersDelete),
+        };
+        self.confirmed(caller, request_id, on, confirmation_token)
+            .await
     }
 
     /// RenewTokenKey: one's own needs no permission, another user's needs
@@ -370,33 +349,13 @@ impl Users {
         user_id: Uuid,
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
-        let permission = caller.permission_unless_own(P::UsersRenewToken, user_id)?;
-        let ctx = caller.change(request_id);
-        let action = ConfirmedAction::RenewTokenKey;
-        if confirmation_token.is_empty() {
-            return self
-                .ask(&ctx, action, user_id, permission)
-                .await
-                .map(Step::ConfirmationRequired);
-        }
-        let token_hash = confirm::token_hash(confirmation_token)?;
-        let organisation_id = ctx.organisation_id;
-        let renewed = self
-            .store
-            .write(&ctx, permission, OrgLock::Exclusive, async |conn| {
-                confirmations::consume(conn, &ctx, action, user_id, &token_hash).await?;
-                let user = users::locked(conn, organisation_id, user_id).await?;
-                let renewed = users::renew_token_key_with_role(conn, &user, user.role).await?;
-                let audit = Audit::user(
-                    USER_RENEW_TOKEN_KEY,
-                    &renewed,
-                    Some(format!("tokenKey {}", user.token_key_fingerprint())),
-                    Some(format!("tokenKey {}", renewed.token_key_fingerprint())),
-                );
-                Ok(Change::audited(renewed, audit).settling())
-            })
-            .await?;
-        Ok(Step::Done(renewed))
+        let on = ConfirmedOn {
+            action: ConfirmedAction::RenewTokenKey,
+            user_id,
+            permission: caller.permission_unless_own(P::UsersRenewToken, user_id)?,
+        };
+        self.confirmed(caller, request_id, on, confirmation_token)
+            .await
     }
 
     /// SuspendUser: the first step without a confirmation token, the second
@@ -410,45 +369,48 @@ impl Users {
         user_id: Uuid,
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
+        let on = ConfirmedOn {
+            action: ConfirmedAction::SuspendUser,
+            user_id,
+            permission: Some(P::UsersSuspend),
+        };
+        self.confirmed(caller, request_id, on, confirmation_token)
+            .await
+    }
+
+    /// A double-confirmed action on a user: without a confirmation token its
+    /// first step ([`Self::ask`]); with one, the action, in one write that
+    /// uses the confirmation up.
+    async fn confirmed(
+        &self,
+        caller: &Principal,
+        request_id: Option<String>,
+        on: ConfirmedOn,
+        confirmation_token: &str,
+    ) -> Result<Step<User>, DomainError> {
         let ctx = caller.change(request_id);
-        let action = ConfirmedAction::SuspendUser;
+        let ConfirmedOn {
+            action,
+            user_id,
+            permission,
+        } = on;
         if confirmation_token.is_empty() {
             return self
-                .ask(&ctx, action, user_id, Some(P::UsersSuspend))
+                .ask(&ctx, action, user_id, permission)
                 .await
                 .map(Step::ConfirmationRequired);
         }
         let token_hash = confirm::token_hash(confirmation_token)?;
         let organisation_id = ctx.organisation_id;
-        let suspended = self
+        let done = self
             .store
-            .write(
-                &ctx,
-                Some(P::UsersSuspend),
-                OrgLock::Exclusive,
-                async |conn| {
-                    confirmations::consume(conn, &ctx, action, user_id, &token_hash).await?;
-                    let user = users::locked(conn, organisation_id, user_id).await?;
-                    if !user.is_active() {
-                        return Ok(Change::unchanged(user));
-                    }
-                    keeps_an_admin_without(conn, &user, None).await?;
-                    let suspended = users::suspend(conn, &user).await?;
-                    let revoked =
-                        revoke_invites_of(conn, &user, "its creator was suspended").await?;
-                    let audit = Audit::user(
-                        USER_SUSPEND,
-                        &suspended,
-                        Some(UserState::Active.as_str().to_owned()),
-                        Some(UserState::Suspended.as_str().to_owned()),
-                    );
-                    Ok(Change::audited(suspended, audit)
-                        .and_all(revoked)
-                        .settling())
-                },
-            )
+            .write(&ctx, permission, OrgLock::Exclusive, async |conn| {
+                confirmations::consume(conn, &ctx, action, user_id, &token_hash).await?;
+                let user = users::locked(conn, organisation_id, user_id).await?;
+                carry_out(conn, action, user).await
+            })
             .await?;
-        Ok(Step::Done(suspended))
+        Ok(Step::Done(done))
     }
 
     /// Lets a suspended user sign in again; an active user is left as is.
@@ -528,6 +490,67 @@ impl Users {
             pending_invites,
         })
     }
+}
+
+/// What a double-confirmed action on a user is, and what it needs.
+struct ConfirmedOn {
+    action: ConfirmedAction,
+    user_id: Uuid,
+    permission: Option<P>,
+}
+
+/// The second step of `action` on `user`, locked, in the write that used
+/// its confirmation up.
+async fn carry_out(
+    conn: &mut Tx,
+    action: ConfirmedAction,
+    user: User,
+) -> Result<Change<User>, DomainError> {
+    match action {
+        ConfirmedAction::DeleteUser => delete_now(conn, user).await,
+        ConfirmedAction::RenewTokenKey => renew_now(conn, user).await,
+        ConfirmedAction::SuspendUser => suspend_now(conn, user).await,
+        ConfirmedAction::RotateApiKey => Err(DomainError::Internal(
+            "the API key's rotation is not an action on a user".into(),
+        )),
+    }
+}
+
+async fn delete_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainError> {
+    keeps_an_admin_without(conn, &user, None).await?;
+    users::delete(conn, &user).await?;
+    let revoked = revoke_invites_of(conn, &user, "its creator was deleted").await?;
+    let audit = Audit::user(USER_DELETE, &user, Some(user.role.to_string()), None);
+    Ok(Change::audited(user, audit).and_all(revoked).settling())
+}
+
+async fn renew_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainError> {
+    let renewed = users::renew_token_key_with_role(conn, &user, user.role).await?;
+    let audit = Audit::user(
+        USER_RENEW_TOKEN_KEY,
+        &renewed,
+        Some(format!("tokenKey {}", user.token_key_fingerprint())),
+        Some(format!("tokenKey {}", renewed.token_key_fingerprint())),
+    );
+    Ok(Change::audited(renewed, audit).settling())
+}
+
+async fn suspend_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainError> {
+    if !user.is_active() {
+        return Ok(Change::unchanged(user));
+    }
+    keeps_an_admin_without(conn, &user, None).await?;
+    let suspended = users::suspend(conn, &user).await?;
+    let revoked = revoke_invites_of(conn, &user, "its creator was suspended").await?;
+    let audit = Audit::user(
+        USER_SUSPEND,
+        &suspended,
+        Some(UserState::Active.as_str().to_owned()),
+        Some(UserState::Suspended.as_str().to_owned()),
+    );
+    Ok(Change::audited(suspended, audit)
+        .and_all(revoked)
+        .settling())
 }
 
 /// LAST_ADMIN when giving `user` `new_role` (None: deleting or suspending
