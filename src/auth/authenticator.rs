@@ -15,6 +15,7 @@ use super::tokens::AccessTokens;
 use super::usage::ApiTokenUsage;
 use crate::domain::actor::Proof;
 use crate::domain::error::AuthFailure;
+use crate::domain::permission::PermissionSet;
 use crate::domain::{DomainError, Permission};
 use crate::store::Store;
 
@@ -208,7 +209,7 @@ impl Authenticator {
                 token_id: check.id,
             },
             user: Some(user),
-            scope: (!check.permissions.is_empty()).then_some(check.permissions),
+            restriction: check.permissions,
         })
     }
 
@@ -244,7 +245,7 @@ impl Authenticator {
                 session_id: claims.session_id,
             },
             user: Some(user),
-            scope: None,
+            restriction: PermissionSet::default(),
         })
     }
 
@@ -268,7 +269,7 @@ impl Authenticator {
             actor: Actor::ApiKey(opaque::fingerprint(&hash)),
             proof: Proof::ApiKey(hash),
             user: None,
-            scope: None,
+            restriction: PermissionSet::default(),
         })
     }
 

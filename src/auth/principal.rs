@@ -21,9 +21,9 @@ pub struct Principal {
     /// The caller's user as the check read it (none for an API key): the
     /// state the decision was made on.
     pub user: Option<Arc<User>>,
-    /// For a personal API token created with some permissions: those. The
-    /// caller may use only those its role holds too.
-    pub scope: Option<PermissionSet>,
+    /// The permissions a personal API token was created with, the only ones
+    /// it may use (those its user's role holds too); empty: not restricted.
+    pub restriction: PermissionSet,
 }
 
 impl Principal {
@@ -40,7 +40,7 @@ impl Principal {
     }
 
     pub fn can(&self, permission: Permission) -> bool {
-        self.role.can(permission) && self.scope.is_none_or(|scope| scope.contains(permission))
+        crate::domain::api_token::allows(self.role, self.restriction, permission)
     }
 
     /// Every permission the caller may use now.

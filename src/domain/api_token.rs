@@ -25,15 +25,12 @@ pub struct ApiToken {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
-/// What a token may do: its permissions within the role its user holds now,
-/// never more than that role, whatever it was created with.
-pub fn effective(role: Role, restriction: PermissionSet) -> PermissionSet {
-    let whole = PermissionSet::of_role(role);
-    if restriction.is_empty() {
-        whole
-    } else {
-        restriction.iter().filter(|p| whole.contains(*p)).collect()
-    }
+/// Whether a caller whose user holds `role` now, restricted to
+/// `restriction` (empty: not restricted, the whole role), may use
+/// `permission`: never more than the current role, whatever a token was
+/// created with.
+pub fn allows(role: Role, restriction: PermissionSet, permission: Permission) -> bool {
+    role.can(permission) && (restriction.is_empty() || restriction.contains(permission))
 }
 
 /// Checks a new token's name: 1 to 100 characters, no control characters.
@@ -102,6 +99,12 @@ mod tests {
 
     #[test]
     fn a_token_never_does_more_than_the_current_role() {
+        let effective = |role: Role, restriction: PermissionSet| -> PermissionSet {
+            Permission::ALL
+                .into_iter()
+                .filter(|p| allows(role, restriction, *p))
+                .collect()
+        };
         let created_with: PermissionSet = [P::StreamsCreate, P::StreamsRead].into_iter().collect();
         assert_eq!(effective(Role::NanoUser, created_with), created_with);
         let after_demotion = effective(Role::NanoReadOnly, created_with);

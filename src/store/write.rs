@@ -26,7 +26,9 @@ use super::Store;
 use super::audit::{Audit, record};
 use super::models::parse_role;
 use crate::domain::actor::{Actor, ChangeContext, Proof};
+use crate::domain::api_token::allows;
 use crate::domain::error::AuthFailure;
+use crate::domain::permission::PermissionSet;
 use crate::domain::{DomainError, Permission, Role};
 
 /// A change made on the write path's connection, inside its transaction:
@@ -255,16 +257,11 @@ async fn lock_and_recheck(
             Actor::User(user_id),
         ) => {
             let role = locked.member_with(*token_key)?;
-            let scope = super::api_tokens::still_working(conn, *token_id, *user_id, *token_key)
-                .await?
-                .ok_or(DomainError::Unauthenticated(AuthFailure::TokenRevoked))?;
-            holds(role, permission)?;
-            match permission {
-                Some(permission) if !scope.is_empty() && !scope.contains(permission) => {
-                    Err(DomainError::PermissionDenied(permission))
-                }
-                _ => Ok(()),
-            }
+            let restriction =
+                super::api_tokens::still_working(conn, *token_id, *user_id, *token_key)
+                    .await?
+                    .ok_or(DomainError::Unauthenticated(AuthFailure::TokenRevoked))?;
+            holds_within(role, restriction, permission)
         }
         (Proof::Standing, Actor::User(_)) => holds(locked.member()?.0, permission),
         (Proof::ApiKey(_), Actor::User(_))
@@ -341,8 +338,20 @@ async fn lock_organisation(
 }
 
 fn holds(role: Role, permission: Option<Permission>) -> Result<(), DomainError> {
+    holds_within(role, PermissionSet::default(), permission)
+}
+
+/// Like [`holds`], for a caller restricted to `restriction` (a personal API
+/// token's permissions; empty: not restricted).
+fn holds_within(
+    role: Role,
+    restriction: PermissionSet,
+    permission: Option<Permission>,
+) -> Result<(), DomainError> {
     match permission {
-        Some(permission) if !role.can(permission) => Err(DomainError::PermissionDenied(permission)),
+        Some(permission) if !allows(role, restriction, permission) => {
+            Err(DomainError::PermissionDenied(permission))
+        }
         _ => Ok(()),
     }
 }
