@@ -7,10 +7,10 @@ use uuid::Uuid;
 use super::sessions::no_session;
 use crate::auth::Principal;
 use crate::auth::opaque::{self, API_TOKEN_PREFIX};
+use crate::domain::DomainError;
 use crate::domain::api_token::ApiToken;
 use crate::domain::audit::{API_TOKEN_CREATE, API_TOKEN_REVOKE};
 use crate::domain::permission::PermissionSet;
-use crate::domain::{DomainError, Permission};
 use crate::store::Store;
 use crate::store::api_tokens::{self, ApiTokenQuery, NewApiToken};
 use crate::store::audit::Audit;
@@ -56,7 +56,7 @@ impl ApiTokens {
         let organisation_id = caller.organisation_id;
         let api_token = self
             .store
-            .write(&ctx, None, OrgLock::Shared, async |conn| {
+            .write(&ctx, OrgLock::Shared, async |conn| {
                 let user = users::locked(conn, organisation_id, user_id).await?;
                 // The role may have changed since admission: the write path
                 // re-checked the tokenKey, and a role change renews it.
@@ -104,7 +104,7 @@ impl ApiTokens {
         let user_id = user_id
             .or(caller.user_id())
             .ok_or_else(|| DomainError::invalid("user_id", "is required with an API key"))?;
-        caller.require_unless_self(Permission::ApiTokensManage, user_id)?;
+        caller.may_act_on(user_id)?;
         // NOT_FOUND for a user of another organisation, as everywhere.
         self.store.user(caller.organisation_id, user_id).await?;
         self.store
@@ -131,22 +131,17 @@ impl ApiTokens {
             .api_token_owner(organisation_id, token_id)
             .await?
             .ok_or(DomainError::NotFound("api token"))?;
-        let permission = caller.permission_unless_own(Permission::ApiTokensManage, owner)?;
+        let ctx = caller.change_on(owner, request_id)?;
         self.store
-            .write(
-                &caller.change(request_id),
-                permission,
-                OrgLock::Shared,
-                async |conn| {
-                    let token = api_tokens::locked_working(conn, organisation_id, token_id).await?;
-                    if token.user_id != owner {
-                        return Err(DomainError::NotFound("api token"));
-                    }
-                    api_tokens::revoke(conn, token_id).await?;
-                    let audit = Audit::api_token(API_TOKEN_REVOKE, &token);
-                    Ok(Change::audited(token, audit).settling())
-                },
-            )
+            .write(&ctx, OrgLock::Shared, async |conn| {
+                let token = api_tokens::locked_working(conn, organisation_id, token_id).await?;
+                if token.user_id != owner {
+                    return Err(DomainError::NotFound("api token"));
+                }
+                api_tokens::revoke(conn, token_id).await?;
+                let audit = Audit::api_token(API_TOKEN_REVOKE, &token);
+                Ok(Change::audited(token, audit).settling())
+            })
             .await
     }
 }

@@ -79,29 +79,24 @@ impl Credentials {
         let new_hash = self.passwords.hash_for(new_password, &requester).await?;
         let organisation_id = caller.organisation_id;
         self.store
-            .write(
-                &caller.change(request_id),
-                None,
-                OrgLock::Shared,
-                async |conn| {
-                    let user = users::locked(conn, organisation_id, user.id).await?;
-                    users::set_password(conn, user.id, &new_hash).await?;
-                    let ended = session_rows::end_all_of_user(
-                        conn,
-                        user.id,
-                        Some(session_id),
-                        EndReason::PasswordChanged,
-                    )
-                    .await?;
-                    let audit = Audit::user(
-                        USER_CHANGE_PASSWORD,
-                        &user,
-                        None,
-                        Some(format!("other sessions ended: {ended}")),
-                    );
-                    Ok(Change::audited((), audit).settling())
-                },
-            )
+            .write(&caller.change(request_id), OrgLock::Shared, async |conn| {
+                let user = users::locked(conn, organisation_id, user.id).await?;
+                users::set_password(conn, user.id, &new_hash).await?;
+                let ended = session_rows::end_all_of_user(
+                    conn,
+                    user.id,
+                    Some(session_id),
+                    EndReason::PasswordChanged,
+                )
+                .await?;
+                let audit = Audit::user(
+                    USER_CHANGE_PASSWORD,
+                    &user,
+                    None,
+                    Some(format!("other sessions ended: {ended}")),
+                );
+                Ok(Change::audited((), audit).settling())
+            })
             .await
     }
 
@@ -150,10 +145,11 @@ impl Credentials {
             organisation_id: pending.organisation_id,
             actor: Actor::User(pending.user_id),
             proof: Proof::Standing,
+            permission: None,
             request_id,
         };
         self.store
-            .write(&ctx, None, OrgLock::Exclusive, async |conn| {
+            .write(&ctx, OrgLock::Exclusive, async |conn| {
                 let reset = resets::locked_pending(conn, &token_hash)
                     .await?
                     .filter(|reset| reset.user_id == pending.user_id)

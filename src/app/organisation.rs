@@ -11,7 +11,7 @@ use crate::auth::opaque::{self, API_KEY_PREFIX};
 use crate::domain::actor::Actor;
 use crate::domain::audit::{INVITE_REVOKE, ORGANISATION_ROTATE_API_KEY, ORGANISATION_UPDATE};
 use crate::domain::invariants::ConfirmedAction;
-use crate::domain::{DomainError, Permission as P, user::Organisation};
+use crate::domain::{DomainError, user::Organisation};
 use crate::store::Store;
 use crate::store::audit::Audit;
 use crate::store::confirmations::{self, NewConfirmation};
@@ -64,43 +64,38 @@ impl Organisations {
         let ctx = caller.change(request_id);
         let organisation_id = ctx.organisation_id;
         self.store
-            .write(
-                &ctx,
-                Some(P::OrganisationUpdate),
-                OrgLock::Exclusive,
-                async |conn| {
-                    let before = organisations::load(conn, organisation_id).await?;
-                    if let Some(etag) = etag
-                        && etag != before.etag()
-                    {
-                        return Err(DomainError::Aborted(format!(
-                            "the organisation was changed since etag {etag} was read: read it again"
-                        )));
-                    }
-                    let name = changes.name.clone().unwrap_or_else(|| before.name.clone());
-                    let secure_playback = changes.secure_playback.unwrap_or(before.secure_playback);
-                    let max_lifetime = changes
-                        .max_non_revocable_lifetime
-                        .unwrap_or(before.max_non_revocable_lifetime);
-                    if name == before.name
-                        && secure_playback == before.secure_playback
-                        && max_lifetime == before.max_non_revocable_lifetime
-                    {
-                        return Ok(Change::unchanged(before));
-                    }
-                    organisations::set_settings(
-                        conn,
-                        organisation_id,
-                        &name,
-                        secure_playback,
-                        max_lifetime,
-                    )
-                    .await?;
-                    let after = organisations::load(conn, organisation_id).await?;
-                    let audit = organisation_audit(ORGANISATION_UPDATE, &before, &after);
-                    Ok(Change::audited(after, audit).settling())
-                },
-            )
+            .write(&ctx, OrgLock::Exclusive, async |conn| {
+                let before = organisations::load(conn, organisation_id).await?;
+                if let Some(etag) = etag
+                    && etag != before.etag()
+                {
+                    return Err(DomainError::Aborted(format!(
+                        "the organisation was changed since etag {etag} was read: read it again"
+                    )));
+                }
+                let name = changes.name.clone().unwrap_or_else(|| before.name.clone());
+                let secure_playback = changes.secure_playback.unwrap_or(before.secure_playback);
+                let max_lifetime = changes
+                    .max_non_revocable_lifetime
+                    .unwrap_or(before.max_non_revocable_lifetime);
+                if name == before.name
+                    && secure_playback == before.secure_playback
+                    && max_lifetime == before.max_non_revocable_lifetime
+                {
+                    return Ok(Change::unchanged(before));
+                }
+                organisations::set_settings(
+                    conn,
+                    organisation_id,
+                    &name,
+                    secure_playback,
+                    max_lifetime,
+                )
+                .await?;
+                let after = organisations::load(conn, organisation_id).await?;
+                let audit = organisation_audit(ORGANISATION_UPDATE, &before, &after);
+                Ok(Change::audited(after, audit).settling())
+            })
             .await
     }
 
@@ -119,28 +114,23 @@ impl Organisations {
             let (secret, expires_at) = confirm::new_secret(self.confirmation_ttl)?;
             let pending_invites = self
                 .store
-                .write(
-                    &ctx,
-                    Some(P::ApiKeyRotate),
-                    OrgLock::Exclusive,
-                    async |conn| {
-                        let organisation = organisations::load(conn, organisation_id).await?;
-                        let confirmation = NewConfirmation {
-                            action,
-                            target_id: organisation_id,
-                            token_hash: &secret.hash,
-                            expires_at,
-                        };
-                        confirmations::insert(conn, &ctx, confirmation).await?;
-                        let pending = match api_key_actor(&organisation) {
-                            Some(creator) => {
-                                invites::pending_created_by(conn, organisation_id, &creator).await?
-                            }
-                            None => 0,
-                        };
-                        Ok(Change::unchanged(pending))
-                    },
-                )
+                .write(&ctx, OrgLock::Exclusive, async |conn| {
+                    let organisation = organisations::load(conn, organisation_id).await?;
+                    let confirmation = NewConfirmation {
+                        action,
+                        target_id: organisation_id,
+                        token_hash: &secret.hash,
+                        expires_at,
+                    };
+                    confirmations::insert(conn, &ctx, confirmation).await?;
+                    let pending = match api_key_actor(&organisation) {
+                        Some(creator) => {
+                            invites::pending_created_by(conn, organisation_id, &creator).await?
+                        }
+                        None => 0,
+                    };
+                    Ok(Change::unchanged(pending))
+                })
                 .await?;
             return Ok(Step::ConfirmationRequired(Confirmation {
                 token: secret.token,
@@ -159,35 +149,29 @@ impl Organisations {
         };
         let organisation = self
             .store
-            .write(
-                &ctx,
-                Some(P::ApiKeyRotate),
-                OrgLock::Exclusive,
-                async |conn| {
-                    confirmations::consume(conn, &ctx, action, organisation_id, &token_hash)
-                        .await?;
-                    let before = organisations::load(conn, organisation_id).await?;
-                    organisations::set_api_key(conn, organisation_id, &new_key).await?;
-                    let revoked = match api_key_actor(&before) {
-                        Some(creator) => {
-                            invites::revoke_created_by(conn, organisation_id, &creator).await?
-                        }
-                        None => Vec::new(),
-                    };
-                    let after = organisations::load(conn, organisation_id).await?;
-                    let audit = organisation_audit(ORGANISATION_ROTATE_API_KEY, &before, &after);
-                    let revocations = revoked.iter().map(|invite| {
-                        Audit::invite(
-                            INVITE_REVOKE,
-                            invite,
-                            Some("the API key it was made with was rotated".into()),
-                        )
-                    });
-                    Ok(Change::audited(after, audit)
-                        .and_all(revocations)
-                        .settling())
-                },
-            )
+            .write(&ctx, OrgLock::Exclusive, async |conn| {
+                confirmations::consume(conn, &ctx, action, organisation_id, &token_hash).await?;
+                let before = organisations::load(conn, organisation_id).await?;
+                organisations::set_api_key(conn, organisation_id, &new_key).await?;
+                let revoked = match api_key_actor(&before) {
+                    Some(creator) => {
+                        invites::revoke_created_by(conn, organisation_id, &creator).await?
+                    }
+                    None => Vec::new(),
+                };
+                let after = organisations::load(conn, organisation_id).await?;
+                let audit = organisation_audit(ORGANISATION_ROTATE_API_KEY, &before, &after);
+                let revocations = revoked.iter().map(|invite| {
+                    Audit::invite(
+                        INVITE_REVOKE,
+                        invite,
+                        Some("the API key it was made with was rotated".into()),
+                    )
+                });
+                Ok(Change::audited(after, audit)
+                    .and_all(revocations)
+                    .settling())
+            })
             .await?;
         Ok(Step::Done(RotatedApiKey {
             api_key: key.token,

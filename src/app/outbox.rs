@@ -166,13 +166,14 @@ async fn send_resets(
             organisation_id: user.organisation_id,
             actor: Actor::User(user.id),
             proof: Proof::Standing,
+            permission: None,
             request_id: request_id.clone(),
         };
         let expires_at = Utc::now() + chrono::Duration::minutes(i64::from(RESET_VALID_MINUTES));
         let (organisation_id, user_id) = (user.organisation_id, user.id);
         let hash = &secret.hash;
         let to = store
-            .write(&ctx, None, OrgLock::Shared, async |conn| {
+            .write(&ctx, OrgLock::Shared, async |conn| {
                 let user = users::locked(conn, organisation_id, user_id).await?;
                 resets::insert(conn, organisation_id, user_id, hash, expires_at).await?;
                 let audit = Audit::user(USER_REQUEST_PASSWORD_RESET, &user, None, None);

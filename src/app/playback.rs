@@ -11,8 +11,8 @@ use crate::auth::Principal;
 use crate::auth::playback::{
     self as format, PlaybackClaims, ScopeClaim, TokenHeader, VerifyingKey, read_header,
 };
+use crate::domain::DomainError;
 use crate::domain::playback::{Grant, KeyValidity, SigningAlgorithm, VerifyFailure, check_window};
-use crate::domain::{DomainError, Permission};
 use crate::store::Store;
 /// A signing key's public half, as edge servers are given it.
 pub use crate::store::models::PublicKeyRow as PublishedKey;
@@ -95,19 +95,14 @@ impl PlaybackTokens {
         };
         let key = self
             .store
-            .write(
-                &ctx,
-                Some(Permission::PlaybackTokensCreate),
-                OrgLock::Shared,
-                async |conn| {
-                    let keyring = self.store.keyring();
-                    let (key, audits) = records::record_token(conn, keyring, &ctx, record, || {
-                        new_signing_key(SigningAlgorithm::EdDsa)
-                    })
-                    .await?;
-                    Ok(Change::unchanged(key).and_all(audits))
-                },
-            )
+            .write(&ctx, OrgLock::Shared, async |conn| {
+                let keyring = self.store.keyring();
+                let (key, audits) = records::record_token(conn, keyring, &ctx, record, || {
+                    new_signing_key(SigningAlgorithm::EdDsa)
+                })
+                .await?;
+                Ok(Change::unchanged(key).and_all(audits))
+            })
             .await?;
         let claims = PlaybackClaims {
             org: caller.organisation_id,
@@ -241,16 +236,10 @@ impl PlaybackTokens {
         let organisation_id = ctx.organisation_id;
         let revoked_at = self
             .store
-            .write(
-                &ctx,
-                Some(Permission::PlaybackTokensRevoke),
-                OrgLock::Shared,
-                async |conn| {
-                    let (revoked_at, audit) =
-                        records::revoke_token(conn, organisation_id, jti).await?;
-                    Ok(Change::unchanged(revoked_at).and_all(audit))
-                },
-            )
+            .write(&ctx, OrgLock::Shared, async |conn| {
+                let (revoked_at, audit) = records::revoke_token(conn, organisation_id, jti).await?;
+                Ok(Change::unchanged(revoked_at).and_all(audit))
+            })
             .await?;
         Ok((jti, revoked_at))
     }
@@ -280,23 +269,18 @@ impl PlaybackTokens {
         let ctx = caller.change(request_id);
         let organisation_id = ctx.organisation_id;
         self.store
-            .write(
-                &ctx,
-                Some(Permission::PlaybackKeysRotate),
-                OrgLock::Exclusive,
-                async |conn| {
-                    let (new, retired, audits) = records::rotate_key(
-                        conn,
-                        self.store.keyring(),
-                        organisation_id,
-                        &key,
-                        revoke_previous,
-                    )
-                    .await?;
-                    // The previous key's row changed: replicas evict it.
-                    Ok(Change::unchanged((new, retired)).and_all(audits).settling())
-                },
-            )
+            .write(&ctx, OrgLock::Exclusive, async |conn| {
+                let (new, retired, audits) = records::rotate_key(
+                    conn,
+                    self.store.keyring(),
+                    organisation_id,
+                    &key,
+                    revoke_previous,
+                )
+                .await?;
+                // The previous key's row changed: replicas evict it.
+                Ok(Change::unchanged((new, retired)).and_all(audits).settling())
+            })
             .await
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::auth::access::{INVITE_AUTHORITY, MEMBERS_READ};
 use crate::auth::opaque::{self, INVITE_PREFIX, REFRESH_TOKEN_PREFIX};
 use crate::auth::passwords::{Passwords, Requester};
 use crate::auth::ratelimit::LoginLimiter;
@@ -179,6 +180,7 @@ impl Sessions {
             organisation_id: first.organisation_id,
             actor: Actor::User(first.id),
             proof: Proof::Standing,
+            permission: None,
             request_id,
         };
         let user_id = first.id;
@@ -186,7 +188,7 @@ impl Sessions {
         let lifetime = self.lifetime;
         let opened = self
             .store
-            .write(&ctx, None, OrgLock::Shared, async |conn| {
+            .write(&ctx, OrgLock::Shared, async |conn| {
                 let user = users::locked(conn, organisation_id, user_id).await?;
                 let opened = open_session(conn, &user, client, lifetime).await?;
                 let audit = Audit::user(LOGIN_SUCCEEDED, &user, None, Some(client_text(client)));
@@ -216,12 +218,13 @@ impl Sessions {
             organisation_id,
             actor: Actor::User(user_id),
             proof: Proof::Standing,
+            permission: None,
             request_id,
         };
         let detail = format!("reason: wrong password; {}", client_text(client));
         let recorded = self
             .store
-            .write(&ctx, None, OrgLock::Shared, async |conn| {
+            .write(&ctx, OrgLock::Shared, async |conn| {
                 let user = users::locked(conn, organisation_id, user_id).await?;
                 let audit = Audit::user(LOGIN_FAILED, &user, None, Some(detail));
                 Ok(Change::audited((), audit))
@@ -264,37 +267,33 @@ impl Sessions {
             organisation_id: origin.organisation_id,
             actor: creator,
             proof: Proof::Standing,
+            permission: Some(INVITE_AUTHORITY),
             request_id,
         };
         let organisation_id = origin.organisation_id;
         let lifetime = self.lifetime;
         let opened = self
             .store
-            .write(
-                &ctx,
-                Some(Permission::UsersInvite),
-                OrgLock::Exclusive,
-                async |conn| {
-                    let invite = invites::locked_pending(conn, &token_hash)
-                        .await?
-                        .filter(|invite| invite.created_by == origin.created_by)
-                        .ok_or_else(invalid)?;
-                    let user = users::insert(
-                        conn,
-                        organisation_id,
-                        &invite.email,
-                        invite.role,
-                        &password_hash,
-                    )
-                    .await?;
-                    invites::mark_accepted(conn, invite.id, user.id).await?;
-                    let opened = open_session(conn, &user, client, lifetime).await?;
-                    let audit =
-                        Audit::invite(INVITE_ACCEPT, &invite, Some(format!("user {}", user.id)));
-                    let joined = Actor::User(user.id);
-                    Ok(Change::unchanged(opened).and_by(joined, audit).settling())
-                },
-            )
+            .write(&ctx, OrgLock::Exclusive, async |conn| {
+                let invite = invites::locked_pending(conn, &token_hash)
+                    .await?
+                    .filter(|invite| invite.created_by == origin.created_by)
+                    .ok_or_else(invalid)?;
+                let user = users::insert(
+                    conn,
+                    organisation_id,
+                    &invite.email,
+                    invite.role,
+                    &password_hash,
+                )
+                .await?;
+                invites::mark_accepted(conn, invite.id, user.id).await?;
+                let opened = open_session(conn, &user, client, lifetime).await?;
+                let audit =
+                    Audit::invite(INVITE_ACCEPT, &invite, Some(format!("user {}", user.id)));
+                let joined = Actor::User(user.id);
+                Ok(Change::unchanged(opened).and_by(joined, audit).settling())
+            })
             .await
             .map_err(|error| match error {
                 // The creator lost the authority the invite was made on.
@@ -325,13 +324,14 @@ impl Sessions {
             organisation_id,
             actor: Actor::User(user_id),
             proof: Proof::Standing,
+            permission: None,
             request_id,
         };
         let lifetime = self.lifetime;
         let tokens = Arc::clone(&self.tokens);
         let outcome = self
             .store
-            .write(&ctx, None, OrgLock::Shared, async |conn| {
+            .write(&ctx, OrgLock::Shared, async |conn| {
                 rotate_refresh_token(conn, &token_hash, organisation_id, lifetime, &tokens).await
             })
             .await
@@ -359,16 +359,11 @@ impl Sessions {
             return Err(no_session());
         };
         self.store
-            .write(
-                &caller.change(request_id),
-                None,
-                OrgLock::Shared,
-                async |conn| {
-                    session_rows::end(conn, session_id, EndReason::Logout).await?;
-                    let audit = Audit::session(SESSION_LOGOUT, session_id, &user);
-                    Ok(Change::audited((), audit).settling())
-                },
-            )
+            .write(&caller.change(request_id), OrgLock::Shared, async |conn| {
+                session_rows::end(conn, session_id, EndReason::Logout).await?;
+                let audit = Audit::session(SESSION_LOGOUT, session_id, &user);
+                Ok(Change::audited((), audit).settling())
+            })
             .await
     }
 
@@ -385,7 +380,7 @@ impl Sessions {
         let user_id = user_id
             .or(caller.user_id())
             .ok_or_else(|| DomainError::invalid("user_id", "is required with an API key"))?;
-        caller.require_unless_self(Permission::SessionsManage, user_id)?;
+        caller.may_act_on(user_id)?;
         // NOT_FOUND for a user of another organisation, as everywhere.
         self.store.user(caller.organisation_id, user_id).await?;
         let sessions = self
@@ -417,23 +412,18 @@ impl Sessions {
             .session_owner(organisation_id, session_id)
             .await?
             .ok_or(DomainError::NotFound("session"))?;
-        let permission = caller.permission_unless_own(Permission::SessionsManage, owner)?;
+        let ctx = caller.change_on(owner, request_id)?;
         self.store
-            .write(
-                &caller.change(request_id),
-                permission,
-                OrgLock::Shared,
-                async |conn| {
-                    let session = session_rows::locked_live(conn, organisation_id, session_id)
-                        .await?
-                        .filter(|session| session.user_id == owner)
-                        .ok_or(DomainError::NotFound("session"))?;
-                    let user = users::locked(conn, organisation_id, session.user_id).await?;
-                    session_rows::end(conn, session_id, EndReason::Revoked).await?;
-                    let audit = Audit::session(SESSION_REVOKE, session_id, &user);
-                    Ok(Change::audited((), audit).settling())
-                },
-            )
+            .write(&ctx, OrgLock::Shared, async |conn| {
+                let session = session_rows::locked_live(conn, organisation_id, session_id)
+                    .await?
+                    .filter(|session| session.user_id == owner)
+                    .ok_or(DomainError::NotFound("session"))?;
+                let user = users::locked(conn, organisation_id, session.user_id).await?;
+                session_rows::end(conn, session_id, EndReason::Revoked).await?;
+                let audit = Audit::session(SESSION_REVOKE, session_id, &user);
+                Ok(Change::audited((), audit).settling())
+            })
             .await
     }
 
@@ -441,7 +431,7 @@ impl Sessions {
     /// organisation as far as the caller's role may read it elsewhere.
     pub async fn who_am_i(&self, caller: &Principal) -> Result<Identity, DomainError> {
         let mut organisation = self.store.organisation(caller.organisation_id).await?;
-        if !caller.can(Permission::UsersRead) {
+        if !caller.can(MEMBERS_READ) {
             organisation = Arc::new(organisation.without_members());
         }
         Ok(Identity {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::confirm::{self, Confirmation, Step};
 use super::outbox::Outbox;
 use crate::auth::Principal;
+use crate::auth::access::INVITE_AUTHORITY;
 use crate::auth::opaque::{self, INVITE_PREFIX};
 use crate::auth::passwords::{Passwords, Requester};
 use crate::domain::actor::{Actor, ChangeContext};
@@ -20,7 +21,7 @@ use crate::domain::audit::{
 use crate::domain::invariants::{ConfirmedAction, etag_matches, keeps_an_admin};
 use crate::domain::invite::Invite;
 use crate::domain::user::{UserCursor, UserState};
-use crate::domain::{DomainError, Permission as P, Role, email::Email, user::User};
+use crate::domain::{DomainError, Role, email::Email, user::User};
 use crate::store::audit::Audit;
 use crate::store::confirmations::{self, NewConfirmation};
 use crate::store::invites::{self, NewInvite};
@@ -175,18 +176,13 @@ impl Users {
             .await?;
         let organisation_id = ctx.organisation_id;
         self.store
-            .write(
-                &ctx,
-                Some(P::UsersCreate),
-                OrgLock::Exclusive,
-                async |conn| {
-                    let user =
-                        users::insert(conn, organisation_id, email.as_str(), role, &password_hash)
-                            .await?;
-                    let audit = Audit::user(USER_CREATE, &user, None, Some(role.to_string()));
-                    Ok(Change::audited(user, audit).settling())
-                },
-            )
+            .write(&ctx, OrgLock::Exclusive, async |conn| {
+                let user =
+                    users::insert(conn, organisation_id, email.as_str(), role, &password_hash)
+                        .await?;
+                let audit = Audit::user(USER_CREATE, &user, None, Some(role.to_string()));
+                Ok(Change::audited(user, audit).settling())
+            })
             .await
     }
 
@@ -204,24 +200,18 @@ impl Users {
         let expires_at = Utc::now() + ttl;
         let invite = self
             .store
-            .write(
-                &ctx,
-                Some(P::UsersInvite),
-                OrgLock::Exclusive,
-                async |conn| {
-                    refuse_taken_email(conn, ctx.organisation_id, email).await?;
-                    let new = NewInvite {
-                        email,
-                        role,
-                        token_hash: &secret.hash,
-                        expires_at,
-                    };
-                    let invite = invites::insert(conn, &ctx, new).await?;
-                    let audit =
-                        Audit::invite(INVITE_CREATE, &invite, Some(invite.role.to_string()));
-                    Ok(Change::audited(invite, audit))
-                },
-            )
+            .write(&ctx, OrgLock::Exclusive, async |conn| {
+                refuse_taken_email(conn, ctx.organisation_id, email).await?;
+                let new = NewInvite {
+                    email,
+                    role,
+                    token_hash: &secret.hash,
+                    expires_at,
+                };
+                let invite = invites::insert(conn, &ctx, new).await?;
+                let audit = Audit::invite(INVITE_CREATE, &invite, Some(invite.role.to_string()));
+                Ok(Change::audited(invite, audit))
+            })
             .await?;
         // Mailed to the invitee when mail is on; the admin gets the token too.
         let organisation = self.store.organisation(caller.organisation_id).await?;
@@ -255,16 +245,11 @@ impl Users {
     ) -> Result<Invite, DomainError> {
         let ctx = caller.change(request_id);
         self.store
-            .write(
-                &ctx,
-                Some(P::UsersInvite),
-                OrgLock::Exclusive,
-                async |conn| {
-                    let invite = invites::revoke(conn, ctx.organisation_id, invite_id).await?;
-                    let audit = Audit::invite(INVITE_REVOKE, &invite, None);
-                    Ok(Change::audited(invite, audit))
-                },
-            )
+            .write(&ctx, OrgLock::Exclusive, async |conn| {
+                let invite = invites::revoke(conn, ctx.organisation_id, invite_id).await?;
+                let audit = Audit::invite(INVITE_REVOKE, &invite, None);
+                Ok(Change::audited(invite, audit))
+            })
             .await
     }
 
@@ -281,44 +266,39 @@ impl Users {
         let ctx = caller.change(request_id);
         let organisation_id = ctx.organisation_id;
         self.store
-            .write(
-                &ctx,
-                Some(P::UsersUpdateRole),
-                OrgLock::Exclusive,
-                async |conn| {
-                    let user = users::locked(conn, organisation_id, user_id).await?;
-                    etag_matches(&user, etag)?;
-                    if user.role == role {
-                        return Ok(Change::unchanged(RoleChange {
-                            user,
-                            changed: false,
-                            revoked_invites: 0,
-                        }));
-                    }
-                    keeps_an_admin_without(conn, &user, Some(role)).await?;
-                    let updated = users::renew_token_key_with_role(conn, &user, role).await?;
-                    // Every pending invite's creator holds users.invite (a
-                    // migration revoked older ones), so only losing it leaves
-                    // invites to revoke.
-                    let revoked = if user.role.can(P::UsersInvite) && !role.can(P::UsersInvite) {
-                        revoke_invites_of(conn, &updated, "its creator lost users.invite").await?
-                    } else {
-                        Vec::new()
-                    };
-                    let audit = Audit::user(
-                        USER_UPDATE_ROLE,
-                        &updated,
-                        Some(user.role.to_string()),
-                        Some(role.to_string()),
-                    );
-                    let outcome = RoleChange {
-                        user: updated,
-                        changed: true,
-                        revoked_invites: revoked.len(),
-                    };
-                    Ok(Change::audited(outcome, audit).and_all(revoked).settling())
-                },
-            )
+            .write(&ctx, OrgLock::Exclusive, async |conn| {
+                let user = users::locked(conn, organisation_id, user_id).await?;
+                etag_matches(&user, etag)?;
+                if user.role == role {
+                    return Ok(Change::unchanged(RoleChange {
+                        user,
+                        changed: false,
+                        revoked_invites: 0,
+                    }));
+                }
+                keeps_an_admin_without(conn, &user, Some(role)).await?;
+                let updated = users::renew_token_key_with_role(conn, &user, role).await?;
+                // Every pending invite's creator holds users.invite (a
+                // migration revoked older ones), so only losing it leaves
+                // invites to revoke.
+                let revoked = if user.role.can(INVITE_AUTHORITY) && !role.can(INVITE_AUTHORITY) {
+                    revoke_invites_of(conn, &updated, "its creator lost users.invite").await?
+                } else {
+                    Vec::new()
+                };
+                let audit = Audit::user(
+                    USER_UPDATE_ROLE,
+                    &updated,
+                    Some(user.role.to_string()),
+                    Some(role.to_string()),
+                );
+                let outcome = RoleChange {
+                    user: updated,
+                    changed: true,
+                    revoked_invites: revoked.len(),
+                };
+                Ok(Change::audited(outcome, audit).and_all(revoked).settling())
+            })
             .await
     }
 
@@ -331,13 +311,14 @@ impl Users {
         user_id: Uuid,
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
-        let on = ConfirmedOn {
-            action: ConfirmedAction::DeleteUser,
+        let ctx = caller.change(request_id);
+        self.confirmed(
+            ctx,
+            ConfirmedAction::DeleteUser,
             user_id,
-            permission: Some(P::UsersDelete),
-        };
-        self.confirmed(caller, request_id, on, confirmation_token)
-            .await
+            confirmation_token,
+        )
+        .await
     }
 
     /// RenewTokenKey: one's own needs no permission, another user's needs
@@ -349,13 +330,14 @@ impl Users {
         user_id: Uuid,
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
-        let on = ConfirmedOn {
-            action: ConfirmedAction::RenewTokenKey,
+        let ctx = caller.change_on(user_id, request_id)?;
+        self.confirmed(
+            ctx,
+            ConfirmedAction::RenewTokenKey,
             user_id,
-            permission: caller.permission_unless_own(P::UsersRenewToken, user_id)?,
-        };
-        self.confirmed(caller, request_id, on, confirmation_token)
-            .await
+            confirmation_token,
+        )
+        .await
     }
 
     /// SuspendUser: the first step without a confirmation token, the second
@@ -369,13 +351,14 @@ impl Users {
         user_id: Uuid,
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
-        let on = ConfirmedOn {
-            action: ConfirmedAction::SuspendUser,
+        let ctx = caller.change(request_id);
+        self.confirmed(
+            ctx,
+            ConfirmedAction::SuspendUser,
             user_id,
-            permission: Some(P::UsersSuspend),
-        };
-        self.confirmed(caller, request_id, on, confirmation_token)
-            .await
+            confirmation_token,
+        )
+        .await
     }
 
     /// A double-confirmed action on a user: without a confirmation token its
@@ -383,20 +366,14 @@ impl Users {
     /// uses the confirmation up.
     async fn confirmed(
         &self,
-        caller: &Principal,
-        request_id: Option<String>,
-        on: ConfirmedOn,
+        ctx: ChangeContext,
+        action: ConfirmedAction,
+        user_id: Uuid,
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
-        let ctx = caller.change(request_id);
-        let ConfirmedOn {
-            action,
-            user_id,
-            permission,
-        } = on;
         if confirmation_token.is_empty() {
             return self
-                .ask(&ctx, action, user_id, permission)
+                .ask(&ctx, action, user_id)
                 .await
                 .map(Step::ConfirmationRequired);
         }
@@ -404,7 +381,7 @@ impl Users {
         let organisation_id = ctx.organisation_id;
         let done = self
             .store
-            .write(&ctx, permission, OrgLock::Exclusive, async |conn| {
+            .write(&ctx, OrgLock::Exclusive, async |conn| {
                 confirmations::consume(conn, &ctx, action, user_id, &token_hash).await?;
                 let user = users::locked(conn, organisation_id, user_id).await?;
                 carry_out(conn, action, user).await
@@ -424,26 +401,21 @@ impl Users {
         let ctx = caller.change(request_id);
         let organisation_id = ctx.organisation_id;
         self.store
-            .write(
-                &ctx,
-                Some(P::UsersSuspend),
-                OrgLock::Exclusive,
-                async |conn| {
-                    let user = users::locked(conn, organisation_id, user_id).await?;
-                    etag_matches(&user, etag)?;
-                    if user.is_active() {
-                        return Ok(Change::unchanged(user));
-                    }
-                    let reactivated = users::reactivate(conn, &user).await?;
-                    let audit = Audit::user(
-                        USER_REACTIVATE,
-                        &reactivated,
-                        Some(UserState::Suspended.as_str().to_owned()),
-                        Some(UserState::Active.as_str().to_owned()),
-                    );
-                    Ok(Change::audited(reactivated, audit).settling())
-                },
-            )
+            .write(&ctx, OrgLock::Exclusive, async |conn| {
+                let user = users::locked(conn, organisation_id, user_id).await?;
+                etag_matches(&user, etag)?;
+                if user.is_active() {
+                    return Ok(Change::unchanged(user));
+                }
+                let reactivated = users::reactivate(conn, &user).await?;
+                let audit = Audit::user(
+                    USER_REACTIVATE,
+                    &reactivated,
+                    Some(UserState::Suspended.as_str().to_owned()),
+                    Some(UserState::Active.as_str().to_owned()),
+                );
+                Ok(Change::audited(reactivated, audit).settling())
+            })
             .await
     }
 
@@ -455,13 +427,12 @@ impl Users {
         ctx: &ChangeContext,
         action: ConfirmedAction,
         user_id: Uuid,
-        permission: Option<P>,
     ) -> Result<Confirmation, DomainError> {
         let (secret, expires_at) = confirm::new_secret(self.settings.confirmation_ttl)?;
         let organisation_id = ctx.organisation_id;
         let (user, pending_invites) = self
             .store
-            .write(ctx, permission, OrgLock::Exclusive, async |conn| {
+            .write(ctx, OrgLock::Exclusive, async |conn| {
                 let user = users::locked(conn, organisation_id, user_id).await?;
                 let mut pending = 0;
                 if matches!(
@@ -490,13 +461,6 @@ impl Users {
             pending_invites,
         })
     }
-}
-
-/// What a double-confirmed action on a user is, and what it needs.
-struct ConfirmedOn {
-    action: ConfirmedAction,
-    user_id: Uuid,
-    permission: Option<P>,
 }
 
 /// The second step of `action` on `user`, locked, in the write that used

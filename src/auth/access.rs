@@ -11,15 +11,65 @@ pub enum Access {
     Authenticated,
     /// A valid credential whose current role holds the permission.
     Permission(Permission),
+    /// A valid credential: one's own (account, sessions, tokens) needs no
+    /// permission, another user's needs this one. Admitted like
+    /// [`Access::Authenticated`]; the use case decides once it knows the
+    /// owner ([`crate::auth::Principal::change_on`]).
+    OwnOr(Permission),
     /// A registered internal service (`x-usermgmt-service-key`).
     Service,
 }
 
-use Access::{Authenticated, Public, Service};
+use Access::{Authenticated, OwnOr, Public, Service};
 use Permission as P;
 
 const fn needs(permission: Permission) -> Access {
     Access::Permission(permission)
+}
+
+/// The permission invites are made with (CreateInvite's): an invite is
+/// accepted on its creator's authority, which must still hold it, and a
+/// user whose role loses it takes their pending invites with them.
+pub const INVITE_AUTHORITY: Permission = P::UsersInvite;
+
+/// The permission that reads the organisation's members (GetOrganisation's):
+/// WhoAmI shows the member counts only to a caller who holds it.
+pub const MEMBERS_READ: Permission = P::UsersRead;
+
+impl Access {
+    /// What the caller's role must hold to act on something of `owner`'s
+    /// (none: any role), for a caller who is the user `caller` (none: the
+    /// API key).
+    pub fn permission_on(
+        self,
+        caller: Option<uuid::Uuid>,
+        owner: uuid::Uuid,
+    ) -> Option<Permission> {
+        match self {
+            OwnOr(_) if caller == Some(owner) => None,
+            other => other.permission(),
+        }
+    }
+
+    /// What the caller's role must hold before the handler runs (none: any
+    /// role). One's own needs nothing under an [`Access::OwnOr`] rule, so it
+    /// is decided once the owner is known.
+    pub fn permission_at_admission(self) -> Option<Permission> {
+        match self {
+            Access::Permission(permission) => Some(permission),
+            OwnOr(_) | Public | Authenticated | Service => None,
+        }
+    }
+
+    /// What the caller's role must hold, at admission and again at commit
+    /// (none: any role). An [`Access::OwnOr`] rule needs its permission
+    /// unless the use case finds the caller acts on their own.
+    pub fn permission(self) -> Option<Permission> {
+        match self {
+            Access::Permission(permission) | OwnOr(permission) => Some(permission),
+            Public | Authenticated | Service => None,
+        }
+    }
 }
 
 /// The access rule of every RPC of the `usermgmt.v1` services. An RPC that is
@@ -36,29 +86,41 @@ pub const RULES: &[(&str, Access)] = &[
     ("/usermgmt.v1.AuthService/RequestPasswordReset", Public),
     ("/usermgmt.v1.AuthService/ResetPassword", Public),
     // One's own sessions need no permission; another user's need
-    // sessions.manage, which the handler checks once it knows the owner.
-    ("/usermgmt.v1.SessionService/ListSessions", Authenticated),
-    ("/usermgmt.v1.SessionService/RevokeSession", Authenticated),
+    // sessions.manage.
+    (
+        "/usermgmt.v1.SessionService/ListSessions",
+        OwnOr(P::SessionsManage),
+    ),
+    (
+        "/usermgmt.v1.SessionService/RevokeSession",
+        OwnOr(P::SessionsManage),
+    ),
     // Creating needs a signed-in session, which the handler checks; one's
     // own tokens need no permission to list or revoke, another user's need
-    // api_tokens.manage, which the handler checks once it knows the owner.
+    // api_tokens.manage.
     ("/usermgmt.v1.ApiTokenService/CreateApiToken", Authenticated),
-    ("/usermgmt.v1.ApiTokenService/ListApiTokens", Authenticated),
-    ("/usermgmt.v1.ApiTokenService/RevokeApiToken", Authenticated),
+    (
+        "/usermgmt.v1.ApiTokenService/ListApiTokens",
+        OwnOr(P::ApiTokensManage),
+    ),
+    (
+        "/usermgmt.v1.ApiTokenService/RevokeApiToken",
+        OwnOr(P::ApiTokensManage),
+    ),
     ("/usermgmt.v1.UserService/GetUser", needs(P::UsersRead)),
     ("/usermgmt.v1.UserService/ListUsers", needs(P::UsersRead)),
     ("/usermgmt.v1.UserService/CreateUser", needs(P::UsersCreate)),
     (
         "/usermgmt.v1.UserService/CreateInvite",
-        needs(P::UsersInvite),
+        needs(INVITE_AUTHORITY),
     ),
     (
         "/usermgmt.v1.UserService/ListInvites",
-        needs(P::UsersInvite),
+        needs(INVITE_AUTHORITY),
     ),
     (
         "/usermgmt.v1.UserService/RevokeInvite",
-        needs(P::UsersInvite),
+        needs(INVITE_AUTHORITY),
     ),
     (
         "/usermgmt.v1.UserService/UpdateUserRole",
@@ -73,9 +135,11 @@ pub const RULES: &[(&str, Access)] = &[
         "/usermgmt.v1.UserService/ReactivateUser",
         needs(P::UsersSuspend),
     ),
-    // Anyone may renew their own tokenKey; others' needs users.renew_token,
-    // which the handler checks once it knows the target.
-    ("/usermgmt.v1.UserService/RenewTokenKey", Authenticated),
+    // Anyone may renew their own tokenKey; others' needs users.renew_token.
+    (
+        "/usermgmt.v1.UserService/RenewTokenKey",
+        OwnOr(P::UsersRenewToken),
+    ),
     (
         "/usermgmt.v1.AuditService/ListAuditEvents",
         needs(P::AuditRead),
@@ -83,7 +147,7 @@ pub const RULES: &[(&str, Access)] = &[
     ("/usermgmt.v1.RoleService/ListRoles", Authenticated),
     (
         "/usermgmt.v1.OrganisationService/GetOrganisation",
-        needs(P::UsersRead),
+        needs(MEMBERS_READ),
     ),
     (
         "/usermgmt.v1.OrganisationService/UpdateOrganisation",

@@ -95,7 +95,7 @@ impl Authenticator {
                 "no such method: {path}"
             )));
         };
-        let permission = match rule {
+        match rule {
             Access::Public => return Ok(Admitted::Anonymous),
             Access::Service => {
                 return self
@@ -103,18 +103,15 @@ impl Authenticator {
                     .await
                     .map(Admitted::Service);
             }
-            Access::Authenticated => None,
-            Access::Permission(permission) => Some(permission),
-        };
+            Access::Authenticated | Access::OwnOr(_) | Access::Permission(_) => {}
+        }
         let credential = credential_from_headers(headers)
             .map_err(DomainError::Unauthenticated)?
             .ok_or(DomainError::Unauthenticated(
                 AuthFailure::MissingCredentials,
             ))?;
-        match self.authorize(credential, permission, None).await? {
-            Verdict::Allowed(principal) => Ok(Admitted::Principal(principal)),
-            Verdict::Denied { reason, .. } => Err(reason),
-        }
+        let principal = self.authenticate(credential).await?;
+        admitted_under(rule, principal)
     }
 
     /// The one authorization check: the credential is valid now, belongs to
@@ -210,6 +207,7 @@ impl Authenticator {
             },
             user: Some(user),
             restriction: check.permissions,
+            access: Access::Authenticated,
         })
     }
 
@@ -246,6 +244,7 @@ impl Authenticator {
             },
             user: Some(user),
             restriction: PermissionSet::default(),
+            access: Access::Authenticated,
         })
     }
 
@@ -270,6 +269,7 @@ impl Authenticator {
             proof: Proof::ApiKey(hash),
             user: None,
             restriction: PermissionSet::default(),
+            access: Access::Authenticated,
         })
     }
 
@@ -294,6 +294,19 @@ impl Authenticator {
             DomainError::Unauthenticated(AuthFailure::ServiceCredentialsInvalid),
         )?;
         Ok(ServiceCaller { name })
+    }
+}
+
+/// A caller admitted to an RPC under `rule` when its role holds what the
+/// rule asks at admission; the principal carries the rule, so that the write
+/// path re-checks the same permission at commit.
+fn admitted_under(rule: Access, principal: Principal) -> Result<Admitted, DomainError> {
+    match decide(principal, rule.permission_at_admission(), None) {
+        Verdict::Allowed(principal) => Ok(Admitted::Principal(Principal {
+            access: rule,
+            ..principal
+        })),
+        Verdict::Denied { reason, .. } => Err(reason),
     }
 }
 
@@ -429,5 +442,112 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    fn member(role: crate::domain::Role) -> Principal {
+        let user_id = Uuid::from_u128(7);
+        Principal {
+            organisation_id: Uuid::from_u128(1),
+            role,
+            actor: Actor::User(user_id),
+            proof: Proof::Session {
+                token_key: Uuid::from_u128(2),
+                session_id: Uuid::from_u128(3),
+            },
+            user: None,
+            restriction: PermissionSet::default(),
+            access: Access::Authenticated,
+        }
+    }
+
+    /// The permission a refusal names (PERMISSION_DENIED only).
+    fn denied(refusal: DomainError) -> Permission {
+        match refusal {
+            DomainError::PermissionDenied(permission) => permission,
+            other => panic!("refused otherwise than for a permission: {other:?}"),
+        }
+    }
+
+    /// What a caller admitted under `rule` may do: refused at the door for a
+    /// permission, or admitted with the one its changes are re-checked with.
+    fn admission(
+        rule: Access,
+        role: crate::domain::Role,
+    ) -> Result<Option<Permission>, Permission> {
+        match admitted_under(rule, member(role)).map_err(denied)? {
+            Admitted::Principal(principal) => Ok(principal.change(None).permission),
+            other => panic!("a credential admitted as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_rule_is_the_permission_of_both_admission_and_the_commit_recheck() {
+        use crate::domain::Role;
+        for (rpc, rule) in access::RULES {
+            let Some(permission) = rule.permission() else {
+                continue;
+            };
+            for role in Role::ALL {
+                match (rule, admission(*rule, role)) {
+                    (Access::Permission(_), Err(refusal)) => {
+                        assert!(!role.can(permission), "{rpc}: {role} refused");
+                        assert_eq!(refusal, permission);
+                    }
+                    (_, Ok(rechecked)) => {
+                        assert_eq!(rechecked, Some(permission), "{rpc}: {role}");
+                    }
+                    (_, Err(refusal)) => panic!("{rpc}: {role} refused at the door for {refusal}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn editing_one_rule_changes_admission_and_the_commit_recheck_together() {
+        use crate::domain::Role;
+        let path = "/usermgmt.v1.UserService/UpdateUserRole";
+        let rule = access::rule_for(path).expect("UpdateUserRole has a rule");
+        assert_eq!(rule, Access::Permission(Permission::UsersUpdateRole));
+        assert_eq!(
+            admission(rule, Role::NanoUser),
+            Err(Permission::UsersUpdateRole)
+        );
+        assert_eq!(
+            admission(rule, Role::NanoAdmin),
+            Ok(Some(Permission::UsersUpdateRole))
+        );
+        // The same entry, edited: both the door and the commit follow.
+        let edited = Access::Permission(Permission::UsersRead);
+        assert_eq!(
+            admission(edited, Role::NanoUser),
+            Ok(Some(Permission::UsersRead))
+        );
+        assert_eq!(
+            admission(edited, Role::NanoAdmin),
+            Ok(Some(Permission::UsersRead))
+        );
+    }
+
+    #[test]
+    fn own_or_rules_need_their_permission_only_for_another_users() {
+        use crate::domain::Role;
+        let rule = access::rule_for("/usermgmt.v1.SessionService/RevokeSession")
+            .expect("RevokeSession has a rule");
+        let Ok(Admitted::Principal(caller)) = admitted_under(rule, member(Role::NanoReadOnly))
+        else {
+            panic!("one's own sessions are open to every role");
+        };
+        let change_on = |caller: &Principal, owner: u128| {
+            caller
+                .change_on(Uuid::from_u128(owner), None)
+                .map(|ctx| ctx.permission)
+                .map_err(denied)
+        };
+        assert_eq!(change_on(&caller, 7), Ok(None));
+        assert_eq!(change_on(&caller, 8), Err(Permission::SessionsManage));
+        let Ok(Admitted::Principal(admin)) = admitted_under(rule, member(Role::NanoAdmin)) else {
+            panic!("an admin is admitted");
+        };
+        assert_eq!(change_on(&admin, 8), Ok(Some(Permission::SessionsManage)));
     }
 }

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::access::Access;
 pub use crate::domain::actor::Actor;
 use crate::domain::actor::{ChangeContext, Proof};
 use crate::domain::permission::PermissionSet;
@@ -24,6 +25,10 @@ pub struct Principal {
     /// The permissions a personal API token was created with, the only ones
     /// it may use (those its user's role holds too); empty: not restricted.
     pub restriction: PermissionSet,
+    /// The access rule of the RPC the call was admitted to: the one source
+    /// of the permission it was admitted with, which the write path checks
+    /// again at commit.
+    pub access: Access,
 }
 
 impl Principal {
@@ -63,40 +68,40 @@ impl Principal {
         }
     }
 
-    /// Like [`Self::require`], but one's own account needs no permission.
-    pub fn require_unless_self(
-        &self,
-        permission: Permission,
-        target: Uuid,
-    ) -> Result<(), DomainError> {
-        if self.user_id() == Some(target) {
-            Ok(())
-        } else {
-            self.require(permission)
+    /// PERMISSION_DENIED unless the caller may act on something of
+    /// `owner`'s under the call's access rule (one's own needs no permission
+    /// under an [`Access::OwnOr`] rule).
+    pub fn may_act_on(&self, owner: Uuid) -> Result<(), DomainError> {
+        match self.access.permission_on(self.user_id(), owner) {
+            Some(permission) => self.require(permission),
+            None => Ok(()),
         }
     }
 
-    /// What a change of `owner`'s needs of this caller: nothing for one's
-    /// own, else `permission`, which the caller must hold now (the write path
-    /// checks it again at commit).
-    pub fn permission_unless_own(
+    /// The context of a change of something of `owner`'s, which the caller
+    /// must be allowed now ([`Self::may_act_on`]); the write path checks the
+    /// same permission again at commit.
+    pub fn change_on(
         &self,
-        permission: Permission,
         owner: Uuid,
-    ) -> Result<Option<Permission>, DomainError> {
-        if self.user_id() == Some(owner) {
-            Ok(None)
-        } else {
-            self.require(permission).map(|()| Some(permission))
-        }
+        request_id: Option<String>,
+    ) -> Result<ChangeContext, DomainError> {
+        self.may_act_on(owner)?;
+        Ok(ChangeContext {
+            permission: self.access.permission_on(self.user_id(), owner),
+            ..self.change(request_id)
+        })
     }
 
-    /// The context of a change this caller makes.
+    /// The context of a change this caller makes, which the write path
+    /// re-checks with the permission of the call's access rule (an
+    /// [`Access::OwnOr`] rule's too: see [`Self::change_on`] for one's own).
     pub fn change(&self, request_id: Option<String>) -> ChangeContext {
         ChangeContext {
             organisation_id: self.organisation_id,
             actor: self.actor.clone(),
             proof: self.proof.clone(),
+            permission: self.access.permission(),
             request_id,
         }
     }

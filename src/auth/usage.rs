@@ -87,10 +87,11 @@ async fn audit_first_use(store: &Store, first_use: FirstUse) {
         organisation_id: first_use.organisation_id,
         actor: Actor::User(first_use.user_id),
         proof: Proof::Standing,
+        permission: None,
         request_id: None,
     };
     let recorded = store
-        .write(&ctx, None, OrgLock::Shared, async |conn| {
+        .write(&ctx, OrgLock::Shared, async |conn| {
             let token = api_tokens::by_id(conn, first_use.organisation_id, first_use.id).await?;
             Ok(Change::audited(
                 (),

@@ -2,6 +2,8 @@ use std::fmt;
 
 use uuid::Uuid;
 
+use super::Permission;
+
 /// Who acts: a user, or the holder of the organisation API key (named by
 /// the key's fingerprint). Its text form ("user:<id>", "api_key:<fp>") is
 /// what the audit log records.
@@ -51,6 +53,9 @@ pub struct ChangeContext {
     pub organisation_id: Uuid,
     pub actor: Actor,
     pub proof: Proof,
+    /// What the actor's role must still hold when the change commits (none:
+    /// any role): the permission the call was admitted with.
+    pub permission: Option<Permission>,
     pub request_id: Option<String>,
 }
 

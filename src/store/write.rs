@@ -118,12 +118,12 @@ struct Caller<'a> {
 }
 
 impl Store {
-    /// Runs `change` as `ctx`'s caller, who needs `permission` (none: any
+    /// Runs `change` as `ctx`'s caller, whose role must hold
+    /// `ctx.permission` (the one the call was admitted with; none: any
     /// role), through the one write path described in this module.
     pub async fn write<T, F>(
         &self,
         ctx: &ChangeContext,
-        permission: Option<Permission>,
         lock: OrgLock,
         change: F,
     ) -> Result<T, DomainError>
@@ -135,7 +135,7 @@ impl Store {
     {
         let caller = Caller {
             ctx,
-            permission,
+            permission: ctx.permission,
             lock,
         };
         self.commit(Some(caller), change).await
