@@ -19,7 +19,9 @@ use crate::api::{
 };
 use crate::app::api_tokens::ApiTokens;
 use crate::app::audit::AuditLog;
+use crate::app::authorize::Authorization;
 use crate::app::credentials::Credentials;
+use crate::app::invites::Invites;
 use crate::app::organisation::Organisations;
 use crate::app::outbox::Outbox;
 use crate::app::playback::PlaybackTokens;
@@ -173,8 +175,7 @@ pub async fn serve(
     let sessions = Arc::new(
         Sessions::new(
             store.clone(),
-            authenticator.clone(),
-            tokens,
+            Arc::clone(&tokens),
             passwords.clone(),
             Arc::clone(&login_limiter),
         )
@@ -184,6 +185,15 @@ pub async fn serve(
         Some(mailer) => Outbox::start(store.clone(), Arc::new(mailer)),
         None => Outbox::off(),
     };
+    let admin_settings = args.admin_settings();
+    let invites = Arc::new(Invites::new(
+        store.clone(),
+        passwords.clone(),
+        tokens,
+        outbox.clone(),
+        admin_settings.invite_ttl,
+        args.session_lifetime(),
+    ));
     let result = builder
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
@@ -197,6 +207,8 @@ pub async fn serve(
         .add_service(
             AuthServiceServer::new(AuthApi {
                 sessions: Arc::clone(&sessions),
+                invites: Arc::clone(&invites),
+                authorization: Authorization::new(store.clone(), authenticator.clone()),
                 credentials: Credentials::new(
                     store.clone(),
                     passwords.clone(),
@@ -221,7 +233,8 @@ pub async fn serve(
         )
         .add_service(
             UserServiceServer::new(UserApi {
-                users: Users::new(store.clone(), passwords, args.admin_settings(), outbox),
+                users: Users::new(store.clone(), passwords, admin_settings),
+                invites,
             })
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response),

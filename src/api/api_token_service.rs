@@ -1,11 +1,12 @@
 use chrono::Utc;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::{convert, principal, request_id};
 use crate::app::api_tokens::{ApiTokens, TokenRequest};
 use crate::domain::api_token;
 use crate::domain::error::Violations;
-use crate::domain::paging::{self, PageToken};
+use crate::domain::paging::{self, PageRequest};
 use crate::domain::user::{optional_id, parse_id};
 use crate::proto::{self, api_token_service_server::ApiTokenService};
 
@@ -59,16 +60,13 @@ impl ApiTokenService for ApiTokenApi {
         let user_id = v.check(optional_id("user_id", &request.user_id)).flatten();
         let page_size = v.check(paging::page_size(request.page_size));
         let filter = format!("api_tokens={}", request.user_id);
-        let after = v
-            .check(PageToken::decode(&request.page_token, &filter))
-            .flatten();
+        let page = PageRequest::<Uuid>::read(&mut v, page_size, &request.page_token, filter);
         v.into_result()?;
-        let page_size = page_size.unwrap_or(paging::DEFAULT_PAGE_SIZE);
         let mut tokens = self
             .tokens
-            .list(&caller, user_id, after, page_size + 1)
+            .list(&caller, user_id, page.after, page.fetch_limit())
             .await?;
-        let next_page_token = paging::next_page_token(&mut tokens, page_size, &filter, |t| t.id);
+        let next_page_token = page.next_token(&mut tokens, |t| t.id);
         Ok(Response::new(proto::ListApiTokensResponse {
             api_tokens: tokens.iter().map(convert::api_token).collect(),
             next_page_token,

@@ -1,10 +1,11 @@
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::{convert, principal};
 use crate::app::audit::AuditLog;
 use crate::domain::audit::AuditFilter;
 use crate::domain::error::Violations;
-use crate::domain::paging::{self, PageToken};
+use crate::domain::paging::{self, PageRequest};
 use crate::proto::{self, audit_service_server::AuditService};
 
 pub struct AuditApi {
@@ -39,18 +40,13 @@ impl AuditService for AuditApi {
                 .flatten(),
         };
         let fingerprint = filter.fingerprint();
-        let before = v
-            .check(PageToken::decode(&request.page_token, &fingerprint))
-            .flatten();
+        let page = PageRequest::<Uuid>::read(&mut v, page_size, &request.page_token, fingerprint);
         v.into_result()?;
-        let page_size = page_size.unwrap_or(paging::DEFAULT_PAGE_SIZE);
-
         let mut events = self
             .audit
-            .list(&caller, &filter, before, page_size + 1)
+            .list(&caller, &filter, page.after, page.fetch_limit())
             .await?;
-        let next_page_token =
-            paging::next_page_token(&mut events, page_size, &fingerprint, |e| e.id);
+        let next_page_token = page.next_token(&mut events, |e| e.id);
         Ok(Response::new(proto::ListAuditEventsResponse {
             events: events.iter().map(convert::audit_event).collect(),
             next_page_token,

@@ -1,7 +1,9 @@
 use tonic::{Request, Response, Status};
 
 use super::{convert, principal, request_id, service_caller};
+use crate::app::authorize::Authorization;
 use crate::app::credentials::Credentials;
+use crate::app::invites::Invites;
 use crate::app::sessions::{Client, Sessions};
 use crate::auth::{Credential, Principal, Verdict, opaque};
 use crate::domain::error::AuthFailure;
@@ -12,6 +14,8 @@ use crate::proto::{self, auth_service_server::AuthService};
 
 pub struct AuthApi {
     pub sessions: std::sync::Arc<Sessions>,
+    pub invites: std::sync::Arc<Invites>,
+    pub authorization: Authorization,
     pub credentials: Credentials,
 }
 
@@ -77,7 +81,7 @@ impl AuthService for AuthApi {
         request: Request<proto::WhoAmIRequest>,
     ) -> Result<Response<proto::WhoAmIResponse>, Status> {
         let caller = principal(&request)?;
-        let identity = self.sessions.who_am_i(&caller).await?;
+        let identity = self.authorization.who_am_i(&caller).await?;
         Ok(Response::new(proto::WhoAmIResponse {
             user: identity.user.as_deref().map(convert::user),
             organisation: Some(convert::organisation(&identity.organisation)),
@@ -100,7 +104,7 @@ impl AuthService for AuthApi {
             .flatten();
         let (credential, permission) = v.conclude(|| Some((credential?, permission?)))?;
         let verdict = self
-            .sessions
+            .authorization
             .authorize(credential, permission, organisation_id)
             .await?;
         Ok(Response::new(decision(verdict)))
@@ -128,7 +132,7 @@ impl AuthService for AuthApi {
             .flatten();
         let credential = v.conclude(|| credential)?;
         let verdicts = self
-            .sessions
+            .authorization
             .authorize_each(credential, &permissions, organisation_id)
             .await?;
         Ok(Response::new(proto::AuthorizeBatchResponse {
@@ -148,8 +152,8 @@ impl AuthService for AuthApi {
         v.check(validate_password("password", &request.password));
         v.into_result()?;
         let joined = self
-            .sessions
-            .accept_invite(
+            .invites
+            .accept(
                 &request.invite_token,
                 &request.password,
                 request_id,

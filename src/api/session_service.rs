@@ -1,9 +1,10 @@
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::{convert, principal, request_id};
 use crate::app::sessions::Sessions;
 use crate::domain::error::Violations;
-use crate::domain::paging::{self, PageToken};
+use crate::domain::paging::{self, PageRequest};
 use crate::domain::session::Session;
 use crate::domain::user::{optional_id, parse_id};
 use crate::proto::{self, session_service_server::SessionService};
@@ -24,22 +25,18 @@ impl SessionService for SessionApi {
         let user_id = v.check(optional_id("user_id", &request.user_id)).flatten();
         let page_size = v.check(paging::page_size(request.page_size));
         let filter = format!("sessions={}", request.user_id);
-        let after = v
-            .check(PageToken::decode(&request.page_token, &filter))
-            .flatten();
+        let page = PageRequest::<Uuid>::read(&mut v, page_size, &request.page_token, filter);
         v.into_result()?;
-        let page_size = page_size.unwrap_or(paging::DEFAULT_PAGE_SIZE);
-        let mut page = self
+        let mut found = self
             .sessions
-            .list_sessions(&caller, user_id, after, page_size + 1)
+            .list_sessions(&caller, user_id, page.after, page.fetch_limit())
             .await?;
-        let next_page_token =
-            paging::next_page_token(&mut page.sessions, page_size, &filter, |s| s.id);
+        let next_page_token = page.next_token(&mut found.sessions, |s| s.id);
         Ok(Response::new(proto::ListSessionsResponse {
-            sessions: page
+            sessions: found
                 .sessions
                 .iter()
-                .map(|session| session_to_proto(session, page.current))
+                .map(|session| session_to_proto(session, found.current))
                 .collect(),
             next_page_token,
         }))

@@ -1,17 +1,20 @@
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::{convert, principal, request_id};
 use crate::app::confirm::{Confirmation, Step};
+use crate::app::invites::Invites;
 use crate::app::users::{UserFilter, Users};
 use crate::domain::DomainError;
 use crate::domain::error::Violations;
-use crate::domain::paging::{self, KeyedCursor, PageToken};
+use crate::domain::paging::{self, KeyedCursor, PageRequest, PageToken};
 use crate::domain::user::{UserCursor, parse_id, validate_password};
 use crate::domain::{email::Email, invite};
 use crate::proto::{self, user_service_server::UserService};
 
 pub struct UserApi {
     pub users: Users,
+    pub invites: std::sync::Arc<Invites>,
 }
 
 /// Where the page asked for starts: a keyed cursor in a prefix search's
@@ -85,27 +88,21 @@ impl UserService for UserApi {
             .check(user_cursor(&request.page_token, &filter, &fingerprint))
             .flatten();
         violations.into_result()?;
-        let page_size = page_size.unwrap_or(paging::DEFAULT_PAGE_SIZE);
-
+        let page = PageRequest::new(page_size, after, fingerprint);
         let searching = filter.email_prefix.is_some();
-        let mut page = self
+        let mut found = self
             .users
-            .list(&caller, filter, after, page_size + 1)
+            .list(&caller, filter, page.after.clone(), page.fetch_limit())
             .await?;
-        let next_page_token = if searching {
-            paging::next_keyed_page_token(&mut page.users, page_size, &fingerprint, |u| {
-                KeyedCursor {
-                    after: u.id,
-                    key: u.email.clone(),
-                }
-            })
-        } else {
-            paging::next_page_token(&mut page.users, page_size, &fingerprint, |u| u.id)
-        };
+        // A search pages in email order, its cursor carrying the email.
+        let next_page_token = page.next_token(&mut found.users, |u| UserCursor {
+            id: u.id,
+            email: searching.then(|| u.email.clone()),
+        });
         Ok(Response::new(proto::ListUsersResponse {
-            users: page.users.iter().map(convert::user).collect(),
+            users: found.users.iter().map(convert::user).collect(),
             next_page_token,
-            total_size: convert::count(page.total_size),
+            total_size: convert::count(found.total_size),
         }))
     }
 
@@ -145,8 +142,8 @@ impl UserService for UserApi {
             .and_then(|ttl| v.check(invite::requested_ttl(ttl)));
         let (email, role, ttl) = v.conclude(|| Some((email?, role?, ttl?)))?;
         let invited = self
-            .users
-            .invite(&caller, request_id, &email, role, ttl)
+            .invites
+            .create(&caller, request_id, &email, role, ttl)
             .await?;
         Ok(Response::new(proto::CreateInviteResponse {
             invite: Some(convert::invite(&invited.invite)),
@@ -162,16 +159,13 @@ impl UserService for UserApi {
         let request = request.into_inner();
         let mut v = Violations::default();
         let page_size = v.check(paging::page_size(request.page_size));
-        let after = v
-            .check(PageToken::decode(&request.page_token, "invites"))
-            .flatten();
+        let page = PageRequest::<Uuid>::read(&mut v, page_size, &request.page_token, "invites");
         v.into_result()?;
-        let page_size = page_size.unwrap_or(paging::DEFAULT_PAGE_SIZE);
         let mut invites = self
-            .users
-            .list_invites(&caller, after, page_size + 1)
+            .invites
+            .list(&caller, page.after, page.fetch_limit())
             .await?;
-        let next_page_token = paging::next_page_token(&mut invites, page_size, "invites", |i| i.id);
+        let next_page_token = page.next_token(&mut invites, |i| i.id);
         Ok(Response::new(proto::ListInvitesResponse {
             invites: invites.iter().map(convert::invite).collect(),
             next_page_token,
@@ -185,10 +179,7 @@ impl UserService for UserApi {
         let caller = principal(&request)?;
         let request_id = request_id(&request);
         let invite_id = parse_id("invite_id", &request.get_ref().invite_id)?;
-        let invite = self
-            .users
-            .revoke_invite(&caller, request_id, invite_id)
-            .await?;
+        let invite = self.invites.revoke(&caller, request_id, invite_id).await?;
         Ok(Response::new(proto::RevokeInviteResponse {
             invite: Some(convert::invite(&invite)),
         }))

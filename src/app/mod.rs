@@ -6,8 +6,10 @@
 
 pub(crate) mod api_tokens;
 pub(crate) mod audit;
+pub(crate) mod authorize;
 pub(crate) mod confirm;
 pub mod credentials;
+pub(crate) mod invites;
 pub(crate) mod organisation;
 pub mod outbox;
 pub(crate) mod playback;

@@ -1,6 +1,6 @@
-//! Signing in (with a password, or by accepting an invite) and out, the
-//! sessions a sign-in opens and their refresh, asking who one is, and
-//! answering internal services' authorization questions.
+//! Signing in with a password and out, the sessions a sign-in opens and
+//! their refresh, and one's own or another user's sessions. (Accepting an
+//! invite signs in too: [`super::invites`].)
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,26 +8,24 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::auth::access::{INVITE_AUTHORITY, MEMBERS_READ};
-use crate::auth::opaque::{self, INVITE_PREFIX, REFRESH_TOKEN_PREFIX};
+use crate::auth::Principal;
+use crate::auth::opaque::{self, REFRESH_TOKEN_PREFIX};
 use crate::auth::passwords::{Passwords, Requester};
 use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::tokens::{AccessTokens, IssuedToken, TokenClaims};
-use crate::auth::{Authenticator, Credential, Principal, Verdict};
 use crate::domain::actor::{Actor, ChangeContext, Proof};
 use crate::domain::audit::{
-    INVITE_ACCEPT, LOGIN_FAILED, LOGIN_SUCCEEDED, SESSION_LOGOUT, SESSION_REFRESH_REUSED,
-    SESSION_REVOKE,
+    LOGIN_FAILED, LOGIN_SUCCEEDED, SESSION_LOGOUT, SESSION_REFRESH_REUSED, SESSION_REVOKE,
 };
 use crate::domain::error::AuthFailure;
 use crate::domain::session::{EndReason, Session, SessionLifetime, kept_user_agent};
-use crate::domain::user::{Organisation, User};
-use crate::domain::{DomainError, Permission, email::Email};
+use crate::domain::user::User;
+use crate::domain::{DomainError, email::Email};
 use crate::store::Store;
 use crate::store::audit::Audit;
 use crate::store::sessions::{self as session_rows, NewSession, SessionQuery};
 use crate::store::write::{Change, OrgLock};
-use crate::store::{Tx, invites, users};
+use crate::store::{Tx, users};
 
 /// Where a sign-in comes from, as the session records it.
 #[derive(Debug, Clone, Default)]
@@ -68,12 +66,6 @@ pub struct Refreshed {
     pub refresh: IssuedRefresh,
 }
 
-/// What WhoAmI answers: the state the per-call check decided on.
-pub struct Identity {
-    pub user: Option<Arc<User>>,
-    pub organisation: Arc<Organisation>,
-}
-
 /// A page of sessions, and which is the caller's.
 pub struct SessionPage {
     pub sessions: Vec<Session>,
@@ -82,7 +74,6 @@ pub struct SessionPage {
 
 pub struct Sessions {
     store: Store,
-    authenticator: Arc<Authenticator>,
     tokens: Arc<AccessTokens>,
     passwords: Passwords,
     login_limiter: Arc<LoginLimiter>,
@@ -106,14 +97,12 @@ enum RefreshOutcome {
 impl Sessions {
     pub fn new(
         store: Store,
-        authenticator: Arc<Authenticator>,
         tokens: Arc<AccessTokens>,
         passwords: Passwords,
         login_limiter: Arc<LoginLimiter>,
     ) -> Self {
         Self {
             store,
-            authenticator,
             tokens,
             passwords,
             login_limiter,
@@ -203,7 +192,7 @@ impl Sessions {
                 other => other,
             })?;
         crate::metrics::metrics().record_login("succeeded");
-        self.logged_in(opened)
+        signed_in(&self.tokens, opened)
     }
 
     /// Records a failed login in the user's organisation.
@@ -235,72 +224,6 @@ impl Sessions {
             Err(DomainError::Unauthenticated(_) | DomainError::NotFound(_)) => Ok(()),
             other => other,
         }
-    }
-
-    /// Joins the invite's organisation as a new user and signs them in. The
-    /// invite is made on its creator's authority: the write re-checks, under
-    /// the organisation's lock, that the creator still holds `users.invite`.
-    pub async fn accept_invite(
-        &self,
-        invite_token: &str,
-        password: &str,
-        request_id: Option<String>,
-        client: &Client,
-    ) -> Result<LoggedIn, DomainError> {
-        let invalid = || DomainError::Unauthenticated(AuthFailure::InviteInvalid);
-        if !opaque::well_formed(invite_token, INVITE_PREFIX) {
-            return Err(invalid());
-        }
-        let token_hash = opaque::hash(invite_token);
-        // Looked up before the costly hashing, and again in the transaction.
-        let origin = self
-            .store
-            .pending_invite_origin(&token_hash)
-            .await?
-            .ok_or_else(invalid)?;
-        let creator: Actor = origin.created_by.parse().map_err(|()| invalid())?;
-        let password_hash = self
-            .passwords
-            .hash_for(password, &Requester::peer(client.peer))
-            .await?;
-        let ctx = ChangeContext {
-            organisation_id: origin.organisation_id,
-            actor: creator,
-            proof: Proof::Standing,
-            permission: Some(INVITE_AUTHORITY),
-            request_id,
-        };
-        let organisation_id = origin.organisation_id;
-        let lifetime = self.lifetime;
-        let opened = self
-            .store
-            .write(&ctx, OrgLock::Exclusive, async |conn| {
-                let invite = invites::locked_pending(conn, &token_hash)
-                    .await?
-                    .filter(|invite| invite.created_by == origin.created_by)
-                    .ok_or_else(invalid)?;
-                let user = users::insert(
-                    conn,
-                    organisation_id,
-                    &invite.email,
-                    invite.role,
-                    &password_hash,
-                )
-                .await?;
-                invites::mark_accepted(conn, invite.id, user.id).await?;
-                let opened = open_session(conn, &user, client, lifetime).await?;
-                let audit =
-                    Audit::invite(INVITE_ACCEPT, &invite, Some(format!("user {}", user.id)));
-                let joined = Actor::User(user.id);
-                Ok(Change::unchanged(opened).and_by(joined, audit).settling())
-            })
-            .await
-            .map_err(|error| match error {
-                // The creator lost the authority the invite was made on.
-                DomainError::Unauthenticated(_) | DomainError::PermissionDenied(_) => invalid(),
-                other => other,
-            })?;
-        self.logged_in(opened)
     }
 
     /// Exchanges a refresh token for new tokens of its session. A token
@@ -426,72 +349,36 @@ impl Sessions {
             })
             .await
     }
+}
 
-    /// The caller as the per-call check established it, with its
-    /// organisation as far as the caller's role may read it elsewhere.
-    pub async fn who_am_i(&self, caller: &Principal) -> Result<Identity, DomainError> {
-        let mut organisation = self.store.organisation(caller.organisation_id).await?;
-        if !caller.can(MEMBERS_READ) {
-            organisation = Arc::new(organisation.without_members());
-        }
-        Ok(Identity {
-            user: caller.user.clone(),
-            organisation,
-        })
-    }
-
-    /// Whether `credential` may do `permission` now (for internal services).
-    pub async fn authorize(
-        &self,
-        credential: Credential<'_>,
-        permission: Permission,
-        organisation_id: Option<Uuid>,
-    ) -> Result<Verdict, DomainError> {
-        self.authenticator
-            .authorize(credential, Some(permission), organisation_id)
-            .await
-    }
-
-    /// Like [`Self::authorize`] for several permissions, one answer each.
-    pub async fn authorize_each(
-        &self,
-        credential: Credential<'_>,
-        permissions: &[Permission],
-        organisation_id: Option<Uuid>,
-    ) -> Result<Vec<Verdict>, DomainError> {
-        self.authenticator
-            .authorize_each(credential, permissions, organisation_id)
-            .await
-    }
-
-    fn logged_in(&self, opened: Opened) -> Result<LoggedIn, DomainError> {
-        let Opened {
-            session,
-            refresh_token,
-        } = opened;
-        let token = issue(&self.tokens, &session)?;
-        Ok(LoggedIn {
-            user_id: session.user_id,
-            organisation_id: session.organisation_id,
-            session_id: session.id,
-            token,
-            refresh: IssuedRefresh {
-                token: refresh_token,
-                expires_at: session.expires_at,
-            },
-        })
-    }
+/// The answer to a sign-in that opened `opened`: its tokens.
+pub(crate) fn signed_in(tokens: &AccessTokens, opened: Opened) -> Result<LoggedIn, DomainError> {
+    let Opened {
+        session,
+        refresh_token,
+    } = opened;
+    let token = issue(tokens, &session)?;
+    Ok(LoggedIn {
+        user_id: session.user_id,
+        organisation_id: session.organisation_id,
+        session_id: session.id,
+        token,
+        refresh: IssuedRefresh {
+            token: refresh_token,
+            expires_at: session.expires_at,
+        },
+    })
 }
 
 /// A session just opened, with its first refresh token.
-struct Opened {
+pub(crate) struct Opened {
     session: Session,
     refresh_token: String,
 }
 
 /// Opens a session of `user` with its first refresh token, and records the
 /// sign-in, on the change's connection.
-async fn open_session(
+pub(crate) async fn open_session(
     conn: &mut Tx,
     user: &User,
     client: &Client,
@@ -586,7 +473,7 @@ fn issue(tokens: &AccessTokens, session: &Session) -> Result<IssuedToken, Domain
 }
 
 /// How the audit log names where a sign-in came from.
-fn client_text(client: &Client) -> String {
+pub(crate) fn client_text(client: &Client) -> String {
     match client.peer {
         Some(peer) => format!("peer {peer}"),
         None => "peer unknown".into(),

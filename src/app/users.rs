@@ -4,27 +4,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use uuid::Uuid;
 
 use super::confirm::{self, Confirmation, Step};
-use super::outbox::Outbox;
 use crate::auth::Principal;
 use crate::auth::access::INVITE_AUTHORITY;
-use crate::auth::opaque::{self, INVITE_PREFIX};
 use crate::auth::passwords::{Passwords, Requester};
 use crate::domain::actor::{Actor, ChangeContext};
 use crate::domain::audit::{
-    INVITE_CREATE, INVITE_REVOKE, USER_CREATE, USER_DELETE, USER_REACTIVATE, USER_RENEW_TOKEN_KEY,
-    USER_SUSPEND, USER_UPDATE_ROLE,
+    INVITE_REVOKE, USER_CREATE, USER_DELETE, USER_REACTIVATE, USER_RENEW_TOKEN_KEY, USER_SUSPEND,
+    USER_UPDATE_ROLE,
 };
 use crate::domain::invariants::{ConfirmedAction, etag_matches, keeps_an_admin};
-use crate::domain::invite::Invite;
 use crate::domain::user::{UserCursor, UserState};
 use crate::domain::{DomainError, Role, email::Email, user::User};
 use crate::store::audit::Audit;
 use crate::store::confirmations::{self, NewConfirmation};
-use crate::store::invites::{self, NewInvite};
+use crate::store::invites::{self};
 use crate::store::users::{self, UserQuery};
 use crate::store::write::{Change, OrgLock};
 use crate::store::{Store, Tx};
@@ -75,31 +71,18 @@ pub struct RoleChange {
     pub revoked_invites: usize,
 }
 
-/// A new invite and its secret token (shown once).
-pub struct NewlyInvited {
-    pub invite: Invite,
-    pub token: String,
-}
-
 pub struct Users {
     store: Store,
     passwords: Passwords,
     settings: AdminSettings,
-    outbox: Outbox,
 }
 
 impl Users {
-    pub fn new(
-        store: Store,
-        passwords: Passwords,
-        settings: AdminSettings,
-        outbox: Outbox,
-    ) -> Self {
+    pub fn new(store: Store, passwords: Passwords, settings: AdminSettings) -> Self {
         Self {
             store,
             passwords,
             settings,
-            outbox,
         }
     }
 
@@ -182,73 +165,6 @@ impl Users {
                         .await?;
                 let audit = Audit::user(USER_CREATE, &user, None, Some(role.to_string()));
                 Ok(Change::audited(user, audit).settling())
-            })
-            .await
-    }
-
-    pub async fn invite(
-        &self,
-        caller: &Principal,
-        request_id: Option<String>,
-        email: &Email,
-        role: Role,
-        ttl: Option<Duration>,
-    ) -> Result<NewlyInvited, DomainError> {
-        let ttl = ttl.unwrap_or(self.settings.invite_ttl);
-        let ctx = caller.change(request_id);
-        let secret = opaque::generate(INVITE_PREFIX)?;
-        let expires_at = Utc::now() + ttl;
-        let invite = self
-            .store
-            .write(&ctx, OrgLock::Exclusive, async |conn| {
-                refuse_taken_email(conn, ctx.organisation_id, email).await?;
-                let new = NewInvite {
-                    email,
-                    role,
-                    token_hash: &secret.hash,
-                    expires_at,
-                };
-                let invite = invites::insert(conn, &ctx, new).await?;
-                let audit = Audit::invite(INVITE_CREATE, &invite, Some(invite.role.to_string()));
-                Ok(Change::audited(invite, audit))
-            })
-            .await?;
-        // Mailed to the invitee when mail is on; the admin gets the token too.
-        let organisation = self.store.organisation(caller.organisation_id).await?;
-        self.outbox.invite(
-            invite.clone(),
-            secret.token.clone(),
-            organisation.name.clone(),
-        );
-        Ok(NewlyInvited {
-            invite,
-            token: secret.token,
-        })
-    }
-
-    pub async fn list_invites(
-        &self,
-        caller: &Principal,
-        after: Option<Uuid>,
-        limit: i64,
-    ) -> Result<Vec<Invite>, DomainError> {
-        self.store
-            .list_invites(caller.organisation_id, after, limit)
-            .await
-    }
-
-    pub async fn revoke_invite(
-        &self,
-        caller: &Principal,
-        request_id: Option<String>,
-        invite_id: Uuid,
-    ) -> Result<Invite, DomainError> {
-        let ctx = caller.change(request_id);
-        self.store
-            .write(&ctx, OrgLock::Exclusive, async |conn| {
-                let invite = invites::revoke(conn, ctx.organisation_id, invite_id).await?;
-                let audit = Audit::invite(INVITE_REVOKE, &invite, None);
-                Ok(Change::audited(invite, audit))
             })
             .await
     }
@@ -530,27 +446,6 @@ async fn keeps_an_admin_without(
     }
     let admins = users::admin_count(conn, user.organisation_id).await?;
     keeps_an_admin(user, new_role, admins)
-}
-
-/// ALREADY_EXISTS when the email is a user's or has a pending invite.
-async fn refuse_taken_email(
-    conn: &mut Tx,
-    organisation_id: Uuid,
-    email: &Email,
-) -> Result<(), DomainError> {
-    if users::email_taken(conn, organisation_id, email.as_str()).await? {
-        return Err(DomainError::AlreadyExists {
-            resource: "user",
-            message: "a user with this email exists in the organisation".into(),
-        });
-    }
-    if invites::pending_for_email(conn, organisation_id, email.as_str()).await? {
-        return Err(DomainError::AlreadyExists {
-            resource: "invite",
-            message: "this email has a pending invite: revoke it first".into(),
-        });
-    }
-    Ok(())
 }
 
 /// Revokes the pending invites `user` created; their audit events say `why`.

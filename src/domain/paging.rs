@@ -4,7 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
-use super::error::DomainError;
+use super::error::{DomainError, Violations};
 
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 pub const MAX_PAGE_SIZE: i64 = 1000;
@@ -109,45 +109,105 @@ fn filter_digest(filter: &str) -> String {
     digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Like [`next_page_token`], for a page in the order of `cursor`.
-pub fn next_keyed_page_token<T>(
-    rows: &mut Vec<T>,
-    page_size: i64,
-    filter: &str,
-    cursor: impl Fn(&T) -> KeyedCursor,
-) -> String {
-    let page_size = usize::try_from(page_size).unwrap_or(usize::MAX);
-    if rows.len() <= page_size {
-        return String::new();
-    }
-    rows.truncate(page_size);
-    rows.last()
-        .map(|last| cursor(last).encode(filter))
-        .unwrap_or_default()
+/// Where a page starts, as its token carries it: a token is bound to the
+/// filter of the query that made it.
+pub trait Cursor {
+    /// The token of the page that starts after this cursor.
+    fn encode(&self, filter: &str) -> String;
 }
 
-/// Trims a page fetched with one row more than `page_size` and returns the
-/// token of the next page (empty when this is the last).
-pub fn next_page_token<T>(
-    rows: &mut Vec<T>,
-    page_size: i64,
-    filter: &str,
-    id: impl Fn(&T) -> Uuid,
-) -> String {
-    let page_size = usize::try_from(page_size).unwrap_or(usize::MAX);
-    if rows.len() <= page_size {
-        return String::new();
+/// A cursor that its token alone tells how to decode.
+pub trait TokenCursor: Cursor + Sized {
+    /// Decodes `raw` (empty means the first page), checking that it was made
+    /// for `filter`.
+    fn decode(raw: &str, filter: &str) -> Result<Option<Self>, DomainError>;
+}
+
+impl TokenCursor for Uuid {
+    fn decode(raw: &str, filter: &str) -> Result<Option<Self>, DomainError> {
+        PageToken::decode(raw, filter)
     }
-    rows.truncate(page_size);
-    rows.last()
-        .map(|last| {
-            PageToken {
-                filter: filter.to_owned(),
-                after: id(last),
-            }
-            .encode()
-        })
-        .unwrap_or_default()
+}
+
+impl TokenCursor for KeyedCursor {
+    fn decode(raw: &str, filter: &str) -> Result<Option<Self>, DomainError> {
+        KeyedCursor::decode(raw, filter)
+    }
+}
+
+impl Cursor for Uuid {
+    fn encode(&self, filter: &str) -> String {
+        PageToken {
+            filter: filter.to_owned(),
+            after: *self,
+        }
+        .encode()
+    }
+}
+
+impl Cursor for KeyedCursor {
+    fn encode(&self, filter: &str) -> String {
+        KeyedCursor::encode(self, filter)
+    }
+}
+
+/// The page a list request asks for (AIP-158): its size, where it starts,
+/// and the filter its tokens are bound to. The list is fetched with one row
+/// more than the page ([`Self::fetch_limit`]), so that [`Self::next_token`]
+/// learns whether another page follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest<C> {
+    pub size: i64,
+    pub after: Option<C>,
+    filter: String,
+}
+
+impl<C> PageRequest<C> {
+    /// The page of a checked `size` (none: refused, recorded elsewhere) that
+    /// starts after `after`, for a query whose filter is `filter`.
+    pub fn new(size: Option<i64>, after: Option<C>, filter: impl Into<String>) -> Self {
+        Self {
+            size: size.unwrap_or(DEFAULT_PAGE_SIZE),
+            after,
+            filter: filter.into(),
+        }
+    }
+
+    /// How many rows to fetch: one more than the page.
+    pub fn fetch_limit(&self) -> i64 {
+        self.size.saturating_add(1)
+    }
+
+    /// Trims rows fetched with [`Self::fetch_limit`] to the page and returns
+    /// the token of the next page (empty when this is the last).
+    pub fn next_token<T>(&self, rows: &mut Vec<T>, cursor: impl Fn(&T) -> C) -> String
+    where
+        C: Cursor,
+    {
+        let page_size = usize::try_from(self.size).unwrap_or(usize::MAX);
+        if rows.len() <= page_size {
+            return String::new();
+        }
+        rows.truncate(page_size);
+        rows.last()
+            .map(|last| cursor(last).encode(&self.filter))
+            .unwrap_or_default()
+    }
+}
+
+impl<C: TokenCursor> PageRequest<C> {
+    /// The page of a list request's `page_token` for `filter`, of the checked
+    /// `size`; a token that is not this query's is recorded in `violations`.
+    pub fn read(
+        violations: &mut Violations,
+        size: Option<i64>,
+        page_token: &str,
+        filter: impl Into<String>,
+    ) -> Self {
+        let filter = filter.into();
+        let after = violations.check(C::decode(page_token, &filter)).flatten();
+        Self::new(size, after, filter)
+    }
 }
 
 #[cfg(test)]
@@ -197,5 +257,27 @@ mod tests {
         assert_eq!(page_size(7).ok(), Some(7));
         assert_eq!(page_size(100_000).ok(), Some(MAX_PAGE_SIZE));
         assert!(page_size(-1).is_err());
+    }
+
+    #[test]
+    fn a_page_is_trimmed_to_its_size_and_tokens_the_row_after_its_last() {
+        let ids: Vec<Uuid> = (1..=4).map(Uuid::from_u128).collect();
+        let page = PageRequest::<Uuid>::new(Some(3), None, "f");
+        assert_eq!(page.fetch_limit(), 4);
+        let mut rows = ids.clone();
+        let token = page.next_token(&mut rows, |id| *id);
+        assert_eq!(rows, ids[..3]);
+        let mut violations = Violations::default();
+        let next = PageRequest::<Uuid>::read(&mut violations, Some(3), &token, "f");
+        assert!(violations.into_result().is_ok());
+        assert_eq!(next.after, Some(ids[2]));
+        let mut last = ids[3..].to_vec();
+        assert_eq!(next.next_token(&mut last, |id| *id), "");
+        let mut violations = Violations::default();
+        PageRequest::<Uuid>::read(&mut violations, Some(3), &token, "g");
+        assert!(
+            violations.into_result().is_err(),
+            "a token of another filter"
+        );
     }
 }

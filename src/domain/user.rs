@@ -32,6 +32,20 @@ pub struct UserCursor {
     pub email: Option<String>,
 }
 
+/// A search's cursor carries the email it pages in the order of.
+impl super::paging::Cursor for UserCursor {
+    fn encode(&self, filter: &str) -> String {
+        match &self.email {
+            Some(email) => super::paging::KeyedCursor {
+                after: self.id,
+                key: email.clone(),
+            }
+            .encode(filter),
+            None => self.id.encode(filter),
+        }
+    }
+}
+
 /// Whether a user may act: a suspended user keeps their record and role but
 /// can neither sign in nor use any credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

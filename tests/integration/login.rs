@@ -107,7 +107,6 @@ async fn the_same_email_in_two_organisations_needs_the_organisation() {
 async fn unknown_email_and_wrong_password_cost_one_verification_each() {
     use std::sync::Arc;
     use usermgmt::app::sessions::Sessions;
-    use usermgmt::auth::Authenticator;
     use usermgmt::auth::passwords::Passwords;
     use usermgmt::auth::ratelimit::{LoginLimiter, LoginLimits};
     use usermgmt::auth::tokens::{AccessTokens, TokenSettings};
@@ -129,7 +128,6 @@ async fn unknown_email_and_wrong_password_cost_one_verification_each() {
     let tokens = Arc::new(tokens);
     let sessions = Sessions::new(
         store(&db),
-        Arc::new(Authenticator::new(tokens.clone(), store(&db))),
         tokens,
         passwords.clone(),
         Arc::new(LoginLimiter::new(
