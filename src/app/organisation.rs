@@ -4,20 +4,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
-use super::confirm::{self, Confirmation, Step};
+use super::confirm::{self, Confirmable, Preview, Step};
 use crate::auth::Principal;
 use crate::auth::opaque::{self, API_KEY_PREFIX};
 use crate::domain::actor::Actor;
 use crate::domain::audit::{INVITE_REVOKE, ORGANISATION_ROTATE_API_KEY, ORGANISATION_UPDATE};
 use crate::domain::invariants::ConfirmedAction;
 use crate::domain::{DomainError, user::Organisation};
-use crate::store::Store;
 use crate::store::audit::Audit;
-use crate::store::confirmations::{self, NewConfirmation};
 use crate::store::invites;
 use crate::store::organisations::{self, ApiKeyHash, organisation_audit};
 use crate::store::write::{Change, OrgLock};
+use crate::store::{Store, Tx};
 
 /// The changes UpdateOrganisation asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,76 +108,81 @@ impl Organisations {
         confirmation_token: &str,
     ) -> Result<Step<RotatedApiKey>, DomainError> {
         let ctx = caller.change(request_id);
-        let organisation_id = ctx.organisation_id;
-        let action = ConfirmedAction::RotateApiKey;
-        if confirmation_token.is_empty() {
-            let (secret, expires_at) = confirm::new_secret(self.confirmation_ttl)?;
-            let pending_invites = self
-                .store
-                .write(&ctx, OrgLock::Exclusive, async |conn| {
-                    let organisation = organisations::load(conn, organisation_id).await?;
-                    let confirmation = NewConfirmation {
-                        action,
-                        target_id: organisation_id,
-                        token_hash: &secret.hash,
-                        expires_at,
-                    };
-                    confirmations::insert(conn, &ctx, confirmation).await?;
-                    let pending = match api_key_actor(&organisation) {
-                        Some(creator) => {
-                            invites::pending_created_by(conn, organisation_id, &creator).await?
-                        }
-                        None => 0,
-                    };
-                    Ok(Change::unchanged(pending))
-                })
-                .await?;
-            return Ok(Step::ConfirmationRequired(Confirmation {
-                token: secret.token,
-                expires_at,
-                warning: ConfirmedAction::api_key_warning(pending_invites),
-                action,
-                pending_invites,
-            }));
-        }
-        let token_hash = confirm::token_hash(confirmation_token)?;
+        let on = RotateApiKey {
+            organisation_id: ctx.organisation_id,
+        };
+        confirm::two_step(
+            &self.store,
+            &ctx,
+            self.confirmation_ttl,
+            confirmation_token,
+            &on,
+        )
+        .await
+    }
+}
+
+/// The double-confirmed rotation of the organisation's API key.
+struct RotateApiKey {
+    organisation_id: Uuid,
+}
+
+impl Confirmable for RotateApiKey {
+    type Done = RotatedApiKey;
+
+    fn action(&self) -> ConfirmedAction {
+        ConfirmedAction::RotateApiKey
+    }
+
+    fn target_id(&self) -> Uuid {
+        self.organisation_id
+    }
+
+    async fn preview(&self, conn: &mut Tx) -> Result<Preview, DomainError> {
+        let organisation = organisations::load(conn, self.organisation_id).await?;
+        let pending_invites = match api_key_actor(&organisation) {
+            Some(creator) => {
+                invites::pending_created_by(conn, self.organisation_id, &creator).await?
+            }
+            None => 0,
+        };
+        Ok(Preview {
+            warning: ConfirmedAction::api_key_warning(pending_invites),
+            pending_invites,
+        })
+    }
+
+    async fn carry_out(&self, conn: &mut Tx) -> Result<Change<RotatedApiKey>, DomainError> {
+        let organisation_id = self.organisation_id;
         let key = opaque::generate(API_KEY_PREFIX)?;
         let fingerprint = opaque::fingerprint(&key.hash);
         let new_key = ApiKeyHash {
             hash: &key.hash,
             fingerprint: &fingerprint,
         };
-        let organisation = self
-            .store
-            .write(&ctx, OrgLock::Exclusive, async |conn| {
-                confirmations::consume(conn, &ctx, action, organisation_id, &token_hash).await?;
-                let before = organisations::load(conn, organisation_id).await?;
-                organisations::set_api_key(conn, organisation_id, &new_key).await?;
-                let revoked = match api_key_actor(&before) {
-                    Some(creator) => {
-                        invites::revoke_created_by(conn, organisation_id, &creator).await?
-                    }
-                    None => Vec::new(),
-                };
-                let after = organisations::load(conn, organisation_id).await?;
-                let audit = organisation_audit(ORGANISATION_ROTATE_API_KEY, &before, &after);
-                let revocations = revoked.iter().map(|invite| {
-                    Audit::invite(
-                        INVITE_REVOKE,
-                        invite,
-                        Some("the API key it was made with was rotated".into()),
-                    )
-                });
-                Ok(Change::audited(after, audit)
-                    .and_all(revocations)
-                    .settling())
-            })
-            .await?;
-        Ok(Step::Done(RotatedApiKey {
+        let before = organisations::load(conn, organisation_id).await?;
+        organisations::set_api_key(conn, organisation_id, &new_key).await?;
+        let revoked = match api_key_actor(&before) {
+            Some(creator) => invites::revoke_created_by(conn, organisation_id, &creator).await?,
+            None => Vec::new(),
+        };
+        let after = organisations::load(conn, organisation_id).await?;
+        let audit = organisation_audit(ORGANISATION_ROTATE_API_KEY, &before, &after);
+        let revocations = revoked.iter().map(|invite| {
+            Audit::invite(
+                INVITE_REVOKE,
+                invite,
+                Some("the API key it was made with was rotated".into()),
+            )
+        });
+        let rotated = RotatedApiKey {
             api_key: key.token,
             fingerprint,
-            rotated_at: organisation.api_key_rotated_at,
-        }))
+            rotated_at: after.api_key_rotated_at,
+        };
+        Ok(Change::audited(rotated, audit)
+            .and_all(revocations)
+            .settling())
     }
 }
 

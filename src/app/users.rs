@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::confirm::{self, Confirmation, Step};
+use super::confirm::{self, Confirmable, Preview, Step};
 use crate::auth::Principal;
 use crate::auth::access::INVITE_AUTHORITY;
 use crate::auth::passwords::{Passwords, Requester};
@@ -19,7 +19,6 @@ use crate::domain::invariants::{ConfirmedAction, etag_matches, keeps_an_admin};
 use crate::domain::user::{UserCursor, UserState};
 use crate::domain::{DomainError, Role, email::Email, user::User};
 use crate::store::audit::Audit;
-use crate::store::confirmations::{self, NewConfirmation};
 use crate::store::invites::{self};
 use crate::store::users::{self, UserQuery};
 use crate::store::write::{Change, OrgLock};
@@ -228,17 +227,12 @@ impl Users {
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
         let ctx = caller.change(request_id);
-        self.confirmed(
-            ctx,
-            ConfirmedAction::DeleteUser,
-            user_id,
-            confirmation_token,
-        )
-        .await
+        self.confirmed(&ctx, UserAction::Delete, user_id, confirmation_token)
+            .await
     }
 
     /// RenewTokenKey: one's own needs no permission, another user's needs
-    /// `users.renew_token`.
+    /// the rule's.
     pub async fn renew_token_key(
         &self,
         caller: &Principal,
@@ -247,13 +241,8 @@ impl Users {
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
         let ctx = caller.change_on(user_id, request_id)?;
-        self.confirmed(
-            ctx,
-            ConfirmedAction::RenewTokenKey,
-            user_id,
-            confirmation_token,
-        )
-        .await
+        self.confirmed(&ctx, UserAction::RenewTokenKey, user_id, confirmation_token)
+            .await
     }
 
     /// SuspendUser: the first step without a confirmation token, the second
@@ -268,42 +257,24 @@ impl Users {
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
         let ctx = caller.change(request_id);
-        self.confirmed(
-            ctx,
-            ConfirmedAction::SuspendUser,
-            user_id,
-            confirmation_token,
-        )
-        .await
+        self.confirmed(&ctx, UserAction::Suspend, user_id, confirmation_token)
+            .await
     }
 
-    /// A double-confirmed action on a user: without a confirmation token its
-    /// first step ([`Self::ask`]); with one, the action, in one write that
-    /// uses the confirmation up.
     async fn confirmed(
         &self,
-        ctx: ChangeContext,
-        action: ConfirmedAction,
+        ctx: &ChangeContext,
+        action: UserAction,
         user_id: Uuid,
         confirmation_token: &str,
     ) -> Result<Step<User>, DomainError> {
-        if confirmation_token.is_empty() {
-            return self
-                .ask(&ctx, action, user_id)
-                .await
-                .map(Step::ConfirmationRequired);
-        }
-        let token_hash = confirm::token_hash(confirmation_token)?;
-        let organisation_id = ctx.organisation_id;
-        let done = self
-            .store
-            .write(&ctx, OrgLock::Exclusive, async |conn| {
-                confirmations::consume(conn, &ctx, action, user_id, &token_hash).await?;
-                let user = users::locked(conn, organisation_id, user_id).await?;
-                carry_out(conn, action, user).await
-            })
-            .await?;
-        Ok(Step::Done(done))
+        let on = OnUser {
+            action,
+            organisation_id: ctx.organisation_id,
+            user_id,
+        };
+        let ttl = self.settings.confirmation_ttl;
+        confirm::two_step(&self.store, ctx, ttl, confirmation_token, &on).await
     }
 
     /// Lets a suspended user sign in again; an active user is left as is.
@@ -334,65 +305,60 @@ impl Users {
             })
             .await
     }
+}
 
-    /// The first step of an action on a user: stores the confirmation and
-    /// says what the action will do. Refuses at once what the second step
-    /// would refuse anyway (e.g. deleting the last nanoAdmin).
-    async fn ask(
-        &self,
-        ctx: &ChangeContext,
-        action: ConfirmedAction,
-        user_id: Uuid,
-    ) -> Result<Confirmation, DomainError> {
-        let (secret, expires_at) = confirm::new_secret(self.settings.confirmation_ttl)?;
-        let organisation_id = ctx.organisation_id;
-        let (user, pending_invites) = self
-            .store
-            .write(ctx, OrgLock::Exclusive, async |conn| {
-                let user = users::locked(conn, organisation_id, user_id).await?;
-                let mut pending = 0;
-                if matches!(
-                    action,
-                    ConfirmedAction::DeleteUser | ConfirmedAction::SuspendUser
-                ) {
-                    keeps_an_admin_without(conn, &user, None).await?;
-                    let creator = Actor::User(user.id).to_string();
-                    pending = invites::pending_created_by(conn, organisation_id, &creator).await?;
-                }
-                let confirmation = NewConfirmation {
-                    action,
-                    target_id: user_id,
-                    token_hash: &secret.hash,
-                    expires_at,
-                };
-                confirmations::insert(conn, ctx, confirmation).await?;
-                Ok(Change::unchanged((user, pending)))
-            })
-            .await?;
-        Ok(Confirmation {
-            token: secret.token,
-            expires_at,
-            warning: action.warning(&user, pending_invites),
-            action,
+/// The double-confirmed actions on a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserAction {
+    Delete,
+    RenewTokenKey,
+    Suspend,
+}
+
+/// A double-confirmed action on one user of the organisation.
+struct OnUser {
+    action: UserAction,
+    organisation_id: Uuid,
+    user_id: Uuid,
+}
+
+impl Confirmable for OnUser {
+    type Done = User;
+
+    fn action(&self) -> ConfirmedAction {
+        match self.action {
+            UserAction::Delete => ConfirmedAction::DeleteUser,
+            UserAction::RenewTokenKey => ConfirmedAction::RenewTokenKey,
+            UserAction::Suspend => ConfirmedAction::SuspendUser,
+        }
+    }
+
+    fn target_id(&self) -> Uuid {
+        self.user_id
+    }
+
+    async fn preview(&self, conn: &mut Tx) -> Result<Preview, DomainError> {
+        let user = users::locked(conn, self.organisation_id, self.user_id).await?;
+        let mut pending_invites = 0;
+        if matches!(self.action, UserAction::Delete | UserAction::Suspend) {
+            keeps_an_admin_without(conn, &user, None).await?;
+            let creator = Actor::User(user.id).to_string();
+            pending_invites =
+                invites::pending_created_by(conn, self.organisation_id, &creator).await?;
+        }
+        Ok(Preview {
+            warning: self.action().warning(&user, pending_invites),
             pending_invites,
         })
     }
-}
 
-/// The second step of `action` on `user`, locked, in the write that used
-/// its confirmation up.
-async fn carry_out(
-    conn: &mut Tx,
-    action: ConfirmedAction,
-    user: User,
-) -> Result<Change<User>, DomainError> {
-    match action {
-        ConfirmedAction::DeleteUser => delete_now(conn, user).await,
-        ConfirmedAction::RenewTokenKey => renew_now(conn, user).await,
-        ConfirmedAction::SuspendUser => suspend_now(conn, user).await,
-        ConfirmedAction::RotateApiKey => Err(DomainError::Internal(
-            "the API key's rotation is not an action on a user".into(),
-        )),
+    async fn carry_out(&self, conn: &mut Tx) -> Result<Change<User>, DomainError> {
+        let user = users::locked(conn, self.organisation_id, self.user_id).await?;
+        match self.action {
+            UserAction::Delete => delete_now(conn, user).await,
+            UserAction::RenewTokenKey => renew_now(conn, user).await,
+            UserAction::Suspend => suspend_now(conn, user).await,
+        }
     }
 }
 
