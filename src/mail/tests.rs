@@ -365,6 +365,31 @@ fn a_line_break_cannot_reach_the_subject() {
 }
 
 #[test]
+fn a_line_break_the_subject_template_writes_cannot_reach_the_subject() {
+    // Only for one organisation, so the check at start does not see it.
+    let mailer = with_templates(&[(
+        "invite.subject.txt",
+        r#"Join {{ organisation }}{% if organisation == "Evil" %}{{ "\r\nBcc: all@example.com" }}{% endif %}"#,
+    )])
+    .expect("mailer")
+    .expect("mail on");
+    let error = mailer
+        .compose(
+            Kind::Invite,
+            "ann@example.com",
+            &[
+                (Var::Link, "L"),
+                (Var::Organisation, "Evil"),
+                (Var::Role, "member"),
+                (Var::ExpiresAt, "soon"),
+            ],
+        )
+        .expect_err("header injection");
+    assert!(matches!(error, MailError::Template { .. }), "{error:?}");
+    assert!(error.to_string().contains("line break"), "{error}");
+}
+
+#[test]
 fn messages_are_multipart_alternative_with_headers_right() {
     let mailer = mailer();
     let message = mailer
