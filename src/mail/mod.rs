@@ -4,9 +4,9 @@
 //! part, both quoted-printable. Subject, text and HTML come from templates:
 //! the defaults are built in from `templates/mail/`, and a deployment may
 //! replace any of them with a file of the same name in its templates
-//! directory. Placeholders are `{{link}}`, `{{valid_minutes}}`,
-//! `{{organisation}}`, `{{role}}`, `{{expires_at}}` and `{{email}}`; values
-//! are HTML-escaped in the HTML part.
+//! directory. They are minijinja templates; the variables are `link`,
+//! `valid_minutes`, `organisation`, `role`, `expires_at` and `email`, any
+//! other is an error, and values are HTML-escaped in the HTML part.
 //!
 //! The SMTP server is given as a URL, read by lettre:
 //! `smtp://host:port` is plain SMTP (no TLS at all),
@@ -28,7 +28,7 @@ use lettre::message::header::ContentType;
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 
-use template::{Kind, TemplateSet, Var};
+use template::{Kind, Part, TemplateSet, Var};
 
 /// How long one SMTP command (connecting included) may take.
 pub const SMTP_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -286,17 +286,25 @@ impl Mailer {
         let mut values = values.to_vec();
         values.push((Var::Email, &email));
 
-        let templates = self.inner.templates.get(kind);
+        let templates = &self.inner.templates;
         if let Some(var) = templates
-            .subject
-            .uses()
-            .find(|var| has_line_break(lookup(&values, *var)))
+            .uses(kind, Part::Subject)
+            .iter()
+            .find(|var| has_line_break(lookup(&values, **var)))
         {
             return Err(MailError::Subject { field: var.name() });
         }
-        let subject = templates.subject.render(&values, false);
-        let text = templates.text.render(&values, false);
-        let html = templates.html.render(&values, true);
+        let subject = templates.render(kind, Part::Subject, &values)?;
+        // The values were checked above; this catches a break that the
+        // template itself writes (a string literal such as "\n").
+        if has_line_break(&subject) {
+            return Err(MailError::Template {
+                file: template::file_name(kind, Part::Subject),
+                reason: "the rendered subject has a line break".into(),
+            });
+        }
+        let text = templates.render(kind, Part::Text, &values)?;
+        let html = templates.render(kind, Part::Html, &values)?;
 
         Ok(Message::builder()
             .from(self.inner.from.clone())

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use super::template::{Kind, Part, Template, Var, file_name, percent_encode};
+use super::template::{Kind, Part, TemplateSet, Var, file_name, percent_encode};
 use super::*;
 
 const PASSWORD: &str = "s3cr3t-smtp-password";
@@ -48,11 +48,12 @@ fn with_templates(files: &[(&str, &str)]) -> Result<Option<Mailer>, MailError> {
 }
 
 fn rendered(mailer: &Mailer, kind: Kind, values: &[(Var, &str)]) -> (String, String, String) {
-    let templates = mailer.inner.templates.get(kind);
+    let templates = &mailer.inner.templates;
+    let render = |part| templates.render(kind, part, values).expect("rendered");
     (
-        templates.subject.render(values, false),
-        templates.text.render(values, false),
-        templates.html.render(values, true),
+        render(Part::Subject),
+        render(Part::Text),
+        render(Part::Html),
     )
 }
 
@@ -149,6 +150,90 @@ fn values_are_html_escaped_in_the_html_part_only() {
 }
 
 #[test]
+fn organisation_and_email_are_auto_escaped_in_html_templates_only() {
+    let organisation = "<script>alert('x')</script> & Co";
+    let email = "o'brien&<x>@example.com";
+    let custom = with_templates(&[
+        ("invite.txt", "{{ organisation }} {{ email }} {{ link }}"),
+        (
+            "invite.html",
+            "<p>{{ organisation }}</p><p>{{ email }}</p>{{ link }}",
+        ),
+    ])
+    .expect("mailer")
+    .expect("mail on");
+    let (_, text, html) = rendered(
+        &custom,
+        Kind::Invite,
+        &[
+            (Var::Link, "L"),
+            (Var::Organisation, organisation),
+            (Var::Role, "member"),
+            (Var::ExpiresAt, "soon"),
+            (Var::Email, email),
+        ],
+    );
+    assert_eq!(text, format!("{organisation} {email} L"));
+    assert_eq!(
+        html,
+        "<p>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; Co</p>\
+         <p>o&#39;brien&amp;&lt;x&gt;@example.com</p>L"
+    );
+    // The built-in HTML templates too, for both values.
+    let (_, _, html) = rendered(
+        &mailer(),
+        Kind::Invite,
+        &[
+            (Var::Link, "L"),
+            (Var::Organisation, organisation),
+            (Var::Role, "member"),
+            (Var::ExpiresAt, "soon"),
+            (Var::Email, email),
+        ],
+    );
+    assert!(
+        !html.contains("<script>") && !html.contains("<x>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("o&#39;brien&amp;&lt;x&gt;@example.com"),
+        "{html}"
+    );
+}
+
+#[test]
+fn a_variable_without_a_value_is_an_error_not_empty() {
+    let mailer = mailer();
+    for part in [Part::Text, Part::Html] {
+        let error = mailer
+            .inner
+            .templates
+            .render(Kind::Invite, part, &[(Var::Link, "L")])
+            .expect_err("no organisation, role, expiry or email");
+        assert!(matches!(error, MailError::Template { .. }), "{error:?}");
+        assert!(error.to_string().contains("undefined"), "{error}");
+    }
+}
+
+#[test]
+fn templates_keep_their_final_line_break() {
+    let mailer = with_templates(&[("password_reset.txt", "Go to {{ link }}\n")])
+        .expect("mailer")
+        .expect("mail on");
+    let (_, text, html) = rendered(
+        &mailer,
+        Kind::PasswordReset,
+        &[
+            (Var::Link, "L"),
+            (Var::ValidMinutes, "5"),
+            (Var::Email, "c@example.com"),
+        ],
+    );
+    assert_eq!(text, "Go to L\n");
+    assert!(html.ends_with("</html>\n"), "{html}");
+}
+
+#[test]
 fn tokens_are_percent_encoded_in_links() {
     assert_eq!(percent_encode("aZ09-_.~"), "aZ09-_.~");
     assert_eq!(
@@ -173,7 +258,13 @@ fn a_templates_directory_replaces_only_the_files_it_has() {
     let (subject, text, html) = rendered(
         &mailer,
         Kind::Invite,
-        &[(Var::Organisation, "Acme"), (Var::Link, "L")],
+        &[
+            (Var::Organisation, "Acme"),
+            (Var::Link, "L"),
+            (Var::Role, "member"),
+            (Var::ExpiresAt, "soon"),
+            (Var::Email, "c@example.com"),
+        ],
     );
     assert_eq!(subject, "Join Acme now");
     assert!(text.contains("You are invited to join Acme"), "{text}");
@@ -181,7 +272,11 @@ fn a_templates_directory_replaces_only_the_files_it_has() {
     let (subject, text, _) = rendered(
         &mailer,
         Kind::PasswordReset,
-        &[(Var::Link, "L"), (Var::ValidMinutes, "5")],
+        &[
+            (Var::Link, "L"),
+            (Var::ValidMinutes, "5"),
+            (Var::Email, "c@example.com"),
+        ],
     );
     assert_eq!(subject, "Reset your password");
     assert_eq!(text, "Go to L (5 min)");
@@ -196,10 +291,19 @@ fn unknown_placeholders_are_rejected_when_the_mailer_is_built() {
         (
             "invite.subject.txt",
             "Join {{organisation}",
-            "without its closing",
+            "expected end of variable block",
         ),
         ("invite.subject.txt", "Join\n{{organisation}}", "one line"),
         ("password_reset.subject.txt", " \n", "empty"),
+        // Checked where it is used, not only where the run goes.
+        (
+            "invite.txt",
+            "{% if false %}{{ token }}{% endif %}{{ link }}",
+            "{{token}}",
+        ),
+        // Strict: an attribute a string does not have is an error.
+        ("invite.html", "{{ link.host }}", "undefined"),
+        ("invite.subject.txt", "Join {{ \"\\n\" }}", "one line"),
     ] {
         let error = with_templates(&[(file, source)]).expect_err(file);
         let shown = error.to_string();
@@ -211,18 +315,14 @@ fn unknown_placeholders_are_rejected_when_the_mailer_is_built() {
 
 #[test]
 fn every_built_in_template_parses_and_uses_the_link() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates/mail");
+    let templates = TemplateSet::load(Some(&dir)).expect("the files in templates/mail");
     for kind in [Kind::PasswordReset, Kind::Invite] {
         for part in [Part::Subject, Part::Text, Part::Html] {
             let name = file_name(kind, part);
-            let source = std::fs::read_to_string(
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("templates/mail")
-                    .join(&name),
-            )
-            .expect("template file");
-            let template = Template::parse(kind, part, &source).expect(&name);
+            assert!(dir.join(&name).is_file(), "{name}");
             if part != Part::Subject {
-                assert!(template.uses().any(|var| var == Var::Link), "{name}");
+                assert!(templates.uses(kind, part).contains(&Var::Link), "{name}");
             }
         }
     }
@@ -262,6 +362,31 @@ fn a_line_break_cannot_reach_the_subject() {
         ),
         "{error:?}"
     );
+}
+
+#[test]
+fn a_line_break_the_subject_template_writes_cannot_reach_the_subject() {
+    // Only for one organisation, so the check at start does not see it.
+    let mailer = with_templates(&[(
+        "invite.subject.txt",
+        r#"Join {{ organisation }}{% if organisation == "Evil" %}{{ "\r\nBcc: all@example.com" }}{% endif %}"#,
+    )])
+    .expect("mailer")
+    .expect("mail on");
+    let error = mailer
+        .compose(
+            Kind::Invite,
+            "ann@example.com",
+            &[
+                (Var::Link, "L"),
+                (Var::Organisation, "Evil"),
+                (Var::Role, "member"),
+                (Var::ExpiresAt, "soon"),
+            ],
+        )
+        .expect_err("header injection");
+    assert!(matches!(error, MailError::Template { .. }), "{error:?}");
+    assert!(error.to_string().contains("line break"), "{error}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Password reset by mail, through a real SMTP server (aiosmtpd), and the
+//! Password reset by mail, through a real SMTP server (support::smtp), and the
 //! invites mailed to their invitees.
 
 use tonic::Code;

@@ -1,62 +1,71 @@
-//! A real SMTP server for the tests: `tests/smtp_sink.py`, an aiosmtpd server
-//! that writes each message it receives to a directory, and the messages read
-//! back from there.
+//! A real SMTP server for the tests, run by the tests themselves: the SMTP
+//! state machine of the `mailin` crate (EHLO/HELO, MAIL, RCPT, DATA with
+//! dot-unstuffing, RSET, NOOP, QUIT, …) on tokio sockets, keeping each message
+//! it receives in memory, and the messages read back from there.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long `SmtpSink::start` waits for the server to listen, and
-/// `SmtpSink::wait_for` for the messages to arrive.
+use mailin::{Action, Handler, Response, SessionBuilder};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// How long `SmtpSink::wait_for` waits for the messages to arrive.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A running `tests/smtp_sink.py` on 127.0.0.1, plain SMTP without TLS or
-/// AUTH, accepting every message. Stopped (and its directory removed) on
-/// drop; it also stops by itself when the test process ends, as its
-/// standard input closes.
+/// A running SMTP server on 127.0.0.1, plain SMTP without TLS or AUTH,
+/// accepting every message. It runs on a thread and runtime of its own, so
+/// that it answers whatever the test's runtime is doing; stopped (its
+/// connections closed) on drop.
 pub struct SmtpSink {
-    child: Mutex<Child>,
-    stdin: Option<ChildStdin>,
-    dir: PathBuf,
+    /// Each message as received, parsed when asked for (so that a message
+    /// the parser cannot take fails the test that reads it).
+    received: Arc<Mutex<Vec<String>>>,
     port: u16,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl SmtpSink {
     /// Starts the sink on a port the system picks and returns once it
-    /// listens. Needs `python3` with `aiosmtpd`.
+    /// listens.
     pub async fn start() -> SmtpSink {
-        let dir = std::env::temp_dir().join(format!("usermgmt-smtp-sink-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("create the SMTP sink's directory");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_sink.py");
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let announced = tokio::task::spawn_blocking(move || read_port(stdout));
-        let port = match tokio::time::timeout(PATIENCE, announced).await {
-            Ok(Ok(Some(port))) => port,
-            outcome => {
-                let _ = child.kill();
-                let status = child.wait();
-                let _ = std::fs::remove_dir_all(&dir);
-                panic!(
-                    "the SMTP sink did not say where it listens ({outcome:?}, {status:?}); \
-                     is aiosmtpd installed (python3 -m pip install aiosmtpd)?"
-                );
-            }
-        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+            .expect("bind the SMTP sink to 127.0.0.1");
+        let port = listener
+            .local_addr()
+            .expect("the SMTP sink's address")
+            .port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = oneshot::channel();
+        let store = Arc::clone(&received);
+        let thread = std::thread::Builder::new()
+            .name("smtp-sink".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .expect("the SMTP sink's runtime");
+                runtime.block_on(async move {
+                    let listener =
+                        TcpListener::from_std(listener).expect("the SMTP sink's listener");
+                    tokio::select! {
+                        () = accept(listener, store) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime ends every connection's task.
+            })
+            .expect("start the SMTP sink's thread");
         SmtpSink {
-            child: Mutex::new(child),
-            stdin,
-            dir,
+            received,
             port,
+            stop: Some(stop),
+            thread: Some(thread),
         }
     }
 
@@ -67,32 +76,16 @@ impl SmtpSink {
 
     /// Every message received so far, in the order received.
     pub fn messages(&self) -> Vec<Received> {
-        let mut numbered: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.dir)
-            .expect("read the SMTP sink's directory")
-            .filter_map(|entry| {
-                let path = entry.ok()?.path();
-                let n = path
-                    .file_name()?
-                    .to_str()?
-                    .strip_suffix(".eml")?
-                    .parse()
-                    .ok()?;
-                Some((n, path))
-            })
-            .collect();
-        numbered.sort();
-        numbered
-            .into_iter()
-            .map(|(_, path)| {
-                let bytes =
-                    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-                Received::parse(&String::from_utf8_lossy(&bytes))
-            })
-            .collect()
+        let raw = self
+            .received
+            .lock()
+            .expect("the SMTP sink's messages")
+            .clone();
+        raw.iter().map(|raw| Received::parse(raw)).collect()
     }
 
     /// Waits until at least `n` messages have arrived and returns them all;
-    /// panics after 30 s or if the sink has exited.
+    /// panics after 30 s or if the sink has stopped.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -100,9 +93,9 @@ impl SmtpSink {
             if messages.len() >= n {
                 return messages;
             }
-            if let Ok(Some(status)) = self.child.lock().expect("child").try_wait() {
+            if self.thread.as_ref().is_none_or(JoinHandle::is_finished) {
                 panic!(
-                    "the SMTP sink exited ({status}) with {} of {n} messages",
+                    "the SMTP sink stopped with {} of {n} messages",
                     messages.len()
                 );
             }
@@ -118,30 +111,114 @@ impl SmtpSink {
 
 impl Drop for SmtpSink {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        if let Ok(child) = self.child.get_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
-/// The port of the first `listening on HOST:PORT` line, or `None` at the
-/// end of the output.
-fn read_port(stdout: std::process::ChildStdout) -> Option<u16> {
-    use std::io::BufRead as _;
-    std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.strip_prefix("listening on ")?
-                .trim()
-                .rsplit_once(':')?
-                .1
-                .parse()
-                .ok()
-        })
+/// Accepts connections until the runtime stops, each served by a task.
+async fn accept(listener: TcpListener, store: Arc<Mutex<Vec<String>>>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve(stream, peer, Arc::clone(&store)));
+            }
+            // A connection that failed before it was accepted; others may not.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// One SMTP session: each line the client sends goes to mailin's state
+/// machine, and its answer back; ends when either side closes.
+async fn serve(stream: TcpStream, peer: SocketAddr, store: Arc<Mutex<Vec<String>>>) {
+    let _ = session(stream, peer.ip(), store).await;
+}
+
+async fn session(
+    stream: TcpStream,
+    peer: IpAddr,
+    store: Arc<Mutex<Vec<String>>>,
+) -> std::io::Result<()> {
+    // A fixed host name spares the look-up of the machine's FQDN.
+    let mut session = SessionBuilder::new("smtp-sink").build(peer, Recorder::new(store));
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    write.write_all(&session.greeting().buffer()?).await?;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if read.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        let response = session.process(&line);
+        match response.action {
+            Action::Reply => write.write_all(&response.buffer()?).await?,
+            Action::NoReply => {}
+            // STARTTLS is not offered, so an upgrade is never asked for.
+            Action::Close | Action::UpgradeTls => {
+                write.write_all(&response.buffer()?).await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Keeps each message of a session, with its envelope, as
+/// `tests/smtp_sink.py` writes it to a file: the lines
+/// `X-Envelope-To: <rcpt>, <rcpt>` and `X-Envelope-From: <sender>`, then the
+/// message as received (dot-unstuffed, without the final `.` line).
+struct Recorder {
+    store: Arc<Mutex<Vec<String>>>,
+    envelope_from: String,
+    envelope_to: Vec<String>,
+    content: Vec<u8>,
+}
+
+impl Recorder {
+    fn new(store: Arc<Mutex<Vec<String>>>) -> Recorder {
+        Recorder {
+            store,
+            envelope_from: String::new(),
+            envelope_to: Vec::new(),
+            content: Vec::new(),
+        }
+    }
+}
+
+impl Handler for Recorder {
+    fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> Response {
+        self.envelope_from = from.to_owned();
+        self.envelope_to = to.to_vec();
+        self.content.clear();
+        mailin::response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.content.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        let raw = format!(
+            "X-Envelope-To: {}\r\nX-Envelope-From: {}\r\n{}",
+            self.envelope_to.join(", "),
+            self.envelope_from,
+            String::from_utf8_lossy(&self.content)
+        );
+        self.content.clear();
+        match self.store.lock() {
+            Ok(mut store) => {
+                store.push(raw);
+                mailin::response::OK
+            }
+            Err(_) => mailin::response::TRANSACTION_FAILED,
+        }
+    }
 }
 
 /// One message as the sink received it.
@@ -460,5 +537,89 @@ mod tests {
             "é xé plain"
         );
         assert_eq!(decode_base64("aGVsbG8="), b"hello");
+    }
+
+    /// Sends `command` (unless empty) and reads the whole reply, returning
+    /// its code.
+    async fn exchange(
+        read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+        write: &mut tokio::net::tcp::OwnedWriteHalf,
+        command: &str,
+    ) -> u16 {
+        if !command.is_empty() {
+            write.write_all(command.as_bytes()).await.expect("send");
+        }
+        loop {
+            let mut line = String::new();
+            read.read_line(&mut line).await.expect("reply");
+            assert!(line.len() >= 4, "{command:?}: {line:?}");
+            if line.as_bytes()[3] == b' ' {
+                return line[..3].parse().expect("reply code");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sink_speaks_smtp_and_unstuffs_dots() {
+        let sink = SmtpSink::start().await;
+        let stream = TcpStream::connect(("127.0.0.1", sink.port))
+            .await
+            .expect("connect");
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        let w = &mut write;
+        assert_eq!(exchange(&mut read, w, "").await, 220);
+        assert_eq!(exchange(&mut read, w, "EHLO test\r\n").await, 250);
+        assert_eq!(exchange(&mut read, w, "NOOP\r\n").await, 250);
+        assert_eq!(
+            exchange(&mut read, w, "MAIL FROM:<a@x.test>\r\n").await,
+            250
+        );
+        assert_eq!(exchange(&mut read, w, "RSET\r\n").await, 250);
+        assert_eq!(
+            exchange(&mut read, w, "MAIL FROM:<b@x.test>\r\n").await,
+            250
+        );
+        assert_eq!(exchange(&mut read, w, "RCPT TO:<c@x.test>\r\n").await, 250);
+        assert_eq!(exchange(&mut read, w, "RCPT TO:<d@x.test>\r\n").await, 250);
+        assert_eq!(exchange(&mut read, w, "DATA\r\n").await, 354);
+        let message = "Subject: dots\r\n\r\n..one\r\ntwo\r\n.\r\n";
+        assert_eq!(exchange(&mut read, w, message).await, 250);
+        assert_eq!(exchange(&mut read, w, "QUIT\r\n").await, 221);
+
+        let mails = sink.wait_for(1).await;
+        assert_eq!(mails.len(), 1);
+        assert_eq!(mails[0].envelope_from, "b@x.test");
+        assert_eq!(mails[0].envelope_to, ["c@x.test", "d@x.test"]);
+        assert_eq!(mails[0].subject, "dots");
+        assert_eq!(mails[0].text_body(), ".one\ntwo\n");
+    }
+
+    #[tokio::test]
+    async fn lettre_delivers_to_the_sink() {
+        use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
+
+        let sink = SmtpSink::start().await;
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&sink.url())
+            .expect("smtp url")
+            .build();
+        for n in 1..=2 {
+            let message = Message::builder()
+                .from("Sender <s@x.test>".parse().expect("from"))
+                .to("r@x.test".parse().expect("to"))
+                .subject(format!("Grüße {n}"))
+                .body(format!("line\r\n.starts with a dot\r\n{n}"))
+                .expect("message");
+            transport.send(message).await.expect("delivered");
+        }
+        let mails = sink.wait_for(2).await;
+        assert_eq!(mails.len(), 2);
+        for (n, mail) in (1..=2).zip(&mails) {
+            assert_eq!(mail.envelope_from, "s@x.test");
+            assert_eq!(mail.envelope_to, ["r@x.test"]);
+            assert_eq!(mail.subject, format!("Grüße {n}"));
+            assert_eq!(mail.from(), "Sender <s@x.test>");
+            assert_eq!(mail.text_body(), format!("line\n.starts with a dot\n{n}\n"));
+        }
     }
 }
