@@ -1,5 +1,11 @@
 //! Wiring: the database, the authenticator, the services and the server.
 
+pub mod healthcheck;
+mod limits;
+mod net;
+mod tls;
+mod web;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +36,6 @@ use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::ServeArgs;
-use crate::limits::OversizeLayer;
-use crate::net::Coalescing;
 use crate::proto::{
     api_token_service_server::ApiTokenServiceServer, audit_service_server::AuditServiceServer,
     auth_service_server::AuthServiceServer, organisation_service_server::OrganisationServiceServer,
@@ -42,6 +46,8 @@ use crate::proto::{
 use crate::store::cache::{self, Cache, CacheLimits};
 use crate::store::{Store, pool};
 use crate::telemetry::TelemetryLayer;
+use limits::OversizeLayer;
+use net::Coalescing;
 
 /// The name under which the access-token key is kept in the database.
 /// The name of the generated access-token key in `service_secrets`.
@@ -80,8 +86,8 @@ pub async fn serve(
         );
     }
     let keyring = args.keys.keyring().map_err(ServeError::Init)?;
-    let tls = crate::tls::server_tls_config(&args).map_err(ServeError::Init)?;
-    let cors = crate::web::cors_layer(&args.cors_allowed_origins).map_err(ServeError::Init)?;
+    let tls = tls::server_tls_config(&args).map_err(ServeError::Init)?;
+    let cors = web::cors_layer(&args.cors_allowed_origins).map_err(ServeError::Init)?;
     let applied = prepare_database(&args.database.database_url).await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "ran migrations");
