@@ -1,13 +1,12 @@
 //! Size limits of calls. tonic refuses a request message above
-//! `max_decoding_message_size` with `OUT_OF_RANGE`; this layer reports it as
-//! `RESOURCE_EXHAUSTED`, the code gRPC uses for a message that is too large.
-//! (Metadata above `--max-header-list-bytes` is refused by HTTP/2 itself.)
-
-use std::pin::Pin;
-use std::task::{Context, Poll};
+//! `max_decoding_message_size` with `OUT_OF_RANGE`; [`oversize_layer`]
+//! reports it as `RESOURCE_EXHAUSTED`, the code gRPC uses for a message that
+//! is too large. (Metadata above `--max-header-list-bytes` is refused by
+//! HTTP/2 itself.)
 
 use http::HeaderValue;
-use tower::{Layer, Service};
+use tonic::body::Body;
+use tower::util::MapResponseLayer;
 
 const GRPC_STATUS: &str = "grpc-status";
 const GRPC_MESSAGE: &str = "grpc-message";
@@ -15,51 +14,18 @@ const GRPC_MESSAGE: &str = "grpc-message";
 const OUT_OF_RANGE: &str = "11";
 const RESOURCE_EXHAUSTED: &str = "8";
 
-#[derive(Debug, Clone, Default)]
-pub struct OversizeLayer;
+type Recode = fn(http::Response<Body>) -> http::Response<Body>;
 
-impl<S> Layer<S> for OversizeLayer {
-    type Service = Oversize<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Oversize { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Oversize<S> {
-    inner: S,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B, RB> Service<http::Request<B>> for Oversize<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
-        Box::pin(async move {
-            let mut response = inner.call(request).await?;
-            if is_oversize_refusal(response.headers()) {
-                response
-                    .headers_mut()
-                    .insert(GRPC_STATUS, HeaderValue::from_static(RESOURCE_EXHAUSTED));
-            }
-            Ok(response)
-        })
-    }
+/// Recodes tonic's refusal of a too large message as `RESOURCE_EXHAUSTED`.
+pub(crate) fn oversize_layer() -> MapResponseLayer<Recode> {
+    MapResponseLayer::new(|mut response: http::Response<Body>| {
+        if is_oversize_refusal(response.headers()) {
+            response
+                .headers_mut()
+                .insert(GRPC_STATUS, HeaderValue::from_static(RESOURCE_EXHAUSTED));
+        }
+        response
+    })
 }
 
 /// Whether the headers carry tonic's refusal of a too large message.

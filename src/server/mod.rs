@@ -51,7 +51,6 @@ use crate::store::cache::{self, Cache, CacheLimits};
 use crate::store::sealing::Keyring;
 use crate::store::{Store, pool};
 use crate::telemetry::TelemetryLayer;
-use limits::OversizeLayer;
 use net::Coalescing;
 
 /// The name under which the access-token key is kept in the database.
@@ -132,7 +131,7 @@ pub async fn serve(
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(TelemetryLayer)
-        .layer(OversizeLayer)
+        .layer(limits::oversize_layer())
         .layer(AuthLayer::new(authenticator))
         .layer(InputLayer::new(
             request_messages,
