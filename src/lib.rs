@@ -12,6 +12,7 @@ pub mod server;
 pub(crate) mod status;
 pub mod store;
 pub(crate) mod telemetry;
+pub(crate) mod tower_util;
 
 #[cfg(test)]
 mod props;
