@@ -11,7 +11,6 @@ pub(crate) mod metrics;
 pub mod server;
 pub(crate) mod status;
 pub mod store;
-pub(crate) mod telemetry;
 pub(crate) mod tower_util;
 
 #[cfg(test)]

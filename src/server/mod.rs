@@ -3,6 +3,7 @@
 pub mod healthcheck;
 mod limits;
 mod net;
+mod telemetry;
 mod tls;
 mod web;
 
@@ -50,8 +51,8 @@ use crate::proto::{
 use crate::store::cache::{self, Cache, CacheLimits};
 use crate::store::sealing::Keyring;
 use crate::store::{Store, pool};
-use crate::telemetry::TelemetryLayer;
 use net::Coalescing;
+use telemetry::TelemetryLayer;
 
 /// The name under which the access-token key is kept in the database.
 /// The name of the generated access-token key in `service_secrets`.

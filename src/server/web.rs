@@ -6,8 +6,8 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::telemetry::REQUEST_ID_HEADER;
 use crate::auth::authenticator::{API_KEY_HEADER, BINTU_TOKEN_HEADER, SERVICE_KEY_HEADER};
-use crate::telemetry::REQUEST_ID_HEADER;
 
 /// CORS for `origins` (`https://dashboard.example.com`, or `*` for any).
 /// None: no origin may call from a browser page (same-origin and non-browser
