@@ -12,7 +12,7 @@ use crate::auth::authenticator::{API_KEY_HEADER, BINTU_TOKEN_HEADER, SERVICE_KEY
 /// CORS for `origins` (`https://dashboard.example.com`, or `*` for any).
 /// None: no origin may call from a browser page (same-origin and non-browser
 /// clients are unaffected).
-pub fn cors_layer(origins: &[String]) -> Result<CorsLayer, String> {
+pub(crate) fn cors_layer(origins: &[String]) -> Result<CorsLayer, String> {
     let allow_origin = if origins.iter().any(|origin| origin == "*") {
         AllowOrigin::any()
     } else {
