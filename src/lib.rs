@@ -6,17 +6,12 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
-pub mod healthcheck;
-pub(crate) mod limits;
 pub mod mail;
 pub(crate) mod metrics;
-pub(crate) mod net;
 pub mod server;
 pub(crate) mod status;
 pub mod store;
-pub(crate) mod telemetry;
-pub(crate) mod tls;
-pub(crate) mod web;
+pub(crate) mod tower_util;
 
 #[cfg(test)]
 mod props;

@@ -157,7 +157,7 @@ async fn run(command: Command) -> Result<(), String> {
             .map_err(|e| e.to_string())
         }
         Command::Healthcheck(args) => {
-            usermgmt::healthcheck::check(
+            server::healthcheck::check(
                 &args.url,
                 &args.service,
                 std::time::Duration::from_millis(args.timeout_ms),

@@ -11,9 +11,7 @@
 //! needs a credential still learns only that.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, BodyStream, StreamBody};
@@ -22,11 +20,11 @@ use prost_reflect::{
     DescriptorPool, DynamicMessage, Kind, MessageDescriptor, ReflectMessage as _, Value,
 };
 use tonic::body::Body;
-use tower::{Layer, Service};
 
 use crate::domain::error::Violations;
 use crate::domain::{DomainError, input};
 use crate::status::to_status;
+use crate::tower_util::{self, CheckLayer};
 
 /// At most this many violations are reported: a repeated field may hold
 /// thousands of bad entries, and the answer must stay small.
@@ -317,77 +315,48 @@ fn packed_clean(kind: &Kind, mut value: &[u8]) -> bool {
 }
 
 /// Screens the request message of every call of the contract.
-#[derive(Debug, Clone)]
-pub struct InputLayer {
-    messages: Arc<RequestMessages>,
-    max_message: usize,
-}
+pub(crate) type InputLayer = CheckLayer<Screen>;
 
 impl InputLayer {
     /// `max_message`: the largest request message the services decode; a
     /// larger one is passed on unread, for them to refuse.
-    pub fn new(messages: RequestMessages, max_message: usize) -> Self {
-        Self {
+    pub(crate) fn new(messages: RequestMessages, max_message: usize) -> Self {
+        CheckLayer(Screen {
             messages: Arc::new(messages),
             max_message,
-        }
-    }
-}
-
-impl<S> Layer<S> for InputLayer {
-    type Service = Screen<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Screen {
-            inner,
-            layer: self.clone(),
-        }
+        })
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct Screen<S> {
-    inner: S,
-    layer: InputLayer,
+pub(crate) struct Screen {
+    messages: Arc<RequestMessages>,
+    max_message: usize,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S> Service<http::Request<Body>> for Screen<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        // The clone is not ready; the instance that was polled ready serves this call.
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
+impl tower_util::Check<Body> for Screen {
+    fn check(
+        &self,
+        request: http::Request<Body>,
+    ) -> impl Future<Output = Result<http::Request<Body>, tonic::Status>> + Send + 'static {
         let descriptor = is_grpc(&request)
-            .then(|| self.layer.messages.of_path(request.uri().path()).cloned())
+            .then(|| self.messages.of_path(request.uri().path()).cloned())
             .flatten();
-        let Some(descriptor) = descriptor else {
-            return Box::pin(inner.call(request));
-        };
-        let max_message = self.layer.max_message;
-        Box::pin(async move {
+        let max_message = self.max_message;
+        async move {
+            let Some(descriptor) = descriptor else {
+                return Ok(request);
+            };
             let (parts, body) = request.into_parts();
             let (message, body) = first_message(body, max_message).await;
             if let Some(message) = message
                 && !quickly_clean(&descriptor, &message)
                 && let Err(refusal) = screen(&descriptor, &message)
             {
-                return Ok(to_status(refusal).into_http());
+                return Err(to_status(refusal));
             }
-            inner.call(http::Request::from_parts(parts, body)).await
-        })
+            Ok(http::Request::from_parts(parts, body))
+        }
     }
 }
 

@@ -40,10 +40,12 @@ pub fn service_caller<T>(request: &Request<T>) -> Result<crate::auth::ServiceCal
         })
 }
 
-/// The call's request id (see [`crate::telemetry`]), for the audit log.
+/// The call's request id (set by the server's telemetry layer), for the
+/// audit log.
 pub fn request_id<T>(request: &Request<T>) -> Option<String> {
     request
         .extensions()
-        .get::<crate::telemetry::RequestId>()
-        .map(|id| id.0.clone())
+        .get::<tower_http::request_id::RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .map(str::to_owned)
 }

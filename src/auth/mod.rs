@@ -15,5 +15,5 @@ pub mod usage;
 
 pub use access::Access;
 pub use authenticator::{Admitted, Authenticator, Credential, ServiceCaller, Verdict};
-pub use layer::AuthLayer;
+pub(crate) use layer::AuthLayer;
 pub use principal::Principal;

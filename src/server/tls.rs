@@ -9,7 +9,7 @@ use crate::config::ServeArgs;
 
 /// The TLS settings of `args`: `None` for plaintext. The error names the
 /// file that could not be read (never its contents).
-pub fn server_tls_config(args: &ServeArgs) -> Result<Option<ServerTlsConfig>, String> {
+pub(crate) fn server_tls_config(args: &ServeArgs) -> Result<Option<ServerTlsConfig>, String> {
     let (cert, key) = match (&args.tls_cert, &args.tls_key) {
         (None, None) => {
             if args.tls_client_ca.is_some() {

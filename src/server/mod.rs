@@ -1,11 +1,20 @@
 //! Wiring: the database, the authenticator, the services and the server.
 
+pub mod healthcheck;
+mod limits;
+mod net;
+mod telemetry;
+mod tls;
+mod web;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, TryStreamExt as _};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -30,10 +39,10 @@ use crate::app::users::Users;
 use crate::auth::passwords::Passwords;
 use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::tokens::AccessTokens;
+use crate::auth::usage::ApiTokenUsage;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::ServeArgs;
-use crate::limits::OversizeLayer;
-use crate::net::Coalescing;
+use crate::mail::Mailer;
 use crate::proto::{
     api_token_service_server::ApiTokenServiceServer, audit_service_server::AuditServiceServer,
     auth_service_server::AuthServiceServer, organisation_service_server::OrganisationServiceServer,
@@ -42,8 +51,10 @@ use crate::proto::{
     user_service_server::UserServiceServer,
 };
 use crate::store::cache::{self, Cache, CacheLimits};
+use crate::store::sealing::Keyring;
 use crate::store::{Store, pool};
-use crate::telemetry::TelemetryLayer;
+use net::Coalescing;
+use telemetry::TelemetryLayer;
 
 /// The name under which the access-token key is kept in the database.
 /// The name of the generated access-token key in `service_secrets`.
@@ -74,16 +85,93 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     args.validate().map_err(ServeError::Init)?;
-    let mailer = crate::mail::Mailer::from_settings(&args.mail_settings())
+    let mailer = mailer(&args)?;
+    let keyring = args.keys.keyring().map_err(ServeError::Init)?;
+    let tls = tls::server_tls_config(&args).map_err(ServeError::Init)?;
+    let cors = web::cors_layer(&args.cors_allowed_origins).map_err(ServeError::Init)?;
+    let (store, cache_task) = open_store(&args, keyring).await?;
+    let tokens = Arc::new(access_tokens(&args, &store).await?);
+    let passwords = Passwords::with_limits(args.password_concurrency(), args.hashing_limits())
+        .await
+        .map_err(|e| ServeError::Init(e.to_string()))?;
+    let authenticator = Arc::new(Authenticator::new(tokens.clone(), store.clone()));
+    let usage = authenticator.api_token_usage();
+    let usage_task = tokio::spawn(crate::auth::usage::flush_every(
+        Arc::clone(&usage),
+        store.clone(),
+        Duration::from_millis(args.api_token_usage_flush_ms),
+    ));
+    let (health, health_task) = health(&store, &args).await;
+    let routes = reflection(Routes::new(health))?;
+    let metrics_task = metrics(&args, &store).await?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| ServeError::Init(e.to_string()))?;
+    tracing::info!(%address, tls = tls.is_some(), "usermgmt listening");
+    let request_messages =
+        RequestMessages::of_contract().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    // HTTP/1.1 too, for gRPC-Web from browsers.
+    let mut builder = Server::builder()
+        .accept_http1(true)
+        .http2_max_header_list_size(args.max_header_list_bytes);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let outbox = match mailer {
+        Some(mailer) => Outbox::start(store.clone(), Arc::new(mailer)),
+        None => Outbox::off(),
+    };
+    let routes = api(
+        routes,
+        &args,
+        &store,
+        &authenticator,
+        tokens,
+        passwords,
+        outbox,
+    );
+    let result = builder
+        .layer(cors)
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(TelemetryLayer)
+        .layer(limits::oversize_layer())
+        .layer(AuthLayer::new(authenticator))
+        .layer(InputLayer::new(
+            request_messages,
+            args.max_request_bytes as usize,
+        ))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await;
+    let background = Background {
+        health: health_task,
+        usage: usage_task,
+        cache: cache_task,
+        metrics: metrics_task,
+    };
+    background.stop(&store, &usage).await;
+    tracing::info!("usermgmt stopped");
+    result.map_err(ServeError::from)
+}
+
+/// The mailer of the settings; None (said in the log) without an SMTP URL.
+fn mailer(args: &ServeArgs) -> Result<Option<Mailer>, ServeError> {
+    let mailer = Mailer::from_settings(&args.mail_settings())
         .map_err(|e| ServeError::Init(format!("mail: {e}")))?;
     if mailer.is_none() {
         tracing::info!(
             "mail is off (no --smtp-url): password reset links and invites are not mailed"
         );
     }
-    let keyring = args.keys.keyring().map_err(ServeError::Init)?;
-    let tls = crate::tls::server_tls_config(&args).map_err(ServeError::Init)?;
-    let cors = crate::web::cors_layer(&args.cors_allowed_origins).map_err(ServeError::Init)?;
+    Ok(mailer)
+}
+
+/// The store, on a migrated database, its secrets checked; with the task that
+/// keeps its cache exact when the cache is on.
+async fn open_store(
+    args: &ServeArgs,
+    keyring: Keyring,
+) -> Result<(Store, Option<JoinHandle<()>>), ServeError> {
     let applied = prepare_database(&args.database.database_url).await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "ran migrations");
@@ -107,70 +195,63 @@ pub async fn serve(
     };
     let store = store.with_keyring(keyring);
     check_secrets_at_rest(&store).await?;
-    let tokens = AccessTokens::new(
-        &signing_key(&args, &store).await?,
+    Ok((store, cache_task))
+}
+
+async fn access_tokens(args: &ServeArgs, store: &Store) -> Result<AccessTokens, ServeError> {
+    AccessTokens::new(
+        &signing_key(args, store).await?,
         args.token_settings(),
         args.verified_token_cache_max_bytes,
     )
-    .map_err(|e| ServeError::Init(format!("access-token key: {e}")))?;
-    let tokens = Arc::new(tokens);
-    let passwords = Passwords::with_limits(args.password_concurrency(), args.hashing_limits())
-        .await
-        .map_err(|e| ServeError::Init(e.to_string()))?;
-    let authenticator = Arc::new(Authenticator::new(tokens.clone(), store.clone()));
-    let api_token_usage = authenticator.api_token_usage();
-    let usage_task = tokio::spawn(crate::auth::usage::flush_every(
-        Arc::clone(&api_token_usage),
-        store.clone(),
-        Duration::from_millis(args.api_token_usage_flush_ms),
-    ));
+    .map_err(|e| ServeError::Init(format!("access-token key: {e}")))
+}
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    set_health(&health_reporter, ServingStatus::Serving).await;
-    let health_task = tokio::spawn(watch_database(
+/// The health service, SERVING, and the task that keeps it in step with the
+/// database.
+async fn health(
+    store: &Store,
+    args: &ServeArgs,
+) -> (
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    JoinHandle<()>,
+) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::Serving).await;
+    let task = tokio::spawn(watch_database(
         store.clone(),
-        health_reporter,
+        reporter,
         Duration::from_millis(args.health_interval_ms),
     ));
+    (service, task)
+}
 
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
-
-    let metrics_task = match args.metrics_listen {
-        Some(address) => {
-            let metrics_listener = crate::metrics::bind(address)
-                .await
-                .map_err(ServeError::Init)?;
-            tracing::info!(%address, "metrics on http://{address}/metrics");
-            Some(tokio::spawn(crate::metrics::serve(
-                metrics_listener,
-                store.pool().clone(),
-            )))
-        }
-        None => None,
+/// The Prometheus endpoint's task, when `--metrics-listen` asks for one.
+async fn metrics(args: &ServeArgs, store: &Store) -> Result<Option<JoinHandle<()>>, ServeError> {
+    let Some(address) = args.metrics_listen else {
+        return Ok(None);
     };
+    let listener = crate::metrics::bind(address)
+        .await
+        .map_err(ServeError::Init)?;
+    tracing::info!(%address, "metrics on http://{address}/metrics");
+    Ok(Some(tokio::spawn(crate::metrics::serve(
+        listener,
+        store.pool().clone(),
+    ))))
+}
 
-    let address = listener
-        .local_addr()
-        .map_err(|e| ServeError::Init(e.to_string()))?;
-    tracing::info!(%address, tls = tls.is_some(), "usermgmt listening");
-    let (max_request, max_response) = (
-        args.max_request_bytes as usize,
-        args.max_response_bytes as usize,
-    );
-    let request_messages =
-        RequestMessages::of_contract().map_err(|e| ServeError::Reflection(e.to_string()))?;
-    // HTTP/1.1 too, for gRPC-Web from browsers.
-    let mut builder = Server::builder()
-        .accept_http1(true)
-        .http2_max_header_list_size(args.max_header_list_bytes);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
+/// `routes` and the services of the contract, each with the size limits of
+/// the settings.
+fn api(
+    routes: Routes,
+    args: &ServeArgs,
+    store: &Store,
+    authenticator: &Arc<Authenticator>,
+    tokens: Arc<AccessTokens>,
+    passwords: Passwords,
+    outbox: Outbox,
+) -> Routes {
     let login_limiter = Arc::new(LoginLimiter::new(store.clone(), args.login_limits()));
     let sessions = Arc::new(
         Sessions::new(
@@ -181,10 +262,6 @@ pub async fn serve(
         )
         .with_lifetime(args.session_lifetime()),
     );
-    let outbox = match mailer {
-        Some(mailer) => Outbox::start(store.clone(), Arc::new(mailer)),
-        None => Outbox::off(),
-    };
     let admin_settings = args.admin_settings();
     let invites = Arc::new(Invites::new(
         store.clone(),
@@ -194,98 +271,81 @@ pub async fn serve(
         admin_settings.invite_ttl,
         args.session_lifetime(),
     ));
-    let result = builder
-        .layer(cors)
-        .layer(tonic_web::GrpcWebLayer::new())
-        .layer(TelemetryLayer)
-        .layer(OversizeLayer)
-        .layer(AuthLayer::new(authenticator.clone()))
-        .layer(InputLayer::new(request_messages, max_request))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            AuthServiceServer::new(AuthApi {
-                sessions: Arc::clone(&sessions),
-                invites: Arc::clone(&invites),
-                authorization: Authorization::new(store.clone(), authenticator.clone()),
-                credentials: Credentials::new(
-                    store.clone(),
-                    passwords.clone(),
-                    Arc::clone(&login_limiter),
-                    outbox.clone(),
-                ),
-            })
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(max_response),
-        )
-        .add_service(
-            ApiTokenServiceServer::new(ApiTokenApi {
-                tokens: ApiTokens::new(store.clone()),
-            })
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(max_response),
-        )
-        .add_service(
-            SessionServiceServer::new(SessionApi { sessions })
-                .max_decoding_message_size(max_request)
-                .max_encoding_message_size(max_response),
-        )
-        .add_service(
-            UserServiceServer::new(UserApi {
-                users: Users::new(store.clone(), passwords, admin_settings),
-                invites,
-            })
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(max_response),
-        )
-        .add_service(
-            AuditServiceServer::new(AuditApi {
-                audit: AuditLog::new(store.clone()),
-            })
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(max_response),
-        )
-        .add_service(
-            RoleServiceServer::new(RoleApi)
-                .max_decoding_message_size(max_request)
-                .max_encoding_message_size(max_response),
-        )
-        .add_service(
-            OrganisationServiceServer::new(OrganisationApi {
-                organisations: Organisations::new(
-                    store.clone(),
-                    Duration::from_secs(args.confirmation_ttl_secs),
-                ),
-            })
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(max_response),
-        )
-        .add_service(
-            PlaybackTokenServiceServer::new(PlaybackApi {
-                tokens: Arc::new(PlaybackTokens::new(store.clone())),
-                settings: args.playback_settings(),
-            })
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(max_response),
-        )
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await;
-    health_task.abort();
-    usage_task.abort();
-    // The uses noted since the last flush, before the pool goes.
-    if let Err(error) = api_token_usage.flush(&store).await {
-        tracing::warn!(%error, "could not record the last uses of API tokens");
+    let (max_request, max_response) = (
+        args.max_request_bytes as usize,
+        args.max_response_bytes as usize,
+    );
+    // The generated servers share no trait for their size limits.
+    macro_rules! limited {
+        ($($server:ident($api:expr)),* $(,)?) => {
+            routes$(.add_service(
+                $server::new($api)
+                    .max_decoding_message_size(max_request)
+                    .max_encoding_message_size(max_response),
+            ))*
+        };
     }
-    if let Some(task) = cache_task {
-        task.abort();
-        store.leave_cache().await;
+    limited!(
+        AuthServiceServer(AuthApi {
+            sessions: Arc::clone(&sessions),
+            invites: Arc::clone(&invites),
+            authorization: Authorization::new(store.clone(), Arc::clone(authenticator)),
+            credentials: Credentials::new(
+                store.clone(),
+                passwords.clone(),
+                login_limiter,
+                outbox.clone(),
+            ),
+        }),
+        ApiTokenServiceServer(ApiTokenApi {
+            tokens: ApiTokens::new(store.clone()),
+        }),
+        SessionServiceServer(SessionApi { sessions }),
+        UserServiceServer(UserApi {
+            users: Users::new(store.clone(), passwords, admin_settings),
+            invites,
+        }),
+        AuditServiceServer(AuditApi {
+            audit: AuditLog::new(store.clone()),
+        }),
+        RoleServiceServer(RoleApi),
+        OrganisationServiceServer(OrganisationApi {
+            organisations: Organisations::new(
+                store.clone(),
+                Duration::from_secs(args.confirmation_ttl_secs),
+            ),
+        }),
+        PlaybackTokenServiceServer(PlaybackApi {
+            tokens: Arc::new(PlaybackTokens::new(store.clone())),
+            settings: args.playback_settings(),
+        }),
+    )
+}
+
+/// The tasks that run beside the server.
+struct Background {
+    health: JoinHandle<()>,
+    usage: JoinHandle<()>,
+    cache: Option<JoinHandle<()>>,
+    metrics: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    async fn stop(self, store: &Store, usage: &ApiTokenUsage) {
+        self.health.abort();
+        self.usage.abort();
+        // The uses noted since the last flush, before the pool goes.
+        if let Err(error) = usage.flush(store).await {
+            tracing::warn!(%error, "could not record the last uses of API tokens");
+        }
+        if let Some(task) = self.cache {
+            task.abort();
+            store.leave_cache().await;
+        }
+        if let Some(task) = self.metrics {
+            task.abort();
+        }
     }
-    if let Some(task) = metrics_task {
-        task.abort();
-    }
-    tracing::info!("usermgmt stopped");
-    result.map_err(ServeError::from)
 }
 
 /// Accepted connections with TCP_NODELAY (without it, Nagle's algorithm and
@@ -299,16 +359,27 @@ fn incoming(
         .map_ok(Coalescing)
 }
 
-/// Reflection knows the contract, health, reflection itself (both versions,
-/// so grpcurl lists them) and `google.rpc`, so that clients can decode the
-/// error details.
-fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+/// `routes` and reflection, which knows the contract, health, reflection
+/// itself (both versions, so grpcurl lists them) and `google.rpc`, so that
+/// clients can decode the error details.
+fn reflection(routes: Routes) -> Result<Routes, ServeError> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = builder()
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let v1alpha = builder()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    Ok(routes.add_service(v1).add_service(v1alpha))
 }
 
 /// The access-token key: configured, or shared through the database.

@@ -18,7 +18,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// every answer of 256 bytes to 1 KiB (WhoAmI's, for one) cost an
 /// extra write: about 1.7 writes per call instead of 0.9 (docs/performance.md).
 /// Frames above 1 KiB now take two plain writes instead of one `writev`.
-pub struct Coalescing(pub TcpStream);
+pub(crate) struct Coalescing(pub(crate) TcpStream);
 
 impl Connected for Coalescing {
     type ConnectInfo = TcpConnectInfo;

@@ -6,13 +6,13 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::telemetry::REQUEST_ID_HEADER;
 use crate::auth::authenticator::{API_KEY_HEADER, BINTU_TOKEN_HEADER, SERVICE_KEY_HEADER};
-use crate::telemetry::REQUEST_ID_HEADER;
 
 /// CORS for `origins` (`https://dashboard.example.com`, or `*` for any).
 /// None: no origin may call from a browser page (same-origin and non-browser
 /// clients are unaffected).
-pub fn cors_layer(origins: &[String]) -> Result<CorsLayer, String> {
+pub(crate) fn cors_layer(origins: &[String]) -> Result<CorsLayer, String> {
     let allow_origin = if origins.iter().any(|origin| origin == "*") {
         AllowOrigin::any()
     } else {
