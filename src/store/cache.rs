@@ -36,6 +36,7 @@ use uuid::Uuid;
 
 use super::models::PublicKeyRow;
 use super::stats::{self, CacheKind};
+use crate::bounded_cache::{CountedCache, ENTRY_OVERHEAD};
 use crate::domain::user::{Organisation, User};
 
 pub const CHANNEL: &str = "usermgmt_cache";
@@ -178,116 +179,14 @@ impl<K, T> quick_cache::Weighter<K, Slot<T>> for SlotWeight {
     }
 }
 
-/// Counts the entries a cache drops to stay within its bound.
-#[derive(Clone, Copy)]
-pub(crate) struct CountEvictions(pub(crate) CacheKind);
-
-impl<K, V> quick_cache::Lifecycle<K, V> for CountEvictions {
-    type RequestState = ();
-
-    fn on_evict(&self, _state: &mut Self::RequestState, _key: K, _value: V) {
-        stats::record_cache_eviction(self.0);
-    }
-}
-
 /// What the maps expect their typical entries to hold on the heap, to size
 /// their tables (the bounds are in bytes whatever the entries hold).
 const TYPICAL_EMAIL_BYTES: usize = 32;
 const TYPICAL_ORGANISATION_HEAP_BYTES: usize = 96;
 const TYPICAL_PLAYBACK_KEY_HEAP_BYTES: usize = 96;
 
-/// Bytes an entry costs beyond its key and value: the concurrent map's
-/// bookkeeping and the allocator's rounding. An estimate; the RSS of the
-/// million-user run agrees with it within a few percent (docs/performance.md).
-pub(crate) const ENTRY_OVERHEAD: usize = 64;
-
-/// A bounded concurrent map that counts its hits, misses, evictions and
-/// entries as the cache `kind` (the replica cache's maps and the memory of
-/// verified tokens).
-pub(crate) struct CountedCache<K, V, W> {
-    kind: CacheKind,
-    inner: quick_cache::sync::Cache<K, V, W, quick_cache::DefaultHashBuilder, CountEvictions>,
-}
-
-impl<K, V, W> CountedCache<K, V, W>
-where
-    K: Eq + std::hash::Hash + Clone,
-    V: Clone,
-    W: quick_cache::Weighter<K, V> + Clone,
-{
-    /// A map of at most `capacity` in `weighter`'s units, expected to hold
-    /// about `capacity / typical_weight` entries.
-    pub(crate) fn new(kind: CacheKind, capacity: u64, typical_weight: u64, weighter: W) -> Self {
-        let items = usize::try_from(capacity / typical_weight.max(1))
-            .unwrap_or(usize::MAX)
-            .max(16);
-        Self {
-            kind,
-            inner: quick_cache::sync::Cache::with(
-                items,
-                capacity.max(1),
-                weighter,
-                quick_cache::DefaultHashBuilder::default(),
-                CountEvictions(kind),
-            ),
-        }
-    }
-
-    /// The entry for `key` when `usable` holds for it; counts a hit or a
-    /// miss. An entry found unusable is removed, so that it neither takes
-    /// room nor counts as used for the eviction policy.
-    pub(crate) fn get<Q>(&self, key: &Q, usable: impl Fn(&V) -> bool) -> Option<V>
-    where
-        Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
-    {
-        let found = match self.inner.get(key) {
-            Some(value) if usable(&value) => Some(value),
-            Some(_) => {
-                self.inner.remove_if(key, |value| !usable(value));
-                None
-            }
-            None => None,
-        };
-        stats::record_cache_lookup(self.kind, found.is_some());
-        found
-    }
-
-    /// Counts a lookup that could not be made (the cache is not trusted).
-    fn miss(&self) {
-        stats::record_cache_lookup(self.kind, false);
-    }
-
-    pub(crate) fn insert(&self, key: K, value: V) {
-        self.inner.insert(key, value);
-        stats::record_cache_entries(self.kind, self.inner.len());
-    }
-
-    fn clear(&self) {
-        self.inner.clear();
-        stats::record_cache_entries(self.kind, 0);
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.inner.len()
-    }
-
-    #[cfg(test)]
-    fn weight(&self) -> u64 {
-        self.inner.weight()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn peek<Q>(&self, key: &Q) -> Option<V>
-    where
-        Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
-    {
-        self.inner.peek(key)
-    }
-}
-
 /// One kind of the replica cache's entries.
-struct Map<K, T>(CountedCache<K, Slot<T>, SlotWeight>);
+struct Map<K, T>(CountedCache<K, Slot<T>, SlotWeight, CacheKind>);
 
 impl<K, T> Map<K, T>
 where
