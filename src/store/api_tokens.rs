@@ -103,40 +103,42 @@ impl Store {
         &self,
         token_hash: &[u8],
     ) -> Result<Option<ApiTokenCheck>, DomainError> {
-        if let Some(check) = self.cache.api_token(token_hash) {
-            return Ok(Some(check));
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let row = api_tokens::table
-            .filter(api_tokens::token_hash.eq(token_hash))
-            .filter(api_tokens::revoked_at.is_null())
-            .filter(api_tokens::expires_at.gt(diesel::dsl::now))
-            .select((
-                api_tokens::id,
-                api_tokens::organisation_id,
-                api_tokens::user_id,
-                api_tokens::token_key,
-                api_tokens::expires_at,
-                api_tokens::permissions,
-            ))
-            .first::<(Uuid, Uuid, Uuid, Uuid, DateTime<Utc>, Vec<String>)>(&mut conn)
-            .await
-            .optional()
-            .map_err(db_error)?;
-        let Some((id, organisation_id, user_id, token_key, expires_at, permissions)) = row else {
-            return Ok(None);
-        };
-        let check = ApiTokenCheck {
-            id,
-            organisation_id,
-            user_id,
-            token_key,
-            expires_at,
-            permissions: parse_permissions(&permissions)?,
-        };
-        self.cache.put_api_token(epoch, token_hash, check);
-        Ok(Some(check))
+        self.read_through(
+            |cache| cache.api_token(token_hash),
+            async || {
+                let mut conn = self.conn().await?;
+                let row = api_tokens::table
+                    .filter(api_tokens::token_hash.eq(token_hash))
+                    .filter(api_tokens::revoked_at.is_null())
+                    .filter(api_tokens::expires_at.gt(diesel::dsl::now))
+                    .select((
+                        api_tokens::id,
+                        api_tokens::organisation_id,
+                        api_tokens::user_id,
+                        api_tokens::token_key,
+                        api_tokens::expires_at,
+                        api_tokens::permissions,
+                    ))
+                    .first::<(Uuid, Uuid, Uuid, Uuid, DateTime<Utc>, Vec<String>)>(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(db_error)?;
+                let Some((id, organisation_id, user_id, token_key, expires_at, permissions)) = row
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(ApiTokenCheck {
+                    id,
+                    organisation_id,
+                    user_id,
+                    token_key,
+                    expires_at,
+                    permissions: parse_permissions(&permissions)?,
+                }))
+            },
+            |cache, epoch, check| cache.put_api_token(epoch, token_hash, *check),
+        )
+        .await
     }
 
     /// A page of the user's tokens that still work.

@@ -56,22 +56,21 @@ impl Store {
 
     /// The organisation whose current API key has this hash.
     pub async fn organisation_by_api_key(&self, hash: &[u8]) -> Result<Option<Uuid>, DomainError> {
-        if let Some(organisation_id) = self.cache.api_key(hash) {
-            return Ok(Some(organisation_id));
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let found = organisations::table
-            .filter(organisations::api_key_hash.eq(hash))
-            .select(organisations::id)
-            .first(&mut conn)
-            .await
-            .optional()
-            .map_err(db_error)?;
-        if let Some(organisation_id) = found {
-            self.cache.put_api_key(epoch, hash, organisation_id);
-        }
-        Ok(found)
+        self.read_through(
+            |cache| cache.api_key(hash),
+            async || {
+                let mut conn = self.conn().await?;
+                organisations::table
+                    .filter(organisations::api_key_hash.eq(hash))
+                    .select(organisations::id)
+                    .first(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(db_error)
+            },
+            |cache, epoch, organisation_id| cache.put_api_key(epoch, hash, *organisation_id),
+        )
+        .await
     }
 
     /// The organisation with its user count per role.
@@ -79,14 +78,16 @@ impl Store {
         &self,
         organisation_id: Uuid,
     ) -> Result<Arc<Organisation>, DomainError> {
-        if let Some(organisation) = self.cache.organisation(organisation_id) {
-            return Ok(organisation);
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let organisation = Arc::new(load(&mut conn, organisation_id).await?);
-        self.cache.put_organisation(epoch, &organisation);
-        Ok(organisation)
+        self.read_through(
+            |cache| cache.organisation(organisation_id),
+            async || {
+                let mut conn = self.conn().await?;
+                Ok(Some(Arc::new(load(&mut conn, organisation_id).await?)))
+            },
+            |cache, epoch, organisation| cache.put_organisation(epoch, organisation),
+        )
+        .await?
+        .ok_or(DomainError::NotFound("organisation"))
     }
 }
 

@@ -298,22 +298,21 @@ impl Store {
         &self,
         kid: &str,
     ) -> Result<Option<Arc<PublicKeyRow>>, DomainError> {
-        if let Some(key) = self.cache.playback_key(kid) {
-            return Ok(Some(key));
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let key = keys::table
-            .find(kid)
-            .select(PublicKeyRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()?
-            .map(Arc::new);
-        if let Some(key) = &key {
-            self.cache.put_playback_key(epoch, key);
-        }
-        Ok(key)
+        self.read_through(
+            |cache| cache.playback_key(kid),
+            async || {
+                let mut conn = self.conn().await?;
+                Ok(keys::table
+                    .find(kid)
+                    .select(PublicKeyRow::as_select())
+                    .first(&mut conn)
+                    .await
+                    .optional()?
+                    .map(Arc::new))
+            },
+            |cache, epoch, key| cache.put_playback_key(epoch, key),
+        )
+        .await
     }
 
     /// Every key that still verifies tokens, of every organisation.

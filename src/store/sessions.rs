@@ -80,31 +80,30 @@ impl Store {
         organisation_id: Uuid,
         session_id: Uuid,
     ) -> Result<Option<SessionCheck>, DomainError> {
-        if let Some(check) = self.cache.session(organisation_id, session_id) {
-            return Ok(Some(check));
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let row = sessions::table
-            .filter(sessions::organisation_id.eq(organisation_id))
-            .filter(sessions::id.eq(session_id))
-            .filter(sessions::ended_at.is_null())
-            .filter(sessions::expires_at.gt(diesel::dsl::now))
-            .select((sessions::user_id, sessions::token_key, sessions::expires_at))
-            .first::<(Uuid, Uuid, DateTime<Utc>)>(&mut conn)
-            .await
-            .optional()
-            .map_err(db_error)?;
-        let check = row.map(|(user_id, token_key, expires_at)| SessionCheck {
-            organisation_id,
-            user_id,
-            token_key,
-            expires_at,
-        });
-        if let Some(check) = check {
-            self.cache.put_session(epoch, session_id, check);
-        }
-        Ok(check)
+        self.read_through(
+            |cache| cache.session(organisation_id, session_id),
+            async || {
+                let mut conn = self.conn().await?;
+                let row = sessions::table
+                    .filter(sessions::organisation_id.eq(organisation_id))
+                    .filter(sessions::id.eq(session_id))
+                    .filter(sessions::ended_at.is_null())
+                    .filter(sessions::expires_at.gt(diesel::dsl::now))
+                    .select((sessions::user_id, sessions::token_key, sessions::expires_at))
+                    .first::<(Uuid, Uuid, DateTime<Utc>)>(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(db_error)?;
+                Ok(row.map(|(user_id, token_key, expires_at)| SessionCheck {
+                    organisation_id,
+                    user_id,
+                    token_key,
+                    expires_at,
+                }))
+            },
+            |cache, epoch, check| cache.put_session(epoch, session_id, *check),
+        )
+        .await
     }
 
     /// A page of the user's live sessions.

@@ -48,24 +48,23 @@ impl Store {
         organisation_id: Uuid,
         user_id: Uuid,
     ) -> Result<Option<Arc<User>>, DomainError> {
-        if let Some(user) = self.cache.user(organisation_id, user_id) {
-            return Ok(Some(user));
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let row = users::table
-            .filter(users::organisation_id.eq(organisation_id))
-            .filter(users::id.eq(user_id))
-            .select(UserRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()
-            .map_err(db_error)?;
-        let user = row.map(User::try_from).transpose()?.map(Arc::new);
-        if let Some(user) = &user {
-            self.cache.put_user(epoch, user);
-        }
-        Ok(user)
+        self.read_through(
+            |cache| cache.user(organisation_id, user_id),
+            async || {
+                let mut conn = self.conn().await?;
+                let row = users::table
+                    .filter(users::organisation_id.eq(organisation_id))
+                    .filter(users::id.eq(user_id))
+                    .select(UserRow::as_select())
+                    .first(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(db_error)?;
+                Ok(row.map(User::try_from).transpose()?.map(Arc::new))
+            },
+            |cache, epoch, user| cache.put_user(epoch, user),
+        )
+        .await
     }
 
     /// A page of users, by keyset on the id, or on (email, id) when

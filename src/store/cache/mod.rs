@@ -457,6 +457,30 @@ impl Cache {
     }
 }
 
+impl super::Store {
+    /// A read of what the cache holds, the one way every cached read goes:
+    /// the entry `cached` finds when the cache may answer; else `read` from
+    /// the database, whose answer fills the cache through `fill`, stamped
+    /// with the epoch taken before the read began (so a read that straddles
+    /// an eviction fills nothing that is used).
+    pub(crate) async fn read_through<T>(
+        &self,
+        cached: impl FnOnce(&Cache) -> Option<T>,
+        read: impl AsyncFnOnce() -> Result<Option<T>, crate::domain::DomainError>,
+        fill: impl FnOnce(&Cache, Epoch, &T),
+    ) -> Result<Option<T>, crate::domain::DomainError> {
+        if let Some(found) = cached(&self.cache) {
+            return Ok(Some(found));
+        }
+        let epoch = self.cache.epoch();
+        let found = read().await?;
+        if let Some(found) = &found {
+            fill(&self.cache, epoch, found);
+        }
+        Ok(found)
+    }
+}
+
 /// What the per-call check needs of a live session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionCheck {
