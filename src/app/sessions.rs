@@ -502,7 +502,7 @@ struct Opened {
 /// Opens a session of `user` with its first refresh token, and records the
 /// sign-in, on the change's connection.
 async fn open_session(
-    conn: &mut Tx,
+    conn: &mut Tx<'_>,
     user: &User,
     client: &Client,
     lifetime: SessionLifetime,
@@ -537,7 +537,7 @@ async fn open_session(
 /// used up and replaced, the session's end slides; a token used before
 /// ends the session instead.
 async fn rotate_refresh_token(
-    conn: &mut Tx,
+    conn: &mut Tx<'_>,
     token_hash: &[u8],
     organisation_id: Uuid,
     lifetime: SessionLifetime,

@@ -502,7 +502,7 @@ struct ConfirmedOn {
 /// The second step of `action` on `user`, locked, in the write that used
 /// its confirmation up.
 async fn carry_out(
-    conn: &mut Tx,
+    conn: &mut Tx<'_>,
     action: ConfirmedAction,
     user: User,
 ) -> Result<Change<User>, DomainError> {
@@ -516,7 +516,7 @@ async fn carry_out(
     }
 }
 
-async fn delete_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainError> {
+async fn delete_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, DomainError> {
     keeps_an_admin_without(conn, &user, None).await?;
     users::delete(conn, &user).await?;
     let revoked = revoke_invites_of(conn, &user, "its creator was deleted").await?;
@@ -524,7 +524,7 @@ async fn delete_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainErr
     Ok(Change::audited(user, audit).and_all(revoked).settling())
 }
 
-async fn renew_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainError> {
+async fn renew_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, DomainError> {
     let renewed = users::renew_token_key_with_role(conn, &user, user.role).await?;
     let audit = Audit::user(
         USER_RENEW_TOKEN_KEY,
@@ -535,7 +535,7 @@ async fn renew_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainErro
     Ok(Change::audited(renewed, audit).settling())
 }
 
-async fn suspend_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainError> {
+async fn suspend_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, DomainError> {
     if !user.is_active() {
         return Ok(Change::unchanged(user));
     }
@@ -557,7 +557,7 @@ async fn suspend_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainEr
 /// it) would leave the organisation without an active nanoAdmin; counts the
 /// admins only when `user` is an active one.
 async fn keeps_an_admin_without(
-    conn: &mut Tx,
+    conn: &mut Tx<'_>,
     user: &User,
     new_role: Option<Role>,
 ) -> Result<(), DomainError> {
@@ -570,7 +570,7 @@ async fn keeps_an_admin_without(
 
 /// ALREADY_EXISTS when the email is a user's or has a pending invite.
 async fn refuse_taken_email(
-    conn: &mut Tx,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     email: &Email,
 ) -> Result<(), DomainError> {
@@ -591,7 +591,7 @@ async fn refuse_taken_email(
 
 /// Revokes the pending invites `user` created; their audit events say `why`.
 async fn revoke_invites_of(
-    conn: &mut Tx,
+    conn: &mut Tx<'_>,
     user: &User,
     why: &str,
 ) -> Result<Vec<Audit>, DomainError> {

@@ -38,8 +38,7 @@ pub struct Store {
 
 pub type Conn = Object<AsyncPgConnection>;
 
-/// The connection a change runs on, inside the write path's transaction.
-pub type Tx = AsyncPgConnection;
+pub use write::Tx;
 
 impl Store {
     /// A store without a cache: every read goes to the database.

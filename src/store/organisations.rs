@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::Tx;
 use super::audit::Audit;
 use super::models::{NewOrganisationRow, OrganisationRow, parse_role};
 use super::schema::{organisations, users};
@@ -39,7 +40,7 @@ impl Store {
                     api_key_fingerprint: api_key.fingerprint,
                     api_key_rotated_at: Utc::now(),
                 })
-                .execute(conn)
+                .execute(conn.pg())
                 .await?;
             let admin = super::users::insert(
                 conn,
@@ -82,7 +83,9 @@ impl Store {
             |cache| cache.organisation(organisation_id),
             async || {
                 let mut conn = self.conn().await?;
-                Ok(Some(Arc::new(load(&mut conn, organisation_id).await?)))
+                Ok(Some(Arc::new(
+                    read_organisation(&mut conn, organisation_id).await?,
+                )))
             },
             |cache, epoch, organisation| cache.put_organisation(epoch, organisation),
         )
@@ -93,7 +96,7 @@ impl Store {
 
 /// Sets the organisation's settings (a new version of it).
 pub async fn set_settings(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     name: &str,
     secure_playback: bool,
@@ -109,14 +112,14 @@ pub async fn set_settings(
             organisations::version.eq(organisations::version + 1),
             organisations::updated_at.eq(Utc::now()),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
 
 /// Replaces the organisation's API key (a new version of it).
 pub async fn set_api_key(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     new_key: &ApiKeyHash<'_>,
 ) -> Result<(), DomainError> {
@@ -128,7 +131,7 @@ pub async fn set_api_key(
             organisations::version.eq(organisations::version + 1),
             organisations::updated_at.eq(Utc::now()),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
@@ -160,7 +163,12 @@ pub fn organisation_audit(
 }
 
 /// The organisation as the transaction sees it, with its user count per role.
-pub async fn load(
+pub async fn load(conn: &mut Tx<'_>, organisation_id: Uuid) -> Result<Organisation, DomainError> {
+    read_organisation(conn.pg(), organisation_id).await
+}
+
+/// The organisation with its user count per role, on `conn`.
+async fn read_organisation(
     conn: &mut AsyncPgConnection,
     organisation_id: Uuid,
 ) -> Result<Organisation, DomainError> {

@@ -20,7 +20,7 @@ impl Store {
                     service_credentials::name.eq(name),
                     service_credentials::secret_hash.eq(key_hash),
                 ))
-                .execute(conn)
+                .execute(conn.pg())
                 .await
                 .map_err(|error| {
                     if is_unique_violation(&error) {
@@ -46,7 +46,7 @@ impl Store {
             let revoked = diesel::delete(
                 service_credentials::table.filter(service_credentials::name.eq(name)),
             )
-            .execute(conn)
+            .execute(conn.pg())
             .await?;
             if revoked == 0 {
                 return Err(DomainError::NotFound("service"));
