@@ -4,6 +4,7 @@
 pub(crate) mod api;
 pub mod app;
 pub mod auth;
+pub(crate) mod bounded_cache;
 pub mod config;
 pub mod domain;
 pub mod mail;

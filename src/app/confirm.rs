@@ -50,12 +50,15 @@ pub(crate) trait Confirmable: Sync {
 
     /// The first step: refuses at once what the second would refuse anyway
     /// (deleting the last nanoAdmin), and says what the second will do.
-    fn preview(&self, conn: &mut Tx) -> impl Future<Output = Result<Preview, DomainError>> + Send;
+    fn preview(
+        &self,
+        conn: &mut Tx<'_>,
+    ) -> impl Future<Output = Result<Preview, DomainError>> + Send;
 
     /// The second step: the action, in the write that used the confirmation up.
     fn carry_out(
         &self,
-        conn: &mut Tx,
+        conn: &mut Tx<'_>,
     ) -> impl Future<Output = Result<Change<Self::Done>, DomainError>> + Send;
 }
 

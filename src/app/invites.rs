@@ -198,7 +198,7 @@ impl Invites {
 
 /// ALREADY_EXISTS when the email is a user's or has a pending invite.
 async fn refuse_taken_email(
-    conn: &mut Tx,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     email: &Email,
 ) -> Result<(), DomainError> {

@@ -138,7 +138,7 @@ impl Confirmable for RotateApiKey {
         self.organisation_id
     }
 
-    async fn preview(&self, conn: &mut Tx) -> Result<Preview, DomainError> {
+    async fn preview(&self, conn: &mut Tx<'_>) -> Result<Preview, DomainError> {
         let organisation = organisations::load(conn, self.organisation_id).await?;
         let pending_invites = match api_key_actor(&organisation) {
             Some(creator) => {
@@ -152,7 +152,7 @@ impl Confirmable for RotateApiKey {
         })
     }
 
-    async fn carry_out(&self, conn: &mut Tx) -> Result<Change<RotatedApiKey>, DomainError> {
+    async fn carry_out(&self, conn: &mut Tx<'_>) -> Result<Change<RotatedApiKey>, DomainError> {
         let organisation_id = self.organisation_id;
         let key = opaque::generate(API_KEY_PREFIX)?;
         let fingerprint = opaque::fingerprint(&key.hash);

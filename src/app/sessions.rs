@@ -379,7 +379,7 @@ pub(crate) struct Opened {
 /// Opens a session of `user` with its first refresh token, and records the
 /// sign-in, on the change's connection.
 pub(crate) async fn open_session(
-    conn: &mut Tx,
+    conn: &mut Tx<'_>,
     user: &User,
     client: &Client,
     lifetime: SessionLifetime,
@@ -414,7 +414,7 @@ pub(crate) async fn open_session(
 /// used up and replaced, the session's end slides; a token used before
 /// ends the session instead.
 async fn rotate_refresh_token(
-    conn: &mut Tx,
+    conn: &mut Tx<'_>,
     token_hash: &[u8],
     organisation_id: Uuid,
     lifetime: SessionLifetime,

@@ -337,7 +337,7 @@ impl Confirmable for OnUser {
         self.user_id
     }
 
-    async fn preview(&self, conn: &mut Tx) -> Result<Preview, DomainError> {
+    async fn preview(&self, conn: &mut Tx<'_>) -> Result<Preview, DomainError> {
         let user = users::locked(conn, self.organisation_id, self.user_id).await?;
         let mut pending_invites = 0;
         if matches!(self.action, UserAction::Delete | UserAction::Suspend) {
@@ -352,7 +352,7 @@ impl Confirmable for OnUser {
         })
     }
 
-    async fn carry_out(&self, conn: &mut Tx) -> Result<Change<User>, DomainError> {
+    async fn carry_out(&self, conn: &mut Tx<'_>) -> Result<Change<User>, DomainError> {
         let user = users::locked(conn, self.organisation_id, self.user_id).await?;
         match self.action {
             UserAction::Delete => delete_now(conn, user).await,
@@ -362,7 +362,7 @@ impl Confirmable for OnUser {
     }
 }
 
-async fn delete_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainError> {
+async fn delete_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, DomainError> {
     keeps_an_admin_without(conn, &user, None).await?;
     users::delete(conn, &user).await?;
     let revoked = revoke_invites_of(conn, &user, "its creator was deleted").await?;
@@ -370,7 +370,7 @@ async fn delete_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainErr
     Ok(Change::audited(user, audit).and_all(revoked).settling())
 }
 
-async fn renew_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainError> {
+async fn renew_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, DomainError> {
     let renewed = users::renew_token_key_with_role(conn, &user, user.role).await?;
     let audit = Audit::user(
         USER_RENEW_TOKEN_KEY,
@@ -381,7 +381,7 @@ async fn renew_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainErro
     Ok(Change::audited(renewed, audit).settling())
 }
 
-async fn suspend_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainError> {
+async fn suspend_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, DomainError> {
     if !user.is_active() {
         return Ok(Change::unchanged(user));
     }
@@ -403,7 +403,7 @@ async fn suspend_now(conn: &mut Tx, user: User) -> Result<Change<User>, DomainEr
 /// it) would leave the organisation without an active nanoAdmin; counts the
 /// admins only when `user` is an active one.
 async fn keeps_an_admin_without(
-    conn: &mut Tx,
+    conn: &mut Tx<'_>,
     user: &User,
     new_role: Option<Role>,
 ) -> Result<(), DomainError> {
@@ -416,7 +416,7 @@ async fn keeps_an_admin_without(
 
 /// Revokes the pending invites `user` created; their audit events say `why`.
 async fn revoke_invites_of(
-    conn: &mut Tx,
+    conn: &mut Tx<'_>,
     user: &User,
     why: &str,
 ) -> Result<Vec<Audit>, DomainError> {

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use sha2::{Digest as _, Sha256};
 
+use crate::bounded_cache::{CountedCache, ENTRY_OVERHEAD};
 use crate::domain::error::AuthFailure;
-use crate::store::cache::{CountedCache, ENTRY_OVERHEAD};
 use crate::store::stats::CacheKind;
 
 /// Tokens longer than this are refused before any parsing or crypto.
@@ -79,7 +79,8 @@ pub struct AccessTokens {
     clock: fn() -> i64,
 }
 
-type VerifiedTokens = CountedCache<[u8; 32], (TokenClaims, i64), quick_cache::UnitWeighter>;
+type VerifiedTokens =
+    CountedCache<[u8; 32], (TokenClaims, i64), quick_cache::UnitWeighter, CacheKind>;
 
 /// The estimated bytes of one remembered token: its hash, its claims and
 /// expiry, and the map's bookkeeping.

@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
+use super::Tx;
 use super::cache::ApiTokenCheck;
 use super::schema::api_tokens;
 use super::{Store, db_error};
@@ -103,40 +104,42 @@ impl Store {
         &self,
         token_hash: &[u8],
     ) -> Result<Option<ApiTokenCheck>, DomainError> {
-        if let Some(check) = self.cache.api_token(token_hash) {
-            return Ok(Some(check));
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let row = api_tokens::table
-            .filter(api_tokens::token_hash.eq(token_hash))
-            .filter(api_tokens::revoked_at.is_null())
-            .filter(api_tokens::expires_at.gt(diesel::dsl::now))
-            .select((
-                api_tokens::id,
-                api_tokens::organisation_id,
-                api_tokens::user_id,
-                api_tokens::token_key,
-                api_tokens::expires_at,
-                api_tokens::permissions,
-            ))
-            .first::<(Uuid, Uuid, Uuid, Uuid, DateTime<Utc>, Vec<String>)>(&mut conn)
-            .await
-            .optional()
-            .map_err(db_error)?;
-        let Some((id, organisation_id, user_id, token_key, expires_at, permissions)) = row else {
-            return Ok(None);
-        };
-        let check = ApiTokenCheck {
-            id,
-            organisation_id,
-            user_id,
-            token_key,
-            expires_at,
-            permissions: parse_permissions(&permissions)?,
-        };
-        self.cache.put_api_token(epoch, token_hash, check);
-        Ok(Some(check))
+        self.read_through(
+            |cache| cache.api_token(token_hash),
+            async || {
+                let mut conn = self.conn().await?;
+                let row = api_tokens::table
+                    .filter(api_tokens::token_hash.eq(token_hash))
+                    .filter(api_tokens::revoked_at.is_null())
+                    .filter(api_tokens::expires_at.gt(diesel::dsl::now))
+                    .select((
+                        api_tokens::id,
+                        api_tokens::organisation_id,
+                        api_tokens::user_id,
+                        api_tokens::token_key,
+                        api_tokens::expires_at,
+                        api_tokens::permissions,
+                    ))
+                    .first::<(Uuid, Uuid, Uuid, Uuid, DateTime<Utc>, Vec<String>)>(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(db_error)?;
+                let Some((id, organisation_id, user_id, token_key, expires_at, permissions)) = row
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(ApiTokenCheck {
+                    id,
+                    organisation_id,
+                    user_id,
+                    token_key,
+                    expires_at,
+                    permissions: parse_permissions(&permissions)?,
+                }))
+            },
+            |cache, epoch, check| cache.put_api_token(epoch, token_hash, *check),
+        )
+        .await
     }
 
     /// A page of the user's tokens that still work.
@@ -233,10 +236,7 @@ struct UseRecorded {
 }
 
 /// Creates a token; returns it.
-pub async fn insert(
-    conn: &mut AsyncPgConnection,
-    new: NewApiToken<'_>,
-) -> Result<ApiToken, DomainError> {
+pub async fn insert(conn: &mut Tx<'_>, new: NewApiToken<'_>) -> Result<ApiToken, DomainError> {
     diesel::insert_into(api_tokens::table)
         .values((
             api_tokens::id.eq(Uuid::now_v7()),
@@ -249,7 +249,7 @@ pub async fn insert(
             api_tokens::expires_at.eq(new.expires_at),
         ))
         .returning(ApiTokenRow::as_returning())
-        .get_result(conn)
+        .get_result(conn.pg())
         .await?
         .try_into()
 }
@@ -257,7 +257,7 @@ pub async fn insert(
 /// The working token of the organisation, locked; NOT_FOUND when there is
 /// none (unknown, revoked, expired, or another organisation's).
 pub async fn locked_working(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     token_id: Uuid,
 ) -> Result<ApiToken, DomainError> {
@@ -268,18 +268,18 @@ pub async fn locked_working(
         .filter(api_tokens::expires_at.gt(diesel::dsl::now))
         .select(ApiTokenRow::as_select())
         .for_update()
-        .first(conn)
+        .first(conn.pg())
         .await
         .optional()?
         .ok_or(DomainError::NotFound("api token"))?
         .try_into()
 }
 
-pub async fn revoke(conn: &mut AsyncPgConnection, token_id: Uuid) -> Result<(), DomainError> {
+pub async fn revoke(conn: &mut Tx<'_>, token_id: Uuid) -> Result<(), DomainError> {
     diesel::update(api_tokens::table.find(token_id))
         .filter(api_tokens::revoked_at.is_null())
         .set(api_tokens::revoked_at.eq(Utc::now()))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
@@ -287,7 +287,7 @@ pub async fn revoke(conn: &mut AsyncPgConnection, token_id: Uuid) -> Result<(), 
 /// What the write path's re-check reads of a token: its permissions, when
 /// it still works for this user and tokenKey.
 pub async fn still_working(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     token_id: Uuid,
     user_id: Uuid,
     token_key: Uuid,
@@ -300,7 +300,7 @@ pub async fn still_working(
         .filter(api_tokens::expires_at.gt(diesel::dsl::now))
         .select(api_tokens::permissions)
         .for_share()
-        .first::<Vec<String>>(conn)
+        .first::<Vec<String>>(conn.pg())
         .await
         .optional()?;
     permissions.as_deref().map(parse_permissions).transpose()
@@ -308,7 +308,7 @@ pub async fn still_working(
 
 /// The token of the organisation, whatever its state; NOT_FOUND when none.
 pub async fn by_id(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     token_id: Uuid,
 ) -> Result<ApiToken, DomainError> {
@@ -316,7 +316,7 @@ pub async fn by_id(
         .filter(api_tokens::organisation_id.eq(organisation_id))
         .filter(api_tokens::id.eq(token_id))
         .select(ApiTokenRow::as_select())
-        .first(conn)
+        .first(conn.pg())
         .await
         .optional()?
         .ok_or(DomainError::NotFound("api token"))?

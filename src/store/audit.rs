@@ -1,8 +1,9 @@
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
+use super::Tx;
 use super::models::AuditRow;
 use super::schema::audit_events;
 use super::{Store, db_error};
@@ -94,7 +95,7 @@ impl Audit {
 /// Writes the audit event of a change, on the change's own connection (and
 /// so in its transaction).
 pub async fn record(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     ctx: &ChangeContext,
     audit: Audit,
 ) -> Result<(), DomainError> {
@@ -112,7 +113,7 @@ pub async fn record(
             after: audit.after,
             request_id: ctx.request_id.clone(),
         })
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }

@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
+use super::Tx;
 use super::models::ConfirmationRow;
 use super::schema::confirmations;
 use crate::domain::DomainError;
@@ -24,13 +25,13 @@ pub struct NewConfirmation<'a> {
 /// Stores the first step of a double-confirmed action for the caller (and
 /// drops the confirmations that expired a day ago or more).
 pub async fn insert(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     ctx: &ChangeContext,
     confirmation: NewConfirmation<'_>,
 ) -> Result<(), DomainError> {
     let long_expired = Utc::now() - chrono::Duration::days(1);
     diesel::delete(confirmations::table.filter(confirmations::expires_at.lt(long_expired)))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     diesel::insert_into(confirmations::table)
         .values((
@@ -42,7 +43,7 @@ pub async fn insert(
             confirmations::target_id.eq(confirmation.target_id),
             confirmations::expires_at.eq(confirmation.expires_at),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
@@ -50,7 +51,7 @@ pub async fn insert(
 /// Checks the confirmation of the second step (locking it) and uses it up:
 /// it must be the caller's, for this action and target, unused, unexpired.
 pub async fn consume(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     ctx: &ChangeContext,
     action: ConfirmedAction,
     target_id: Uuid,
@@ -60,7 +61,7 @@ pub async fn consume(
         .filter(confirmations::token_hash.eq(token_hash))
         .select(ConfirmationRow::as_select())
         .for_update()
-        .first(conn)
+        .first(conn.pg())
         .await
         .optional()?;
     let stored = row.as_ref().map(|row| StoredConfirmation {
@@ -82,7 +83,7 @@ pub async fn consume(
     if let Some(row) = row {
         diesel::update(confirmations::table.find(row.id))
             .set(confirmations::used_at.eq(Utc::now()))
-            .execute(conn)
+            .execute(conn.pg())
             .await?;
     }
     Ok(())

@@ -2,10 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use super::Store;
+use super::Tx;
 use super::models::InviteRow;
 use super::schema::invites;
 use crate::domain::actor::ChangeContext;
@@ -83,7 +84,7 @@ impl Store {
 
 /// Whether the email has a pending invite in the organisation.
 pub async fn pending_for_email(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     email: &str,
 ) -> Result<bool, DomainError> {
@@ -92,14 +93,14 @@ pub async fn pending_for_email(
         .filter(invites::email.eq(email))
         .filter(pending!())
         .count()
-        .get_result(conn)
+        .get_result(conn.pg())
         .await?;
     Ok(count > 0)
 }
 
 /// Inserts an invite made by the caller.
 pub async fn insert(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     ctx: &ChangeContext,
     new: NewInvite<'_>,
 ) -> Result<Invite, DomainError> {
@@ -114,14 +115,14 @@ pub async fn insert(
             invites::expires_at.eq(new.expires_at),
         ))
         .returning(InviteRow::as_returning())
-        .get_result(conn)
+        .get_result(conn.pg())
         .await?
         .try_into()
 }
 
 /// Revokes a pending invite of the organisation.
 pub async fn revoke(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     invite_id: Uuid,
 ) -> Result<Invite, DomainError> {
@@ -133,7 +134,7 @@ pub async fn revoke(
     )
     .set(invites::revoked_at.eq(Utc::now()))
     .returning(InviteRow::as_returning())
-    .get_result(conn)
+    .get_result(conn.pg())
     .await
     .optional()?
     .ok_or(DomainError::NotFound("invite"))?
@@ -143,7 +144,7 @@ pub async fn revoke(
 /// Revokes every pending invite that `created_by` (an actor's text form)
 /// made in the organisation; returns them.
 pub async fn revoke_created_by(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     created_by: &str,
 ) -> Result<Vec<Invite>, DomainError> {
@@ -155,14 +156,14 @@ pub async fn revoke_created_by(
     )
     .set(invites::revoked_at.eq(Utc::now()))
     .returning(InviteRow::as_returning())
-    .get_results(conn)
+    .get_results(conn.pg())
     .await?;
     rows.into_iter().map(Invite::try_from).collect()
 }
 
 /// How many pending invites `created_by` made in the organisation.
 pub async fn pending_created_by(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     created_by: &str,
 ) -> Result<i64, DomainError> {
@@ -171,14 +172,14 @@ pub async fn pending_created_by(
         .filter(invites::created_by.eq(created_by))
         .filter(pending!())
         .count()
-        .get_result(conn)
+        .get_result(conn.pg())
         .await?)
 }
 
 /// The pending invite with this token hash, locked; none if it is used,
 /// revoked, expired or unknown.
 pub async fn locked_pending(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     token_hash: &[u8],
 ) -> Result<Option<Invite>, DomainError> {
     invites::table
@@ -186,7 +187,7 @@ pub async fn locked_pending(
         .filter(pending!())
         .select(InviteRow::as_select())
         .for_update()
-        .first(conn)
+        .first(conn.pg())
         .await
         .optional()?
         .map(Invite::try_from)
@@ -195,7 +196,7 @@ pub async fn locked_pending(
 
 /// Marks the invite as used by the user it created.
 pub async fn mark_accepted(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     invite_id: Uuid,
     user_id: Uuid,
 ) -> Result<(), DomainError> {
@@ -204,7 +205,7 @@ pub async fn mark_accepted(
             invites::accepted_at.eq(Utc::now()),
             invites::accepted_user_id.eq(user_id),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::Tx;
 use super::audit::Audit;
 use super::models::{NewOrganisationRow, OrganisationRow, parse_role};
 use super::schema::{organisations, users};
@@ -39,7 +40,7 @@ impl Store {
                     api_key_fingerprint: api_key.fingerprint,
                     api_key_rotated_at: Utc::now(),
                 })
-                .execute(conn)
+                .execute(conn.pg())
                 .await?;
             let admin = super::users::insert(
                 conn,
@@ -56,22 +57,21 @@ impl Store {
 
     /// The organisation whose current API key has this hash.
     pub async fn organisation_by_api_key(&self, hash: &[u8]) -> Result<Option<Uuid>, DomainError> {
-        if let Some(organisation_id) = self.cache.api_key(hash) {
-            return Ok(Some(organisation_id));
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let found = organisations::table
-            .filter(organisations::api_key_hash.eq(hash))
-            .select(organisations::id)
-            .first(&mut conn)
-            .await
-            .optional()
-            .map_err(db_error)?;
-        if let Some(organisation_id) = found {
-            self.cache.put_api_key(epoch, hash, organisation_id);
-        }
-        Ok(found)
+        self.read_through(
+            |cache| cache.api_key(hash),
+            async || {
+                let mut conn = self.conn().await?;
+                organisations::table
+                    .filter(organisations::api_key_hash.eq(hash))
+                    .select(organisations::id)
+                    .first(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(db_error)
+            },
+            |cache, epoch, organisation_id| cache.put_api_key(epoch, hash, *organisation_id),
+        )
+        .await
     }
 
     /// The organisation with its user count per role.
@@ -79,20 +79,24 @@ impl Store {
         &self,
         organisation_id: Uuid,
     ) -> Result<Arc<Organisation>, DomainError> {
-        if let Some(organisation) = self.cache.organisation(organisation_id) {
-            return Ok(organisation);
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let organisation = Arc::new(load(&mut conn, organisation_id).await?);
-        self.cache.put_organisation(epoch, &organisation);
-        Ok(organisation)
+        self.read_through(
+            |cache| cache.organisation(organisation_id),
+            async || {
+                let mut conn = self.conn().await?;
+                Ok(Some(Arc::new(
+                    read_organisation(&mut conn, organisation_id).await?,
+                )))
+            },
+            |cache, epoch, organisation| cache.put_organisation(epoch, organisation),
+        )
+        .await?
+        .ok_or(DomainError::NotFound("organisation"))
     }
 }
 
 /// Sets the organisation's settings (a new version of it).
 pub async fn set_settings(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     name: &str,
     secure_playback: bool,
@@ -108,14 +112,14 @@ pub async fn set_settings(
             organisations::version.eq(organisations::version + 1),
             organisations::updated_at.eq(Utc::now()),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
 
 /// Replaces the organisation's API key (a new version of it).
 pub async fn set_api_key(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     new_key: &ApiKeyHash<'_>,
 ) -> Result<(), DomainError> {
@@ -127,7 +131,7 @@ pub async fn set_api_key(
             organisations::version.eq(organisations::version + 1),
             organisations::updated_at.eq(Utc::now()),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
@@ -159,7 +163,12 @@ pub fn organisation_audit(
 }
 
 /// The organisation as the transaction sees it, with its user count per role.
-pub async fn load(
+pub async fn load(conn: &mut Tx<'_>, organisation_id: Uuid) -> Result<Organisation, DomainError> {
+    read_organisation(conn.pg(), organisation_id).await
+}
+
+/// The organisation with its user count per role, on `conn`.
+async fn read_organisation(
     conn: &mut AsyncPgConnection,
     organisation_id: Uuid,
 ) -> Result<Organisation, DomainError> {

@@ -11,6 +11,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::Store;
+use super::Tx;
 use super::audit::Audit;
 use super::models::{PlaybackTokenRow, PublicKeyRow, SigningKeyRow};
 use super::schema::{organisations, playback_signing_keys as keys, playback_tokens as tokens};
@@ -73,7 +74,7 @@ async fn current_key(
 /// Inserts `key` as the organisation's current key unless it has one.
 /// Returns whether it was inserted.
 async fn insert_key(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     keyring: &Keyring,
     organisation_id: Uuid,
     key: &NewSigningKey,
@@ -93,7 +94,7 @@ async fn insert_key(
             keys::public_key.eq(&key.public_key),
         ))
         .on_conflict_do_nothing()
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(inserted == 1)
 }
@@ -101,12 +102,12 @@ async fn insert_key(
 /// The current key, created with `new_key` when there is none (with the
 /// audit event of its creation).
 async fn current_or_new_key(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     keyring: &Keyring,
     organisation_id: Uuid,
     new_key: impl FnOnce() -> Result<NewSigningKey, DomainError>,
 ) -> Result<(SigningKeyRow, Option<Audit>), DomainError> {
-    if let Some(key) = current_key(conn, organisation_id).await? {
+    if let Some(key) = current_key(conn.pg(), organisation_id).await? {
         return Ok((key, None));
     }
     let key = new_key()?;
@@ -114,7 +115,7 @@ async fn current_or_new_key(
         .await?
         .then(|| key_audit(PLAYBACK_KEY_CREATE, &key.kid, None, key.alg.as_str()));
     // Either ours or the one a concurrent issue inserted first.
-    let current = current_key(conn, organisation_id)
+    let current = current_key(conn.pg(), organisation_id)
         .await?
         .ok_or_else(|| DomainError::Internal("no current playback signing key".into()))?;
     Ok((current, created))
@@ -125,7 +126,7 @@ async fn current_or_new_key(
 /// lifetimes, and returns the key to sign it with (the current key, created
 /// with `new_key` on the organisation's first issue) and the audit events.
 pub async fn record_token(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     keyring: &Keyring,
     ctx: &ChangeContext,
     token: NewPlaybackToken<'_>,
@@ -137,7 +138,7 @@ pub async fn record_token(
             organisations::secure_playback,
             organisations::max_non_revocable_lifetime_seconds,
         ))
-        .first(conn)
+        .first(conn.pg())
         .await
         .optional()?
         .ok_or(DomainError::NotFound("organisation"))?;
@@ -165,10 +166,10 @@ pub async fn record_token(
             tokens::scope.eq(token.scope),
             tokens::expires_at.eq(token.expires_at),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     diesel::delete(tokens::table.filter(tokens::expires_at.lt(Utc::now() - FORGET_AFTER)))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     let after = format!(
         "{}; expires {}; {}",
@@ -198,13 +199,13 @@ pub async fn record_token(
 /// and they verify nothing from now on. Returns
 /// the new key, the retired key's id and the audit events.
 pub async fn rotate_key(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     keyring: &Keyring,
     organisation_id: Uuid,
     key: &NewSigningKey,
     revoke_previous: bool,
 ) -> Result<(PublicKeyRow, Option<String>, Vec<Audit>), DomainError> {
-    let old = current_key(conn, organisation_id).await?;
+    let old = current_key(conn.pg(), organisation_id).await?;
     let mut audits = Vec::new();
     if revoke_previous {
         if let Some(old) = &old {
@@ -234,7 +235,7 @@ pub async fn rotate_key(
     let new = keys::table
         .find(&key.kid)
         .select(PublicKeyRow::as_select())
-        .first(conn)
+        .first(conn.pg())
         .await?;
     Ok((new, old_kid, audits))
 }
@@ -243,7 +244,7 @@ pub async fn rotate_key(
 /// revoked, and the audit event when it was revoked just now. Revoking it
 /// again changes nothing.
 pub async fn revoke_token(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     jti: Uuid,
 ) -> Result<(DateTime<Utc>, Option<Audit>), DomainError> {
@@ -252,7 +253,7 @@ pub async fn revoke_token(
         .filter(tokens::jti.eq(jti))
         .select(PlaybackTokenRow::as_select())
         .for_update()
-        .first(conn)
+        .first(conn.pg())
         .await
         .optional()?
         .ok_or(DomainError::NotFound("playback token"))?;
@@ -266,7 +267,7 @@ pub async fn revoke_token(
     let revoked_at: Option<DateTime<Utc>> = diesel::update(tokens::table.find(jti))
         .set(tokens::revoked_at.eq(Utc::now()))
         .returning(tokens::revoked_at)
-        .get_result(conn)
+        .get_result(conn.pg())
         .await?;
     let audit = Audit {
         action: PLAYBACK_TOKEN_REVOKE,
@@ -298,22 +299,21 @@ impl Store {
         &self,
         kid: &str,
     ) -> Result<Option<Arc<PublicKeyRow>>, DomainError> {
-        if let Some(key) = self.cache.playback_key(kid) {
-            return Ok(Some(key));
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let key = keys::table
-            .find(kid)
-            .select(PublicKeyRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()?
-            .map(Arc::new);
-        if let Some(key) = &key {
-            self.cache.put_playback_key(epoch, key);
-        }
-        Ok(key)
+        self.read_through(
+            |cache| cache.playback_key(kid),
+            async || {
+                let mut conn = self.conn().await?;
+                Ok(keys::table
+                    .find(kid)
+                    .select(PublicKeyRow::as_select())
+                    .first(&mut conn)
+                    .await
+                    .optional()?
+                    .map(Arc::new))
+            },
+            |cache, epoch, key| cache.put_playback_key(epoch, key),
+        )
+        .await
     }
 
     /// Every key that still verifies tokens, of every organisation.
@@ -347,11 +347,11 @@ impl Store {
 
 /// Retires a key: it verifies until the last token it signed has expired
 /// (issuing holds the organisation's row shared, so none is in flight).
-async fn retire(conn: &mut AsyncPgConnection, kid: &str) -> Result<(), DomainError> {
+async fn retire(conn: &mut Tx<'_>, kid: &str) -> Result<(), DomainError> {
     let last_expiry: Option<DateTime<Utc>> = tokens::table
         .filter(tokens::kid.eq(kid))
         .select(diesel::dsl::max(tokens::expires_at))
-        .first(conn)
+        .first(conn.pg())
         .await?;
     let now = Utc::now();
     diesel::update(keys::table.find(kid))
@@ -359,16 +359,16 @@ async fn retire(conn: &mut AsyncPgConnection, kid: &str) -> Result<(), DomainErr
             keys::retired_at.eq(now),
             keys::verify_until.eq(last_expiry.unwrap_or(now).max(now)),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
 
 /// Retires a key from now on (it is about to be revoked).
-async fn retire_now(conn: &mut AsyncPgConnection, kid: &str) -> Result<(), DomainError> {
+async fn retire_now(conn: &mut Tx<'_>, kid: &str) -> Result<(), DomainError> {
     diesel::update(keys::table.find(kid))
         .set(keys::retired_at.eq(Utc::now()))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
@@ -378,7 +378,7 @@ async fn retire_now(conn: &mut AsyncPgConnection, kid: &str) -> Result<(), Domai
 /// holder of its private half signs (a leak of one key is likely a leak of
 /// the table). Returns their ids and algorithms.
 async fn revoke_still_verifying(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
 ) -> Result<Vec<(String, String)>, DomainError> {
     let now = Utc::now();
@@ -391,6 +391,6 @@ async fn revoke_still_verifying(
     )
     .set((keys::verify_until.eq(now), keys::revoked_at.eq(now)))
     .returning((keys::kid, keys::alg))
-    .get_results(conn)
+    .get_results(conn.pg())
     .await?)
 }

@@ -6,6 +6,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::Store;
+use super::Tx;
 use super::schema::password_resets;
 use crate::domain::DomainError;
 
@@ -31,7 +32,7 @@ impl Store {
 
 /// Stores a reset for the user, valid until `expires_at`.
 pub async fn insert(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     user_id: Uuid,
     token_hash: &[u8],
@@ -45,17 +46,17 @@ pub async fn insert(
             password_resets::token_hash.eq(token_hash),
             password_resets::expires_at.eq(expires_at),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
 
 /// The pending, unexpired reset of this token, locked for its use.
 pub async fn locked_pending(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     token_hash: &[u8],
 ) -> Result<Option<PendingReset>, DomainError> {
-    pending(conn, token_hash, true).await
+    pending(conn.pg(), token_hash, true).await
 }
 
 async fn pending(
@@ -87,17 +88,14 @@ async fn pending(
 
 /// Uses up every pending reset of the user (the one used, and any other
 /// link mailed before it).
-pub async fn use_all_of_user(
-    conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-) -> Result<(), DomainError> {
+pub async fn use_all_of_user(conn: &mut Tx<'_>, user_id: Uuid) -> Result<(), DomainError> {
     diesel::update(
         password_resets::table
             .filter(password_resets::user_id.eq(user_id))
             .filter(password_resets::used_at.is_null()),
     )
     .set(password_resets::used_at.eq(Utc::now()))
-    .execute(conn)
+    .execute(conn.pg())
     .await?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use super::Tx;
 use super::schema::{playback_signing_keys as keys, service_secrets};
 use super::sealing::{Keyring, OpenError, Purpose, Sealing, sealing_of};
 use super::write::Change;
@@ -222,14 +223,14 @@ fn rewrapped(
 }
 
 async fn rewrap_shared_secrets(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     keyring: &Keyring,
 ) -> Result<Rewrapped, DomainError> {
     let rows: Vec<(String, Vec<u8>)> = service_secrets::table
         .select((service_secrets::name, service_secrets::value))
         .order(service_secrets::name)
         .for_update()
-        .load(conn)
+        .load(conn.pg())
         .await?;
     let mut done = Rewrapped::default();
     for (name, stored) in rows {
@@ -237,7 +238,7 @@ async fn rewrap_shared_secrets(
             Some(sealed) => {
                 diesel::update(service_secrets::table.find(&name))
                     .set(service_secrets::value.eq(sealed))
-                    .execute(conn)
+                    .execute(conn.pg())
                     .await?;
                 done.sealed += 1;
             }
@@ -248,7 +249,7 @@ async fn rewrap_shared_secrets(
 }
 
 async fn rewrap_playback_keys(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     keyring: &Keyring,
 ) -> Result<Rewrapped, DomainError> {
     let mut done = Rewrapped::default();
@@ -260,7 +261,7 @@ async fn rewrap_playback_keys(
             .order(keys::kid)
             .limit(REWRAP_BATCH)
             .for_update()
-            .load(conn)
+            .load(conn.pg())
             .await?;
         let Some((last, _)) = rows.last() else {
             return Ok(done);
@@ -271,7 +272,7 @@ async fn rewrap_playback_keys(
                 Some(sealed) => {
                     diesel::update(keys::table.find(&kid))
                         .set(keys::private_key.eq(sealed))
-                        .execute(conn)
+                        .execute(conn.pg())
                         .await?;
                     done.sealed += 1;
                 }

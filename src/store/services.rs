@@ -20,7 +20,7 @@ impl Store {
                     service_credentials::name.eq(name),
                     service_credentials::secret_hash.eq(key_hash),
                 ))
-                .execute(conn)
+                .execute(conn.pg())
                 .await
                 .map_err(|error| {
                     if is_unique_violation(&error) {
@@ -46,7 +46,7 @@ impl Store {
             let revoked = diesel::delete(
                 service_credentials::table.filter(service_credentials::name.eq(name)),
             )
-            .execute(conn)
+            .execute(conn.pg())
             .await?;
             if revoked == 0 {
                 return Err(DomainError::NotFound("service"));
@@ -60,22 +60,21 @@ impl Store {
 
     /// The name of the service whose key has this hash.
     pub async fn service_by_key(&self, key_hash: &[u8]) -> Result<Option<String>, DomainError> {
-        if let Some(name) = self.cache.service(key_hash) {
-            return Ok(Some(name));
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let name: Option<String> = service_credentials::table
-            .filter(service_credentials::secret_hash.eq(key_hash))
-            .filter(service_credentials::revoked_at.is_null())
-            .select(service_credentials::name)
-            .first(&mut conn)
-            .await
-            .optional()
-            .map_err(db_error)?;
-        if let Some(name) = &name {
-            self.cache.put_service(epoch, key_hash, name);
-        }
-        Ok(name)
+        self.read_through(
+            |cache| cache.service(key_hash),
+            async || {
+                let mut conn = self.conn().await?;
+                service_credentials::table
+                    .filter(service_credentials::secret_hash.eq(key_hash))
+                    .filter(service_credentials::revoked_at.is_null())
+                    .select(service_credentials::name)
+                    .first(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(db_error)
+            },
+            |cache, epoch, name: &String| cache.put_service(epoch, key_hash, name),
+        )
+        .await
     }
 }

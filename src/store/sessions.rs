@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
+use super::Tx;
 use super::cache::SessionCheck;
 use super::schema::{refresh_tokens, sessions};
 use super::{Store, db_error};
@@ -80,31 +81,30 @@ impl Store {
         organisation_id: Uuid,
         session_id: Uuid,
     ) -> Result<Option<SessionCheck>, DomainError> {
-        if let Some(check) = self.cache.session(organisation_id, session_id) {
-            return Ok(Some(check));
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let row = sessions::table
-            .filter(sessions::organisation_id.eq(organisation_id))
-            .filter(sessions::id.eq(session_id))
-            .filter(sessions::ended_at.is_null())
-            .filter(sessions::expires_at.gt(diesel::dsl::now))
-            .select((sessions::user_id, sessions::token_key, sessions::expires_at))
-            .first::<(Uuid, Uuid, DateTime<Utc>)>(&mut conn)
-            .await
-            .optional()
-            .map_err(db_error)?;
-        let check = row.map(|(user_id, token_key, expires_at)| SessionCheck {
-            organisation_id,
-            user_id,
-            token_key,
-            expires_at,
-        });
-        if let Some(check) = check {
-            self.cache.put_session(epoch, session_id, check);
-        }
-        Ok(check)
+        self.read_through(
+            |cache| cache.session(organisation_id, session_id),
+            async || {
+                let mut conn = self.conn().await?;
+                let row = sessions::table
+                    .filter(sessions::organisation_id.eq(organisation_id))
+                    .filter(sessions::id.eq(session_id))
+                    .filter(sessions::ended_at.is_null())
+                    .filter(sessions::expires_at.gt(diesel::dsl::now))
+                    .select((sessions::user_id, sessions::token_key, sessions::expires_at))
+                    .first::<(Uuid, Uuid, DateTime<Utc>)>(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(db_error)?;
+                Ok(row.map(|(user_id, token_key, expires_at)| SessionCheck {
+                    organisation_id,
+                    user_id,
+                    token_key,
+                    expires_at,
+                }))
+            },
+            |cache, epoch, check| cache.put_session(epoch, session_id, *check),
+        )
+        .await
     }
 
     /// A page of the user's live sessions.
@@ -164,10 +164,7 @@ impl Store {
 }
 
 /// Opens a session; returns it.
-pub async fn insert(
-    conn: &mut AsyncPgConnection,
-    new: NewSession<'_>,
-) -> Result<Session, DomainError> {
+pub async fn insert(conn: &mut Tx<'_>, new: NewSession<'_>) -> Result<Session, DomainError> {
     let row: SessionRow = diesel::insert_into(sessions::table)
         .values((
             sessions::id.eq(Uuid::now_v7()),
@@ -180,14 +177,14 @@ pub async fn insert(
             sessions::user_agent.eq(new.user_agent),
         ))
         .returning(SessionRow::as_returning())
-        .get_result(conn)
+        .get_result(conn.pg())
         .await?;
     Ok(row.into())
 }
 
 /// Gives the session a refresh token (by its hash).
 pub async fn add_refresh_token(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     session_id: Uuid,
     token_hash: &[u8],
 ) -> Result<(), DomainError> {
@@ -196,14 +193,14 @@ pub async fn add_refresh_token(
             refresh_tokens::token_hash.eq(token_hash),
             refresh_tokens::session_id.eq(session_id),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
 
 /// The refresh token and its session, both locked for the refresh.
 pub async fn locked_refresh(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     token_hash: &[u8],
 ) -> Result<Option<RefreshState>, DomainError> {
     let found = refresh_tokens::table
@@ -211,7 +208,7 @@ pub async fn locked_refresh(
         .filter(refresh_tokens::token_hash.eq(token_hash))
         .select((refresh_tokens::used_at, SessionRow::as_select()))
         .for_update()
-        .first::<(Option<DateTime<Utc>>, SessionRow)>(conn)
+        .first::<(Option<DateTime<Utc>>, SessionRow)>(conn.pg())
         .await
         .optional()?;
     Ok(found.map(|(used_at, row)| RefreshState {
@@ -221,20 +218,17 @@ pub async fn locked_refresh(
 }
 
 /// Marks a refresh token used.
-pub async fn use_refresh_token(
-    conn: &mut AsyncPgConnection,
-    token_hash: &[u8],
-) -> Result<(), DomainError> {
+pub async fn use_refresh_token(conn: &mut Tx<'_>, token_hash: &[u8]) -> Result<(), DomainError> {
     diesel::update(refresh_tokens::table.find(token_hash))
         .set(refresh_tokens::used_at.eq(Utc::now()))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
 
 /// Records a refresh: the session lasts until `expires_at` now.
 pub async fn refreshed(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     session_id: Uuid,
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -244,14 +238,14 @@ pub async fn refreshed(
             sessions::last_refreshed_at.eq(now),
             sessions::expires_at.eq(expires_at),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
 
 /// The live session of the organisation, locked; `None` when there is none.
 pub async fn locked_live(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     session_id: Uuid,
 ) -> Result<Option<Session>, DomainError> {
@@ -262,7 +256,7 @@ pub async fn locked_live(
         .filter(sessions::expires_at.gt(diesel::dsl::now))
         .select(SessionRow::as_select())
         .for_update()
-        .first(conn)
+        .first(conn.pg())
         .await
         .optional()?;
     Ok(row.map(Session::from))
@@ -270,7 +264,7 @@ pub async fn locked_live(
 
 /// Ends one session.
 pub async fn end(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     session_id: Uuid,
     reason: EndReason,
 ) -> Result<(), DomainError> {
@@ -280,14 +274,14 @@ pub async fn end(
             sessions::ended_at.eq(Utc::now()),
             sessions::end_reason.eq(reason.as_str()),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
 
 /// Ends every session of the user but `keep`; returns how many ended.
 pub async fn end_all_of_user(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     user_id: Uuid,
     keep: Option<Uuid>,
     reason: EndReason,
@@ -303,7 +297,7 @@ pub async fn end_all_of_user(
         sessions::ended_at.eq(Utc::now()),
         sessions::end_reason.eq(reason.as_str()),
     ))
-    .execute(conn)
+    .execute(conn.pg())
     .await?)
 }
 
@@ -313,7 +307,7 @@ pub async fn end_all_of_user(
 /// organisation's lock only shared) waits until this write has committed,
 /// and a write that waited for an end sees the session ended.
 pub async fn still_live(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     session_id: Uuid,
     user_id: Uuid,
     token_key: Uuid,
@@ -326,7 +320,7 @@ pub async fn still_live(
         .filter(sessions::expires_at.gt(diesel::dsl::now))
         .select(sessions::id)
         .for_share()
-        .first::<Uuid>(conn)
+        .first::<Uuid>(conn.pg())
         .await
         .optional()?;
     Ok(live.is_some())
@@ -334,7 +328,7 @@ pub async fn still_live(
 
 /// Deletes the user's sessions that ended or expired more than a day ago
 /// (their refresh tokens go with them), so that a user's rows stay few.
-pub async fn forget_old(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<(), DomainError> {
+pub async fn forget_old(conn: &mut Tx<'_>, user_id: Uuid) -> Result<(), DomainError> {
     let day_ago = Utc::now() - chrono::Duration::days(1);
     diesel::delete(
         sessions::table
@@ -345,7 +339,7 @@ pub async fn forget_old(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<(
                     .or(sessions::expires_at.lt(day_ago)),
             ),
     )
-    .execute(conn)
+    .execute(conn.pg())
     .await?;
     Ok(())
 }

@@ -123,6 +123,21 @@ pub(crate) fn record_cache_invalidation(scope: &str) {
     }
 }
 
+/// Each kind of cache counts what its bounded map does here.
+impl crate::bounded_cache::Tally for CacheKind {
+    fn lookup(self, hit: bool) {
+        record_cache_lookup(self, hit);
+    }
+
+    fn eviction(self) {
+        record_cache_eviction(self);
+    }
+
+    fn entries(self, entries: usize) {
+        record_cache_entries(self, entries);
+    }
+}
+
 /// What the cache of `kind` has done in this process.
 pub fn cache_counts(kind: CacheKind) -> CacheCounts {
     let i = kind as usize;

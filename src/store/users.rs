@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
+use super::Tx;
 use super::models::{LoginRow, NewUserRow, UserRow};
 use super::schema::users;
 use super::write::Change;
@@ -48,24 +49,23 @@ impl Store {
         organisation_id: Uuid,
         user_id: Uuid,
     ) -> Result<Option<Arc<User>>, DomainError> {
-        if let Some(user) = self.cache.user(organisation_id, user_id) {
-            return Ok(Some(user));
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.conn().await?;
-        let row = users::table
-            .filter(users::organisation_id.eq(organisation_id))
-            .filter(users::id.eq(user_id))
-            .select(UserRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()
-            .map_err(db_error)?;
-        let user = row.map(User::try_from).transpose()?.map(Arc::new);
-        if let Some(user) = &user {
-            self.cache.put_user(epoch, user);
-        }
-        Ok(user)
+        self.read_through(
+            |cache| cache.user(organisation_id, user_id),
+            async || {
+                let mut conn = self.conn().await?;
+                let row = users::table
+                    .filter(users::organisation_id.eq(organisation_id))
+                    .filter(users::id.eq(user_id))
+                    .select(UserRow::as_select())
+                    .first(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(db_error)?;
+                Ok(row.map(User::try_from).transpose()?.map(Arc::new))
+            },
+            |cache, epoch, user| cache.put_user(epoch, user),
+        )
+        .await
     }
 
     /// A page of users, by keyset on the id, or on (email, id) when
@@ -213,7 +213,7 @@ impl Store {
         self.operate(async |conn| {
             diesel::insert_into(users::table)
                 .values(&rows)
-                .execute(conn)
+                .execute(conn.pg())
                 .await
                 .map_err(user_exists_error)?;
             Ok(Change::unchanged(()).settling())
@@ -226,7 +226,7 @@ diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql
 
 /// The user, locked for the change (NOT_FOUND also for other organisations').
 pub async fn locked(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     user_id: Uuid,
 ) -> Result<User, DomainError> {
@@ -235,7 +235,7 @@ pub async fn locked(
         .filter(users::id.eq(user_id))
         .select(UserRow::as_select())
         .for_update()
-        .first(conn)
+        .first(conn.pg())
         .await
         .optional()?
         .ok_or(DomainError::NotFound("user"))?
@@ -243,16 +243,13 @@ pub async fn locked(
 }
 
 /// How many active nanoAdmins the organisation has.
-pub async fn admin_count(
-    conn: &mut AsyncPgConnection,
-    organisation_id: Uuid,
-) -> Result<i64, DomainError> {
+pub async fn admin_count(conn: &mut Tx<'_>, organisation_id: Uuid) -> Result<i64, DomainError> {
     Ok(users::table
         .filter(users::organisation_id.eq(organisation_id))
         .filter(users::role.eq(Role::NanoAdmin.as_str()))
         .filter(users::state.eq(UserState::Active.as_str()))
         .count()
-        .get_result(conn)
+        .get_result(conn.pg())
         .await?)
 }
 
@@ -269,7 +266,7 @@ fn user_exists_error(error: diesel::result::Error) -> DomainError {
 
 /// Whether a user of the organisation has this (normalised) email.
 pub async fn email_taken(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     email: &str,
 ) -> Result<bool, DomainError> {
@@ -277,7 +274,7 @@ pub async fn email_taken(
         .filter(users::organisation_id.eq(organisation_id))
         .filter(lower(users::email).eq(email))
         .count()
-        .get_result(conn)
+        .get_result(conn.pg())
         .await?;
     Ok(count > 0)
 }
@@ -301,7 +298,7 @@ fn new_user<'a>(
 
 /// Inserts a user with a fresh tokenKey.
 pub async fn insert(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     organisation_id: Uuid,
     email: &str,
     role: Role,
@@ -310,7 +307,7 @@ pub async fn insert(
     diesel::insert_into(users::table)
         .values(new_user(organisation_id, email, role, password_hash))
         .returning(UserRow::as_returning())
-        .get_result(conn)
+        .get_result(conn.pg())
         .await
         .map_err(user_exists_error)?
         .try_into()
@@ -320,7 +317,7 @@ pub async fn insert(
 /// its next call) and the role `role`, as one new version of the user, and
 /// ends every session of the user.
 pub async fn renew_token_key_with_role(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     user: &User,
     role: Role,
 ) -> Result<User, DomainError> {
@@ -333,14 +330,14 @@ pub async fn renew_token_key_with_role(
             users::updated_at.eq(Utc::now()),
         ))
         .returning(UserRow::as_returning())
-        .get_result(conn)
+        .get_result(conn.pg())
         .await?
         .try_into()
 }
 
 /// Suspends the user: a new tokenKey (ending every session, access token
 /// and API token of theirs) and the state suspended, as one new version.
-pub async fn suspend(conn: &mut AsyncPgConnection, user: &User) -> Result<User, DomainError> {
+pub async fn suspend(conn: &mut Tx<'_>, user: &User) -> Result<User, DomainError> {
     super::sessions::end_all_of_user(conn, user.id, None, EndReason::UserSuspended).await?;
     diesel::update(users::table.find(user.id))
         .set((
@@ -350,14 +347,14 @@ pub async fn suspend(conn: &mut AsyncPgConnection, user: &User) -> Result<User, 
             users::updated_at.eq(Utc::now()),
         ))
         .returning(UserRow::as_returning())
-        .get_result(conn)
+        .get_result(conn.pg())
         .await?
         .try_into()
 }
 
 /// Lets the user act again, as one new version (their old credentials stay
 /// dead: the suspension renewed the tokenKey).
-pub async fn reactivate(conn: &mut AsyncPgConnection, user: &User) -> Result<User, DomainError> {
+pub async fn reactivate(conn: &mut Tx<'_>, user: &User) -> Result<User, DomainError> {
     diesel::update(users::table.find(user.id))
         .set((
             users::state.eq(UserState::Active.as_str()),
@@ -365,23 +362,23 @@ pub async fn reactivate(conn: &mut AsyncPgConnection, user: &User) -> Result<Use
             users::updated_at.eq(Utc::now()),
         ))
         .returning(UserRow::as_returning())
-        .get_result(conn)
+        .get_result(conn.pg())
         .await?
         .try_into()
 }
 
 /// Records a sign-in.
-pub async fn logged_in(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<(), DomainError> {
+pub async fn logged_in(conn: &mut Tx<'_>, user_id: Uuid) -> Result<(), DomainError> {
     diesel::update(users::table.find(user_id))
         .set(users::last_login_at.eq(Utc::now()))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
 
 /// Sets the user's password hash (a new version of the user).
 pub async fn set_password(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     user_id: Uuid,
     password_hash: &str,
 ) -> Result<(), DomainError> {
@@ -391,14 +388,14 @@ pub async fn set_password(
             users::version.eq(users::version + 1),
             users::updated_at.eq(Utc::now()),
         ))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }
 
-pub async fn delete(conn: &mut AsyncPgConnection, user: &User) -> Result<(), DomainError> {
+pub async fn delete(conn: &mut Tx<'_>, user: &User) -> Result<(), DomainError> {
     diesel::delete(users::table.find(user.id))
-        .execute(conn)
+        .execute(conn.pg())
         .await?;
     Ok(())
 }

@@ -31,17 +31,28 @@ use crate::domain::error::AuthFailure;
 use crate::domain::permission::PermissionSet;
 use crate::domain::{DomainError, Permission, Role};
 
+/// The connection a change runs on, inside the write path's transaction.
+/// Only the write path makes one, and the store's functions that run inside
+/// a write take it; a read through [`Store`]'s methods takes a connection of
+/// the pool instead, outside the transaction.
+pub struct Tx<'c>(&'c mut AsyncPgConnection);
+
+impl Tx<'_> {
+    /// The connection, for the store's queries.
+    pub(super) fn pg(&mut self) -> &mut AsyncPgConnection {
+        self.0
+    }
+}
+
 /// A change made on the write path's connection, inside its transaction:
 /// an `async |conn| { … }` closure whose future is `Send`.
-pub trait Mutation<'r, T>:
-    FnOnce(&'r mut AsyncPgConnection) -> <Self as Mutation<'r, T>>::Fut
-{
+pub trait Mutation<'r, T>: FnOnce(&'r mut Tx<'r>) -> <Self as Mutation<'r, T>>::Fut {
     type Fut: Future<Output = Result<Change<T>, DomainError>> + Send;
 }
 
 impl<'r, T, F, Fut> Mutation<'r, T> for F
 where
-    F: FnOnce(&'r mut AsyncPgConnection) -> Fut,
+    F: FnOnce(&'r mut Tx<'r>) -> Fut,
     Fut: Future<Output = Result<Change<T>, DomainError>> + Send,
 {
     type Fut = Fut;
@@ -129,9 +140,8 @@ impl Store {
     ) -> Result<T, DomainError>
     where
         T: Send,
-        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<Change<T>, DomainError>
-            + Mutation<'r, T>
-            + Send,
+        for<'r> F:
+            AsyncFnOnce(&'r mut Tx<'r>) -> Result<Change<T>, DomainError> + Mutation<'r, T> + Send,
     {
         let caller = Caller {
             ctx,
@@ -147,9 +157,8 @@ impl Store {
     pub async fn operate<T, F>(&self, change: F) -> Result<T, DomainError>
     where
         T: Send,
-        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<Change<T>, DomainError>
-            + Mutation<'r, T>
-            + Send,
+        for<'r> F:
+            AsyncFnOnce(&'r mut Tx<'r>) -> Result<Change<T>, DomainError> + Mutation<'r, T> + Send,
     {
         self.commit(None, change).await
     }
@@ -157,20 +166,19 @@ impl Store {
     async fn commit<T, F>(&self, caller: Option<Caller<'_>>, change: F) -> Result<T, DomainError>
     where
         T: Send,
-        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<Change<T>, DomainError>
-            + Mutation<'r, T>
-            + Send,
+        for<'r> F:
+            AsyncFnOnce(&'r mut Tx<'r>) -> Result<Change<T>, DomainError> + Mutation<'r, T> + Send,
     {
         let mut conn = self.conn().await?;
         let done = conn
             .transaction::<_, DomainError, _>(async |conn| {
                 if let Some(caller) = caller {
-                    lock_and_recheck(conn, caller).await?;
+                    lock_and_recheck(&mut Tx(conn), caller).await?;
                 }
-                let mut done = change(&mut *conn).await?;
+                let mut done = change(&mut Tx(conn)).await?;
                 let audits = std::mem::take(&mut done.audits);
                 match caller {
-                    Some(caller) => record_all(conn, caller.ctx, audits).await?,
+                    Some(caller) => record_all(&mut Tx(conn), caller.ctx, audits).await?,
                     None if audits.is_empty() => {}
                     None => {
                         return Err(DomainError::Internal(
@@ -192,7 +200,7 @@ impl Store {
 /// Records a change's audit events, each as made by the caller or by the
 /// actor it names.
 async fn record_all(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     ctx: &ChangeContext,
     audits: Vec<(Option<Actor>, Audit)>,
 ) -> Result<(), DomainError> {
@@ -213,10 +221,7 @@ async fn record_all(
 
 /// Takes the organisation's row lock, then checks that the caller may still
 /// make the change.
-async fn lock_and_recheck(
-    conn: &mut AsyncPgConnection,
-    caller: Caller<'_>,
-) -> Result<(), DomainError> {
+async fn lock_and_recheck(conn: &mut Tx<'_>, caller: Caller<'_>) -> Result<(), DomainError> {
     let Caller {
         ctx,
         permission,
@@ -321,7 +326,7 @@ impl Locked {
 /// the lock (the migration's `usermgmt_lock_organisation` says why it is one
 /// function); NOT_FOUND when the organisation does not exist.
 async fn lock_organisation(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Tx<'_>,
     ctx: &ChangeContext,
     lock: OrgLock,
 ) -> Result<Locked, DomainError> {
@@ -331,7 +336,7 @@ async fn lock_organisation(
         .bind::<diesel::sql_types::Uuid, _>(ctx.organisation_id)
         .bind::<diesel::sql_types::Uuid, _>(member)
         .bind::<diesel::sql_types::Bool, _>(lock == OrgLock::Exclusive)
-        .get_result::<Locked>(conn)
+        .get_result::<Locked>(conn.pg())
         .await
         .optional()?
         .ok_or(DomainError::NotFound("organisation"))

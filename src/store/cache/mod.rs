@@ -24,18 +24,29 @@
 //! - No entry is used longer than the cache's maximum age after the read that
 //!   filled it began: the backstop for a change whose trigger did not fire
 //!   (disabled by `ALTER TABLE`).
+//!
+//! Here: the maps and their entries. The epoch guard is in `stamps.rs`, the
+//! listener (notifications, heartbeats, the lease, acknowledgements) in
+//! `listener.rs`, the writer's half (probe, wait for acknowledgements) in
+//! `settle.rs`.
 
-use std::collections::HashMap;
+mod listener;
+mod settle;
+mod stamps;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
-use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
+
+pub use listener::maintain;
+pub use stamps::Epoch;
+use stamps::Stamps;
 
 use super::models::PublicKeyRow;
 use super::stats::{self, CacheKind};
+use crate::bounded_cache::{CountedCache, ENTRY_OVERHEAD};
 use crate::domain::user::{Organisation, User};
 
 pub const CHANNEL: &str = "usermgmt_cache";
@@ -55,11 +66,6 @@ pub const MAX_SETTLE: Duration = Duration::from_millis(1250);
 /// to a replica that still trusts its cache, so the writer waits out its own
 /// deadline for it, which is on the writer's monotonic clock.
 pub const GONE_AFTER: Duration = MAX_SETTLE.saturating_add(Duration::from_secs(5));
-/// Organisations share this many eviction stamps: evicting one organisation
-/// also retires the entries of the others on its stripe, which costs them a
-/// read, never correctness, and keeps an eviction O(1) and the memory fixed.
-const STRIPES: usize = 4096;
-
 /// How much memory the cache may hold, and for how long an entry is used.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheLimits {
@@ -95,59 +101,6 @@ pub struct Cache {
     playback_keys: Map<Arc<str>, Arc<PublicKeyRow>>,
 }
 
-/// The eviction stamps. `sequence` advances with every eviction; a read
-/// takes its value before it begins ([`Epoch`]) and its entry carries it. An
-/// entry is used only while no eviction that concerns it came later: its
-/// stamp is not below the stamp of its organisation's stripe, of the
-/// services, or of the last clearing.
-struct Stamps {
-    sequence: AtomicU64,
-    cleared: AtomicU64,
-    services: AtomicU64,
-    stripes: Box<[AtomicU64]>,
-}
-
-impl Stamps {
-    fn new() -> Self {
-        Self {
-            sequence: AtomicU64::new(0),
-            cleared: AtomicU64::new(0),
-            services: AtomicU64::new(0),
-            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    fn stripe(&self, organisation_id: Uuid) -> &AtomicU64 {
-        let (_, low) = organisation_id.as_u64_pair();
-        // In range: the remainder is below the number of stripes.
-        &self.stripes[(low % STRIPES as u64) as usize]
-    }
-
-    fn current(&self) -> u64 {
-        self.sequence.load(Ordering::SeqCst)
-    }
-
-    /// Advances the sequence and marks `stamp` with it: every entry read
-    /// before now that `stamp` concerns is retired.
-    fn retire(&self, stamp: &AtomicU64) {
-        let now = self
-            .sequence
-            .fetch_add(1, Ordering::SeqCst)
-            .saturating_add(1);
-        stamp.fetch_max(now, Ordering::SeqCst);
-    }
-
-    fn organisation_entry_valid(&self, stamp: u64, organisation_id: Uuid) -> bool {
-        stamp >= self.cleared.load(Ordering::SeqCst)
-            && stamp >= self.stripe(organisation_id).load(Ordering::SeqCst)
-    }
-
-    fn service_entry_valid(&self, stamp: u64) -> bool {
-        stamp >= self.cleared.load(Ordering::SeqCst)
-            && stamp >= self.services.load(Ordering::SeqCst)
-    }
-}
-
 /// The bytes of users: three eighths of the cache.
 fn users_share(max_bytes: u64) -> u64 {
     max_bytes / 8 * 3
@@ -178,116 +131,14 @@ impl<K, T> quick_cache::Weighter<K, Slot<T>> for SlotWeight {
     }
 }
 
-/// Counts the entries a cache drops to stay within its bound.
-#[derive(Clone, Copy)]
-pub(crate) struct CountEvictions(pub(crate) CacheKind);
-
-impl<K, V> quick_cache::Lifecycle<K, V> for CountEvictions {
-    type RequestState = ();
-
-    fn on_evict(&self, _state: &mut Self::RequestState, _key: K, _value: V) {
-        stats::record_cache_eviction(self.0);
-    }
-}
-
 /// What the maps expect their typical entries to hold on the heap, to size
 /// their tables (the bounds are in bytes whatever the entries hold).
 const TYPICAL_EMAIL_BYTES: usize = 32;
 const TYPICAL_ORGANISATION_HEAP_BYTES: usize = 96;
 const TYPICAL_PLAYBACK_KEY_HEAP_BYTES: usize = 96;
 
-/// Bytes an entry costs beyond its key and value: the concurrent map's
-/// bookkeeping and the allocator's rounding. An estimate; the RSS of the
-/// million-user run agrees with it within a few percent (docs/performance.md).
-pub(crate) const ENTRY_OVERHEAD: usize = 64;
-
-/// A bounded concurrent map that counts its hits, misses, evictions and
-/// entries as the cache `kind` (the replica cache's maps and the memory of
-/// verified tokens).
-pub(crate) struct CountedCache<K, V, W> {
-    kind: CacheKind,
-    inner: quick_cache::sync::Cache<K, V, W, quick_cache::DefaultHashBuilder, CountEvictions>,
-}
-
-impl<K, V, W> CountedCache<K, V, W>
-where
-    K: Eq + std::hash::Hash + Clone,
-    V: Clone,
-    W: quick_cache::Weighter<K, V> + Clone,
-{
-    /// A map of at most `capacity` in `weighter`'s units, expected to hold
-    /// about `capacity / typical_weight` entries.
-    pub(crate) fn new(kind: CacheKind, capacity: u64, typical_weight: u64, weighter: W) -> Self {
-        let items = usize::try_from(capacity / typical_weight.max(1))
-            .unwrap_or(usize::MAX)
-            .max(16);
-        Self {
-            kind,
-            inner: quick_cache::sync::Cache::with(
-                items,
-                capacity.max(1),
-                weighter,
-                quick_cache::DefaultHashBuilder::default(),
-                CountEvictions(kind),
-            ),
-        }
-    }
-
-    /// The entry for `key` when `usable` holds for it; counts a hit or a
-    /// miss. An entry found unusable is removed, so that it neither takes
-    /// room nor counts as used for the eviction policy.
-    pub(crate) fn get<Q>(&self, key: &Q, usable: impl Fn(&V) -> bool) -> Option<V>
-    where
-        Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
-    {
-        let found = match self.inner.get(key) {
-            Some(value) if usable(&value) => Some(value),
-            Some(_) => {
-                self.inner.remove_if(key, |value| !usable(value));
-                None
-            }
-            None => None,
-        };
-        stats::record_cache_lookup(self.kind, found.is_some());
-        found
-    }
-
-    /// Counts a lookup that could not be made (the cache is not trusted).
-    fn miss(&self) {
-        stats::record_cache_lookup(self.kind, false);
-    }
-
-    pub(crate) fn insert(&self, key: K, value: V) {
-        self.inner.insert(key, value);
-        stats::record_cache_entries(self.kind, self.inner.len());
-    }
-
-    fn clear(&self) {
-        self.inner.clear();
-        stats::record_cache_entries(self.kind, 0);
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.inner.len()
-    }
-
-    #[cfg(test)]
-    fn weight(&self) -> u64 {
-        self.inner.weight()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn peek<Q>(&self, key: &Q) -> Option<V>
-    where
-        Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
-    {
-        self.inner.peek(key)
-    }
-}
-
 /// One kind of the replica cache's entries.
-struct Map<K, T>(CountedCache<K, Slot<T>, SlotWeight>);
+struct Map<K, T>(CountedCache<K, Slot<T>, SlotWeight, CacheKind>);
 
 impl<K, T> Map<K, T>
 where
@@ -324,10 +175,6 @@ where
         self.0.clear();
     }
 }
-
-/// The epoch a read began in and when, when the cache may be filled at all.
-#[derive(Debug, Clone, Copy)]
-pub struct Epoch(Option<(u64, Instant)>);
 
 impl Cache {
     pub fn disabled() -> Self {
@@ -421,7 +268,7 @@ impl Cache {
     }
 
     pub fn clear(&self) {
-        self.stamps.retire(&self.stamps.cleared);
+        self.stamps.retire_all();
         stats::record_cache_invalidation("all");
         self.users.clear();
         self.sessions.clear();
@@ -434,7 +281,7 @@ impl Cache {
 
     /// Forgets the registered services (one was registered or revoked).
     pub fn evict_services(&self) {
-        self.stamps.retire(&self.stamps.services);
+        self.stamps.retire_services();
         stats::record_cache_invalidation("services");
     }
 
@@ -459,7 +306,7 @@ impl Cache {
     }
 
     pub fn evict_organisation(&self, organisation_id: Uuid) {
-        self.stamps.retire(self.stamps.stripe(organisation_id));
+        self.stamps.retire_organisation(organisation_id);
         stats::record_cache_invalidation("organisation");
     }
 
@@ -610,6 +457,30 @@ impl Cache {
     }
 }
 
+impl super::Store {
+    /// A read of what the cache holds, the one way every cached read goes:
+    /// the entry `cached` finds when the cache may answer; else `read` from
+    /// the database, whose answer fills the cache through `fill`, stamped
+    /// with the epoch taken before the read began (so a read that straddles
+    /// an eviction fills nothing that is used).
+    pub(crate) async fn read_through<T>(
+        &self,
+        cached: impl FnOnce(&Cache) -> Option<T>,
+        read: impl AsyncFnOnce() -> Result<Option<T>, crate::domain::DomainError>,
+        fill: impl FnOnce(&Cache, Epoch, &T),
+    ) -> Result<Option<T>, crate::domain::DomainError> {
+        if let Some(found) = cached(&self.cache) {
+            return Ok(Some(found));
+        }
+        let epoch = self.cache.epoch();
+        let found = read().await?;
+        if let Some(found) = &found {
+            fill(&self.cache, epoch, found);
+        }
+        Ok(found)
+    }
+}
+
 /// What the per-call check needs of a live session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionCheck {
@@ -661,162 +532,6 @@ fn weight_of<K, V>(heap: usize) -> u32 {
         + heap
         + ENTRY_OVERHEAD;
     u32::try_from(bytes).unwrap_or(u32::MAX)
-}
-
-/// Keeps `cache` in step with the database: listens for changes, sends
-/// heartbeats, acknowledges probes. Reconnects after any failure; the cache is
-/// distrusted and emptied meanwhile. Runs until the task is aborted.
-pub async fn maintain(cache: Arc<Cache>, database_url: String) {
-    loop {
-        match listen(&cache, &database_url).await {
-            Ok(()) => tracing::warn!("cache listener ended; the cache is off until it is back"),
-            Err(error) => {
-                tracing::warn!(%error, "cache listener failed; the cache is off until it is back")
-            }
-        }
-        cache.distrust();
-        tokio::time::sleep(HEARTBEAT).await;
-    }
-}
-
-async fn listen(
-    cache: &Cache,
-    database_url: &str,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut config: tokio_postgres::Config = database_url.parse()?;
-    config.application_name("usermgmt-cache-listener");
-    config.connect_timeout(LEASE);
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
-    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
-    let driver = tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(notification)) => {
-                    if tx.send(notification.payload().to_owned()).is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-    });
-    let result = serve_notifications(cache, &client, &mut notifications).await;
-    driver.abort();
-    result
-}
-
-async fn serve_notifications(
-    cache: &Cache,
-    client: &tokio_postgres::Client,
-    notifications: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let listen = format!("LISTEN {CHANNEL}");
-    tokio::time::timeout(LEASE, client.batch_execute(&listen)).await??;
-    // Whatever was cached before may have missed notifications.
-    cache.clear();
-    let me = cache.replica_id();
-    let mut heartbeats = Heartbeats::new(me);
-    let mut ticker = tokio::time::interval(HEARTBEAT);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                let heartbeat = format!(
-                    "BEGIN; \
-                     INSERT INTO cache_replicas (id, lease_until) VALUES ('{me}', now() + interval '{} milliseconds') \
-                     ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until; \
-                     SELECT pg_notify('{CHANNEL}', '{}'); COMMIT",
-                    LEASE.as_millis(),
-                    heartbeats.next(),
-                );
-                tokio::time::timeout(LEASE, client.batch_execute(&heartbeat)).await??;
-            }
-            payload = notifications.recv() => {
-                let Some(payload) = payload else { return Ok(()) };
-                handle(cache, client, &heartbeats, &payload).await?;
-            }
-        }
-    }
-}
-
-/// The heartbeats of one listener session. Each session has a nonce of its
-/// own: a heartbeat an earlier session sent may still be delivered to this
-/// one (its commit came late), and its beat number must not be taken for one
-/// of this session's.
-struct Heartbeats {
-    replica: Uuid,
-    session: Uuid,
-    beat: u64,
-    sent: HashMap<u64, Instant>,
-}
-
-impl Heartbeats {
-    fn new(replica: Uuid) -> Self {
-        Self {
-            replica,
-            session: Uuid::new_v4(),
-            beat: 0,
-            sent: HashMap::new(),
-        }
-    }
-
-    /// The payload of the next heartbeat, sent now.
-    fn next(&mut self) -> String {
-        self.beat += 1;
-        let beat = self.beat;
-        self.sent.insert(beat, Instant::now());
-        self.sent.retain(|n, _| *n + 20 > beat);
-        format!("hb:{}:{}:{beat}", self.replica, self.session)
-    }
-
-    /// When this session sent the heartbeat whose payload, after `hb:`, is
-    /// `rest`; `None` when it is not one of this session's.
-    fn sent_at(&self, rest: &str) -> Option<Instant> {
-        let mut parts = rest.splitn(3, ':');
-        let replica: Uuid = parts.next()?.parse().ok()?;
-        let session: Uuid = parts.next()?.parse().ok()?;
-        let beat: u64 = parts.next()?.parse().ok()?;
-        if replica != self.replica || session != self.session {
-            return None;
-        }
-        self.sent.get(&beat).copied()
-    }
-}
-
-async fn handle(
-    cache: &Cache,
-    client: &tokio_postgres::Client,
-    heartbeats: &Heartbeats,
-    payload: &str,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let me = heartbeats.replica;
-    let (kind, rest) = payload.split_once(':').unwrap_or((payload, ""));
-    match kind {
-        "org" => match rest.parse() {
-            Ok(organisation_id) => cache.evict_organisation(organisation_id),
-            Err(_) => cache.clear(),
-        },
-        "services" => cache.evict_services(),
-        "all" => cache.clear(),
-        "probe" => {
-            if let Ok(probe) = rest.parse::<Uuid>() {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&probe, &me];
-                let ack = client.execute(
-                    "INSERT INTO cache_acks (probe_id, replica_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    &params,
-                );
-                tokio::time::timeout(LEASE, ack).await??;
-            }
-        }
-        "hb" => {
-            if let Some(sent) = heartbeats.sent_at(rest) {
-                cache.trust_from(sent);
-            }
-        }
-        _ => cache.clear(),
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -901,7 +616,7 @@ mod tests {
     }
 
     fn organisation_on_another_stripe(other: Uuid) -> Uuid {
-        let stripe = |id: Uuid| id.as_u64_pair().1 % STRIPES as u64;
+        let stripe = |id: Uuid| id.as_u64_pair().1 % stamps::STRIPES as u64;
         loop {
             let id = Uuid::now_v7();
             if stripe(id) != stripe(other) {
@@ -950,20 +665,6 @@ mod tests {
         assert_eq!(cache.api_key(b"key"), None);
         cache.put_user(cache.epoch(), &u);
         assert_eq!(cache.user(u.organisation_id, u.id), Some(u));
-    }
-
-    #[test]
-    fn a_late_heartbeat_of_an_earlier_session_is_not_counted() {
-        let replica = Uuid::new_v4();
-        let mut earlier = Heartbeats::new(replica);
-        let late = earlier.next();
-        let mut current = Heartbeats::new(replica);
-        let own = current.next();
-        let rest = |payload: &str| payload.strip_prefix("hb:").map(str::to_owned);
-        let (late, own) = (rest(&late).expect("hb"), rest(&own).expect("hb"));
-        assert_eq!(current.sent_at(&late), None);
-        assert!(current.sent_at(&own).is_some());
-        assert_eq!(Heartbeats::new(Uuid::new_v4()).sent_at(&own), None);
     }
 
     #[test]
