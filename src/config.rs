@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::tokens::TokenSettings;
+use crate::sealing::{Kek, Keyring};
 use crate::store::pool::PoolSettings;
-use crate::store::sealing::{Kek, Keyring};
 
 #[derive(Debug, Parser)]
 #[command(

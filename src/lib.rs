@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod mail;
 pub(crate) mod metrics;
+pub mod sealing;
 pub mod server;
 pub(crate) mod status;
 pub mod store;

@@ -9,7 +9,7 @@ use unicode_normalization::UnicodeNormalization as _;
 use uuid::Uuid;
 
 use crate::api::convert::{optional_duration, optional_time};
-use crate::api::input::{RequestMessages, screen};
+use crate::api::screen::{RequestMessages, screen};
 use crate::auth::authenticator::credential_from_headers;
 use crate::auth::tokens::{AccessTokens, TokenClaims, TokenSettings};
 use crate::domain::audit::AuditFilter;

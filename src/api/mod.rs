@@ -5,10 +5,10 @@ pub mod api_token_service;
 pub mod audit_service;
 pub mod auth_service;
 pub mod convert;
-pub mod input;
 pub mod organisation_service;
 pub mod playback_service;
 pub mod role_service;
+pub mod screen;
 pub mod session_service;
 pub mod user_service;
 

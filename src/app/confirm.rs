@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::auth::opaque::{self, CONFIRMATION_PREFIX, OpaqueToken};
 use crate::domain::DomainError;
 use crate::domain::actor::ChangeContext;
-use crate::domain::invariants::ConfirmedAction;
+use crate::domain::confirmation::ConfirmedAction;
 use crate::store::confirmations::{self, NewConfirmation};
 use crate::store::write::{Change, OrgLock};
 use crate::store::{Store, Tx};

@@ -11,7 +11,7 @@ use crate::auth::Principal;
 use crate::auth::opaque::{self, API_KEY_PREFIX};
 use crate::domain::actor::Actor;
 use crate::domain::audit::{INVITE_REVOKE, ORGANISATION_ROTATE_API_KEY, ORGANISATION_UPDATE};
-use crate::domain::invariants::ConfirmedAction;
+use crate::domain::confirmation::ConfirmedAction;
 use crate::domain::{DomainError, user::Organisation};
 use crate::store::audit::Audit;
 use crate::store::invites;

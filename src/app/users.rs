@@ -15,7 +15,8 @@ use crate::domain::audit::{
     INVITE_REVOKE, USER_CREATE, USER_DELETE, USER_REACTIVATE, USER_RENEW_TOKEN_KEY, USER_SUSPEND,
     USER_UPDATE_ROLE,
 };
-use crate::domain::invariants::{ConfirmedAction, etag_matches, keeps_an_admin};
+use crate::domain::confirmation::ConfirmedAction;
+use crate::domain::invariants::{etag_matches, keeps_an_admin};
 use crate::domain::user::{UserCursor, UserState};
 use crate::domain::{DomainError, Role, email::Email, user::User};
 use crate::store::audit::Audit;

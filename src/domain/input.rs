@@ -3,7 +3,7 @@
 //! durations lie within the ranges that `google.protobuf.Timestamp` and
 //! `Duration` define, so that no arithmetic on them can overflow and
 //! PostgreSQL can store them. The gRPC layer applies them to every field of
-//! a request before any handler runs (see `api::input`); the conversions of
+//! a request before any handler runs (see `api::screen`); the conversions of
 //! the handlers apply them again.
 
 use chrono::{DateTime, Utc};

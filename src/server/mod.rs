@@ -20,7 +20,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::api::input::{InputLayer, RequestMessages};
+use crate::api::screen::{RequestMessages, ScreenLayer};
 use crate::api::{
     api_token_service::ApiTokenApi, audit_service::AuditApi, auth_service::AuthApi,
     organisation_service::OrganisationApi, playback_service::PlaybackApi, role_service::RoleApi,
@@ -50,8 +50,8 @@ use crate::proto::{
     role_service_server::RoleServiceServer, session_service_server::SessionServiceServer,
     user_service_server::UserServiceServer,
 };
+use crate::sealing::Keyring;
 use crate::store::cache::{self, Cache, CacheLimits};
-use crate::store::sealing::Keyring;
 use crate::store::{Store, pool};
 use net::Coalescing;
 use telemetry::TelemetryLayer;
@@ -136,7 +136,7 @@ pub async fn serve(
         .layer(TelemetryLayer)
         .layer(limits::oversize_layer())
         .layer(AuthLayer::new(authenticator))
-        .layer(InputLayer::new(
+        .layer(ScreenLayer::new(
             request_messages,
             args.max_request_bytes as usize,
         ))

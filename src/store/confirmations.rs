@@ -10,7 +10,7 @@ use super::models::ConfirmationRow;
 use super::schema::confirmations;
 use crate::domain::DomainError;
 use crate::domain::actor::ChangeContext;
-use crate::domain::invariants::{
+use crate::domain::confirmation::{
     ConfirmedAction, Confirming, StoredConfirmation, confirmation_valid,
 };
 

@@ -13,7 +13,6 @@ pub mod pool;
 pub(crate) mod ratelimit;
 pub(crate) mod resets;
 pub(crate) mod schema;
-pub mod sealing;
 pub(crate) mod secrets;
 pub(crate) mod services;
 pub(crate) mod sessions;
@@ -33,7 +32,7 @@ pub use pool::PgPool;
 pub struct Store {
     pool: PgPool,
     cache: std::sync::Arc<cache::Cache>,
-    keyring: std::sync::Arc<sealing::Keyring>,
+    keyring: std::sync::Arc<crate::sealing::Keyring>,
 }
 
 pub type Conn = Object<AsyncPgConnection>;
@@ -58,7 +57,7 @@ impl Store {
 
     /// This store, sealing the secrets it writes and opening those it reads
     /// with `keyring` (without one: stored plain).
-    pub fn with_keyring(self, keyring: sealing::Keyring) -> Self {
+    pub fn with_keyring(self, keyring: crate::sealing::Keyring) -> Self {
         Self {
             keyring: std::sync::Arc::new(keyring),
             ..self
@@ -66,7 +65,7 @@ impl Store {
     }
 
     /// The key-encryption keys of the secrets at rest.
-    pub fn keyring(&self) -> &sealing::Keyring {
+    pub fn keyring(&self) -> &crate::sealing::Keyring {
         &self.keyring
     }
 

@@ -15,7 +15,6 @@ use super::Tx;
 use super::audit::Audit;
 use super::models::{PlaybackTokenRow, PublicKeyRow, SigningKeyRow};
 use super::schema::{organisations, playback_signing_keys as keys, playback_tokens as tokens};
-use super::sealing::{Keyring, Purpose};
 use super::secrets;
 use crate::domain::DomainError;
 use crate::domain::actor::ChangeContext;
@@ -24,6 +23,7 @@ use crate::domain::audit::{
     PLAYBACK_TOKEN_REVOKE,
 };
 use crate::domain::playback::{self, SigningAlgorithm};
+use crate::sealing::{Keyring, Purpose};
 
 /// A new signing key, as the caller generated it. Deliberately not `Debug`:
 /// it holds the private key.

@@ -1,5 +1,5 @@
 //! The secrets kept in the database, sealed at rest with the store's keyring
-//! ([`super::sealing`]): the shared secrets of `service_secrets` and the
+//! ([`crate::sealing`]): the shared secrets of `service_secrets` and the
 //! private keys of `playback_signing_keys`.
 
 use diesel::prelude::*;
@@ -8,10 +8,10 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::Tx;
 use super::schema::{playback_signing_keys as keys, service_secrets};
-use super::sealing::{Keyring, OpenError, Purpose, Sealing, sealing_of};
 use super::write::Change;
 use super::{Store, db_error};
 use crate::domain::DomainError;
+use crate::sealing::{Keyring, OpenError, Purpose, Sealing, sealing_of};
 
 /// Playback keys re-sealed per query, within the one transaction.
 const REWRAP_BATCH: i64 = 500;

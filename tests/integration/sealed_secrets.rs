@@ -13,7 +13,7 @@ use usermgmt::auth::playback::sign;
 use usermgmt::auth::tokens::{AccessTokens, TokenSettings};
 use usermgmt::domain::playback::SigningAlgorithm;
 use usermgmt::proto::{self, playback_token_service_client::PlaybackTokenServiceClient};
-use usermgmt::store::sealing::{Kek, Keyring, Purpose};
+use usermgmt::sealing::{Kek, Keyring, Purpose};
 
 use crate::playback::{for_streams, issue, make_secure};
 use crate::support::*;

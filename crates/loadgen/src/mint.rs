@@ -5,7 +5,7 @@
 
 use usermgmt::auth::tokens::{AccessTokens, TokenClaims, TokenSettings};
 use usermgmt::config::DatabaseArgs;
-use usermgmt::store::sealing::{Kek, Keyring};
+use usermgmt::sealing::{Kek, Keyring};
 use usermgmt::store::{Store, pool};
 use uuid::Uuid;
 

@@ -315,9 +315,9 @@ fn packed_clean(kind: &Kind, mut value: &[u8]) -> bool {
 }
 
 /// Screens the request message of every call of the contract.
-pub(crate) type InputLayer = CheckLayer<Screen>;
+pub(crate) type ScreenLayer = CheckLayer<Screen>;
 
-impl InputLayer {
+impl ScreenLayer {
     /// `max_message`: the largest request message the services decode; a
     /// larger one is passed on unread, for them to refuse.
     pub(crate) fn new(messages: RequestMessages, max_message: usize) -> Self {
