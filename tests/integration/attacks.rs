@@ -8,11 +8,7 @@ use std::pin::Pin;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use tonic::{Code, Status};
-use usermgmt::proto::{
-    self, Role, auth_service_client::AuthServiceClient,
-    organisation_service_client::OrganisationServiceClient,
-    rotate_api_key_response::Outcome as RotateOutcome,
-};
+use usermgmt::proto::{self, Role, auth_service_client::AuthServiceClient};
 
 use crate::access_tokens::{base64_url, sign, signing_key, valid_claims, with};
 use crate::playback::{for_streams, issue, make_secure, signing_keys};
@@ -244,25 +240,15 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
         .expect("accept");
 
     // A rotated API key.
-    let mut organisations = OrganisationServiceClient::new(channel.clone());
-    let ask = organisations
-        .rotate_api_key(admin.req(proto::RotateApiKeyRequest::default()))
+    let rotation = admin
+        .ask(&TwoStep::RotateApiKey)
         .await
-        .expect("ask rotation")
-        .into_inner();
-    let Some(RotateOutcome::ConfirmationRequired(rotation)) = ask.outcome else {
-        panic!("expected a confirmation");
-    };
-    let rotated = organisations
-        .rotate_api_key(admin.req(proto::RotateApiKeyRequest {
-            confirmation_token: rotation.confirmation_token,
-        }))
+        .expect("ask rotation");
+    let rotated = admin
+        .confirm(&TwoStep::RotateApiKey, &rotation.confirmation_token)
         .await
         .expect("rotate")
-        .into_inner();
-    let Some(RotateOutcome::Rotated(rotated)) = rotated.outcome else {
-        panic!("expected the new key");
-    };
+        .rotated();
 
     // Forged tokens.
     let valid = sign(&claims, &key);

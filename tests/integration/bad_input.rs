@@ -1074,9 +1074,11 @@ async fn no_field_of_any_request_holds_nul_or_a_time_out_of_range() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_looking_names_are_stored_and_returned_verbatim() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let mut organisations = OrganisationServiceClient::new(channel.clone());
     for name in [
@@ -1134,9 +1136,11 @@ async fn sql_looking_names_are_stored_and_returned_verbatim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unicode_emails_have_one_form() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
 
     // Composed é, then decomposed and upper case: the same address.

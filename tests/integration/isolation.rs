@@ -15,7 +15,6 @@ use usermgmt::proto::{
     organisation_service_client::OrganisationServiceClient,
     playback_token_service_client::PlaybackTokenServiceClient,
     revoke_playback_token_request::Target, role_service_client::RoleServiceClient,
-    rotate_api_key_response::Outcome as RotateOutcome,
     session_service_client::SessionServiceClient,
 };
 
@@ -76,14 +75,10 @@ async fn victim(server: &TestServer, channel: &Channel) -> Victim {
     .await
     .expect("issue");
     let renew = admin.ask_renew(&user.id).await.expect("ask renew");
-    let rotate = OrganisationServiceClient::new(channel.clone())
-        .rotate_api_key(admin.req(proto::RotateApiKeyRequest::default()))
+    let rotate = admin
+        .ask(&TwoStep::RotateApiKey)
         .await
-        .expect("ask rotation")
-        .into_inner();
-    let Some(RotateOutcome::ConfirmationRequired(rotate)) = rotate.outcome else {
-        panic!("expected a confirmation");
-    };
+        .expect("ask rotation");
     let session_id = SessionServiceClient::new(channel.clone())
         .list_sessions(admin.req(proto::ListSessionsRequest::default()))
         .await

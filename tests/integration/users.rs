@@ -102,9 +102,11 @@ async fn list_users_pages_with_tokens_totals_and_a_role_filter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_list_and_get_arguments_name_their_fields() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let token = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let mut users = UserServiceClient::new(channel);
 

@@ -3,10 +3,12 @@
 pub mod contract;
 pub mod db;
 pub mod dump;
+pub mod fixture;
 pub mod lock;
 pub mod proxy;
 pub mod server;
 pub mod smtp;
+pub mod two_step;
 
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Status};
@@ -16,7 +18,9 @@ use usermgmt::proto::auth_service_client::AuthServiceClient;
 use uuid::Uuid;
 
 pub use db::TestDb;
+pub use fixture::{OneServer, TwoReplicas};
 pub use server::{Replica, TestServer, channel, channel_from, free_port};
+pub use two_step::{Asked, Caller, Done, TwoStep};
 
 pub const ADMIN_PASSWORD: &str = "admin password 1";
 pub const PASSWORD: &str = "user password 1";
@@ -131,18 +135,39 @@ pub async fn hash(password: &str) -> String {
     hash
 }
 
-/// Logs in; returns the access token.
-pub async fn login(channel: &tonic::transport::Channel, email: &str, password: &str) -> String {
-    AuthServiceClient::new(channel.clone())
-        .login(proto::LoginRequest {
+/// The user agent every sign-in of the tests presents.
+pub const USER_AGENT: &str = "session-test/1.0";
+
+/// Signs in (Login, with `user-agent: USER_AGENT`); the whole answer. A
+/// login always starts a session: its refresh token and id are there.
+pub async fn sign_in(
+    channel: &tonic::transport::Channel,
+    email: &str,
+    password: &str,
+) -> proto::LoginResponse {
+    let request = with_header(
+        proto::LoginRequest {
             email: email.into(),
             password: password.into(),
             organisation_id: String::new(),
-        })
+        },
+        "user-agent",
+        USER_AGENT,
+    );
+    let response = AuthServiceClient::new(channel.clone())
+        .login(request)
         .await
         .unwrap_or_else(|status| panic!("login of {email} failed: {status:?}"))
-        .into_inner()
-        .access_token
+        .into_inner();
+    assert!(response.refresh_token.starts_with("umr_"));
+    assert!(response.refresh_expires_at.is_some());
+    assert!(!response.session_id.is_empty());
+    response
+}
+
+/// Signs in; returns the access token.
+pub async fn login(channel: &tonic::transport::Channel, email: &str, password: &str) -> String {
+    sign_in(channel, email, password).await.access_token
 }
 
 /// Asserts the code and, where given, the `ErrorInfo` reason of a failure.
@@ -229,78 +254,41 @@ impl Session {
             .into_inner())
     }
 
+    /// This session as a caller.
+    pub fn caller(&self) -> Caller {
+        Caller::Token(self.token.clone())
+    }
+
+    /// The first step of a double-confirmed action: the confirmation.
+    pub async fn ask(&self, action: &TwoStep) -> Result<Asked, Status> {
+        two_step::ask(&self.channel, &self.caller(), action).await
+    }
+
+    /// The second step of a double-confirmed action.
+    pub async fn confirm(&self, action: &TwoStep, token: &str) -> Result<Done, Status> {
+        two_step::confirm(&self.channel, &self.caller(), action, token).await
+    }
+
     /// The first step of DeleteUser: the confirmation.
-    pub async fn ask_delete(&self, user_id: &str) -> Result<proto::Confirmation, Status> {
-        use proto::delete_user_response::Outcome;
-        let request = proto::DeleteUserRequest {
-            user_id: user_id.into(),
-            confirmation_token: String::new(),
-        };
-        match self
-            .users()
-            .delete_user(self.req(request))
-            .await?
-            .into_inner()
-            .outcome
-        {
-            Some(Outcome::ConfirmationRequired(confirmation)) => Ok(confirmation),
-            other => panic!("expected a confirmation, got {other:?}"),
-        }
+    pub async fn ask_delete(&self, user_id: &str) -> Result<Asked, Status> {
+        self.ask(&TwoStep::DeleteUser(user_id.into())).await
     }
 
     /// The second step of DeleteUser.
     pub async fn confirm_delete(&self, user_id: &str, token: &str) -> Result<proto::User, Status> {
-        use proto::delete_user_response::Outcome;
-        let request = proto::DeleteUserRequest {
-            user_id: user_id.into(),
-            confirmation_token: token.into(),
-        };
-        match self
-            .users()
-            .delete_user(self.req(request))
-            .await?
-            .into_inner()
-            .outcome
-        {
-            Some(Outcome::Deleted(user)) => Ok(user),
-            other => panic!("expected a deletion, got {other:?}"),
-        }
+        let action = TwoStep::DeleteUser(user_id.into());
+        Ok(self.confirm(&action, token).await?.user())
     }
 
-    pub async fn ask_renew(&self, user_id: &str) -> Result<proto::Confirmation, Status> {
-        use proto::renew_token_key_response::Outcome;
-        let request = proto::RenewTokenKeyRequest {
-            user_id: user_id.into(),
-            confirmation_token: String::new(),
-        };
-        match self
-            .users()
-            .renew_token_key(self.req(request))
-            .await?
-            .into_inner()
-            .outcome
-        {
-            Some(Outcome::ConfirmationRequired(confirmation)) => Ok(confirmation),
-            other => panic!("expected a confirmation, got {other:?}"),
-        }
+    /// The first step of RenewTokenKey: the confirmation.
+    pub async fn ask_renew(&self, user_id: &str) -> Result<Asked, Status> {
+        self.ask(&TwoStep::RenewTokenKey(user_id.into())).await
     }
 
+    /// The second step of RenewTokenKey.
     pub async fn confirm_renew(&self, user_id: &str, token: &str) -> Result<proto::User, Status> {
-        use proto::renew_token_key_response::Outcome;
-        let request = proto::RenewTokenKeyRequest {
-            user_id: user_id.into(),
-            confirmation_token: token.into(),
-        };
-        match self
-            .users()
-            .renew_token_key(self.req(request))
-            .await?
-            .into_inner()
-            .outcome
-        {
-            Some(Outcome::Renewed(user)) => Ok(user),
-            other => panic!("expected a renewal, got {other:?}"),
-        }
+        let action = TwoStep::RenewTokenKey(user_id.into());
+        Ok(self.confirm(&action, token).await?.user())
     }
 
     /// A cheap call that needs a valid token and users.read.
