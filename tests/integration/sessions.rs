@@ -244,7 +244,13 @@ async fn admins_see_and_end_sessions_of_their_organisation_only() {
     let globex = create_org(&server.db, "Globex").await;
     let channel = server.channel().await;
     let admin = sign_in(&channel, &acme.admin_email, ADMIN_PASSWORD).await;
-    let bob_id = insert_user(&server.db, acme.id, "bob@acme.example.com", "nanoUser").await;
+    let bob_id = add_user(
+        &channel,
+        &acme,
+        "bob@acme.example.com",
+        proto::Role::NanoUser,
+    )
+    .await;
     let bob_laptop = sign_in(&channel, "bob@acme.example.com", PASSWORD).await;
     let bob_phone = sign_in(&channel, "bob@acme.example.com", PASSWORD).await;
     let outsider = sign_in(&channel, &globex.admin_email, ADMIN_PASSWORD).await;

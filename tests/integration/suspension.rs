@@ -203,7 +203,6 @@ async fn audit(channel: &Channel, token: &str, action: &str) -> Vec<proto::Audit
 async fn a_suspension_ends_every_credential_at_once_on_every_replica() {
     let replicas = TwoReplicas::start().await;
     let TwoReplicas {
-        db,
         org,
         on_first,
         on_second,
@@ -211,7 +210,7 @@ async fn a_suspension_ends_every_credential_at_once_on_every_replica() {
     } = &replicas;
     let admin = Caller::Token(login(on_first, &org.admin_email, ADMIN_PASSWORD).await);
     let bob_email = "bob@acme.example.com";
-    let bob_id = insert_user(db, org.id, bob_email, "nanoUser")
+    let bob_id = add_user(on_first, org, bob_email, Role::NanoUser)
         .await
         .to_string();
     let bob = sign_in(on_second, bob_email, PASSWORD).await;
@@ -352,7 +351,7 @@ async fn a_suspension_ends_every_credential_at_once_on_every_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_admin_is_shown_refused_sign_in_and_loses_their_invites() {
     let OneServer {
-        server,
+        server: _server,
         org,
         channel,
     } = OneServer::start().await;
@@ -368,7 +367,7 @@ async fn a_suspended_admin_is_shown_refused_sign_in_and_loses_their_invites() {
     .await
     .expect("create B");
     let b_id = b_user.id.clone();
-    let carol_id = insert_user(&server.db, org.id, "carol@acme.example.com", "nanoUser")
+    let carol_id = add_user(&channel, &org, "carol@acme.example.com", Role::NanoUser)
         .await
         .to_string();
     let b = Caller::Token(login(&channel, b_email, PASSWORD).await);
@@ -544,14 +543,14 @@ async fn only_admins_of_the_users_organisation_suspend_and_reactivate() {
     let acme = create_org(&server.db, "Acme").await;
     let globex = create_org(&server.db, "Globex").await;
     let channel = server.channel().await;
-    let carol_id = insert_user(&server.db, acme.id, "carol@acme.example.com", "nanoUser")
+    let carol_id = add_user(&channel, &acme, "carol@acme.example.com", Role::NanoUser)
         .await
         .to_string();
-    let viewer_id = insert_user(
-        &server.db,
-        acme.id,
+    let viewer_id = add_user(
+        &channel,
+        &acme,
         "viewer@acme.example.com",
-        "nanoReadOnly",
+        Role::NanoReadOnly,
     )
     .await
     .to_string();

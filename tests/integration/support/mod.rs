@@ -88,6 +88,33 @@ pub async fn register_service(db: &TestDb, name: &str) -> String {
         .expect("register service")
 }
 
+/// Creates a user through the API, as the organisation's API key does
+/// (CreateUser, password `PASSWORD`); returns its id.
+pub async fn add_user(
+    channel: &tonic::transport::Channel,
+    org: &Org,
+    email: &str,
+    role: proto::Role,
+) -> Uuid {
+    let request = with_header(
+        proto::CreateUserRequest {
+            email: email.into(),
+            role: role as i32,
+            password: PASSWORD.into(),
+        },
+        "x-bintu-apikey",
+        &org.api_key,
+    );
+    let user = proto::user_service_client::UserServiceClient::new(channel.clone())
+        .create_user(request)
+        .await
+        .unwrap_or_else(|status| panic!("create {email}: {status:?}"))
+        .into_inner()
+        .user
+        .expect("the created user");
+    user.id.parse().expect("a user id")
+}
+
 /// Inserts a user straight into the database; returns its id.
 pub async fn insert_user(db: &TestDb, org: Uuid, email: &str, role: &str) -> Uuid {
     let id = Uuid::now_v7();
