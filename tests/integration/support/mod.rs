@@ -220,6 +220,38 @@ pub fn assert_status<T: std::fmt::Debug>(
     status
 }
 
+/// A failure's stable content, for a snapshot: its code, the `ErrorInfo`
+/// reason, domain and metadata keys (not their values), the `BadRequest`
+/// field violations (by field) and the `ResourceInfo` type; never the
+/// message, ids or times.
+pub fn error_summary<T: std::fmt::Debug>(result: Result<T, Status>) -> String {
+    use std::fmt::Write as _;
+    let status = match result {
+        Ok(value) => panic!("expected a failure, got OK: {value:?}"),
+        Err(status) => status,
+    };
+    let mut out = format!("code: {:?}\n", status.code());
+    if let Some(info) = status.get_details_error_info() {
+        let mut keys: Vec<_> = info.metadata.keys().cloned().collect();
+        keys.sort();
+        let _ = writeln!(out, "reason: {}", info.reason);
+        let _ = writeln!(out, "domain: {}", info.domain);
+        let _ = writeln!(out, "metadata keys: {keys:?}");
+    }
+    if let Some(bad) = status.get_details_bad_request() {
+        let mut violations = bad.field_violations;
+        violations.sort_by(|a, b| a.field.cmp(&b.field));
+        out.push_str("field violations:\n");
+        for violation in violations {
+            let _ = writeln!(out, "  {}: {}", violation.field, violation.description);
+        }
+    }
+    if let Some(resource) = status.get_details_resource_info() {
+        let _ = writeln!(out, "resource type: {}", resource.resource_type);
+    }
+    out
+}
+
 /// The field names of a `google.rpc.BadRequest` detail.
 pub fn violated_fields(status: &Status) -> Vec<String> {
     status
