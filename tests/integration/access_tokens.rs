@@ -212,9 +212,11 @@ async fn missing_and_malformed_credentials_are_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_bintu_token_is_accepted_but_not_beside_a_bearer_token() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let token = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let mut auth = AuthServiceClient::new(channel);
     auth.who_am_i(with_header(

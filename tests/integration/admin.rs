@@ -165,18 +165,19 @@ async fn an_invite_works_once_and_only_while_pending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_a_role_renews_the_token_key_on_every_replica() {
-    let db = TestDb::new().await;
-    let first = Replica::start(&db.url).await;
-    let second = Replica::start(&db.url).await;
-    let org = create_org(&db, "Acme").await;
-    let on_first = channel(first.addr).await;
-    let on_second = channel(second.addr).await;
-    let admin = Session::login(&on_first, &org.admin_email, ADMIN_PASSWORD).await;
+    let replicas = TwoReplicas::start().await;
+    let TwoReplicas {
+        org,
+        on_first,
+        on_second,
+        ..
+    } = &replicas;
+    let admin = Session::login(on_first, &org.admin_email, ADMIN_PASSWORD).await;
     let bob = admin
         .create_user("bob@acme.example.com", Role::NanoAdmin)
         .await
         .expect("create");
-    let bob_on_second = Session::login(&on_second, "bob@acme.example.com", PASSWORD).await;
+    let bob_on_second = Session::login(on_second, "bob@acme.example.com", PASSWORD).await;
     bob_on_second.who_am_i().await.expect("bob is signed in");
 
     // A downgrade from nanoAdmin to nanoReadOnly while bob is logged in.
@@ -195,7 +196,7 @@ async fn changing_a_role_renews_the_token_key_on_every_replica() {
     );
 
     // Signed in again, bob has only the new role's rights.
-    let bob_again = Session::login(&on_second, "bob@acme.example.com", PASSWORD).await;
+    let bob_again = Session::login(on_second, "bob@acme.example.com", PASSWORD).await;
     let me = bob_again.who_am_i().await.expect("signed in again");
     assert_eq!(me.role, Role::NanoReadOnly as i32);
     let denied = bob_again
@@ -518,22 +519,12 @@ async fn operators_and_observers_may_not_change_anything() {
                 .await,
         );
         for token in ["", confirmation.confirmation_token.as_str()] {
-            denied(
-                users
-                    .delete_user(caller.req(proto::DeleteUserRequest {
-                        user_id: target.id.clone(),
-                        confirmation_token: token.into(),
-                    }))
-                    .await,
-            );
-            denied(
-                users
-                    .renew_token_key(caller.req(proto::RenewTokenKeyRequest {
-                        user_id: target.id.clone(),
-                        confirmation_token: token.into(),
-                    }))
-                    .await,
-            );
+            for action in [
+                TwoStep::DeleteUser(target.id.clone()),
+                TwoStep::RenewTokenKey(target.id.clone()),
+            ] {
+                denied(two_step::call(&caller.channel, &caller.caller(), &action, token).await);
+            }
         }
         let audit = caller
             .audit_events(proto::ListAuditEventsRequest::default())

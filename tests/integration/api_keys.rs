@@ -78,9 +78,11 @@ async fn bootstrap_prints_the_api_key_once_and_stores_only_its_hash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_acts_as_a_nano_admin_of_its_organisation() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let mut auth = AuthServiceClient::new(channel.clone());
     let me = auth
         .who_am_i(with_key(proto::WhoAmIRequest {}, &org.api_key))
@@ -112,26 +114,10 @@ async fn the_api_key_acts_as_a_nano_admin_of_its_organisation() {
     let bob_session = Session::login(&channel, "bob@acme.example.com", PASSWORD).await;
 
     // The API key renews users' tokenKeys (both steps).
-    use proto::renew_token_key_response::Outcome;
-    let ask = proto::RenewTokenKeyRequest {
-        user_id: bob.id.clone(),
-        confirmation_token: String::new(),
-    };
-    let Some(Outcome::ConfirmationRequired(confirmation)) = users
-        .renew_token_key(with_key(ask, &org.api_key))
-        .await
-        .expect("ask")
-        .into_inner()
-        .outcome
-    else {
-        panic!("expected a confirmation");
-    };
-    let confirm = proto::RenewTokenKeyRequest {
-        user_id: bob.id.clone(),
-        confirmation_token: confirmation.confirmation_token,
-    };
-    users
-        .renew_token_key(with_key(confirm, &org.api_key))
+    let key = Caller::ApiKey(org.api_key.clone());
+    let renew = TwoStep::RenewTokenKey(bob.id.clone());
+    let confirmation = two_step::ask(&channel, &key, &renew).await.expect("ask");
+    two_step::confirm(&channel, &key, &renew, &confirmation.confirmation_token)
         .await
         .expect("renew");
     assert_status(
@@ -214,31 +200,24 @@ async fn wrong_foreign_malformed_and_doubled_credentials_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_api_key_takes_two_steps_and_kills_the_old_key_on_every_replica() {
-    use proto::rotate_api_key_response::Outcome;
-    let db = TestDb::new().await;
-    let first = Replica::start(&db.url).await;
-    let second = Replica::start(&db.url).await;
-    let org = create_org(&db, "Acme").await;
-    let on_first = channel(first.addr).await;
-    let on_second = channel(second.addr).await;
+    let replicas = TwoReplicas::start().await;
+    let TwoReplicas {
+        org,
+        on_first,
+        on_second,
+        ..
+    } = &replicas;
     let mut organisations = OrganisationServiceClient::new(on_first.clone());
-    let mut auth_second = AuthServiceClient::new(on_second);
+    let mut auth_second = AuthServiceClient::new(on_second.clone());
     auth_second
         .who_am_i(with_key(proto::WhoAmIRequest {}, &org.api_key))
         .await
         .expect("the key works on the second replica");
 
-    let ask = organisations
-        .rotate_api_key(with_key(
-            proto::RotateApiKeyRequest::default(),
-            &org.api_key,
-        ))
+    let key = Caller::ApiKey(org.api_key.clone());
+    let confirmation = two_step::ask(on_first, &key, &TwoStep::RotateApiKey)
         .await
-        .expect("first step")
-        .into_inner();
-    let Some(Outcome::ConfirmationRequired(confirmation)) = ask.outcome else {
-        panic!("expected a confirmation");
-    };
+        .expect("first step");
     assert!(confirmation.warning.contains("stop working"));
     auth_second
         .who_am_i(with_key(proto::WhoAmIRequest {}, &org.api_key))
@@ -246,7 +225,7 @@ async fn rotating_the_api_key_takes_two_steps_and_kills_the_old_key_on_every_rep
         .expect("nothing changed yet");
 
     // A nanoUser may not rotate; another admin may not use this confirmation.
-    let admin = Session::login(&on_first, &org.admin_email, ADMIN_PASSWORD).await;
+    let admin = Session::login(on_first, &org.admin_email, ADMIN_PASSWORD).await;
     let foreign = organisations
         .rotate_api_key(admin.req(proto::RotateApiKeyRequest {
             confirmation_token: confirmation.confirmation_token.clone(),
@@ -258,19 +237,15 @@ async fn rotating_the_api_key_takes_two_steps_and_kills_the_old_key_on_every_rep
         Some("CONFIRMATION_MISMATCH"),
     );
 
-    let done = organisations
-        .rotate_api_key(with_key(
-            proto::RotateApiKeyRequest {
-                confirmation_token: confirmation.confirmation_token,
-            },
-            &org.api_key,
-        ))
-        .await
-        .expect("second step")
-        .into_inner();
-    let Some(Outcome::Rotated(rotated)) = done.outcome else {
-        panic!("expected the new key");
-    };
+    let rotated = two_step::confirm(
+        on_first,
+        &key,
+        &TwoStep::RotateApiKey,
+        &confirmation.confirmation_token,
+    )
+    .await
+    .expect("second step")
+    .rotated();
     assert_ne!(rotated.api_key, org.api_key);
     let old = auth_second
         .who_am_i(with_key(proto::WhoAmIRequest {}, &org.api_key))
@@ -285,9 +260,11 @@ async fn rotating_the_api_key_takes_two_steps_and_kills_the_old_key_on_every_rep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_organisation_follows_its_field_mask_and_is_audited() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let mut organisations = OrganisationServiceClient::new(channel.clone());
     let update =

@@ -85,9 +85,11 @@ fn create_request(expires_in_secs: i64, permissions: &[&str]) -> proto::CreateAp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_shown_once_works_in_both_headers_and_authorize_accepts_it() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let access = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let created = create_api_token(&channel, &access, &[])
         .await
@@ -182,9 +184,11 @@ async fn a_token_is_shown_once_works_in_both_headers_and_authorize_accepts_it() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_does_only_what_it_was_given_within_the_current_role() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let bob = admin
         .create_user("bob@acme.example.com", proto::Role::NanoUser)
@@ -287,15 +291,12 @@ async fn a_token_does_only_what_it_was_given_within_the_current_role() {
         .expect("create")
         .token;
     assert_status(
-        UserServiceClient::new(channel.clone())
-            .delete_user(authed(
-                proto::DeleteUserRequest {
-                    user_id: org.admin_id.to_string(),
-                    confirmation_token: String::new(),
-                },
-                &bobs,
-            ))
-            .await,
+        two_step::ask(
+            &channel,
+            &Caller::Token(bobs.clone()),
+            &TwoStep::DeleteUser(org.admin_id.to_string()),
+        )
+        .await,
         Code::PermissionDenied,
         Some("PERMISSION_MISSING"),
     );
@@ -328,13 +329,15 @@ async fn a_token_does_only_what_it_was_given_within_the_current_role() {
 /// the replica that did not make the change and had the token cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_role_change_suspension_and_deletion_end_tokens_on_every_replica() {
-    let db = TestDb::new().await;
-    let first = Replica::start(&db.url).await;
-    let second = Replica::start(&db.url).await;
-    let org = create_org(&db, "Acme").await;
-    let on_first = channel(first.addr).await;
-    let on_second = channel(second.addr).await;
-    let admin = Session::login(&on_first, &org.admin_email, ADMIN_PASSWORD).await;
+    let replicas = TwoReplicas::start().await;
+    let TwoReplicas {
+        db,
+        org,
+        on_first,
+        on_second,
+        ..
+    } = &replicas;
+    let admin = Session::login(on_first, &org.admin_email, ADMIN_PASSWORD).await;
     let bob = admin
         .create_user("bob@acme.example.com", proto::Role::NanoUser)
         .await
@@ -368,24 +371,10 @@ async fn renewal_role_change_suspension_and_deletion_end_tokens_on_every_replica
         ("suspension", |admin, id| {
             let admin = admin.clone();
             Box::pin(async move {
-                use proto::suspend_user_response::Outcome;
-                let ask = |token: &str| proto::SuspendUserRequest {
-                    user_id: id.clone(),
-                    confirmation_token: token.into(),
-                };
-                let asked = admin
-                    .users()
-                    .suspend_user(admin.req(ask("")))
-                    .await
-                    .expect("ask")
-                    .into_inner()
-                    .outcome;
-                let Some(Outcome::ConfirmationRequired(confirmation)) = asked else {
-                    panic!("expected a confirmation, got {asked:?}");
-                };
+                let suspend = TwoStep::SuspendUser(id.clone());
+                let confirmation = admin.ask(&suspend).await.expect("ask");
                 admin
-                    .users()
-                    .suspend_user(admin.req(ask(&confirmation.confirmation_token)))
+                    .confirm(&suspend, &confirmation.confirmation_token)
                     .await
                     .expect("suspend");
                 admin
@@ -410,12 +399,12 @@ async fn renewal_role_change_suspension_and_deletion_end_tokens_on_every_replica
         }),
     ];
     for (what, change) in changes {
-        let access = login(&on_second, "bob@acme.example.com", PASSWORD).await;
-        let token = create_api_token(&on_second, &access, &["users.read"])
+        let access = login(on_second, "bob@acme.example.com", PASSWORD).await;
+        let token = create_api_token(on_second, &access, &["users.read"])
             .await
             .expect("create")
             .token;
-        for on in [&on_first, &on_second] {
+        for on in [on_first, on_second] {
             get_user(on, &token, &bob.id).await.expect("warm");
             get_user(on, &token, &bob.id).await.expect("cached");
         }
@@ -448,7 +437,7 @@ async fn renewal_role_change_suspension_and_deletion_end_tokens_on_every_replica
         } else {
             // Reactivated or renewed, the user's old token stays dead.
             assert_status(
-                get_user(&on_first, &token, &bob.id).await,
+                get_user(on_first, &token, &bob.id).await,
                 Code::Unauthenticated,
                 Some("TOKEN_REVOKED"),
             );
@@ -462,14 +451,16 @@ mod futures_change {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_listed_and_revoked_by_their_user_or_an_admin_of_the_organisation_only() {
-    let db = TestDb::new().await;
-    let first = Replica::start(&db.url).await;
-    let second = Replica::start(&db.url).await;
-    let acme = create_org(&db, "Acme").await;
-    let other = create_org(&db, "Other").await;
-    let on_first = channel(first.addr).await;
-    let on_second = channel(second.addr).await;
-    let admin = Session::login(&on_first, &acme.admin_email, ADMIN_PASSWORD).await;
+    let replicas = TwoReplicas::start().await;
+    let TwoReplicas {
+        db,
+        org: acme,
+        on_first,
+        on_second,
+        ..
+    } = &replicas;
+    let other = create_org(db, "Other").await;
+    let admin = Session::login(on_first, &acme.admin_email, ADMIN_PASSWORD).await;
     let bob = admin
         .create_user("bob@acme.example.com", proto::Role::NanoUser)
         .await
@@ -478,31 +469,31 @@ async fn tokens_are_listed_and_revoked_by_their_user_or_an_admin_of_the_organisa
         .create_user("carol@acme.example.com", proto::Role::NanoUser)
         .await
         .expect("carol");
-    let bob_access = login(&on_first, "bob@acme.example.com", PASSWORD).await;
-    let carol_access = login(&on_first, "carol@acme.example.com", PASSWORD).await;
-    let outsider = login(&on_first, &other.admin_email, ADMIN_PASSWORD).await;
-    let first_token = create_api_token(&on_first, &bob_access, &[])
+    let bob_access = login(on_first, "bob@acme.example.com", PASSWORD).await;
+    let carol_access = login(on_first, "carol@acme.example.com", PASSWORD).await;
+    let outsider = login(on_first, &other.admin_email, ADMIN_PASSWORD).await;
+    let first_token = create_api_token(on_first, &bob_access, &[])
         .await
         .expect("create");
-    let second_token = create_api_token(&on_first, &bob_access, &["users.read"])
+    let second_token = create_api_token(on_first, &bob_access, &["users.read"])
         .await
         .expect("create");
     let first_id = first_token.api_token.expect("resource").id;
     let second_id = second_token.api_token.expect("resource").id;
 
     // Bob's own, in creation order; the admin's view of Bob's is the same.
-    let own: Vec<String> = list(&on_first, &bob_access, "")
+    let own: Vec<String> = list(on_first, &bob_access, "")
         .await
         .expect("own")
         .into_iter()
         .map(|t| t.id)
         .collect();
     assert_eq!(own, vec![first_id.clone(), second_id.clone()]);
-    let by_admin = list(&on_first, &admin.token, &bob.id).await.expect("admin");
+    let by_admin = list(on_first, &admin.token, &bob.id).await.expect("admin");
     assert_eq!(by_admin.len(), 2);
     // A token lists its own user's tokens too.
     assert_eq!(
-        list(&on_first, &second_token.token, "")
+        list(on_first, &second_token.token, "")
             .await
             .expect("by token")
             .len(),
@@ -510,38 +501,38 @@ async fn tokens_are_listed_and_revoked_by_their_user_or_an_admin_of_the_organisa
     );
     // Carol may not see Bob's; another organisation's admin finds nobody.
     assert_status(
-        list(&on_first, &carol_access, &bob.id).await,
+        list(on_first, &carol_access, &bob.id).await,
         Code::PermissionDenied,
         Some("PERMISSION_MISSING"),
     );
     assert_status(
-        list(&on_first, &outsider, &bob.id).await,
+        list(on_first, &outsider, &bob.id).await,
         Code::NotFound,
         None,
     );
     assert_status(
-        revoke(&on_first, &outsider, &first_id).await,
+        revoke(on_first, &outsider, &first_id).await,
         Code::NotFound,
         None,
     );
     assert_status(
-        revoke(&on_first, &carol_access, &first_id).await,
+        revoke(on_first, &carol_access, &first_id).await,
         Code::PermissionDenied,
         Some("PERMISSION_MISSING"),
     );
     // A token restricted to users.read lacks api_tokens.manage for others'.
-    let admins_reader = create_api_token(&on_first, &admin.token, &["users.read"])
+    let admins_reader = create_api_token(on_first, &admin.token, &["users.read"])
         .await
         .expect("create")
         .token;
     assert_status(
-        revoke(&on_first, &admins_reader, &first_id).await,
+        revoke(on_first, &admins_reader, &first_id).await,
         Code::PermissionDenied,
         Some("PERMISSION_MISSING"),
     );
 
     // Warm both replicas, revoke on one: the other refuses at once.
-    for on in [&on_first, &on_second] {
+    for on in [on_first, on_second] {
         get_user(on, &first_token.token, &bob.id)
             .await
             .expect("warm");
@@ -549,37 +540,37 @@ async fn tokens_are_listed_and_revoked_by_their_user_or_an_admin_of_the_organisa
             .await
             .expect("warm");
     }
-    let revoked = revoke(&on_second, &bob_access, &first_id)
+    let revoked = revoke(on_second, &bob_access, &first_id)
         .await
         .expect("own");
     assert_eq!(revoked.id, first_id);
     assert_status(
-        get_user(&on_first, &first_token.token, &bob.id).await,
+        get_user(on_first, &first_token.token, &bob.id).await,
         Code::Unauthenticated,
         Some("API_TOKEN_INVALID"),
     );
-    revoke(&on_first, &admin.token, &second_id)
+    revoke(on_first, &admin.token, &second_id)
         .await
         .expect("by the admin");
     assert_status(
-        get_user(&on_second, &second_token.token, &bob.id).await,
+        get_user(on_second, &second_token.token, &bob.id).await,
         Code::Unauthenticated,
         Some("API_TOKEN_INVALID"),
     );
     // Revoked is revoked: gone from the list, a second revocation finds nothing.
     assert!(
-        list(&on_first, &bob_access, "")
+        list(on_first, &bob_access, "")
             .await
             .expect("own")
             .is_empty()
     );
     assert_status(
-        revoke(&on_first, &bob_access, &first_id).await,
+        revoke(on_first, &bob_access, &first_id).await,
         Code::NotFound,
         None,
     );
     let malformed = assert_status(
-        revoke(&on_first, &bob_access, "not-a-uuid").await,
+        revoke(on_first, &bob_access, "not-a-uuid").await,
         Code::InvalidArgument,
         None,
     );
@@ -590,9 +581,11 @@ async fn tokens_are_listed_and_revoked_by_their_user_or_an_admin_of_the_organisa
 /// on: the cache checks the entry's own expiry, nothing has to evict it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_fails_even_when_cached() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let access = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let created = create_api_token(&channel, &access, &[])
         .await
@@ -726,9 +719,11 @@ async fn wait_for_last_use(
 /// after the write committed (the write read the token `FOR SHARE`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_token_waits_for_a_write_already_past_its_recheck() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let access = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let created = create_api_token(&channel, &access, &[])
         .await
@@ -761,9 +756,11 @@ async fn revoking_a_token_waits_for_a_write_already_past_its_recheck() {
 /// permissions it was created with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_never_does_more_than_its_users_current_role() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     admin
         .create_user("second@acme.example.com", proto::Role::NanoAdmin)
@@ -835,15 +832,12 @@ async fn a_token_never_does_more_than_its_users_current_role() {
     let who = who_am_i(&channel, &narrow).await.expect("still valid");
     assert_eq!(who.permissions, vec!["streams.read".to_owned()]);
     assert_status(
-        UserServiceClient::new(channel.clone())
-            .delete_user(authed(
-                proto::DeleteUserRequest {
-                    user_id: org.admin_id.to_string(),
-                    confirmation_token: String::new(),
-                },
-                &narrow,
-            ))
-            .await,
+        two_step::ask(
+            &channel,
+            &Caller::Token(narrow.clone()),
+            &TwoStep::DeleteUser(org.admin_id.to_string()),
+        )
+        .await,
         Code::PermissionDenied,
         Some("PERMISSION_MISSING"),
     );

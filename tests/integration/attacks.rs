@@ -8,11 +8,7 @@ use std::pin::Pin;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use tonic::{Code, Status};
-use usermgmt::proto::{
-    self, Role, auth_service_client::AuthServiceClient,
-    organisation_service_client::OrganisationServiceClient,
-    rotate_api_key_response::Outcome as RotateOutcome,
-};
+use usermgmt::proto::{self, Role, auth_service_client::AuthServiceClient};
 
 use crate::access_tokens::{base64_url, sign, signing_key, valid_claims, with};
 use crate::playback::{for_streams, issue, make_secure, signing_keys};
@@ -139,8 +135,40 @@ fn sign_with_header(claims: &serde_json::Value, header: Header, key: &[u8]) -> S
     .expect("sign")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_credential_attack_is_refused_and_changes_nothing() {
+/// What the attacks aim at and are made of, arranged once.
+struct Arranged {
+    server: TestServer,
+    channel: tonic::transport::Channel,
+    acme: Org,
+    other: Org,
+    admin: Session,
+    foreign_admin: Session,
+    key: Vec<u8>,
+    claims: serde_json::Value,
+    now: i64,
+    public: proto::SigningKey,
+    public_raw: Vec<u8>,
+    stale: Vec<(String, String)>,
+    target: proto::User,
+    used: Asked,
+    expired: Asked,
+    foreign_target: proto::User,
+    foreign_confirmation: Asked,
+    accept: proto::AcceptInviteRequest,
+    rotated: proto::RotatedApiKey,
+    valid: String,
+    parts: Vec<String>,
+    none_header: String,
+    tampered_body: String,
+    confused: Header,
+    attacker_kid: Header,
+    unknown_kid: Header,
+    attacker_key: &'static [u8],
+    huge: String,
+    long: String,
+}
+
+async fn arrange() -> Arranged {
     // A header limit below the default, so that a token between the two
     // shows that the setting is the one applied.
     let server = TestServer::start_with(&["--max-header-list-bytes", "8192"]).await;
@@ -244,29 +272,19 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
         .expect("accept");
 
     // A rotated API key.
-    let mut organisations = OrganisationServiceClient::new(channel.clone());
-    let ask = organisations
-        .rotate_api_key(admin.req(proto::RotateApiKeyRequest::default()))
+    let rotation = admin
+        .ask(&TwoStep::RotateApiKey)
         .await
-        .expect("ask rotation")
-        .into_inner();
-    let Some(RotateOutcome::ConfirmationRequired(rotation)) = ask.outcome else {
-        panic!("expected a confirmation");
-    };
-    let rotated = organisations
-        .rotate_api_key(admin.req(proto::RotateApiKeyRequest {
-            confirmation_token: rotation.confirmation_token,
-        }))
+        .expect("ask rotation");
+    let rotated = admin
+        .confirm(&TwoStep::RotateApiKey, &rotation.confirmation_token)
         .await
         .expect("rotate")
-        .into_inner();
-    let Some(RotateOutcome::Rotated(rotated)) = rotated.outcome else {
-        panic!("expected the new key");
-    };
+        .rotated();
 
     // Forged tokens.
     let valid = sign(&claims, &key);
-    let parts: Vec<&str> = valid.split('.').collect();
+    let parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
     let none_header = base64_url(r#"{"alg":"none","typ":"JWT"}"#);
     let tampered_body = base64_url(&with(claims.clone(), "org", json!(other.id)).to_string());
     let mut confused = Header::new(Algorithm::HS256);
@@ -279,8 +297,60 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
 
     let huge = "a".repeat(1024 * 1024);
     let long = "a".repeat(12 * 1024);
-    let c = &channel;
-    let attacks = vec![
+    Arranged {
+        server,
+        channel,
+        acme,
+        other,
+        admin,
+        foreign_admin,
+        key,
+        claims,
+        now,
+        public,
+        public_raw,
+        stale,
+        target,
+        used,
+        expired,
+        foreign_target,
+        foreign_confirmation,
+        accept,
+        rotated,
+        valid,
+        parts,
+        none_header,
+        tampered_body,
+        confused,
+        attacker_kid,
+        unknown_kid,
+        attacker_key,
+        huge,
+        long,
+    }
+}
+
+/// Forged and tampered tokens.
+fn forged_tokens(s: &Arranged) -> Vec<Attack> {
+    let Arranged {
+        channel,
+        key,
+        claims,
+        now,
+        public,
+        public_raw,
+        valid,
+        parts,
+        none_header,
+        tampered_body,
+        confused,
+        attacker_kid,
+        unknown_kid,
+        attacker_key,
+        ..
+    } = s;
+    let c = channel;
+    vec![
         attack(
             "alg none",
             Code::Unauthenticated,
@@ -291,31 +361,40 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
             "HS256 signed with the playback public key (raw)",
             Code::Unauthenticated,
             Why::Reason("TOKEN_INVALID"),
-            with_token(c, &sign_with_header(&claims, confused.clone(), &public_raw)),
+            with_token(c, &sign_with_header(claims, confused.clone(), public_raw)),
         ),
         attack(
             "HS256 signed with the playback public key (as published)",
             Code::Unauthenticated,
             Why::Reason("TOKEN_INVALID"),
-            with_token(c, &sign_with_header(&claims, confused, public.x.as_bytes())),
+            with_token(
+                c,
+                &sign_with_header(claims, confused.clone(), public.x.as_bytes()),
+            ),
         ),
         attack(
             "kid of an attacker's key",
             Code::Unauthenticated,
             Why::Reason("TOKEN_INVALID"),
-            with_token(c, &sign_with_header(&claims, attacker_kid, attacker_key)),
+            with_token(
+                c,
+                &sign_with_header(claims, attacker_kid.clone(), attacker_key),
+            ),
         ),
         attack(
             "kid of an unknown key",
             Code::Unauthenticated,
             Why::Reason("TOKEN_INVALID"),
-            with_token(c, &sign_with_header(&claims, unknown_kid, attacker_key)),
+            with_token(
+                c,
+                &sign_with_header(claims, unknown_kid.clone(), attacker_key),
+            ),
         ),
         attack(
             "expired",
             Code::Unauthenticated,
             Why::Reason("TOKEN_EXPIRED"),
-            with_token(c, &sign(&with(claims.clone(), "exp", json!(now - 5)), &key)),
+            with_token(c, &sign(&with(claims.clone(), "exp", json!(now - 5)), key)),
         ),
         attack(
             "nbf in the future",
@@ -323,7 +402,7 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
             Why::Reason("TOKEN_INVALID"),
             with_token(
                 c,
-                &sign(&with(claims.clone(), "nbf", json!(now + 300)), &key),
+                &sign(&with(claims.clone(), "nbf", json!(now + 300)), key),
             ),
         ),
         attack(
@@ -332,7 +411,7 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
             Why::Reason("TOKEN_INVALID"),
             with_token(
                 c,
-                &sign(&with(claims.clone(), "iss", json!("attacker")), &key),
+                &sign(&with(claims.clone(), "iss", json!("attacker")), key),
             ),
         ),
         attack(
@@ -341,7 +420,7 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
             Why::Reason("TOKEN_INVALID"),
             with_token(
                 c,
-                &sign(&with(claims.clone(), "aud", json!("attacker")), &key),
+                &sign(&with(claims.clone(), "aud", json!("attacker")), key),
             ),
         ),
         attack(
@@ -374,17 +453,30 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
             Why::Reason("TOKEN_INVALID"),
             with_token(c, "...."),
         ),
+    ]
+}
+
+/// Credentials too large for a header.
+fn oversized_headers(s: &Arranged) -> Vec<Attack> {
+    let Arranged {
+        channel,
+        huge,
+        long,
+        ..
+    } = s;
+    let c = channel;
+    vec![
         attack(
             "1 MiB token in a header",
             Code::Unknown,
             Why::ConnectionClosed,
-            with_token(c, &huge),
+            with_token(c, huge),
         ),
         attack(
             "12 KiB token in a header (above --max-header-list-bytes 8192)",
             Code::Unknown,
             Why::Below("mapped from HTTP status code 431"),
-            with_token(c, &long),
+            with_token(c, long),
         ),
         attack(
             "6 KiB token (refused before any crypto)",
@@ -392,6 +484,20 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
             Why::Reason("CREDENTIALS_MALFORMED"),
             with_token(c, &"a".repeat(6 * 1024)),
         ),
+    ]
+}
+
+/// Credentials that were good once: of a deleted, renewed or re-roled user, a rotated or made-up API key, a used invite.
+fn stale_credentials(s: &Arranged) -> Vec<Attack> {
+    let Arranged {
+        channel,
+        acme,
+        stale,
+        accept,
+        ..
+    } = s;
+    let c = channel;
+    vec![
         attack(
             "deleted user's token",
             Code::Unauthenticated,
@@ -428,9 +534,22 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
             Why::Reason("INVITE_INVALID"),
             {
                 let mut auth = AuthServiceClient::new(channel.clone());
+                let accept = accept.clone();
                 async move { auth.accept_invite(accept).await.map(|_| ()) }
             },
         ),
+    ]
+}
+
+/// Request bodies above the limit.
+fn oversized_bodies(s: &Arranged) -> Vec<Attack> {
+    let Arranged {
+        channel,
+        admin,
+        huge,
+        ..
+    } = s;
+    vec![
         attack("1 MiB request body", Code::ResourceExhausted, TOO_LARGE, {
             let mut auth = AuthServiceClient::new(channel.clone());
             let request = proto::AcceptInviteRequest {
@@ -456,7 +575,19 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
                 }
             },
         ),
-        // Valid credentials of organisation B, aimed at organisation A.
+    ]
+}
+
+/// Valid credentials of organisation B, aimed at organisation A.
+fn other_organisation(s: &Arranged) -> Vec<Attack> {
+    let Arranged {
+        channel,
+        other,
+        foreign_admin,
+        target,
+        ..
+    } = s;
+    vec![
         attack(
             "B's valid token on A's user (delete)",
             Code::NotFound,
@@ -494,8 +625,21 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
                 async move { users.delete_user(request).await.map(|_| ()) }
             },
         ),
-        // Confirmations (the caller is authenticated: the confirmation is
-        // refused as a precondition, with its reason).
+    ]
+}
+
+/// Confirmations (the caller is authenticated: the confirmation is refused as a precondition, with its reason).
+fn confirmations(s: &Arranged) -> Vec<Attack> {
+    let Arranged {
+        admin,
+        target,
+        used,
+        expired,
+        foreign_target,
+        foreign_confirmation,
+        ..
+    } = s;
+    vec![
         attack(
             "used confirmation token",
             Code::FailedPrecondition,
@@ -542,7 +686,32 @@ async fn every_credential_attack_is_refused_and_changes_nothing() {
                 async move { a.confirm_renew(&id, &token).await.map(|_| ()) }
             },
         ),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_credential_attack_is_refused_and_changes_nothing() {
+    let s = arrange().await;
+    let attacks: Vec<Attack> = [
+        forged_tokens(&s),
+        oversized_headers(&s),
+        stale_credentials(&s),
+        oversized_bodies(&s),
+        other_organisation(&s),
+        confirmations(&s),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let Arranged {
+        server,
+        channel,
+        admin,
+        valid,
+        rotated,
+        ..
+    } = &s;
+    let c = channel;
 
     // The baselines: the un-tampered token and the current API key, sent
     // the way the attacks send theirs, are accepted; so each refusal below

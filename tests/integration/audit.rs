@@ -20,9 +20,11 @@ impl Lcg {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_events_match_changes_one_to_one() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let mut auth = AuthServiceClient::new(channel.clone());
     let mut rng = Lcg(20261128);

@@ -290,15 +290,17 @@ async fn only_registered_services_may_ask() {
 /// next call, for every kind of revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_deny_on_the_next_call_on_another_replica() {
-    use proto::rotate_api_key_response::Outcome;
-    let db = TestDb::new().await;
-    let writer = Replica::start(&db.url).await;
-    let reader = Replica::start(&db.url).await;
-    let org = create_org(&db, "Acme").await;
-    let service_key = register_service(&db, "streams").await;
-    let on_writer = channel(writer.addr).await;
-    let mut auth = AuthServiceClient::new(channel(reader.addr).await);
-    let admin = Session::login(&on_writer, &org.admin_email, ADMIN_PASSWORD).await;
+    let replicas = TwoReplicas::start().await;
+    let TwoReplicas {
+        db,
+        org,
+        on_first: on_writer,
+        on_second: on_reader,
+        ..
+    } = &replicas;
+    let service_key = register_service(db, "streams").await;
+    let mut auth = AuthServiceClient::new(on_reader.clone());
+    let admin = Session::login(on_writer, &org.admin_email, ADMIN_PASSWORD).await;
     let mut check = async |kind: Kind| {
         auth.authorize(as_service(ask(kind, "streams.delete", ""), &service_key))
             .await
@@ -311,7 +313,7 @@ async fn revocations_deny_on_the_next_call_on_another_replica() {
         .create_user("bob@acme.example.com", Role::NanoAdmin)
         .await
         .expect("create");
-    let bob_token = login(&on_writer, "bob@acme.example.com", PASSWORD).await;
+    let bob_token = login(on_writer, "bob@acme.example.com", PASSWORD).await;
     assert!(check(Kind::AccessToken(bob_token.clone())).await.allowed);
     admin
         .set_role(&bob.id, Role::NanoAdmin, "")
@@ -325,7 +327,7 @@ async fn revocations_deny_on_the_next_call_on_another_replica() {
     assert!(!check(Kind::AccessToken(bob_token)).await.allowed);
 
     // A tokenKey renewal.
-    let bob_token = login(&on_writer, "bob@acme.example.com", PASSWORD).await;
+    let bob_token = login(on_writer, "bob@acme.example.com", PASSWORD).await;
     let renew = admin.ask_renew(&bob.id).await.expect("ask");
     admin
         .confirm_renew(&bob.id, &renew.confirmation_token)
@@ -335,7 +337,7 @@ async fn revocations_deny_on_the_next_call_on_another_replica() {
     assert_eq!(answer.denial_reason, DenialReason::CredentialRevoked as i32);
 
     // A deletion.
-    let bob_token = login(&on_writer, "bob@acme.example.com", PASSWORD).await;
+    let bob_token = login(on_writer, "bob@acme.example.com", PASSWORD).await;
     let delete = admin.ask_delete(&bob.id).await.expect("ask");
     admin
         .confirm_delete(&bob.id, &delete.confirmation_token)
@@ -348,25 +350,13 @@ async fn revocations_deny_on_the_next_call_on_another_replica() {
 
     // An API key rotation.
     assert!(check(Kind::ApiKey(org.api_key.clone())).await.allowed);
-    let mut organisations =
-        proto::organisation_service_client::OrganisationServiceClient::new(on_writer);
-    let Some(Outcome::ConfirmationRequired(confirmation)) = organisations
-        .rotate_api_key(admin.req(proto::RotateApiKeyRequest::default()))
-        .await
-        .expect("ask")
-        .into_inner()
-        .outcome
-    else {
-        panic!("expected a confirmation");
-    };
-    organisations
-        .rotate_api_key(admin.req(proto::RotateApiKeyRequest {
-            confirmation_token: confirmation.confirmation_token,
-        }))
+    let confirmation = admin.ask(&TwoStep::RotateApiKey).await.expect("ask");
+    admin
+        .confirm(&TwoStep::RotateApiKey, &confirmation.confirmation_token)
         .await
         .expect("rotate");
     assert_eq!(
-        check(Kind::ApiKey(org.api_key)).await.denial_reason,
+        check(Kind::ApiKey(org.api_key.clone())).await.denial_reason,
         DenialReason::CredentialInvalid as i32
     );
 }

@@ -145,41 +145,34 @@ fn check(expect: &Expect, result: Result<Answered, Status>) -> Result<(), String
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_string_field_has_a_length_limit() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    make_secure(&server.db, org.id).await;
-    let channel = server.channel().await;
-    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
-    let user = admin
-        .create_user("operator@acme.example.com", Role::NanoUser)
-        .await
-        .expect("create");
-    let service_key = register_service(&server.db, "streams").await;
-    let genuine = crate::playback::issue(&admin, crate::playback::for_streams(&["live"]))
-        .await
-        .expect("issue")
-        .token;
-    let long = "x".repeat(10 * 1024);
-    let long_email = format!("{}@example.com", "a".repeat(10 * 1024));
+/// What the length cases need: an organisation with its admin and a user,
+/// a service key, a genuine playback token and the too-long values.
+struct LengthFixture {
+    channel: tonic::transport::Channel,
+    org: Org,
+    admin: Session,
+    user: proto::User,
+    service_key: String,
+    genuine: String,
+    long: String,
+    long_email: String,
+}
 
+/// One case per string field: its `Message.field`, what is expected, the call.
+type LengthCase = (&'static str, Expect, Outcome);
+
+/// The length cases of AuthService, Authorize and AuthorizeBatch included.
+fn auth_service_length_cases(fixture: &LengthFixture) -> Vec<LengthCase> {
+    let LengthFixture {
+        channel,
+        org,
+        admin,
+        service_key,
+        long,
+        long_email,
+        ..
+    } = fixture;
     let auth = || AuthServiceClient::new(channel.clone());
-    let users = || admin.users();
-    let organisations = || OrganisationServiceClient::new(channel.clone());
-    let playback = || PlaybackTokenServiceClient::new(channel.clone());
-    let audit = || AuditServiceClient::new(channel.clone());
-    let sessions = || proto::session_service_client::SessionServiceClient::new(channel.clone());
-    let api_tokens =
-        || proto::api_token_service_client::ApiTokenServiceClient::new(channel.clone());
-    let token_request = |permissions: &[&str]| proto::CreateApiTokenRequest {
-        name: "script".into(),
-        expires_at: Some(prost_types::Timestamp {
-            seconds: now_seconds() + 3_600,
-            nanos: 0,
-        }),
-        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
-    };
     let login = |email: &str, password: &str, org: &str| proto::LoginRequest {
         email: email.into(),
         password: password.into(),
@@ -195,7 +188,7 @@ async fn every_string_field_has_a_length_limit() {
                 organisation_id: org.into(),
             },
             "x-usermgmt-service-key",
-            &service_key,
+            service_key,
         )
     };
     let batch = |permission: &str, org: &str| {
@@ -208,65 +201,24 @@ async fn every_string_field_has_a_length_limit() {
                 organisation_id: org.into(),
             },
             "x-usermgmt-service-key",
-            &service_key,
+            service_key,
         )
     };
-    let restrictions = |f: &dyn Fn(&mut proto::PlaybackRestrictions)| {
-        let mut r = proto::PlaybackRestrictions::default();
-        f(&mut r);
-        admin.req(proto::IssuePlaybackTokenRequest {
-            scope: Some(proto::PlaybackScope {
-                scope: Some(Scope::OrganisationWide(true)),
-            }),
-            restrictions: Some(r),
-            ..Default::default()
-        })
-    };
-    let issue_scope = |scope: Scope| {
-        admin.req(proto::IssuePlaybackTokenRequest {
-            scope: Some(proto::PlaybackScope { scope: Some(scope) }),
-            ..Default::default()
-        })
-    };
-    let update_org = |name: &str, etag: &str, path: &str| {
-        admin.req(proto::UpdateOrganisationRequest {
-            organisation: Some(proto::Organisation {
-                name: name.into(),
-                etag: etag.into(),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec![path.into()],
-            }),
-        })
-    };
-    let audit_req = |f: &dyn Fn(&mut proto::ListAuditEventsRequest)| {
-        let mut r = proto::ListAuditEventsRequest::default();
-        f(&mut r);
-        admin.req(r)
-    };
-    let verify = |token: &str, stream: &str, group: &str| proto::VerifyPlaybackTokenRequest {
-        token: token.into(),
-        stream: stream.into(),
-        group_id: group.into(),
-    };
-    let uid = user.id.clone();
-
-    let mut cases: Vec<(&str, Expect, Outcome)> = vec![
+    vec![
         (
             "LoginRequest.email",
             Expect::Invalid("email"),
-            call!(auth(), login, login(&long_email, PASSWORD, "")),
+            call!(auth(), login, login(long_email, PASSWORD, "")),
         ),
         (
             "LoginRequest.password",
             Expect::Invalid("password"),
-            call!(auth(), login, login(&org.admin_email, &long, "")),
+            call!(auth(), login, login(&org.admin_email, long, "")),
         ),
         (
             "LoginRequest.organisation_id",
             Expect::Invalid("organisation_id"),
-            call!(auth(), login, login(&org.admin_email, PASSWORD, &long)),
+            call!(auth(), login, login(&org.admin_email, PASSWORD, long)),
         ),
         (
             "AcceptInviteRequest.invite_token",
@@ -376,6 +328,65 @@ async fn every_string_field_has_a_length_limit() {
             ),
         ),
         (
+            "Credential.access_token",
+            Expect::Denied("CREDENTIALS_MALFORMED"),
+            call!(
+                auth(),
+                authorize,
+                authorize(Kind::AccessToken(long.clone()), "users.read", "")
+            ),
+        ),
+        (
+            "Credential.api_key",
+            Expect::Denied("CREDENTIALS_MALFORMED"),
+            call!(
+                auth(),
+                authorize,
+                authorize(Kind::ApiKey(long.clone()), "users.read", "")
+            ),
+        ),
+        (
+            "AuthorizeRequest.permission",
+            Expect::Invalid("permission"),
+            call!(
+                auth(),
+                authorize,
+                authorize(Kind::AccessToken(admin.token.clone()), long, "")
+            ),
+        ),
+        (
+            "AuthorizeRequest.organisation_id",
+            Expect::Invalid("organisation_id"),
+            call!(
+                auth(),
+                authorize,
+                authorize(Kind::AccessToken(admin.token.clone()), "users.read", long,)
+            ),
+        ),
+        (
+            "AuthorizeBatchRequest.permissions",
+            Expect::Invalid("permissions[0]"),
+            call!(auth(), authorize_batch, batch(long, "")),
+        ),
+        (
+            "AuthorizeBatchRequest.organisation_id",
+            Expect::Invalid("organisation_id"),
+            call!(auth(), authorize_batch, batch("users.read", long)),
+        ),
+    ]
+}
+
+/// The length cases of SessionService.
+fn session_service_length_cases(fixture: &LengthFixture) -> Vec<LengthCase> {
+    let LengthFixture {
+        channel,
+        admin,
+        long,
+        ..
+    } = fixture;
+    let sessions = || proto::session_service_client::SessionServiceClient::new(channel.clone());
+    vec![
+        (
             "ListSessionsRequest.user_id",
             Expect::Invalid("user_id"),
             call!(
@@ -410,6 +421,28 @@ async fn every_string_field_has_a_length_limit() {
                 })
             ),
         ),
+    ]
+}
+
+/// The length cases of ApiTokenService.
+fn api_token_service_length_cases(fixture: &LengthFixture) -> Vec<LengthCase> {
+    let LengthFixture {
+        channel,
+        admin,
+        long,
+        ..
+    } = fixture;
+    let api_tokens =
+        || proto::api_token_service_client::ApiTokenServiceClient::new(channel.clone());
+    let token_request = |permissions: &[&str]| proto::CreateApiTokenRequest {
+        name: "script".into(),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: now_seconds() + 3_600,
+            nanos: 0,
+        }),
+        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    vec![
         (
             "CreateApiTokenRequest.name",
             Expect::Invalid("name"),
@@ -466,6 +499,21 @@ async fn every_string_field_has_a_length_limit() {
                 })
             ),
         ),
+    ]
+}
+
+/// The length cases of UserService.
+fn user_service_length_cases(fixture: &LengthFixture) -> Vec<LengthCase> {
+    let LengthFixture {
+        admin,
+        user,
+        long,
+        long_email,
+        ..
+    } = fixture;
+    let users = || admin.users();
+    let uid = user.id.clone();
+    vec![
         (
             "ListUsersRequest.email_prefix",
             Expect::Invalid("email_prefix"),
@@ -525,52 +573,6 @@ async fn every_string_field_has_a_length_limit() {
                     etag: long.clone(),
                 })
             ),
-        ),
-        (
-            "Credential.access_token",
-            Expect::Denied("CREDENTIALS_MALFORMED"),
-            call!(
-                auth(),
-                authorize,
-                authorize(Kind::AccessToken(long.clone()), "users.read", "")
-            ),
-        ),
-        (
-            "Credential.api_key",
-            Expect::Denied("CREDENTIALS_MALFORMED"),
-            call!(
-                auth(),
-                authorize,
-                authorize(Kind::ApiKey(long.clone()), "users.read", "")
-            ),
-        ),
-        (
-            "AuthorizeRequest.permission",
-            Expect::Invalid("permission"),
-            call!(
-                auth(),
-                authorize,
-                authorize(Kind::AccessToken(admin.token.clone()), &long, "")
-            ),
-        ),
-        (
-            "AuthorizeRequest.organisation_id",
-            Expect::Invalid("organisation_id"),
-            call!(
-                auth(),
-                authorize,
-                authorize(Kind::AccessToken(admin.token.clone()), "users.read", &long,)
-            ),
-        ),
-        (
-            "AuthorizeBatchRequest.permissions",
-            Expect::Invalid("permissions[0]"),
-            call!(auth(), authorize_batch, batch(&long, "")),
-        ),
-        (
-            "AuthorizeBatchRequest.organisation_id",
-            Expect::Invalid("organisation_id"),
-            call!(auth(), authorize_batch, batch("users.read", &long)),
         ),
         (
             "GetUserRequest.user_id",
@@ -731,6 +733,24 @@ async fn every_string_field_has_a_length_limit() {
                 })
             ),
         ),
+    ]
+}
+
+/// The length cases of AuditService.
+fn audit_service_length_cases(fixture: &LengthFixture) -> Vec<LengthCase> {
+    let LengthFixture {
+        channel,
+        admin,
+        long,
+        ..
+    } = fixture;
+    let audit = || AuditServiceClient::new(channel.clone());
+    let audit_req = |f: &dyn Fn(&mut proto::ListAuditEventsRequest)| {
+        let mut r = proto::ListAuditEventsRequest::default();
+        f(&mut r);
+        admin.req(r)
+    };
+    vec![
         (
             "ListAuditEventsRequest.page_token",
             Expect::Invalid("page_token"),
@@ -767,13 +787,38 @@ async fn every_string_field_has_a_length_limit() {
                 audit_req(&|r| r.action = long.clone())
             ),
         ),
+    ]
+}
+
+/// The length cases of OrganisationService, with the output-only fields that UpdateOrganisation ignores (AIP-203).
+fn organisation_service_length_cases(fixture: &LengthFixture) -> Vec<LengthCase> {
+    let LengthFixture {
+        channel,
+        admin,
+        long,
+        ..
+    } = fixture;
+    let organisations = || OrganisationServiceClient::new(channel.clone());
+    let update_org = |name: &str, etag: &str, path: &str| {
+        admin.req(proto::UpdateOrganisationRequest {
+            organisation: Some(proto::Organisation {
+                name: name.into(),
+                etag: etag.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec![path.into()],
+            }),
+        })
+    };
+    let mut cases: Vec<LengthCase> = vec![
         (
             "Organisation.name",
             Expect::Invalid("organisation.name"),
             call!(
                 organisations(),
                 update_organisation,
-                update_org(&long, "", "name")
+                update_org(long, "", "name")
             ),
         ),
         (
@@ -782,7 +827,7 @@ async fn every_string_field_has_a_length_limit() {
             call!(
                 organisations(),
                 update_organisation,
-                update_org("Acme", &long, "name")
+                update_org("Acme", long, "name")
             ),
         ),
         (
@@ -791,7 +836,7 @@ async fn every_string_field_has_a_length_limit() {
             call!(
                 organisations(),
                 update_organisation,
-                update_org("Acme", "", &long)
+                update_org("Acme", "", long)
             ),
         ),
         (
@@ -805,6 +850,70 @@ async fn every_string_field_has_a_length_limit() {
                 })
             ),
         ),
+    ];
+    // Output-only fields: UpdateOrganisation ignores them (AIP-203).
+    for (field, set) in [
+        (
+            "Organisation.id",
+            (|o: &mut proto::Organisation, v: String| o.id = v) as fn(&mut _, _),
+        ),
+        ("Organisation.api_key_fingerprint", |o, v| {
+            o.api_key_fingerprint = v
+        }),
+    ] {
+        let mut organisation = proto::Organisation {
+            name: "Acme".into(),
+            ..Default::default()
+        };
+        set(&mut organisation, long.clone());
+        let request = admin.req(proto::UpdateOrganisationRequest {
+            organisation: Some(organisation),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
+        });
+        cases.push((
+            field,
+            Expect::Ignored,
+            call!(organisations(), update_organisation, request),
+        ));
+    }
+    cases
+}
+
+/// The length cases of PlaybackTokenService.
+fn playback_token_service_length_cases(fixture: &LengthFixture) -> Vec<LengthCase> {
+    let LengthFixture {
+        channel,
+        admin,
+        genuine,
+        long,
+        ..
+    } = fixture;
+    let playback = || PlaybackTokenServiceClient::new(channel.clone());
+    let restrictions = |f: &dyn Fn(&mut proto::PlaybackRestrictions)| {
+        let mut r = proto::PlaybackRestrictions::default();
+        f(&mut r);
+        admin.req(proto::IssuePlaybackTokenRequest {
+            scope: Some(proto::PlaybackScope {
+                scope: Some(Scope::OrganisationWide(true)),
+            }),
+            restrictions: Some(r),
+            ..Default::default()
+        })
+    };
+    let issue_scope = |scope: Scope| {
+        admin.req(proto::IssuePlaybackTokenRequest {
+            scope: Some(proto::PlaybackScope { scope: Some(scope) }),
+            ..Default::default()
+        })
+    };
+    let verify = |token: &str, stream: &str, group: &str| proto::VerifyPlaybackTokenRequest {
+        token: token.into(),
+        stream: stream.into(),
+        group_id: group.into(),
+    };
+    vec![
         (
             "StreamList.names",
             Expect::Invalid("scope.streams.names"),
@@ -864,25 +973,17 @@ async fn every_string_field_has_a_length_limit() {
         (
             "VerifyPlaybackTokenRequest.token",
             Expect::NotValid(VerifyFailureReason::Malformed),
-            call!(playback(), verify_playback_token, verify(&long, "live", "")),
+            call!(playback(), verify_playback_token, verify(long, "live", "")),
         ),
         (
             "VerifyPlaybackTokenRequest.stream",
             Expect::Invalid("stream"),
-            call!(
-                playback(),
-                verify_playback_token,
-                verify(&genuine, &long, "")
-            ),
+            call!(playback(), verify_playback_token, verify(genuine, long, "")),
         ),
         (
             "VerifyPlaybackTokenRequest.group_id",
             Expect::Invalid("group_id"),
-            call!(
-                playback(),
-                verify_playback_token,
-                verify(&genuine, "", &long)
-            ),
+            call!(playback(), verify_playback_token, verify(genuine, "", long)),
         ),
         (
             "RevokePlaybackTokenRequest.token",
@@ -906,35 +1007,49 @@ async fn every_string_field_has_a_length_limit() {
                 })
             ),
         ),
-    ];
+    ]
+}
 
-    // Output-only fields: UpdateOrganisation ignores them (AIP-203).
-    for (field, set) in [
-        (
-            "Organisation.id",
-            (|o: &mut proto::Organisation, v: String| o.id = v) as fn(&mut _, _),
-        ),
-        ("Organisation.api_key_fingerprint", |o, v| {
-            o.api_key_fingerprint = v
-        }),
-    ] {
-        let mut organisation = proto::Organisation {
-            name: "Acme".into(),
-            ..Default::default()
-        };
-        set(&mut organisation, long.clone());
-        let request = admin.req(proto::UpdateOrganisationRequest {
-            organisation: Some(organisation),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["name".into()],
-            }),
-        });
-        cases.push((
-            field,
-            Expect::Ignored,
-            call!(organisations(), update_organisation, request),
-        ));
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_string_field_has_a_length_limit() {
+    let server = TestServer::start().await;
+    let org = create_org(&server.db, "Acme").await;
+    make_secure(&server.db, org.id).await;
+    let channel = server.channel().await;
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let user = admin
+        .create_user("operator@acme.example.com", Role::NanoUser)
+        .await
+        .expect("create");
+    let service_key = register_service(&server.db, "streams").await;
+    let genuine = crate::playback::issue(&admin, crate::playback::for_streams(&["live"]))
+        .await
+        .expect("issue")
+        .token;
+    let long = "x".repeat(10 * 1024);
+    let long_email = format!("{}@example.com", "a".repeat(10 * 1024));
+    let fixture = LengthFixture {
+        channel,
+        org,
+        admin,
+        user,
+        service_key,
+        genuine,
+        long,
+        long_email,
+    };
+    let cases: Vec<LengthCase> = [
+        auth_service_length_cases(&fixture),
+        session_service_length_cases(&fixture),
+        api_token_service_length_cases(&fixture),
+        user_service_length_cases(&fixture),
+        audit_service_length_cases(&fixture),
+        organisation_service_length_cases(&fixture),
+        playback_token_service_length_cases(&fixture),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
 
     // Every string field of every request has its case, and every case is one.
     let contract: BTreeMap<String, String> = request_fields(is_text)
@@ -1074,9 +1189,11 @@ async fn no_field_of_any_request_holds_nul_or_a_time_out_of_range() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_looking_names_are_stored_and_returned_verbatim() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let mut organisations = OrganisationServiceClient::new(channel.clone());
     for name in [
@@ -1134,9 +1251,11 @@ async fn sql_looking_names_are_stored_and_returned_verbatim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unicode_emails_have_one_form() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
 
     // Composed é, then decomposed and upper case: the same address.

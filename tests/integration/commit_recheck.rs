@@ -17,17 +17,17 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt as _;
 use usermgmt::proto::{
-    self, Role, auth_service_client::AuthServiceClient, delete_user_response,
+    self, Role, auth_service_client::AuthServiceClient,
     organisation_service_client::OrganisationServiceClient,
-    playback_token_service_client::PlaybackTokenServiceClient, renew_token_key_response,
-    revoke_playback_token_request::Target, rotate_api_key_response, suspend_user_response,
-    user_service_client::UserServiceClient,
+    playback_token_service_client::PlaybackTokenServiceClient,
+    revoke_playback_token_request::Target, user_service_client::UserServiceClient,
 };
 use uuid::Uuid;
 
 use crate::playback::{for_streams, make_secure};
 use crate::support::dump::{assert_same, dump_org, dump_org_on};
 use crate::support::lock::OrgLock;
+use crate::support::two_step::{self, Caller as Credential};
 use crate::support::*;
 
 /// The longest one call of a case may take.
@@ -205,19 +205,9 @@ struct Caller {
     credential: Credential,
 }
 
-#[derive(Clone)]
-enum Credential {
-    /// An access token, or a personal API token: presented alike.
-    Token(String),
-    ApiKey(String),
-}
-
 impl Caller {
     fn req<T>(&self, message: T) -> Request<T> {
-        match &self.credential {
-            Credential::Token(token) => authed(message, token),
-            Credential::ApiKey(key) => with_header(message, "x-bintu-apikey", key),
-        }
+        self.credential.req(message)
     }
 
     fn users(&self) -> UserServiceClient<Channel> {
@@ -244,83 +234,38 @@ impl Caller {
             .into_inner()
     }
 
-    async fn delete_user(&self, user_id: &str, token: &str) -> Result<String, Status> {
-        let outcome = self
-            .users()
-            .delete_user(self.req(proto::DeleteUserRequest {
-                user_id: user_id.into(),
-                confirmation_token: token.into(),
-            }))
-            .await?
-            .into_inner()
-            .outcome;
-        Ok(match outcome {
-            Some(delete_user_response::Outcome::ConfirmationRequired(c)) if token.is_empty() => {
-                c.confirmation_token
+    /// One step of a double-confirmed action: with no `token`, the first
+    /// (its confirmation token); with one, the second (the user's id, or the
+    /// new key's fingerprint).
+    async fn two_step(&self, action: TwoStep, token: &str) -> Result<String, Status> {
+        let step = two_step::call(&self.channel, &self.credential, &action, token).await?;
+        Ok(match step {
+            two_step::Step::Asked(asked) if token.is_empty() => asked.confirmation_token,
+            two_step::Step::Done(Done::Rotated(key)) if !token.is_empty() => {
+                key.api_key_fingerprint
             }
-            Some(delete_user_response::Outcome::Deleted(user)) if !token.is_empty() => user.id,
-            other => panic!("DeleteUser answered {other:?}"),
+            two_step::Step::Done(done) if !token.is_empty() => done.user().id,
+            other => panic!("{action:?} answered {other:?}"),
         })
+    }
+
+    async fn delete_user(&self, user_id: &str, token: &str) -> Result<String, Status> {
+        self.two_step(TwoStep::DeleteUser(user_id.into()), token)
+            .await
     }
 
     async fn renew_token_key(&self, user_id: &str, token: &str) -> Result<String, Status> {
-        let outcome = self
-            .users()
-            .renew_token_key(self.req(proto::RenewTokenKeyRequest {
-                user_id: user_id.into(),
-                confirmation_token: token.into(),
-            }))
-            .await?
-            .into_inner()
-            .outcome;
-        Ok(match outcome {
-            Some(renew_token_key_response::Outcome::ConfirmationRequired(c))
-                if token.is_empty() =>
-            {
-                c.confirmation_token
-            }
-            Some(renew_token_key_response::Outcome::Renewed(user)) if !token.is_empty() => user.id,
-            other => panic!("RenewTokenKey answered {other:?}"),
-        })
+        self.two_step(TwoStep::RenewTokenKey(user_id.into()), token)
+            .await
     }
 
     async fn suspend_user(&self, user_id: &str, token: &str) -> Result<String, Status> {
-        let outcome = self
-            .users()
-            .suspend_user(self.req(proto::SuspendUserRequest {
-                user_id: user_id.into(),
-                confirmation_token: token.into(),
-            }))
-            .await?
-            .into_inner()
-            .outcome;
-        Ok(match outcome {
-            Some(suspend_user_response::Outcome::ConfirmationRequired(c)) if token.is_empty() => {
-                c.confirmation_token
-            }
-            Some(suspend_user_response::Outcome::Suspended(user)) if !token.is_empty() => user.id,
-            other => panic!("SuspendUser answered {other:?}"),
-        })
+        self.two_step(TwoStep::SuspendUser(user_id.into()), token)
+            .await
     }
 
     async fn rotate_api_key(&self, token: &str) -> Result<String, Status> {
-        let outcome = self
-            .organisations()
-            .rotate_api_key(self.req(proto::RotateApiKeyRequest {
-                confirmation_token: token.into(),
-            }))
-            .await?
-            .into_inner()
-            .outcome;
-        Ok(match outcome {
-            Some(rotate_api_key_response::Outcome::ConfirmationRequired(c)) if token.is_empty() => {
-                c.confirmation_token
-            }
-            Some(rotate_api_key_response::Outcome::Rotated(key)) if !token.is_empty() => {
-                key.api_key_fingerprint
-            }
-            other => panic!("RotateApiKey answered {other:?}"),
-        })
+        self.two_step(TwoStep::RotateApiKey, token).await
     }
 }
 
@@ -934,19 +879,6 @@ async fn every_write_rechecks_an_api_key_caller_at_commit() {
         &[Revocation::Nothing, Revocation::RotateApiKey],
     )
     .await;
-}
-
-/// A login's tokens, as Login returns them.
-async fn sign_in(channel: &Channel, email: &str, password: &str) -> proto::LoginResponse {
-    AuthServiceClient::new(channel.clone())
-        .login(proto::LoginRequest {
-            email: email.into(),
-            password: password.into(),
-            organisation_id: String::new(),
-        })
-        .await
-        .unwrap_or_else(|status| panic!("login of {email}: {status:?}"))
-        .into_inner()
 }
 
 /// A password reset token of the organisation's admin, stored as a mailed

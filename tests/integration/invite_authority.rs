@@ -10,9 +10,7 @@ use std::collections::BTreeSet;
 use tonic::Code;
 use tonic::transport::Channel;
 use usermgmt::proto::{
-    self, Role, auth_service_client::AuthServiceClient,
-    organisation_service_client::OrganisationServiceClient,
-    rotate_api_key_response::Outcome as RotateOutcome, user_service_client::UserServiceClient,
+    self, Role, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
 };
 use uuid::Uuid;
 
@@ -308,33 +306,22 @@ async fn a_role_without_users_invite_revokes_the_users_invites() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_api_key_revokes_the_invites_made_with_the_old_key() {
-    let server = TestServer::start().await;
-    let channel = server.channel().await;
-    let org = create_org(&server.db, "Acme").await;
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let a = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let k1 = invite_with_key(&channel, &org.api_key, "k1@acme.example.com").await;
     let k2 = invite_with_key(&channel, &org.api_key, "k2@acme.example.com").await;
     let a1 = invite(&a, "a1@acme.example.com").await;
 
-    let mut organisations = OrganisationServiceClient::new(channel.clone());
-    let step = organisations
-        .rotate_api_key(a.req(proto::RotateApiKeyRequest::default()))
-        .await
-        .expect("ask to rotate")
-        .into_inner();
-    let Some(RotateOutcome::ConfirmationRequired(confirmation)) = step.outcome else {
-        panic!("expected a confirmation: {step:?}");
-    };
-    let step = organisations
-        .rotate_api_key(a.req(proto::RotateApiKeyRequest {
-            confirmation_token: confirmation.confirmation_token,
-        }))
+    let confirmation = a.ask(&TwoStep::RotateApiKey).await.expect("ask to rotate");
+    let rotated = a
+        .confirm(&TwoStep::RotateApiKey, &confirmation.confirmation_token)
         .await
         .expect("rotate")
-        .into_inner();
-    let Some(RotateOutcome::Rotated(rotated)) = step.outcome else {
-        panic!("expected the new key: {step:?}");
-    };
+        .rotated();
 
     let events = revocations(&a).await;
     let rotation = request_of(&a, "organisation.rotate_api_key", &org.id.to_string()).await;

@@ -15,7 +15,6 @@ use usermgmt::proto::{
     organisation_service_client::OrganisationServiceClient,
     playback_token_service_client::PlaybackTokenServiceClient,
     revoke_playback_token_request::Target, role_service_client::RoleServiceClient,
-    rotate_api_key_response::Outcome as RotateOutcome,
     session_service_client::SessionServiceClient,
 };
 
@@ -76,14 +75,10 @@ async fn victim(server: &TestServer, channel: &Channel) -> Victim {
     .await
     .expect("issue");
     let renew = admin.ask_renew(&user.id).await.expect("ask renew");
-    let rotate = OrganisationServiceClient::new(channel.clone())
-        .rotate_api_key(admin.req(proto::RotateApiKeyRequest::default()))
+    let rotate = admin
+        .ask(&TwoStep::RotateApiKey)
         .await
-        .expect("ask rotation")
-        .into_inner();
-    let Some(RotateOutcome::ConfirmationRequired(rotate)) = rotate.outcome else {
-        panic!("expected a confirmation");
-    };
+        .expect("ask rotation");
     let session_id = SessionServiceClient::new(channel.clone())
         .list_sessions(admin.req(proto::ListSessionsRequest::default()))
         .await
@@ -121,40 +116,34 @@ fn code_in<T: std::fmt::Debug>(result: Result<T, tonic::Status>, codes: &[Code],
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_rpc() {
-    let server = TestServer::start().await;
-    let channel = server.channel().await;
-    let a = victim(&server, &channel).await;
-    let other = create_org(&server.db, "Other").await;
-    make_secure(&server.db, other.id).await;
-    let b = Session::login(&channel, &other.admin_email, ADMIN_PASSWORD).await;
-    let service_key = register_service(&server.db, "streams").await;
-    let a_id = a.org.id.to_string();
-    let b_id = other.id.to_string();
+/// The two organisations: A, whose every resource B's admin aims at, and
+/// B, with what the cases need.
+struct Parties {
+    channel: Channel,
+    a: Victim,
+    other: Org,
+    b: Session,
+    service_key: String,
+    a_id: String,
+    b_id: String,
+    a_audit_ids: Vec<String>,
+}
 
-    let users = || b.users();
+/// B's attempt at A by each RPC, by its `Service/Method` name.
+type Cases = BTreeMap<&'static str, Case>;
+
+async fn auth_service_cases(parties: &Parties, cases: &mut Cases) {
+    let Parties {
+        channel,
+        a,
+        other,
+        b,
+        service_key,
+        a_id,
+        b_id,
+        ..
+    } = parties;
     let auth = || AuthServiceClient::new(channel.clone());
-    let organisations = || OrganisationServiceClient::new(channel.clone());
-    let playback = || PlaybackTokenServiceClient::new(channel.clone());
-    let a_audit_ids: Vec<String> = server
-        .db
-        .client()
-        .await
-        .query(
-            "SELECT id::text FROM audit_events WHERE organisation_id = $1",
-            &[&a.org.id],
-        )
-        .await
-        .expect("audit ids")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert!(!a_audit_ids.is_empty());
-
-    let mut cases: BTreeMap<&str, Case> = BTreeMap::new();
-    let rpc = |name: &str| format!("/usermgmt.v1.{name}");
-
     // AuthService.
     cases.insert("AuthService/Login", {
         let mut auth = auth();
@@ -202,7 +191,7 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
     cases.insert("AuthService/Logout", {
         // B's own session, of a sign-in of its own: the others' go on.
         let mut auth = auth();
-        let b_again = Session::login(&channel, &other.admin_email, ADMIN_PASSWORD).await;
+        let b_again = Session::login(channel, &other.admin_email, ADMIN_PASSWORD).await;
         let request = b_again.req(proto::LogoutRequest {});
         Box::pin(async move {
             auth.logout(request).await.expect("B logs out");
@@ -241,57 +230,6 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
         Box::pin(async move {
             let result = auth.reset_password(request).await;
             assert_status(result, Code::Unauthenticated, Some("RESET_TOKEN_INVALID"));
-        })
-    });
-    cases.insert("SessionService/ListSessions", {
-        let mut sessions = SessionServiceClient::new(channel.clone());
-        let request = b.req(proto::ListSessionsRequest {
-            user_id: a.org.admin_id.to_string(),
-            ..Default::default()
-        });
-        Box::pin(async move {
-            let result = sessions.list_sessions(request).await;
-            assert_status(result, Code::NotFound, None);
-        })
-    });
-    cases.insert("SessionService/RevokeSession", {
-        let mut sessions = SessionServiceClient::new(channel.clone());
-        let request = b.req(proto::RevokeSessionRequest {
-            session_id: a.session_id.clone(),
-        });
-        Box::pin(async move {
-            let result = sessions.revoke_session(request).await;
-            assert_status(result, Code::NotFound, None);
-        })
-    });
-    cases.insert("ApiTokenService/CreateApiToken", {
-        // A token is the caller's own: B's token is B's, whatever it tries.
-        let (channel, token) = (channel.clone(), b.token.clone());
-        let b_admin = other.admin_id.to_string();
-        Box::pin(async move {
-            let created = create_api_token(&channel, &token, &[])
-                .await
-                .expect("B's own token");
-            assert_eq!(created.api_token.expect("resource").user_id, b_admin);
-        })
-    });
-    cases.insert("ApiTokenService/ListApiTokens", {
-        let mut tokens = ApiTokenServiceClient::new(channel.clone());
-        let request = b.req(proto::ListApiTokensRequest {
-            user_id: a.org.admin_id.to_string(),
-            ..Default::default()
-        });
-        Box::pin(async move {
-            assert_status(tokens.list_api_tokens(request).await, Code::NotFound, None);
-        })
-    });
-    cases.insert("ApiTokenService/RevokeApiToken", {
-        let mut tokens = ApiTokenServiceClient::new(channel.clone());
-        let request = b.req(proto::RevokeApiTokenRequest {
-            api_token_id: a.api_token_id.clone(),
-        });
-        Box::pin(async move {
-            assert_status(tokens.revoke_api_token(request).await, Code::NotFound, None);
         })
     });
     for (name, batch) in [
@@ -340,7 +278,76 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
             }),
         );
     }
+}
 
+async fn session_service_cases(parties: &Parties, cases: &mut Cases) {
+    let Parties { channel, a, b, .. } = parties;
+    cases.insert("SessionService/ListSessions", {
+        let mut sessions = SessionServiceClient::new(channel.clone());
+        let request = b.req(proto::ListSessionsRequest {
+            user_id: a.org.admin_id.to_string(),
+            ..Default::default()
+        });
+        Box::pin(async move {
+            let result = sessions.list_sessions(request).await;
+            assert_status(result, Code::NotFound, None);
+        })
+    });
+    cases.insert("SessionService/RevokeSession", {
+        let mut sessions = SessionServiceClient::new(channel.clone());
+        let request = b.req(proto::RevokeSessionRequest {
+            session_id: a.session_id.clone(),
+        });
+        Box::pin(async move {
+            let result = sessions.revoke_session(request).await;
+            assert_status(result, Code::NotFound, None);
+        })
+    });
+}
+
+async fn api_token_service_cases(parties: &Parties, cases: &mut Cases) {
+    let Parties {
+        channel,
+        a,
+        other,
+        b,
+        ..
+    } = parties;
+    cases.insert("ApiTokenService/CreateApiToken", {
+        // A token is the caller's own: B's token is B's, whatever it tries.
+        let (channel, token) = (channel.clone(), b.token.clone());
+        let b_admin = other.admin_id.to_string();
+        Box::pin(async move {
+            let created = create_api_token(&channel, &token, &[])
+                .await
+                .expect("B's own token");
+            assert_eq!(created.api_token.expect("resource").user_id, b_admin);
+        })
+    });
+    cases.insert("ApiTokenService/ListApiTokens", {
+        let mut tokens = ApiTokenServiceClient::new(channel.clone());
+        let request = b.req(proto::ListApiTokensRequest {
+            user_id: a.org.admin_id.to_string(),
+            ..Default::default()
+        });
+        Box::pin(async move {
+            assert_status(tokens.list_api_tokens(request).await, Code::NotFound, None);
+        })
+    });
+    cases.insert("ApiTokenService/RevokeApiToken", {
+        let mut tokens = ApiTokenServiceClient::new(channel.clone());
+        let request = b.req(proto::RevokeApiTokenRequest {
+            api_token_id: a.api_token_id.clone(),
+        });
+        Box::pin(async move {
+            assert_status(tokens.revoke_api_token(request).await, Code::NotFound, None);
+        })
+    });
+}
+
+async fn user_service_cases(parties: &Parties, cases: &mut Cases) {
+    let Parties { a, b, .. } = parties;
+    let users = || b.users();
     // UserService.
     cases.insert("UserService/GetUser", {
         let (mut users, request) = (
@@ -490,7 +497,12 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
             assert_status(result, Code::NotFound, None);
         })
     });
+}
 
+async fn audit_service_cases(parties: &Parties, cases: &mut Cases) {
+    let Parties {
+        a, b, a_audit_ids, ..
+    } = parties;
     // AuditService.
     cases.insert("AuditService/ListAuditEvents", {
         let b = b.clone();
@@ -509,7 +521,10 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
             }
         })
     });
+}
 
+async fn role_service_cases(parties: &Parties, cases: &mut Cases) {
+    let Parties { channel, b, .. } = parties;
     // RoleService: the same static matrix for everyone.
     cases.insert("RoleService/ListRoles", {
         let mut roles = RoleServiceClient::new(channel.clone());
@@ -518,7 +533,18 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
             roles.list_roles(request).await.expect("roles");
         })
     });
+}
 
+async fn organisation_service_cases(parties: &Parties, cases: &mut Cases) {
+    let Parties {
+        channel,
+        a,
+        b,
+        a_id,
+        b_id,
+        ..
+    } = parties;
+    let organisations = || OrganisationServiceClient::new(channel.clone());
     // OrganisationService.
     cases.insert("OrganisationService/GetOrganisation", {
         let mut organisations = organisations();
@@ -565,7 +591,18 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
             )
         })
     });
+}
 
+async fn playback_token_service_cases(parties: &Parties, cases: &mut Cases) {
+    let Parties {
+        channel,
+        a,
+        b,
+        a_id,
+        b_id,
+        ..
+    } = parties;
+    let playback = || PlaybackTokenServiceClient::new(channel.clone());
     // PlaybackTokenService.
     cases.insert("PlaybackTokenService/IssuePlaybackToken", {
         let b = b.clone();
@@ -648,6 +685,55 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
             assert_eq!(rotated.into_inner().key.expect("key").organisation_id, b_id);
         })
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_rpc() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let a = victim(&server, &channel).await;
+    let other = create_org(&server.db, "Other").await;
+    make_secure(&server.db, other.id).await;
+    let b = Session::login(&channel, &other.admin_email, ADMIN_PASSWORD).await;
+    let service_key = register_service(&server.db, "streams").await;
+    let a_id = a.org.id.to_string();
+    let b_id = other.id.to_string();
+
+    let a_audit_ids: Vec<String> = server
+        .db
+        .client()
+        .await
+        .query(
+            "SELECT id::text FROM audit_events WHERE organisation_id = $1",
+            &[&a.org.id],
+        )
+        .await
+        .expect("audit ids")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(!a_audit_ids.is_empty());
+
+    let parties = Parties {
+        channel,
+        a,
+        other,
+        b,
+        service_key,
+        a_id,
+        b_id,
+        a_audit_ids,
+    };
+
+    let mut cases = Cases::new();
+    auth_service_cases(&parties, &mut cases).await;
+    session_service_cases(&parties, &mut cases).await;
+    api_token_service_cases(&parties, &mut cases).await;
+    user_service_cases(&parties, &mut cases).await;
+    audit_service_cases(&parties, &mut cases).await;
+    role_service_cases(&parties, &mut cases).await;
+    organisation_service_cases(&parties, &mut cases).await;
+    playback_token_service_cases(&parties, &mut cases).await;
 
     // Every RPC has a case, and every case is an RPC.
     let rpcs = contract_rpcs();
@@ -657,13 +743,22 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
     }
     assert_eq!(cases.len(), rpcs.len(), "a case names no RPC");
 
-    let before = dump_org(&server.db, a.org.id).await;
+    let before = dump_org(&server.db, parties.a.org.id).await;
     let count = cases.len();
     for (name, case) in cases {
         case.await;
-        assert_same(&before, &dump_org(&server.db, a.org.id).await, &rpc(name));
+        assert_same(
+            &before,
+            &dump_org(&server.db, parties.a.org.id).await,
+            &format!("/usermgmt.v1.{name}"),
+        );
     }
     eprintln!("isolation: {count} RPCs tried by another organisation's admin, A unchanged");
     // A is still whole and working.
-    a.admin.who_am_i().await.expect("A's admin still works");
+    parties
+        .a
+        .admin
+        .who_am_i()
+        .await
+        .expect("A's admin still works");
 }

@@ -33,9 +33,11 @@ async fn the_last_admin_can_be_neither_demoted_nor_deleted() {
 /// admin's guard, and B stays nanoAdmin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demotion_queued_behind_its_callers_own_demotion_fails_as_revoked() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let a = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let b = a
         .create_user("b@acme.example.com", Role::NanoAdmin)

@@ -13,9 +13,11 @@ fn login_request(email: &str, password: &str) -> proto::LoginRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_returns_a_token_that_who_am_i_accepts() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let mut auth = AuthServiceClient::new(channel.clone());
 
     // The email is matched whatever its case and surrounding space.

@@ -30,13 +30,10 @@ fn address(last: u8) -> IpAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_count_against_one_limit() {
-    let db = TestDb::new().await;
-    let env = [("USERMGMT_LOGIN_RATE_PER_EMAIL", "3")];
-    let first = Replica::start_with_env(&db.url, &env).await;
-    let second = Replica::start_with_env(&db.url, &env).await;
-    let org = create_org(&db, "Acme").await;
-    let on_first = AuthServiceClient::new(channel(first.addr).await);
-    let on_second = AuthServiceClient::new(channel(second.addr).await);
+    let replicas = TwoReplicas::start_with_env(&[("USERMGMT_LOGIN_RATE_PER_EMAIL", "3")]).await;
+    let org = &replicas.org;
+    let on_first = AuthServiceClient::new(replicas.on_first.clone());
+    let on_second = AuthServiceClient::new(replicas.on_second.clone());
     for mut auth in [on_first.clone(), on_second.clone(), on_first.clone()] {
         assert_status(
             auth.login(login_request(&org.admin_email, "a guess")).await,

@@ -213,24 +213,10 @@ async fn a_playback_token_outlives_its_issuers_demotion_renewal_suspension_and_d
         Reason::Unspecified,
     );
 
-    let suspend = |token: &str| proto::SuspendUserRequest {
-        user_id: operator_id.clone(),
-        confirmation_token: token.into(),
-    };
-    let asked = admin
-        .users()
-        .suspend_user(admin.req(suspend("")))
-        .await
-        .expect("ask suspend")
-        .into_inner()
-        .outcome;
-    let Some(proto::suspend_user_response::Outcome::ConfirmationRequired(confirmation)) = asked
-    else {
-        panic!("expected a confirmation, got {asked:?}");
-    };
+    let suspend = TwoStep::SuspendUser(operator_id.clone());
+    let confirmation = admin.ask(&suspend).await.expect("ask suspend");
     admin
-        .users()
-        .suspend_user(admin.req(suspend(&confirmation.confirmation_token)))
+        .confirm(&suspend, &confirmation.confirmation_token)
         .await
         .expect("suspend");
     assert_reason(

@@ -179,13 +179,17 @@ async fn a_retired_key_verifies_only_its_own_tokens_and_only_until_verify_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_the_previous_key_fails_its_tokens_at_once_on_every_replica() {
-    let db = TestDb::new().await;
-    let first = Replica::start(&db.url).await;
-    let second = Replica::start(&db.url).await;
-    let on_first = channel(first.addr).await;
-    let on_second = channel(second.addr).await;
-    let (org, admin) = secure_admin(&db, &on_first, "Acme").await;
-    let (_, other_admin) = secure_admin(&db, &on_first, "Other").await;
+    let replicas = TwoReplicas::start().await;
+    let TwoReplicas {
+        db,
+        org,
+        on_first,
+        on_second,
+        ..
+    } = &replicas;
+    make_secure(db, org.id).await;
+    let admin = replicas.admin().await;
+    let (_, other_admin) = secure_admin(db, on_first, "Other").await;
 
     // An older key, retired, still verifying what it signed.
     let oldest = issue(&admin, non_revocable(30 * DAY)).await.expect("issue");
@@ -204,11 +208,11 @@ async fn revoking_the_previous_key_fails_its_tokens_at_once_on_every_replica() {
     let others = issue(&other_admin, for_streams(&["live"]))
         .await
         .expect("issue in another organisation");
-    let private = leaked_private_key(&db, &old.kid).await;
+    let private = leaked_private_key(db, &old.kid).await;
     // Cached on the second replica.
     for _ in 0..3 {
         for token in [&oldest.token, &old.token] {
-            assert_reason(&verify(&on_second, token).await, Reason::Unspecified);
+            assert_reason(&verify(on_second, token).await, Reason::Unspecified);
         }
     }
 
@@ -217,7 +221,7 @@ async fn revoking_the_previous_key_fails_its_tokens_at_once_on_every_replica() {
         .create_user(operator_email, Role::NanoUser)
         .await
         .expect("create nanoUser");
-    let operator = Session::login(&on_first, operator_email, PASSWORD).await;
+    let operator = Session::login(on_first, operator_email, PASSWORD).await;
     assert_status(
         rotate(&operator, true).await,
         Code::PermissionDenied,
@@ -228,15 +232,15 @@ async fn revoking_the_previous_key_fails_its_tokens_at_once_on_every_replica() {
     assert_eq!(rotated.retired_kid, old.kid);
     // The very next call on the other replica.
     for token in [&old.token, &revocable.token, &oldest.token] {
-        let response = verify(&on_second, token).await;
+        let response = verify(on_second, token).await;
         assert_reason(&response, Reason::KeyRevoked);
         assert!(response.claims.is_none());
     }
     let forged = forge(&old.token, &old.kid, &private, DAY);
-    assert_reason(&verify(&on_second, &forged).await, Reason::KeyRevoked);
-    assert_reason(&verify(&on_first, &old.token).await, Reason::KeyRevoked);
+    assert_reason(&verify(on_second, &forged).await, Reason::KeyRevoked);
+    assert_reason(&verify(on_first, &old.token).await, Reason::KeyRevoked);
     assert!(
-        signing_keys(&on_second)
+        signing_keys(on_second)
             .await
             .iter()
             .all(|k| k.kid != old.kid && k.kid != oldest.kid),
@@ -246,11 +250,8 @@ async fn revoking_the_previous_key_fails_its_tokens_at_once_on_every_replica() {
     // The new key signs and verifies; another organisation is untouched.
     let new = issue(&admin, for_streams(&["live"])).await.expect("issue");
     assert_eq!(new.kid, rotated.key.expect("key").kid);
-    assert_reason(&verify(&on_second, &new.token).await, Reason::Unspecified);
-    assert_reason(
-        &verify(&on_second, &others.token).await,
-        Reason::Unspecified,
-    );
+    assert_reason(&verify(on_second, &new.token).await, Reason::Unspecified);
+    assert_reason(&verify(on_second, &others.token).await, Reason::Unspecified);
 
     let events = admin
         .audit_events(proto::ListAuditEventsRequest {

@@ -8,16 +8,17 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_fails_on_the_next_call_on_another_replica() {
-    let db = TestDb::new().await;
-    let first = Replica::start(&db.url).await;
-    let second = Replica::start(&db.url).await;
-    let org = create_org(&db, "Acme").await;
-    let on_first = channel(first.addr).await;
-    let on_second = channel(second.addr).await;
+    let replicas = TwoReplicas::start().await;
+    let TwoReplicas {
+        org,
+        on_first,
+        on_second,
+        ..
+    } = &replicas;
 
     // Replicas share the signing key: a token of one works on the other.
-    let token = login(&on_first, &org.admin_email, ADMIN_PASSWORD).await;
-    let mut users = UserServiceClient::new(on_second);
+    let token = login(on_first, &org.admin_email, ADMIN_PASSWORD).await;
+    let mut users = UserServiceClient::new(on_second.clone());
     for _ in 0..3 {
         users
             .list_users(authed(proto::ListUsersRequest::default(), &token))
@@ -28,7 +29,7 @@ async fn a_revoked_token_fails_on_the_next_call_on_another_replica() {
     // Revoked through the first replica: both steps of RenewTokenKey.
     let admin = Session {
         channel: on_first.clone(),
-        token: login(&on_first, &org.admin_email, ADMIN_PASSWORD).await,
+        token: login(on_first, &org.admin_email, ADMIN_PASSWORD).await,
     };
     let user_id = org.admin_id.to_string();
     let confirmation = admin.ask_renew(&user_id).await.expect("first step");
@@ -46,15 +47,17 @@ async fn a_revoked_token_fails_on_the_next_call_on_another_replica() {
 /// cache: a revocation through another replica still fails on it at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_lost_its_listener_does_not_serve_a_revoked_token() {
-    let db = TestDb::new().await;
-    let first = Replica::start(&db.url).await;
-    let second = Replica::start(&db.url).await;
-    let org = create_org(&db, "Acme").await;
-    let on_first = channel(first.addr).await;
-    let on_second = channel(second.addr).await;
+    let replicas = TwoReplicas::start().await;
+    let TwoReplicas {
+        db,
+        org,
+        on_first,
+        on_second,
+        ..
+    } = &replicas;
     let admin = Session {
         channel: on_first.clone(),
-        token: login(&on_first, &org.admin_email, ADMIN_PASSWORD).await,
+        token: login(on_first, &org.admin_email, ADMIN_PASSWORD).await,
     };
     let bob = admin
         .create_user("bob@acme.example.com", usermgmt::proto::Role::NanoUser)
@@ -62,7 +65,7 @@ async fn a_replica_that_lost_its_listener_does_not_serve_a_revoked_token() {
         .expect("create");
     let bob_on_second = Session {
         channel: on_second.clone(),
-        token: login(&on_second, "bob@acme.example.com", PASSWORD).await,
+        token: login(on_second, "bob@acme.example.com", PASSWORD).await,
     };
     for _ in 0..3 {
         bob_on_second

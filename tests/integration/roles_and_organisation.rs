@@ -9,14 +9,9 @@ use crate::support::*;
 async fn list_roles_serves_the_matrix() {
     let server = TestServer::start().await;
     let org = create_org(&server.db, "Acme").await;
-    insert_user(
-        &server.db,
-        org.id,
-        "viewer@acme.example.com",
-        "nanoReadOnly",
-    )
-    .await;
     let channel = server.channel().await;
+    let viewer = "viewer@acme.example.com";
+    add_user(&channel, &org, viewer, proto::Role::NanoReadOnly).await;
     let viewer = login(&channel, "viewer@acme.example.com", PASSWORD).await;
 
     let response = RoleServiceClient::new(channel)
@@ -61,9 +56,9 @@ async fn list_roles_serves_the_matrix() {
 async fn get_organisation_counts_users_per_role() {
     let server = TestServer::start().await;
     let org = create_org(&server.db, "Acme").await;
-    insert_user(&server.db, org.id, "a@acme.example.com", "nanoUser").await;
-    insert_user(&server.db, org.id, "b@acme.example.com", "nanoUser").await;
     let channel = server.channel().await;
+    add_user(&channel, &org, "a@acme.example.com", proto::Role::NanoUser).await;
+    add_user(&channel, &org, "b@acme.example.com", proto::Role::NanoUser).await;
     let token = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
 
     let organisation = OrganisationServiceClient::new(channel)
@@ -97,13 +92,13 @@ async fn get_organisation_counts_users_per_role() {
 async fn who_am_i_shows_the_organisation_as_far_as_the_role_may_read_it() {
     let server = TestServer::start().await;
     let org = create_org(&server.db, "Acme").await;
-    for (email, role) in [
-        ("viewer@acme.example.com", "nanoReadOnly"),
-        ("operator@acme.example.com", "nanoUser"),
-    ] {
-        insert_user(&server.db, org.id, email, role).await;
-    }
     let channel = server.channel().await;
+    for (email, role) in [
+        ("viewer@acme.example.com", proto::Role::NanoReadOnly),
+        ("operator@acme.example.com", proto::Role::NanoUser),
+    ] {
+        add_user(&channel, &org, email, role).await;
+    }
     let viewer = Session::login(&channel, "viewer@acme.example.com", PASSWORD).await;
     let operator = Session::login(&channel, "operator@acme.example.com", PASSWORD).await;
 

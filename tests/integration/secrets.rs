@@ -7,7 +7,7 @@ use tonic::Code;
 use usermgmt::proto::{
     self, Role, auth_service_client::AuthServiceClient, credential::Kind,
     playback_token_service_client::PlaybackTokenServiceClient,
-    role_service_client::RoleServiceClient, rotate_api_key_response::Outcome as RotateOutcome,
+    role_service_client::RoleServiceClient,
 };
 
 use crate::otel::Collector;
@@ -115,27 +115,16 @@ async fn scenario(
         .confirm_renew(&alice.user_id, &confirmation.confirmation_token)
         .await
         .expect("renew");
-    let mut organisations =
-        proto::organisation_service_client::OrganisationServiceClient::new(channel.clone());
-    let ask = organisations
-        .rotate_api_key(admin.req(proto::RotateApiKeyRequest::default()))
+    let rotation = admin
+        .ask(&TwoStep::RotateApiKey)
         .await
-        .expect("ask rotation")
-        .into_inner();
-    let Some(RotateOutcome::ConfirmationRequired(rotation)) = ask.outcome else {
-        panic!("expected a confirmation");
-    };
+        .expect("ask rotation");
     secrets.push(("rotation confirmation", rotation.confirmation_token.clone()));
-    let rotated = organisations
-        .rotate_api_key(admin.req(proto::RotateApiKeyRequest {
-            confirmation_token: rotation.confirmation_token,
-        }))
+    let rotated = admin
+        .confirm(&TwoStep::RotateApiKey, &rotation.confirmation_token)
         .await
         .expect("rotate")
-        .into_inner();
-    let Some(RotateOutcome::Rotated(rotated)) = rotated.outcome else {
-        panic!("expected the new key");
-    };
+        .rotated();
     secrets.push(("rotated api key", rotated.api_key));
 
     // Playback tokens: issue, verify, revoke.

@@ -9,37 +9,6 @@ use usermgmt::proto::{
 
 use crate::support::*;
 
-/// A fresh login's tokens.
-struct Signed {
-    access: String,
-    refresh: String,
-    session_id: String,
-}
-
-async fn sign_in(channel: &tonic::transport::Channel, email: &str, password: &str) -> Signed {
-    let mut request = tonic::Request::new(proto::LoginRequest {
-        email: email.into(),
-        password: password.into(),
-        organisation_id: String::new(),
-    });
-    request
-        .metadata_mut()
-        .insert("user-agent", "session-test/1.0".parse().expect("agent"));
-    let response = AuthServiceClient::new(channel.clone())
-        .login(request)
-        .await
-        .unwrap_or_else(|status| panic!("login of {email}: {status:?}"))
-        .into_inner();
-    assert!(response.refresh_token.starts_with("umr_"));
-    assert!(response.refresh_expires_at.is_some());
-    assert!(!response.session_id.is_empty());
-    Signed {
-        access: response.access_token,
-        refresh: response.refresh_token,
-        session_id: response.session_id,
-    }
-}
-
 async fn refresh(
     channel: &tonic::transport::Channel,
     token: &str,
@@ -94,25 +63,29 @@ async fn revoke(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_rotates_and_a_reused_refresh_token_ends_the_session() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let first = sign_in(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let other = sign_in(&channel, &org.admin_email, ADMIN_PASSWORD).await;
 
-    let rotated = refresh(&channel, &first.refresh).await.expect("refresh");
+    let rotated = refresh(&channel, &first.refresh_token)
+        .await
+        .expect("refresh");
     assert!(rotated.refresh_token.starts_with("umr_"));
-    assert_ne!(rotated.refresh_token, first.refresh, "rotated");
+    assert_ne!(rotated.refresh_token, first.refresh_token, "rotated");
     who_am_i(&channel, &rotated.access_token)
         .await
         .expect("the new access token works");
-    who_am_i(&channel, &first.access)
+    who_am_i(&channel, &first.access_token)
         .await
         .expect("the session's earlier access token too: same session");
 
     // The used one again: somebody holds a copy. The session ends.
     assert_status(
-        refresh(&channel, &first.refresh).await,
+        refresh(&channel, &first.refresh_token).await,
         Code::Unauthenticated,
         Some("REFRESH_TOKEN_REUSED"),
     );
@@ -126,13 +99,13 @@ async fn refresh_rotates_and_a_reused_refresh_token_ends_the_session() {
         Code::Unauthenticated,
         Some("REFRESH_TOKEN_INVALID"),
     );
-    who_am_i(&channel, &other.access)
+    who_am_i(&channel, &other.access_token)
         .await
         .expect("the user's other session is untouched");
 
     let admin = Session {
         channel: channel.clone(),
-        token: other.access.clone(),
+        token: other.access_token.clone(),
     };
     let events = admin
         .audit_events(proto::ListAuditEventsRequest {
@@ -147,14 +120,16 @@ async fn refresh_rotates_and_a_reused_refresh_token_ends_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_with_one_token_let_at_most_one_through_and_end_the_session() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let signed = sign_in(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let racers: Vec<_> = (0..8)
         .map(|_| {
             let channel = channel.clone();
-            let token = signed.refresh.clone();
+            let token = signed.refresh_token.clone();
             tokio::spawn(async move { refresh(&channel, &token).await })
         })
         .collect();
@@ -185,7 +160,7 @@ async fn concurrent_refreshes_with_one_token_let_at_most_one_through_and_end_the
         );
     }
     assert_status(
-        who_am_i(&channel, &signed.access).await,
+        who_am_i(&channel, &signed.access_token).await,
         Code::Unauthenticated,
         Some("TOKEN_REVOKED"),
     );
@@ -193,54 +168,57 @@ async fn concurrent_refreshes_with_one_token_let_at_most_one_through_and_end_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_and_one_session_revocation_hold_on_every_replica() {
-    let db = TestDb::new().await;
-    let first = Replica::start(&db.url).await;
-    let second = Replica::start(&db.url).await;
-    let org = create_org(&db, "Acme").await;
-    let on_first = channel(first.addr).await;
-    let on_second = channel(second.addr).await;
-    let laptop = sign_in(&on_first, &org.admin_email, ADMIN_PASSWORD).await;
-    let phone = sign_in(&on_second, &org.admin_email, ADMIN_PASSWORD).await;
-    let tablet = sign_in(&on_second, &org.admin_email, ADMIN_PASSWORD).await;
+    let replicas = TwoReplicas::start().await;
+    let TwoReplicas {
+        org,
+        on_first,
+        on_second,
+        ..
+    } = &replicas;
+    let laptop = sign_in(on_first, &org.admin_email, ADMIN_PASSWORD).await;
+    let phone = sign_in(on_second, &org.admin_email, ADMIN_PASSWORD).await;
+    let tablet = sign_in(on_second, &org.admin_email, ADMIN_PASSWORD).await;
     // Every session is in both replicas' caches.
-    for channel in [&on_first, &on_second] {
+    for channel in [on_first, on_second] {
         for signed in [&laptop, &phone, &tablet] {
-            who_am_i(channel, &signed.access).await.expect("warm");
-            who_am_i(channel, &signed.access).await.expect("cached");
+            who_am_i(channel, &signed.access_token).await.expect("warm");
+            who_am_i(channel, &signed.access_token)
+                .await
+                .expect("cached");
         }
     }
 
     AuthServiceClient::new(on_first.clone())
-        .logout(authed(proto::LogoutRequest {}, &laptop.access))
+        .logout(authed(proto::LogoutRequest {}, &laptop.access_token))
         .await
         .expect("logout");
     assert_status(
-        who_am_i(&on_second, &laptop.access).await,
+        who_am_i(on_second, &laptop.access_token).await,
         Code::Unauthenticated,
         Some("TOKEN_REVOKED"),
     );
     assert_status(
-        refresh(&on_second, &laptop.refresh).await,
+        refresh(on_second, &laptop.refresh_token).await,
         Code::Unauthenticated,
         Some("REFRESH_TOKEN_INVALID"),
     );
 
     // One session ended through the second replica; the first refuses it.
-    revoke(&on_second, &tablet.access, &phone.session_id)
+    revoke(on_second, &tablet.access_token, &phone.session_id)
         .await
         .expect("revoke one's own other session");
     assert_status(
-        who_am_i(&on_first, &phone.access).await,
+        who_am_i(on_first, &phone.access_token).await,
         Code::Unauthenticated,
         Some("TOKEN_REVOKED"),
     );
     // The remaining session keeps working everywhere.
-    for channel in [&on_first, &on_second] {
-        who_am_i(channel, &tablet.access)
+    for channel in [on_first, on_second] {
+        who_am_i(channel, &tablet.access_token)
             .await
             .expect("the other session works");
     }
-    let listed = list_sessions(&on_first, &tablet.access, "")
+    let listed = list_sessions(on_first, &tablet.access_token, "")
         .await
         .expect("list");
     assert_eq!(listed.len(), 1, "only the live session: {listed:?}");
@@ -253,7 +231,7 @@ async fn logout_and_one_session_revocation_hold_on_every_replica() {
     assert_eq!(listed[0].client_address, "127.0.0.1");
     // Ended is ended: a second revocation finds nothing.
     assert_status(
-        revoke(&on_first, &tablet.access, &phone.session_id).await,
+        revoke(on_first, &tablet.access_token, &phone.session_id).await,
         Code::NotFound,
         None,
     );
@@ -266,7 +244,13 @@ async fn admins_see_and_end_sessions_of_their_organisation_only() {
     let globex = create_org(&server.db, "Globex").await;
     let channel = server.channel().await;
     let admin = sign_in(&channel, &acme.admin_email, ADMIN_PASSWORD).await;
-    let bob_id = insert_user(&server.db, acme.id, "bob@acme.example.com", "nanoUser").await;
+    let bob_id = add_user(
+        &channel,
+        &acme,
+        "bob@acme.example.com",
+        proto::Role::NanoUser,
+    )
+    .await;
     let bob_laptop = sign_in(&channel, "bob@acme.example.com", PASSWORD).await;
     let bob_phone = sign_in(&channel, "bob@acme.example.com", PASSWORD).await;
     let outsider = sign_in(&channel, &globex.admin_email, ADMIN_PASSWORD).await;
@@ -280,7 +264,7 @@ async fn admins_see_and_end_sessions_of_their_organisation_only() {
                 page_size: 1,
                 page_token: String::new(),
             },
-            &admin.access,
+            &admin.access_token,
         ))
         .await
         .expect("admin lists bob's sessions")
@@ -296,7 +280,7 @@ async fn admins_see_and_end_sessions_of_their_organisation_only() {
                 page_size: 1,
                 page_token: first_page.next_page_token,
             },
-            &admin.access,
+            &admin.access_token,
         ))
         .await
         .expect("second page")
@@ -306,40 +290,45 @@ async fn admins_see_and_end_sessions_of_their_organisation_only() {
 
     // A nanoUser may not look at or end others' sessions.
     assert_status(
-        list_sessions(&channel, &bob_laptop.access, &acme.admin_id.to_string()).await,
+        list_sessions(
+            &channel,
+            &bob_laptop.access_token,
+            &acme.admin_id.to_string(),
+        )
+        .await,
         Code::PermissionDenied,
         None,
     );
     assert_status(
-        revoke(&channel, &bob_laptop.access, &admin.session_id).await,
+        revoke(&channel, &bob_laptop.access_token, &admin.session_id).await,
         Code::PermissionDenied,
         None,
     );
     // Another organisation's admin finds nothing.
     assert_status(
-        list_sessions(&channel, &outsider.access, &bob_id.to_string()).await,
+        list_sessions(&channel, &outsider.access_token, &bob_id.to_string()).await,
         Code::NotFound,
         None,
     );
     assert_status(
-        revoke(&channel, &outsider.access, &bob_phone.session_id).await,
+        revoke(&channel, &outsider.access_token, &bob_phone.session_id).await,
         Code::NotFound,
         None,
     );
-    who_am_i(&channel, &bob_phone.access)
+    who_am_i(&channel, &bob_phone.access_token)
         .await
         .expect("untouched by the outsider");
 
     // The admin ends one of bob's sessions; the other keeps working.
-    revoke(&channel, &admin.access, &bob_phone.session_id)
+    revoke(&channel, &admin.access_token, &bob_phone.session_id)
         .await
         .expect("admin revokes");
     assert_status(
-        who_am_i(&channel, &bob_phone.access).await,
+        who_am_i(&channel, &bob_phone.access_token).await,
         Code::Unauthenticated,
         Some("TOKEN_REVOKED"),
     );
-    who_am_i(&channel, &bob_laptop.access)
+    who_am_i(&channel, &bob_laptop.access_token)
         .await
         .expect("bob's other session");
 
@@ -372,9 +361,11 @@ async fn admins_see_and_end_sessions_of_their_organisation_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_the_password_keeps_this_session_and_ends_the_others() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let here = sign_in(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let elsewhere = sign_in(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let mut auth = AuthServiceClient::new(channel.clone());
@@ -384,7 +375,7 @@ async fn changing_the_password_keeps_this_session_and_ends_the_others() {
                 current_password: current.into(),
                 new_password: new.into(),
             },
-            &here.access,
+            &here.access_token,
         )
     };
 
@@ -401,27 +392,27 @@ async fn changing_the_password_keeps_this_session_and_ends_the_others() {
         None,
     );
     assert_eq!(violated_fields(&short), ["new_password"]);
-    who_am_i(&channel, &elsewhere.access)
+    who_am_i(&channel, &elsewhere.access_token)
         .await
         .expect("a refused change ends nothing");
 
     auth.change_password(change(ADMIN_PASSWORD, "a new password 2"))
         .await
         .expect("change");
-    who_am_i(&channel, &here.access)
+    who_am_i(&channel, &here.access_token)
         .await
         .expect("the current session stays");
     assert_status(
-        who_am_i(&channel, &elsewhere.access).await,
+        who_am_i(&channel, &elsewhere.access_token).await,
         Code::Unauthenticated,
         Some("TOKEN_REVOKED"),
     );
     assert_status(
-        refresh(&channel, &elsewhere.refresh).await,
+        refresh(&channel, &elsewhere.refresh_token).await,
         Code::Unauthenticated,
         Some("REFRESH_TOKEN_INVALID"),
     );
-    refresh(&channel, &here.refresh)
+    refresh(&channel, &here.refresh_token)
         .await
         .expect("the current session refreshes");
     assert_status(
@@ -439,9 +430,11 @@ async fn changing_the_password_keeps_this_session_and_ends_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_change_a_renewal_and_a_deletion_end_every_session() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let bob = admin
         .create_user("bob@acme.example.com", proto::Role::NanoUser)
@@ -453,7 +446,7 @@ async fn a_role_change_a_renewal_and_a_deletion_end_every_session() {
         .await
         .expect("demote");
     assert_status(
-        refresh(&channel, &bob_session.refresh).await,
+        refresh(&channel, &bob_session.refresh_token).await,
         Code::Unauthenticated,
         Some("REFRESH_TOKEN_INVALID"),
     );
@@ -471,7 +464,7 @@ async fn a_role_change_a_renewal_and_a_deletion_end_every_session() {
         .await
         .expect("renew");
     assert_status(
-        refresh(&channel, &bob_session.refresh).await,
+        refresh(&channel, &bob_session.refresh_token).await,
         Code::Unauthenticated,
         Some("REFRESH_TOKEN_INVALID"),
     );
@@ -483,12 +476,12 @@ async fn a_role_change_a_renewal_and_a_deletion_end_every_session() {
         .await
         .expect("delete");
     assert_status(
-        refresh(&channel, &bob_session.refresh).await,
+        refresh(&channel, &bob_session.refresh_token).await,
         Code::Unauthenticated,
         Some("REFRESH_TOKEN_INVALID"),
     );
     assert_status(
-        who_am_i(&channel, &bob_session.access).await,
+        who_am_i(&channel, &bob_session.access_token).await,
         Code::Unauthenticated,
         Some("TOKEN_REVOKED"),
     );
@@ -496,9 +489,11 @@ async fn a_role_change_a_renewal_and_a_deletion_end_every_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_is_audited_and_shown_on_the_user() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let mut auth = AuthServiceClient::new(channel.clone());
     assert_status(
         auth.login(proto::LoginRequest {
@@ -561,15 +556,17 @@ async fn a_login_is_audited_and_shown_on_the_user() {
 /// after the session's end was acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ending_a_session_waits_for_a_write_already_past_its_recheck() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let writer = sign_in(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let ender = sign_in(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let end = {
         let (channel, access, session) = (
             channel.clone(),
-            ender.access.clone(),
+            ender.access_token.clone(),
             writer.session_id.clone(),
         );
         async move { revoke(&channel, &access, &session).await }
@@ -578,14 +575,14 @@ async fn ending_a_session_waits_for_a_write_already_past_its_recheck() {
         &server.db,
         &channel,
         org.id,
-        &writer.access,
+        &writer.access_token,
         end,
     )
     .await;
     written.expect("the write, admitted before the end, commits");
     ended.expect("then the session ends");
     assert_status(
-        who_am_i(&channel, &writer.access).await,
+        who_am_i(&channel, &writer.access_token).await,
         Code::Unauthenticated,
         Some("TOKEN_REVOKED"),
     );

@@ -8,57 +8,23 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 use usermgmt::proto::{
     self, Role, UserState, api_token_service_client::ApiTokenServiceClient,
-    auth_service_client::AuthServiceClient, suspend_user_response::Outcome,
-    user_service_client::UserServiceClient,
+    auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
 };
 use uuid::Uuid;
 
 use crate::support::smtp::SmtpSink;
 use crate::support::*;
 
-/// Who makes a call: a signed-in user's access token (or a personal API
-/// token, presented the same way) or the organisation API key.
-#[derive(Clone)]
-enum Caller {
-    Token(String),
-    ApiKey(String),
-}
-
-impl Caller {
-    fn req<T>(&self, message: T) -> Request<T> {
-        match self {
-            Caller::Token(token) => authed(message, token),
-            Caller::ApiKey(key) => with_header(message, "x-bintu-apikey", key),
-        }
-    }
-}
-
 fn users(channel: &Channel) -> UserServiceClient<Channel> {
     UserServiceClient::new(channel.clone())
 }
 
 /// The first step of SuspendUser.
-async fn ask_suspend(
-    channel: &Channel,
-    caller: &Caller,
-    user_id: &str,
-) -> Result<proto::Confirmation, Status> {
-    let request = proto::SuspendUserRequest {
-        user_id: user_id.into(),
-        confirmation_token: String::new(),
-    };
-    match users(channel)
-        .suspend_user(caller.req(request))
-        .await?
-        .into_inner()
-        .outcome
-    {
-        Some(Outcome::ConfirmationRequired(confirmation)) => Ok(confirmation),
-        other => panic!("expected a confirmation, got {other:?}"),
-    }
+async fn ask_suspend(channel: &Channel, caller: &Caller, user_id: &str) -> Result<Asked, Status> {
+    two_step::ask(channel, caller, &TwoStep::SuspendUser(user_id.into())).await
 }
 
 /// The second step of SuspendUser.
@@ -68,19 +34,10 @@ async fn confirm_suspend(
     user_id: &str,
     token: &str,
 ) -> Result<proto::User, Status> {
-    let request = proto::SuspendUserRequest {
-        user_id: user_id.into(),
-        confirmation_token: token.into(),
-    };
-    match users(channel)
-        .suspend_user(caller.req(request))
+    let action = TwoStep::SuspendUser(user_id.into());
+    Ok(two_step::confirm(channel, caller, &action, token)
         .await?
-        .into_inner()
-        .outcome
-    {
-        Some(Outcome::Suspended(user)) => Ok(user),
-        other => panic!("expected a suspended user, got {other:?}"),
-    }
+        .user())
 }
 
 /// Both steps of SuspendUser, expected to succeed.
@@ -164,29 +121,11 @@ async fn who_am_i(channel: &Channel, caller: &Caller) -> Result<proto::WhoAmIRes
         .map(tonic::Response::into_inner)
 }
 
-/// A fresh login's tokens.
-struct Signed {
-    access: String,
-    refresh: String,
-}
-
 fn login_request(email: &str, password: &str) -> proto::LoginRequest {
     proto::LoginRequest {
         email: email.into(),
         password: password.into(),
         organisation_id: String::new(),
-    }
-}
-
-async fn sign_in(channel: &Channel, email: &str, password: &str) -> Signed {
-    let response = AuthServiceClient::new(channel.clone())
-        .login(login_request(email, password))
-        .await
-        .unwrap_or_else(|status| panic!("login of {email}: {status:?}"))
-        .into_inner();
-    Signed {
-        access: response.access_token,
-        refresh: response.refresh_token,
     }
 }
 
@@ -262,25 +201,26 @@ async fn audit(channel: &Channel, token: &str, action: &str) -> Vec<proto::Audit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspension_ends_every_credential_at_once_on_every_replica() {
-    let db = TestDb::new().await;
-    let first = Replica::start(&db.url).await;
-    let second = Replica::start(&db.url).await;
-    let org = create_org(&db, "Acme").await;
-    let on_first = channel(first.addr).await;
-    let on_second = channel(second.addr).await;
-    let admin = Caller::Token(login(&on_first, &org.admin_email, ADMIN_PASSWORD).await);
+    let replicas = TwoReplicas::start().await;
+    let TwoReplicas {
+        org,
+        on_first,
+        on_second,
+        ..
+    } = &replicas;
+    let admin = Caller::Token(login(on_first, &org.admin_email, ADMIN_PASSWORD).await);
     let bob_email = "bob@acme.example.com";
-    let bob_id = insert_user(&db, org.id, bob_email, "nanoUser")
+    let bob_id = add_user(on_first, org, bob_email, Role::NanoUser)
         .await
         .to_string();
-    let bob = sign_in(&on_second, bob_email, PASSWORD).await;
-    let bob_api_token = create_api_token(&on_first, &bob.access).await;
+    let bob = sign_in(on_second, bob_email, PASSWORD).await;
+    let bob_api_token = create_api_token(on_first, &bob.access_token).await;
     let credentials = [
-        ("access token", Caller::Token(bob.access.clone())),
+        ("access token", Caller::Token(bob.access_token.clone())),
         ("API token", Caller::Token(bob_api_token.clone())),
     ];
     // Every credential is in both replicas' caches, and so is bob.
-    for channel in [&on_first, &on_second] {
+    for channel in [on_first, on_second] {
         for (what, credential) in &credentials {
             for _ in 0..2 {
                 who_am_i(channel, credential)
@@ -294,13 +234,13 @@ async fn a_suspension_ends_every_credential_at_once_on_every_replica() {
         assert!(listed.is_empty(), "nobody suspended yet: {listed:?}");
         assert_eq!(total, 0);
     }
-    let before = get_user(&on_first, &admin, &bob_id)
+    let before = get_user(on_first, &admin, &bob_id)
         .await
         .expect("bob before");
     assert_eq!(before.state, UserState::Active as i32);
 
     // The first step changes nothing.
-    let confirmation = ask_suspend(&on_second, &admin, &bob_id)
+    let confirmation = ask_suspend(on_second, &admin, &bob_id)
         .await
         .expect("first step");
     assert_eq!(confirmation.action, "user.suspend");
@@ -313,14 +253,14 @@ async fn a_suspension_ends_every_credential_at_once_on_every_replica() {
         "{}",
         confirmation.warning
     );
-    for channel in [&on_first, &on_second] {
+    for channel in [on_first, on_second] {
         for (what, credential) in &credentials {
             who_am_i(channel, credential)
                 .await
                 .unwrap_or_else(|status| panic!("bob's {what} after step one: {status:?}"));
         }
     }
-    let unchanged = get_user(&on_second, &admin, &bob_id)
+    let unchanged = get_user(on_second, &admin, &bob_id)
         .await
         .expect("bob after step one");
     assert_eq!(
@@ -329,7 +269,7 @@ async fn a_suspension_ends_every_credential_at_once_on_every_replica() {
     );
 
     // The second step, through the first replica.
-    let suspended = confirm_suspend(&on_first, &admin, &bob_id, &confirmation.confirmation_token)
+    let suspended = confirm_suspend(on_first, &admin, &bob_id, &confirmation.confirmation_token)
         .await
         .expect("second step");
     assert_eq!(suspended.id, bob_id);
@@ -342,14 +282,14 @@ async fn a_suspension_ends_every_credential_at_once_on_every_replica() {
     assert_ne!(suspended.etag, before.etag);
 
     // The very next call fails on either replica, the other one first.
-    for channel in [&on_second, &on_first] {
+    for channel in [on_second, on_first] {
         for (what, credential) in &credentials {
             let result = who_am_i(channel, credential).await;
             assert!(result.is_err(), "bob's {what} still works: {result:?}");
             assert_status(result, Code::Unauthenticated, Some("TOKEN_REVOKED"));
         }
         assert_status(
-            refresh(channel, &bob.refresh).await,
+            refresh(channel, &bob.refresh_token).await,
             Code::Unauthenticated,
             Some("REFRESH_TOKEN_INVALID"),
         );
@@ -373,7 +313,7 @@ async fn a_suspension_ends_every_credential_at_once_on_every_replica() {
 
     // Reactivated through the second replica: the old credentials stay dead
     // everywhere, a new sign-in works everywhere.
-    let active = reactivate(&on_second, &admin, &bob_id, &suspended.etag)
+    let active = reactivate(on_second, &admin, &bob_id, &suspended.etag)
         .await
         .expect("reactivate");
     assert_eq!(active.state, UserState::Active as i32);
@@ -381,21 +321,21 @@ async fn a_suspension_ends_every_credential_at_once_on_every_replica() {
         active.token_key_fingerprint, suspended.token_key_fingerprint,
         "reactivation brings no old tokenKey back"
     );
-    for channel in [&on_first, &on_second] {
+    for channel in [on_first, on_second] {
         for (what, credential) in &credentials {
             let result = who_am_i(channel, credential).await;
             assert!(result.is_err(), "bob's old {what} works again: {result:?}");
             assert_status(result, Code::Unauthenticated, Some("TOKEN_REVOKED"));
         }
         assert_status(
-            refresh(channel, &bob.refresh).await,
+            refresh(channel, &bob.refresh_token).await,
             Code::Unauthenticated,
             Some("REFRESH_TOKEN_INVALID"),
         );
     }
-    let again = sign_in(&on_first, bob_email, PASSWORD).await;
-    for channel in [&on_first, &on_second] {
-        let me = who_am_i(channel, &Caller::Token(again.access.clone()))
+    let again = sign_in(on_first, bob_email, PASSWORD).await;
+    for channel in [on_first, on_second] {
+        let me = who_am_i(channel, &Caller::Token(again.access_token.clone()))
             .await
             .expect("bob's new access token")
             .user
@@ -403,16 +343,18 @@ async fn a_suspension_ends_every_credential_at_once_on_every_replica() {
         assert_eq!(me.id, bob_id);
         assert_eq!(me.state, UserState::Active as i32);
     }
-    refresh(&on_second, &again.refresh)
+    refresh(on_second, &again.refresh_token)
         .await
         .expect("bob's new refresh token");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_admin_is_shown_refused_sign_in_and_loses_their_invites() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let a_token = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let a = Caller::Token(a_token.clone());
     let a_id = org.admin_id.to_string();
@@ -425,7 +367,7 @@ async fn a_suspended_admin_is_shown_refused_sign_in_and_loses_their_invites() {
     .await
     .expect("create B");
     let b_id = b_user.id.clone();
-    let carol_id = insert_user(&server.db, org.id, "carol@acme.example.com", "nanoUser")
+    let carol_id = add_user(&channel, &org, "carol@acme.example.com", Role::NanoUser)
         .await
         .to_string();
     let b = Caller::Token(login(&channel, b_email, PASSWORD).await);
@@ -601,14 +543,14 @@ async fn only_admins_of_the_users_organisation_suspend_and_reactivate() {
     let acme = create_org(&server.db, "Acme").await;
     let globex = create_org(&server.db, "Globex").await;
     let channel = server.channel().await;
-    let carol_id = insert_user(&server.db, acme.id, "carol@acme.example.com", "nanoUser")
+    let carol_id = add_user(&channel, &acme, "carol@acme.example.com", Role::NanoUser)
         .await
         .to_string();
-    let viewer_id = insert_user(
-        &server.db,
-        acme.id,
+    let viewer_id = add_user(
+        &channel,
+        &acme,
         "viewer@acme.example.com",
-        "nanoReadOnly",
+        Role::NanoReadOnly,
     )
     .await
     .to_string();
@@ -761,9 +703,11 @@ async fn a_suspended_user_gets_no_password_reset_mail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_active_admin_stays_even_beside_suspended_admins() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let a = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let a_caller = Caller::Token(a.token.clone());
     let key = Caller::ApiKey(org.api_key.clone());

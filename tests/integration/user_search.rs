@@ -6,9 +6,7 @@ use std::collections::BTreeSet;
 
 use tonic::Code;
 use tonic::transport::Channel;
-use usermgmt::proto::{
-    self, Role, UserState, suspend_user_response::Outcome, user_service_client::UserServiceClient,
-};
+use usermgmt::proto::{self, Role, UserState, user_service_client::UserServiceClient};
 
 use crate::support::*;
 
@@ -121,27 +119,11 @@ fn expected(emails: &[String], normal: &str) -> Vec<String> {
 
 /// Both steps of SuspendUser with the organisation API key.
 async fn suspend(channel: &Channel, api_key: &str, user_id: &str) {
-    let mut users = UserServiceClient::new(channel.clone());
-    let mut request = proto::SuspendUserRequest {
-        user_id: user_id.into(),
-        confirmation_token: String::new(),
-    };
-    let Some(Outcome::ConfirmationRequired(confirmation)) = users
-        .suspend_user(with_header(request.clone(), "x-bintu-apikey", api_key))
-        .await
-        .unwrap_or_else(|status| panic!("first step of suspending {user_id}: {status:?}"))
-        .into_inner()
-        .outcome
-    else {
-        panic!("expected a confirmation for {user_id}");
-    };
-    request.confirmation_token = confirmation.confirmation_token;
-    let Some(Outcome::Suspended(user)) = users
-        .suspend_user(with_header(request, "x-bintu-apikey", api_key))
-        .await
-        .unwrap_or_else(|status| panic!("second step of suspending {user_id}: {status:?}"))
-        .into_inner()
-        .outcome
+    let key = Caller::ApiKey(api_key.into());
+    let Done::Suspended(user) =
+        two_step::both(channel, &key, &TwoStep::SuspendUser(user_id.into()))
+            .await
+            .unwrap_or_else(|status| panic!("suspending {user_id}: {status:?}"))
     else {
         panic!("expected {user_id} suspended");
     };
@@ -266,9 +248,11 @@ async fn a_prefix_finds_exactly_its_users_in_email_order_page_by_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefix_combines_with_the_role_and_state_filters() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let people = [
         ("ops-ann@acme.example.com", "nanoUser", false),
         ("ops-ben@acme.example.com", "nanoReadOnly", false),

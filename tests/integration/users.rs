@@ -17,25 +17,15 @@ fn page(page_size: i32, page_token: &str, role: proto::Role) -> proto::ListUsers
 async fn list_users_pages_with_tokens_totals_and_a_role_filter() {
     let server = TestServer::start().await;
     let org = create_org(&server.db, "Acme").await;
+    let channel = server.channel().await;
     for i in 0..4 {
-        insert_user(
-            &server.db,
-            org.id,
-            &format!("user{i}@acme.example.com"),
-            "nanoUser",
-        )
-        .await;
+        let email = format!("user{i}@acme.example.com");
+        add_user(&channel, &org, &email, proto::Role::NanoUser).await;
     }
     for i in 0..3 {
-        insert_user(
-            &server.db,
-            org.id,
-            &format!("viewer{i}@acme.example.com"),
-            "nanoReadOnly",
-        )
-        .await;
+        let email = format!("viewer{i}@acme.example.com");
+        add_user(&channel, &org, &email, proto::Role::NanoReadOnly).await;
     }
-    let channel = server.channel().await;
     let token = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let mut users = UserServiceClient::new(channel);
 
@@ -102,9 +92,11 @@ async fn list_users_pages_with_tokens_totals_and_a_role_filter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_list_and_get_arguments_name_their_fields() {
-    let server = TestServer::start().await;
-    let org = create_org(&server.db, "Acme").await;
-    let channel = server.channel().await;
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
     let token = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
     let mut users = UserServiceClient::new(channel);
 
@@ -114,24 +106,20 @@ async fn bad_list_and_get_arguments_name_their_fields() {
         role: 42,
         ..Default::default()
     };
-    let status = assert_status(
-        users.list_users(authed(bad_page, &token)).await,
-        Code::InvalidArgument,
-        None,
+    // Code InvalidArgument; page_size, page_token and role violated.
+    insta::assert_snapshot!(
+        "bad_page",
+        error_summary(users.list_users(authed(bad_page, &token)).await)
     );
-    let mut fields = violated_fields(&status);
-    fields.sort();
-    assert_eq!(fields, ["page_size", "page_token", "role"]);
 
     let bad_id = proto::GetUserRequest {
         user_id: "not-a-uuid".into(),
     };
-    let status = assert_status(
-        users.get_user(authed(bad_id, &token)).await,
-        Code::InvalidArgument,
-        None,
+    // Code InvalidArgument; user_id violated.
+    insta::assert_snapshot!(
+        "bad_id",
+        error_summary(users.get_user(authed(bad_id, &token)).await)
     );
-    assert_eq!(violated_fields(&status), ["user_id"]);
 
     let unknown = proto::GetUserRequest {
         user_id: Uuid::now_v7().to_string(),
@@ -157,15 +145,11 @@ async fn bad_list_and_get_arguments_name_their_fields() {
 async fn read_only_users_may_not_list_users_and_operators_may() {
     let server = TestServer::start().await;
     let org = create_org(&server.db, "Acme").await;
-    insert_user(
-        &server.db,
-        org.id,
-        "viewer@acme.example.com",
-        "nanoReadOnly",
-    )
-    .await;
-    let operator = insert_user(&server.db, org.id, "operator@acme.example.com", "nanoUser").await;
     let channel = server.channel().await;
+    let viewer = "viewer@acme.example.com";
+    add_user(&channel, &org, viewer, proto::Role::NanoReadOnly).await;
+    let operator = "operator@acme.example.com";
+    let operator = add_user(&channel, &org, operator, proto::Role::NanoUser).await;
     let mut users = UserServiceClient::new(channel.clone());
 
     let viewer = login(&channel, "viewer@acme.example.com", PASSWORD).await;
@@ -200,8 +184,14 @@ async fn another_organisations_users_are_not_found() {
     let server = TestServer::start().await;
     let acme = create_org(&server.db, "Acme").await;
     let globex = create_org(&server.db, "Globex").await;
-    let acme_user = insert_user(&server.db, acme.id, "user@acme.example.com", "nanoUser").await;
     let channel = server.channel().await;
+    let acme_user = add_user(
+        &channel,
+        &acme,
+        "user@acme.example.com",
+        proto::Role::NanoUser,
+    )
+    .await;
     let globex_token = login(&channel, &globex.admin_email, ADMIN_PASSWORD).await;
     let mut users = UserServiceClient::new(channel);
 

@@ -3,10 +3,12 @@
 pub mod contract;
 pub mod db;
 pub mod dump;
+pub mod fixture;
 pub mod lock;
 pub mod proxy;
 pub mod server;
 pub mod smtp;
+pub mod two_step;
 
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Status};
@@ -16,7 +18,9 @@ use usermgmt::proto::auth_service_client::AuthServiceClient;
 use uuid::Uuid;
 
 pub use db::TestDb;
+pub use fixture::{OneServer, TwoReplicas};
 pub use server::{Replica, TestServer, channel, channel_from, free_port};
+pub use two_step::{Asked, Caller, Done, TwoStep};
 
 pub const ADMIN_PASSWORD: &str = "admin password 1";
 pub const PASSWORD: &str = "user password 1";
@@ -84,6 +88,33 @@ pub async fn register_service(db: &TestDb, name: &str) -> String {
         .expect("register service")
 }
 
+/// Creates a user through the API, as the organisation's API key does
+/// (CreateUser, password `PASSWORD`); returns its id.
+pub async fn add_user(
+    channel: &tonic::transport::Channel,
+    org: &Org,
+    email: &str,
+    role: proto::Role,
+) -> Uuid {
+    let request = with_header(
+        proto::CreateUserRequest {
+            email: email.into(),
+            role: role as i32,
+            password: PASSWORD.into(),
+        },
+        "x-bintu-apikey",
+        &org.api_key,
+    );
+    let user = proto::user_service_client::UserServiceClient::new(channel.clone())
+        .create_user(request)
+        .await
+        .unwrap_or_else(|status| panic!("create {email}: {status:?}"))
+        .into_inner()
+        .user
+        .expect("the created user");
+    user.id.parse().expect("a user id")
+}
+
 /// Inserts a user straight into the database; returns its id.
 pub async fn insert_user(db: &TestDb, org: Uuid, email: &str, role: &str) -> Uuid {
     let id = Uuid::now_v7();
@@ -131,18 +162,39 @@ pub async fn hash(password: &str) -> String {
     hash
 }
 
-/// Logs in; returns the access token.
-pub async fn login(channel: &tonic::transport::Channel, email: &str, password: &str) -> String {
-    AuthServiceClient::new(channel.clone())
-        .login(proto::LoginRequest {
+/// The user agent every sign-in of the tests presents.
+pub const USER_AGENT: &str = "session-test/1.0";
+
+/// Signs in (Login, with `user-agent: USER_AGENT`); the whole answer. A
+/// login always starts a session: its refresh token and id are there.
+pub async fn sign_in(
+    channel: &tonic::transport::Channel,
+    email: &str,
+    password: &str,
+) -> proto::LoginResponse {
+    let request = with_header(
+        proto::LoginRequest {
             email: email.into(),
             password: password.into(),
             organisation_id: String::new(),
-        })
+        },
+        "user-agent",
+        USER_AGENT,
+    );
+    let response = AuthServiceClient::new(channel.clone())
+        .login(request)
         .await
         .unwrap_or_else(|status| panic!("login of {email} failed: {status:?}"))
-        .into_inner()
-        .access_token
+        .into_inner();
+    assert!(response.refresh_token.starts_with("umr_"));
+    assert!(response.refresh_expires_at.is_some());
+    assert!(!response.session_id.is_empty());
+    response
+}
+
+/// Signs in; returns the access token.
+pub async fn login(channel: &tonic::transport::Channel, email: &str, password: &str) -> String {
+    sign_in(channel, email, password).await.access_token
 }
 
 /// Asserts the code and, where given, the `ErrorInfo` reason of a failure.
@@ -166,6 +218,38 @@ pub fn assert_status<T: std::fmt::Debug>(
         );
     }
     status
+}
+
+/// A failure's stable content, for a snapshot: its code, the `ErrorInfo`
+/// reason, domain and metadata keys (not their values), the `BadRequest`
+/// field violations (by field) and the `ResourceInfo` type; never the
+/// message, ids or times.
+pub fn error_summary<T: std::fmt::Debug>(result: Result<T, Status>) -> String {
+    use std::fmt::Write as _;
+    let status = match result {
+        Ok(value) => panic!("expected a failure, got OK: {value:?}"),
+        Err(status) => status,
+    };
+    let mut out = format!("code: {:?}\n", status.code());
+    if let Some(info) = status.get_details_error_info() {
+        let mut keys: Vec<_> = info.metadata.keys().cloned().collect();
+        keys.sort();
+        let _ = writeln!(out, "reason: {}", info.reason);
+        let _ = writeln!(out, "domain: {}", info.domain);
+        let _ = writeln!(out, "metadata keys: {keys:?}");
+    }
+    if let Some(bad) = status.get_details_bad_request() {
+        let mut violations = bad.field_violations;
+        violations.sort_by(|a, b| a.field.cmp(&b.field));
+        out.push_str("field violations:\n");
+        for violation in violations {
+            let _ = writeln!(out, "  {}: {}", violation.field, violation.description);
+        }
+    }
+    if let Some(resource) = status.get_details_resource_info() {
+        let _ = writeln!(out, "resource type: {}", resource.resource_type);
+    }
+    out
 }
 
 /// The field names of a `google.rpc.BadRequest` detail.
@@ -229,78 +313,41 @@ impl Session {
             .into_inner())
     }
 
+    /// This session as a caller.
+    pub fn caller(&self) -> Caller {
+        Caller::Token(self.token.clone())
+    }
+
+    /// The first step of a double-confirmed action: the confirmation.
+    pub async fn ask(&self, action: &TwoStep) -> Result<Asked, Status> {
+        two_step::ask(&self.channel, &self.caller(), action).await
+    }
+
+    /// The second step of a double-confirmed action.
+    pub async fn confirm(&self, action: &TwoStep, token: &str) -> Result<Done, Status> {
+        two_step::confirm(&self.channel, &self.caller(), action, token).await
+    }
+
     /// The first step of DeleteUser: the confirmation.
-    pub async fn ask_delete(&self, user_id: &str) -> Result<proto::Confirmation, Status> {
-        use proto::delete_user_response::Outcome;
-        let request = proto::DeleteUserRequest {
-            user_id: user_id.into(),
-            confirmation_token: String::new(),
-        };
-        match self
-            .users()
-            .delete_user(self.req(request))
-            .await?
-            .into_inner()
-            .outcome
-        {
-            Some(Outcome::ConfirmationRequired(confirmation)) => Ok(confirmation),
-            other => panic!("expected a confirmation, got {other:?}"),
-        }
+    pub async fn ask_delete(&self, user_id: &str) -> Result<Asked, Status> {
+        self.ask(&TwoStep::DeleteUser(user_id.into())).await
     }
 
     /// The second step of DeleteUser.
     pub async fn confirm_delete(&self, user_id: &str, token: &str) -> Result<proto::User, Status> {
-        use proto::delete_user_response::Outcome;
-        let request = proto::DeleteUserRequest {
-            user_id: user_id.into(),
-            confirmation_token: token.into(),
-        };
-        match self
-            .users()
-            .delete_user(self.req(request))
-            .await?
-            .into_inner()
-            .outcome
-        {
-            Some(Outcome::Deleted(user)) => Ok(user),
-            other => panic!("expected a deletion, got {other:?}"),
-        }
+        let action = TwoStep::DeleteUser(user_id.into());
+        Ok(self.confirm(&action, token).await?.user())
     }
 
-    pub async fn ask_renew(&self, user_id: &str) -> Result<proto::Confirmation, Status> {
-        use proto::renew_token_key_response::Outcome;
-        let request = proto::RenewTokenKeyRequest {
-            user_id: user_id.into(),
-            confirmation_token: String::new(),
-        };
-        match self
-            .users()
-            .renew_token_key(self.req(request))
-            .await?
-            .into_inner()
-            .outcome
-        {
-            Some(Outcome::ConfirmationRequired(confirmation)) => Ok(confirmation),
-            other => panic!("expected a confirmation, got {other:?}"),
-        }
+    /// The first step of RenewTokenKey: the confirmation.
+    pub async fn ask_renew(&self, user_id: &str) -> Result<Asked, Status> {
+        self.ask(&TwoStep::RenewTokenKey(user_id.into())).await
     }
 
+    /// The second step of RenewTokenKey.
     pub async fn confirm_renew(&self, user_id: &str, token: &str) -> Result<proto::User, Status> {
-        use proto::renew_token_key_response::Outcome;
-        let request = proto::RenewTokenKeyRequest {
-            user_id: user_id.into(),
-            confirmation_token: token.into(),
-        };
-        match self
-            .users()
-            .renew_token_key(self.req(request))
-            .await?
-            .into_inner()
-            .outcome
-        {
-            Some(Outcome::Renewed(user)) => Ok(user),
-            other => panic!("expected a renewal, got {other:?}"),
-        }
+        let action = TwoStep::RenewTokenKey(user_id.into());
+        Ok(self.confirm(&action, token).await?.user())
     }
 
     /// A cheap call that needs a valid token and users.read.
