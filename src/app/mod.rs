@@ -6,6 +6,7 @@
 
 pub(crate) mod api_tokens;
 pub(crate) mod audit;
+pub mod bench;
 pub(crate) mod confirm;
 pub mod credentials;
 pub(crate) mod organisation;
