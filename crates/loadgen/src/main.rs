@@ -54,7 +54,7 @@ use usermgmt_proto::user_service_client::UserServiceClient;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
-mod mint;
+mod tokens;
 
 /// How long one call may take before it counts as an error; keeps every
 /// measurement bounded in time even if the server stalls.
@@ -170,8 +170,9 @@ struct Args {
     json: bool,
 
     /// How many users `who_am_i_users` spreads its calls over (each user
-    /// once before measuring, then a user drawn at random for each call). Their tokens are minted
-    /// here with the server's signing key, read from `--database-url`.
+    /// once before measuring, then a user drawn at random for each call).
+    /// Their tokens come from `usermgmt bench-tokens` (see --usermgmt-bin),
+    /// run on `--database-url`.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     users: u32,
 
@@ -179,6 +180,12 @@ struct Args {
     /// `--users` users of every organisation, by id).
     #[arg(long)]
     users_organisation_id: Option<uuid::Uuid>,
+
+    /// The `usermgmt` binary that issues the tokens of `--users`
+    /// (`usermgmt bench-tokens`). Default: the one beside loadgen's own
+    /// executable, or else the one on the PATH.
+    #[arg(long, env = "LOADGEN_USERMGMT_BIN")]
+    usermgmt_bin: Option<std::path::PathBuf>,
 
     /// The server's database, for `--users`.
     #[arg(
@@ -1091,12 +1098,17 @@ async fn open_channels(endpoint: &Endpoint, args: &Args) -> Result<Vec<Channel>,
     Ok(channels)
 }
 
-/// The `authorization` values of `--users` users, minted here.
+/// The `authorization` values of `--users` users, from `usermgmt bench-tokens`.
 async fn user_tokens(args: &Args) -> Result<Vec<AsciiMetadataValue>, BoxError> {
     if args.users == 0 {
         return Err("who_am_i_users needs --users N".into());
     }
-    let settings = mint::MintSettings {
+    let usermgmt = args
+        .usermgmt_bin
+        .clone()
+        .unwrap_or_else(tokens::default_usermgmt);
+    let source = tokens::TokenSource {
+        usermgmt: &usermgmt,
         database_url: &args.database_url,
         key_encryption_key: args.key_encryption_key.as_deref(),
         jwt_secret: args.jwt_secret.as_deref(),
@@ -1105,9 +1117,9 @@ async fn user_tokens(args: &Args) -> Result<Vec<AsciiMetadataValue>, BoxError> {
         organisation_id: args.users_organisation_id,
     };
     let started = Instant::now();
-    let tokens = mint::tokens_of_users(&settings, args.users).await?;
+    let tokens = tokens::tokens_of_users(&source, args.users).await?;
     eprintln!(
-        "loadgen: minted tokens of {} users in {} ms",
+        "loadgen: tokens of {} users from usermgmt bench-tokens in {} ms",
         tokens.len(),
         started.elapsed().as_millis()
     );
