@@ -27,11 +27,13 @@
 //! [`Scenario::call`], in `scenarios.rs`. The other modules: `cli` (the
 //! flags), `session` (signing in and what the scenarios prepare), `connect`
 //! (loopback connections), `measure` (rounds, the in-flight loop, timing),
-//! `usage` (the server's CPU, RSS and cache hits), `report` (the output) and
-//! `tokens` (the tokens of many users, from `usermgmt bench-tokens`).
+//! `latency` (percentiles, from an HdrHistogram), `usage` (the server's CPU,
+//! RSS and cache hits), `report` (the output) and `tokens` (the tokens of
+//! many users, from `usermgmt bench-tokens`).
 
 mod cli;
 mod connect;
+mod latency;
 mod measure;
 mod report;
 mod scenarios;
@@ -155,7 +157,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .iter()
             .zip(rounds)
             .map(|(&scenario, rounds)| Measurement::pooled(scenario, in_flight, rounds))
-            .collect();
+            .collect::<Result<_, _>>()?;
         print_table(&args, in_flight, &results);
         if args.json {
             print_json(&args, &results);

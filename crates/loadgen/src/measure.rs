@@ -16,6 +16,7 @@ use usermgmt_proto::auth_service_client::AuthServiceClient;
 use crate::BoxError;
 use crate::cli::Args;
 use crate::connect::open_channels;
+use crate::latency::Latencies;
 use crate::scenarios::{LOGIN_STORM, Outcome, Scenario};
 use crate::session::Session;
 use crate::usage::{CpuSample, CpuUse, user_cache_counts};
@@ -23,10 +24,10 @@ use crate::usage::{CpuSample, CpuUse, user_cache_counts};
 /// What one worker saw during the measured window.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
-    /// Latency of each OK call, in nanoseconds.
-    pub latencies: Vec<u64>,
+    /// Latency of each OK call.
+    pub latencies: Latencies,
     /// Latency of each call of the OK iterations, per [`Scenario::parts`].
-    pub parts: Vec<Vec<u64>>,
+    pub parts: Vec<Latencies>,
     /// Writes that changed nothing.
     pub unchanged: u64,
     pub errors: Errors,
@@ -68,9 +69,9 @@ impl Errors {
 /// What one round of one scenario saw.
 #[derive(Debug)]
 pub struct Round {
-    /// Latency of each OK call, in nanoseconds (unsorted).
-    pub latencies: Vec<u64>,
-    pub parts: Vec<Vec<u64>>,
+    /// Latency of each OK call.
+    pub latencies: Latencies,
+    pub parts: Vec<Latencies>,
     pub unchanged: u64,
     pub errors: Errors,
     pub seconds: f64,
@@ -100,7 +101,11 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    pub fn pooled(scenario: Scenario, in_flight: u32, rounds: Vec<Round>) -> Measurement {
+    pub fn pooled(
+        scenario: Scenario,
+        in_flight: u32,
+        rounds: Vec<Round>,
+    ) -> Result<Measurement, BoxError> {
         let cpu = CpuUse::pooled(
             rounds
                 .iter()
@@ -116,30 +121,30 @@ impl Measurement {
         let user_cache_hit_rate = user_cache
             .filter(|(hits, misses)| hits + misses > 0)
             .map(|(hits, misses)| hits as f64 / (hits + misses) as f64);
-        let mut latencies = Vec::new();
-        let mut parts: Vec<Vec<u64>> = scenario.parts().iter().map(|_| Vec::new()).collect();
+        let mut latencies = Latencies::default();
+        let mut parts: Vec<Latencies> = scenario
+            .parts()
+            .iter()
+            .map(|_| Latencies::default())
+            .collect();
         let mut errors = Errors::default();
         let mut unchanged = 0;
         for round in rounds {
-            latencies.extend(round.latencies);
-            for (pooled, part) in parts.iter_mut().zip(round.parts) {
-                pooled.extend(part);
+            latencies.merge(&round.latencies)?;
+            for (pooled, part) in parts.iter_mut().zip(&round.parts) {
+                pooled.merge(part)?;
             }
             errors.merge(round.errors);
             unchanged += round.unchanged;
         }
-        latencies.sort_unstable();
-        let ok = latencies.len() as u64;
+        let ok = latencies.count();
         let parts = scenario
             .parts()
             .iter()
             .zip(parts)
-            .map(|(&name, mut part)| {
-                part.sort_unstable();
-                (name, percentile_us(&part, 0.50), percentile_us(&part, 0.99))
-            })
+            .map(|(&name, part)| (name, part.quantile_us(0.50), part.quantile_us(0.99)))
             .collect();
-        Measurement {
+        Ok(Measurement {
             scenario,
             in_flight,
             seconds,
@@ -147,13 +152,13 @@ impl Measurement {
             errors,
             unchanged,
             req_per_s: ok as f64 / seconds,
-            p50_us: percentile_us(&latencies, 0.50),
-            p99_us: percentile_us(&latencies, 0.99),
-            max_us: latencies.last().map_or(f64::NAN, |&ns| ns as f64 / 1e3),
+            p50_us: latencies.quantile_us(0.50),
+            p99_us: latencies.quantile_us(0.99),
+            max_us: latencies.max_us(),
             parts,
             cpu,
             user_cache_hit_rate,
-        }
+        })
     }
 }
 
@@ -237,17 +242,21 @@ pub async fn measure(
     tokio::time::sleep_until(warmup_end).await;
     let cpu_before = CpuSample::take(&args.server_pid);
     let cache_before = user_cache_counts(args.metrics_addr).await;
-    let mut latencies = Vec::new();
-    let mut parts: Vec<Vec<u64>> = scenario.parts().iter().map(|_| Vec::new()).collect();
+    let mut latencies = Latencies::default();
+    let mut parts: Vec<Latencies> = scenario
+        .parts()
+        .iter()
+        .map(|_| Latencies::default())
+        .collect();
     let mut unchanged = 0;
     let mut errors = Errors::default();
     for handle in workers {
         let stats = handle
             .await
             .map_err(|e| format!("a {} worker failed: {e}", scenario.name()))?;
-        latencies.extend(stats.latencies);
-        for (pooled, part) in parts.iter_mut().zip(stats.parts) {
-            pooled.extend(part);
+        latencies.merge(&stats.latencies)?;
+        for (pooled, part) in parts.iter_mut().zip(&stats.parts) {
+            pooled.merge(part)?;
         }
         unchanged += stats.unchanged;
         errors.merge(stats.errors);
@@ -288,7 +297,11 @@ pub async fn worker(
     end: Instant,
 ) -> WorkerStats {
     let mut stats = WorkerStats {
-        parts: scenario.parts().iter().map(|_| Vec::new()).collect(),
+        parts: scenario
+            .parts()
+            .iter()
+            .map(|_| Latencies::default())
+            .collect(),
         ..WorkerStats::default()
     };
     loop {
@@ -303,10 +316,10 @@ pub async fn worker(
         match result {
             Ok(Outcome::Unchanged) => stats.unchanged += 1,
             Ok(outcome) => {
-                stats.latencies.push(nanos(start.elapsed()));
+                stats.latencies.record(nanos(start.elapsed()));
                 if let Outcome::Parts(parts) = outcome {
                     for (pooled, part) in stats.parts.iter_mut().zip(parts) {
-                        pooled.push(part);
+                        pooled.record(part);
                     }
                 }
             }
@@ -318,14 +331,4 @@ pub async fn worker(
 
 pub fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Nearest-rank percentile of sorted nanoseconds, in microseconds.
-pub fn percentile_us(sorted: &[u64], quantile: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (quantile * sorted.len() as f64).ceil() as usize;
-    let index = rank.clamp(1, sorted.len()) - 1;
-    sorted[index] as f64 / 1e3
 }
