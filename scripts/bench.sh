@@ -75,5 +75,6 @@ if ((${#OTHERS[@]})); then
 fi
 $BIN/loadgen --addr "http://127.0.0.1:${PORTS[0]}" --email bench@example.com --password "$PASSWORD" \
     --service-key "$SERVICE_KEY" --api-key "$API_KEY" --server-pid "$PIDS" --wait-serving \
+    --usermgmt-bin "$BIN/usermgmt" \
     --metrics-addr "127.0.0.1:$METRICS_PORT" \
     "${REPLICA_ARGS[@]}" "$@"

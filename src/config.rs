@@ -72,6 +72,40 @@ pub enum Command {
     /// Exits 0 when a server reports SERVING on its gRPC health service
     /// (for container health checks).
     Healthcheck(HealthcheckArgs),
+    /// For benchmark databases only: opens a session for each of the first
+    /// --users users (by id) and prints an access token of each, signed with
+    /// the server's key, as JSON lines (the load generator's many users).
+    BenchTokens(BenchTokensArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchTokensArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// How many users: the first ones by id.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub users: u32,
+
+    /// Only users of this organisation (default: of every organisation).
+    #[arg(long)]
+    pub organisation_id: Option<uuid::Uuid>,
+
+    /// The server's access-token key, when it is configured rather than
+    /// kept in the database.
+    #[arg(long, env = "USERMGMT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    #[command(flatten)]
+    pub keys: KeyEncryptionArgs,
+
+    /// The server's token issuer.
+    #[arg(long, env = "USERMGMT_TOKEN_ISSUER", default_value = "usermgmt")]
+    pub token_issuer: String,
+
+    /// The server's token audience.
+    #[arg(long, env = "USERMGMT_TOKEN_AUDIENCE", default_value = "usermgmt")]
+    pub token_audience: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,10 +5,11 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 
-use usermgmt::app::provisioning;
+use usermgmt::app::{bench, provisioning};
 use usermgmt::auth::passwords::Passwords;
 use usermgmt::config::{
-    BootstrapArgs, Cli, Command, DatabaseArgs, KeysCommand, LogFormat, RewrapArgs, ServiceCommand,
+    BenchTokensArgs, BootstrapArgs, Cli, Command, DatabaseArgs, KeysCommand, LogFormat, RewrapArgs,
+    ServiceCommand,
 };
 use usermgmt::server;
 use usermgmt::store::{Store, pool};
@@ -175,6 +176,7 @@ async fn run(command: Command) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::BenchTokens(args) => bench_tokens(args).await,
         Command::Service(ServiceCommand::Revoke(args)) => {
             let store = open_store(&args.database).await?;
             store
@@ -216,6 +218,25 @@ async fn bootstrap(args: BootstrapArgs) -> Result<(), String> {
     });
     println!("{output}");
     Ok(())
+}
+
+/// Prints access tokens of many users for a benchmark (see app::bench).
+async fn bench_tokens(args: BenchTokensArgs) -> Result<(), String> {
+    let store = open_store(&args.database)
+        .await?
+        .with_keyring(args.keys.keyring()?);
+    let request = bench::BenchTokenRequest {
+        users: args.users,
+        organisation_id: args.organisation_id,
+        jwt_secret: args.jwt_secret.as_ref().map(|s| s.expose().as_bytes()),
+        stored_key_name: server::JWT_SECRET_NAME,
+        issuer: args.token_issuer,
+        audience: args.token_audience,
+    };
+    let tokens = bench::bench_tokens(&store, &request)
+        .await
+        .map_err(|e| e.to_string())?;
+    bench::write_json_lines(&tokens, std::io::stdout().lock()).map_err(|e| e.to_string())
 }
 
 /// Re-seals every stored secret with the configured key-encryption key.

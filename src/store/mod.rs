@@ -3,6 +3,7 @@
 
 pub(crate) mod api_tokens;
 pub(crate) mod audit;
+pub(crate) mod bench;
 pub mod cache;
 pub(crate) mod confirmations;
 pub(crate) mod invites;

@@ -117,7 +117,7 @@ impl Store {
     }
 
     /// The shared secret `name` as stored, opened; `None` when there is none
-    /// yet. Reads only (the load generator mints its tokens with it).
+    /// yet. Reads only (`usermgmt bench-tokens` signs its benchmark tokens with it).
     pub async fn stored_secret(&self, name: &str) -> Result<Option<Vec<u8>>, DomainError> {
         let mut conn = self.conn().await?;
         let stored: Option<Vec<u8>> = service_secrets::table
