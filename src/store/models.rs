@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::{organisations, users};
+use crate::domain::actor::Actor;
 use crate::domain::user::UserState;
 use crate::domain::{DomainError, Role, user::User};
 
@@ -110,7 +111,8 @@ pub struct InviteRow {
     pub organisation_id: Uuid,
     pub email: String,
     pub role: String,
-    pub created_by: String,
+    pub created_by_user_id: Option<Uuid>,
+    pub created_by_key_fingerprint: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -124,10 +126,24 @@ impl TryFrom<InviteRow> for crate::domain::invite::Invite {
             organisation_id: row.organisation_id,
             email: row.email,
             role: parse_role(&row.role)?,
-            created_by: row.created_by,
+            created_by: creator(row.created_by_user_id, row.created_by_key_fingerprint)?,
             created_at: row.created_at,
             expires_at: row.expires_at,
         })
+    }
+}
+
+/// An invite's creator from its two columns, of which exactly one is set.
+pub fn creator(
+    user_id: Option<Uuid>,
+    key_fingerprint: Option<String>,
+) -> Result<Actor, DomainError> {
+    match (user_id, key_fingerprint) {
+        (Some(id), None) => Ok(Actor::User(id)),
+        (None, Some(fingerprint)) if !fingerprint.is_empty() => Ok(Actor::ApiKey(fingerprint)),
+        _ => Err(DomainError::Internal(
+            "a stored invite's creator is not exactly one user or API key".into(),
+        )),
     }
 }
 
