@@ -9,6 +9,7 @@ use super::Store;
 use super::Tx;
 use super::models::{InviteRow, creator};
 use super::schema::invites;
+use super::text::StoredText as _;
 use crate::domain::actor::{Actor, ChangeContext};
 use crate::domain::invite::Invite;
 use crate::domain::{DomainError, Role, email::Email};
@@ -139,7 +140,7 @@ pub async fn insert(
             invites::id.eq(Uuid::now_v7()),
             invites::organisation_id.eq(ctx.organisation_id),
             invites::email.eq(new.email.as_str()),
-            invites::role.eq(new.role.as_str()),
+            invites::role.eq(new.role.stored()),
             invites::token_hash.eq(new.token_hash),
             invites::created_by_user_id.eq(user_id),
             invites::created_by_key_fingerprint.eq(key_fingerprint),

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::{organisations, users};
+use super::text::StoredText as _;
 use crate::domain::actor::Actor;
 use crate::domain::user::UserState;
 use crate::domain::{DomainError, Role, user::User};
@@ -32,23 +33,15 @@ impl TryFrom<UserRow> for User {
             id: row.id,
             organisation_id: row.organisation_id,
             email: row.email,
-            role: parse_role(&row.role)?,
+            role: Role::from_stored(&row.role)?,
             token_key: row.token_key,
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
             last_login_at: row.last_login_at,
-            state: UserState::parse(&row.state).ok_or_else(|| {
-                DomainError::Internal(format!("stored user state {:?} is unknown", row.state))
-            })?,
+            state: UserState::from_stored(&row.state)?,
         })
     }
-}
-
-pub fn parse_role(stored: &str) -> Result<Role, DomainError> {
-    stored
-        .parse()
-        .map_err(|_| DomainError::Internal(format!("stored role {stored:?} is unknown")))
 }
 
 /// `Debug` hides the password hash.
@@ -100,7 +93,7 @@ pub struct LoginRow {
 
 impl LoginRow {
     pub fn is_active(&self) -> bool {
-        self.state == UserState::Active.as_str()
+        matches!(UserState::from_stored(&self.state), Ok(UserState::Active))
     }
 }
 
@@ -125,7 +118,7 @@ impl TryFrom<InviteRow> for crate::domain::invite::Invite {
             id: row.id,
             organisation_id: row.organisation_id,
             email: row.email,
-            role: parse_role(&row.role)?,
+            role: Role::from_stored(&row.role)?,
             created_by: creator(row.created_by_user_id, row.created_by_key_fingerprint)?,
             created_at: row.created_at,
             expires_at: row.expires_at,
