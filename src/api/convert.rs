@@ -129,7 +129,7 @@ pub fn invite(invite: &crate::domain::invite::Invite) -> proto::Invite {
         role: role_to_proto(invite.role) as i32,
         created_at: Some(timestamp(invite.created_at)),
         expires_at: Some(timestamp(invite.expires_at)),
-        created_by: invite.created_by.clone(),
+        created_by: invite.created_by.to_string(),
     }
 }
 

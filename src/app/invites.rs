@@ -150,7 +150,7 @@ impl Invites {
             .pending_invite_origin(&token_hash)
             .await?
             .ok_or_else(invalid)?;
-        let creator: Actor = origin.created_by.parse().map_err(|()| invalid())?;
+        let creator = origin.created_by.clone();
         let password_hash = self
             .passwords
             .hash_for(password, &Requester::peer(client.peer))

@@ -188,9 +188,6 @@ impl Confirmable for RotateApiKey {
 
 /// The text form of the actor that acts with the organisation's current API
 /// key, as invites record their creator.
-fn api_key_actor(organisation: &Organisation) -> Option<String> {
-    organisation
-        .api_key_fingerprint
-        .clone()
-        .map(|fingerprint| Actor::ApiKey(fingerprint).to_string())
+fn api_key_actor(organisation: &Organisation) -> Option<Actor> {
+    organisation.api_key_fingerprint.clone().map(Actor::ApiKey)
 }

@@ -343,7 +343,7 @@ impl Confirmable for OnUser {
         let mut pending_invites = 0;
         if matches!(self.action, UserAction::Delete | UserAction::Suspend) {
             keeps_an_admin_without(conn, &user, None).await?;
-            let creator = Actor::User(user.id).to_string();
+            let creator = Actor::User(user.id);
             pending_invites =
                 invites::pending_created_by(conn, self.organisation_id, &creator).await?;
         }
@@ -421,7 +421,7 @@ async fn revoke_invites_of(
     user: &User,
     why: &str,
 ) -> Result<Vec<Audit>, DomainError> {
-    let creator = Actor::User(user.id).to_string();
+    let creator = Actor::User(user.id);
     let revoked = invites::revoke_created_by(conn, user.organisation_id, &creator).await?;
     Ok(revoked
         .iter()

@@ -3,6 +3,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::actor::Actor;
 use super::error::DomainError;
 use super::role::Role;
 
@@ -16,7 +17,7 @@ pub struct Invite {
     pub organisation_id: Uuid,
     pub email: String,
     pub role: Role,
-    pub created_by: String,
+    pub created_by: Actor,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }

@@ -62,14 +62,6 @@ impl UserState {
             UserState::Suspended => "suspended",
         }
     }
-
-    pub fn parse(stored: &str) -> Option<Self> {
-        match stored {
-            "active" => Some(UserState::Active),
-            "suspended" => Some(UserState::Suspended),
-            _ => None,
-        }
-    }
 }
 
 impl User {

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::Tx;
 use super::cache::ApiTokenCheck;
 use super::schema::api_tokens;
+use super::text::StoredText as _;
 use super::{Store, db_error};
 use crate::domain::DomainError;
 use crate::domain::api_token::ApiToken;
@@ -47,15 +48,12 @@ impl TryFrom<ApiTokenRow> for ApiToken {
 fn parse_permissions(stored: &[String]) -> Result<PermissionSet, DomainError> {
     stored
         .iter()
-        .map(|id| {
-            id.parse::<Permission>()
-                .map_err(|_| DomainError::Internal(format!("stored permission {id:?} is unknown")))
-        })
+        .map(|id| Permission::from_stored(id))
         .collect()
 }
 
 fn permission_ids(set: PermissionSet) -> Vec<String> {
-    set.iter().map(|p| p.id().to_owned()).collect()
+    set.iter().map(|p| p.stored().to_owned()).collect()
 }
 
 /// A token to create.

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::Tx;
 use super::models::ConfirmationRow;
 use super::schema::confirmations;
+use super::text::StoredText as _;
 use crate::domain::DomainError;
 use crate::domain::actor::ChangeContext;
 use crate::domain::confirmation::{
@@ -39,7 +40,7 @@ pub async fn insert(
             confirmations::organisation_id.eq(ctx.organisation_id),
             confirmations::token_hash.eq(confirmation.token_hash),
             confirmations::actor.eq(ctx.actor.to_string()),
-            confirmations::action.eq(confirmation.action.as_str()),
+            confirmations::action.eq(confirmation.action.stored()),
             confirmations::target_id.eq(confirmation.target_id),
             confirmations::expires_at.eq(confirmation.expires_at),
         ))

@@ -7,9 +7,10 @@ use uuid::Uuid;
 
 use super::Store;
 use super::Tx;
-use super::models::InviteRow;
+use super::models::{InviteRow, creator};
 use super::schema::invites;
-use crate::domain::actor::ChangeContext;
+use super::text::StoredText as _;
+use crate::domain::actor::{Actor, ChangeContext};
 use crate::domain::invite::Invite;
 use crate::domain::{DomainError, Role, email::Email};
 
@@ -26,7 +27,28 @@ pub struct NewInvite<'a> {
 #[derive(Debug, Clone)]
 pub struct InviteOrigin {
     pub organisation_id: Uuid,
-    pub created_by: String,
+    pub created_by: Actor,
+}
+
+/// A creator's columns: its user id, or its API key's fingerprint.
+fn creator_columns(creator: &Actor) -> (Option<Uuid>, Option<&str>) {
+    match creator {
+        Actor::User(id) => (Some(*id), None),
+        Actor::ApiKey(fingerprint) => (None, Some(fingerprint.as_str())),
+    }
+}
+
+/// The invites `creator` made: by its user id, or by its API key's
+/// fingerprint and no user id (the other column's comparison is null).
+macro_rules! created_by {
+    ($creator:expr) => {{
+        let (user_id, key_fingerprint) = creator_columns($creator);
+        invites::created_by_user_id
+            .eq(user_id)
+            .or(invites::created_by_user_id
+                .is_null()
+                .and(invites::created_by_key_fingerprint.eq(key_fingerprint)))
+    }};
 }
 
 macro_rules! pending {
@@ -68,17 +90,25 @@ impl Store {
         token_hash: &[u8],
     ) -> Result<Option<InviteOrigin>, DomainError> {
         let mut conn = self.conn().await?;
-        let found: Option<(Uuid, String)> = invites::table
+        let found: Option<(Uuid, Option<Uuid>, Option<String>)> = invites::table
             .filter(invites::token_hash.eq(token_hash))
             .filter(pending!())
-            .select((invites::organisation_id, invites::created_by))
+            .select((
+                invites::organisation_id,
+                invites::created_by_user_id,
+                invites::created_by_key_fingerprint,
+            ))
             .first(&mut conn)
             .await
             .optional()?;
-        Ok(found.map(|(organisation_id, created_by)| InviteOrigin {
-            organisation_id,
-            created_by,
-        }))
+        found
+            .map(|(organisation_id, user_id, key_fingerprint)| {
+                Ok(InviteOrigin {
+                    organisation_id,
+                    created_by: creator(user_id, key_fingerprint)?,
+                })
+            })
+            .transpose()
     }
 }
 
@@ -104,14 +134,16 @@ pub async fn insert(
     ctx: &ChangeContext,
     new: NewInvite<'_>,
 ) -> Result<Invite, DomainError> {
+    let (user_id, key_fingerprint) = creator_columns(&ctx.actor);
     diesel::insert_into(invites::table)
         .values((
             invites::id.eq(Uuid::now_v7()),
             invites::organisation_id.eq(ctx.organisation_id),
             invites::email.eq(new.email.as_str()),
-            invites::role.eq(new.role.as_str()),
+            invites::role.eq(new.role.stored()),
             invites::token_hash.eq(new.token_hash),
-            invites::created_by.eq(ctx.actor.to_string()),
+            invites::created_by_user_id.eq(user_id),
+            invites::created_by_key_fingerprint.eq(key_fingerprint),
             invites::expires_at.eq(new.expires_at),
         ))
         .returning(InviteRow::as_returning())
@@ -141,17 +173,17 @@ pub async fn revoke(
     .try_into()
 }
 
-/// Revokes every pending invite that `created_by` (an actor's text form)
-/// made in the organisation; returns them.
+/// Revokes every pending invite that `creator` made in the organisation;
+/// returns them.
 pub async fn revoke_created_by(
     conn: &mut Tx<'_>,
     organisation_id: Uuid,
-    created_by: &str,
+    creator: &Actor,
 ) -> Result<Vec<Invite>, DomainError> {
     let rows: Vec<InviteRow> = diesel::update(
         invites::table
             .filter(invites::organisation_id.eq(organisation_id))
-            .filter(invites::created_by.eq(created_by))
+            .filter(created_by!(creator))
             .filter(pending!()),
     )
     .set(invites::revoked_at.eq(Utc::now()))
@@ -161,15 +193,15 @@ pub async fn revoke_created_by(
     rows.into_iter().map(Invite::try_from).collect()
 }
 
-/// How many pending invites `created_by` made in the organisation.
+/// How many pending invites `creator` made in the organisation.
 pub async fn pending_created_by(
     conn: &mut Tx<'_>,
     organisation_id: Uuid,
-    created_by: &str,
+    creator: &Actor,
 ) -> Result<i64, DomainError> {
     Ok(invites::table
         .filter(invites::organisation_id.eq(organisation_id))
-        .filter(invites::created_by.eq(created_by))
+        .filter(created_by!(creator))
         .filter(pending!())
         .count()
         .get_result(conn.pg())

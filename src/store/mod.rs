@@ -18,6 +18,7 @@ pub(crate) mod secrets;
 pub(crate) mod services;
 pub(crate) mod sessions;
 pub(crate) mod stats;
+pub(crate) mod text;
 pub(crate) mod users;
 pub(crate) mod write;
 

@@ -5,6 +5,8 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::{organisations, users};
+use super::text::StoredText as _;
+use crate::domain::actor::Actor;
 use crate::domain::user::UserState;
 use crate::domain::{DomainError, Role, user::User};
 
@@ -31,23 +33,15 @@ impl TryFrom<UserRow> for User {
             id: row.id,
             organisation_id: row.organisation_id,
             email: row.email,
-            role: parse_role(&row.role)?,
+            role: Role::from_stored(&row.role)?,
             token_key: row.token_key,
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
             last_login_at: row.last_login_at,
-            state: UserState::parse(&row.state).ok_or_else(|| {
-                DomainError::Internal(format!("stored user state {:?} is unknown", row.state))
-            })?,
+            state: UserState::from_stored(&row.state)?,
         })
     }
-}
-
-pub fn parse_role(stored: &str) -> Result<Role, DomainError> {
-    stored
-        .parse()
-        .map_err(|_| DomainError::Internal(format!("stored role {stored:?} is unknown")))
 }
 
 /// `Debug` hides the password hash.
@@ -99,7 +93,7 @@ pub struct LoginRow {
 
 impl LoginRow {
     pub fn is_active(&self) -> bool {
-        self.state == UserState::Active.as_str()
+        matches!(UserState::from_stored(&self.state), Ok(UserState::Active))
     }
 }
 
@@ -110,7 +104,8 @@ pub struct InviteRow {
     pub organisation_id: Uuid,
     pub email: String,
     pub role: String,
-    pub created_by: String,
+    pub created_by_user_id: Option<Uuid>,
+    pub created_by_key_fingerprint: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -123,11 +118,25 @@ impl TryFrom<InviteRow> for crate::domain::invite::Invite {
             id: row.id,
             organisation_id: row.organisation_id,
             email: row.email,
-            role: parse_role(&row.role)?,
-            created_by: row.created_by,
+            role: Role::from_stored(&row.role)?,
+            created_by: creator(row.created_by_user_id, row.created_by_key_fingerprint)?,
             created_at: row.created_at,
             expires_at: row.expires_at,
         })
+    }
+}
+
+/// An invite's creator from its two columns, of which exactly one is set.
+pub fn creator(
+    user_id: Option<Uuid>,
+    key_fingerprint: Option<String>,
+) -> Result<Actor, DomainError> {
+    match (user_id, key_fingerprint) {
+        (Some(id), None) => Ok(Actor::User(id)),
+        (None, Some(fingerprint)) if !fingerprint.is_empty() => Ok(Actor::ApiKey(fingerprint)),
+        _ => Err(DomainError::Internal(
+            "a stored invite's creator is not exactly one user or API key".into(),
+        )),
     }
 }
 

@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::Tx;
 use super::audit::Audit;
-use super::models::{NewOrganisationRow, OrganisationRow, parse_role};
+use super::models::{NewOrganisationRow, OrganisationRow};
 use super::schema::{organisations, users};
+use super::text::StoredText as _;
 use super::write::Change;
 use super::{Store, db_error};
 use crate::domain::{DomainError, Role, email::Email, user::Organisation, user::User};
@@ -187,7 +188,7 @@ async fn read_organisation(
         .await?;
     let mut role_counts: Vec<(Role, i64)> = Role::ALL.iter().map(|role| (*role, 0)).collect();
     for (stored, count) in counts {
-        let role = parse_role(&stored)?;
+        let role = Role::from_stored(&stored)?;
         if let Some(entry) = role_counts.iter_mut().find(|(r, _)| *r == role) {
             entry.1 = count;
         }

@@ -16,6 +16,7 @@ use super::audit::Audit;
 use super::models::{PlaybackTokenRow, PublicKeyRow, SigningKeyRow};
 use super::schema::{organisations, playback_signing_keys as keys, playback_tokens as tokens};
 use super::secrets;
+use super::text::StoredText as _;
 use crate::domain::DomainError;
 use crate::domain::actor::ChangeContext;
 use crate::domain::audit::{
@@ -89,7 +90,7 @@ async fn insert_key(
         .values((
             keys::kid.eq(&key.kid),
             keys::organisation_id.eq(organisation_id),
-            keys::alg.eq(key.alg.as_str()),
+            keys::alg.eq(key.alg.stored()),
             keys::private_key.eq(private_key),
             keys::public_key.eq(&key.public_key),
         ))
@@ -290,7 +291,8 @@ impl Store {
     ) -> Result<Option<SigningAlgorithm>, DomainError> {
         let mut conn = self.conn().await?;
         let key = current_key(&mut conn, organisation_id).await?;
-        key.map(|key| key.alg.parse()).transpose()
+        key.map(|key| SigningAlgorithm::from_stored(&key.alg))
+            .transpose()
     }
 
     /// The public half of the key `kid`, of any organisation, with its

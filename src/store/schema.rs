@@ -48,12 +48,13 @@ diesel::table! {
         email -> Text,
         role -> Text,
         token_hash -> Bytea,
-        created_by -> Text,
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
         accepted_at -> Nullable<Timestamptz>,
         accepted_user_id -> Nullable<Uuid>,
         revoked_at -> Nullable<Timestamptz>,
+        created_by_user_id -> Nullable<Uuid>,
+        created_by_key_fingerprint -> Nullable<Text>,
     }
 }
 

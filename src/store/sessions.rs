@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::Tx;
 use super::cache::SessionCheck;
 use super::schema::{refresh_tokens, sessions};
+use super::text::StoredText as _;
 use super::{Store, db_error};
 use crate::domain::DomainError;
 use crate::domain::session::{EndReason, Session};
@@ -272,7 +273,7 @@ pub async fn end(
         .filter(sessions::ended_at.is_null())
         .set((
             sessions::ended_at.eq(Utc::now()),
-            sessions::end_reason.eq(reason.as_str()),
+            sessions::end_reason.eq(reason.stored()),
         ))
         .execute(conn.pg())
         .await?;
@@ -295,7 +296,7 @@ pub async fn end_all_of_user(
     )
     .set((
         sessions::ended_at.eq(Utc::now()),
-        sessions::end_reason.eq(reason.as_str()),
+        sessions::end_reason.eq(reason.stored()),
     ))
     .execute(conn.pg())
     .await?)

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::Tx;
 use super::models::{LoginRow, NewUserRow, UserRow};
 use super::schema::users;
+use super::text::StoredText as _;
 use super::write::Change;
 use super::{Store, db_error, is_unique_violation};
 use crate::domain::session::EndReason;
@@ -78,10 +79,10 @@ impl Store {
             .limit(query.limit)
             .into_boxed();
         if let Some(role) = query.role {
-            select = select.filter(users::role.eq(role.as_str()));
+            select = select.filter(users::role.eq(role.stored()));
         }
         if let Some(state) = query.state {
-            select = select.filter(users::state.eq(state.as_str()));
+            select = select.filter(users::state.eq(state.stored()));
         }
         match &query.email_prefix {
             None => {
@@ -137,14 +138,14 @@ impl Store {
         let mut conn = self.conn().await?;
         let rows: Vec<(String, i64)> = users::table
             .filter(users::organisation_id.eq(organisation_id))
-            .filter(users::state.eq(UserState::Suspended.as_str()))
+            .filter(users::state.eq(UserState::Suspended.stored()))
             .group_by(users::role)
             .select((users::role, diesel::dsl::count_star()))
             .load(&mut conn)
             .await
             .map_err(db_error)?;
         rows.into_iter()
-            .map(|(role, count)| Ok((super::models::parse_role(&role)?, count)))
+            .map(|(role, count)| Ok((Role::from_stored(&role)?, count)))
             .collect()
     }
 
@@ -246,8 +247,8 @@ pub async fn locked(
 pub async fn admin_count(conn: &mut Tx<'_>, organisation_id: Uuid) -> Result<i64, DomainError> {
     Ok(users::table
         .filter(users::organisation_id.eq(organisation_id))
-        .filter(users::role.eq(Role::NanoAdmin.as_str()))
-        .filter(users::state.eq(UserState::Active.as_str()))
+        .filter(users::role.eq(Role::NanoAdmin.stored()))
+        .filter(users::state.eq(UserState::Active.stored()))
         .count()
         .get_result(conn.pg())
         .await?)
@@ -290,7 +291,7 @@ fn new_user<'a>(
         id: Uuid::now_v7(),
         organisation_id,
         email,
-        role: role.as_str(),
+        role: role.stored(),
         token_key: Uuid::new_v4(),
         password_hash,
     }
@@ -324,7 +325,7 @@ pub async fn renew_token_key_with_role(
     super::sessions::end_all_of_user(conn, user.id, None, EndReason::TokenKeyRenewed).await?;
     diesel::update(users::table.find(user.id))
         .set((
-            users::role.eq(role.as_str()),
+            users::role.eq(role.stored()),
             users::token_key.eq(Uuid::new_v4()),
             users::version.eq(users::version + 1),
             users::updated_at.eq(Utc::now()),
@@ -341,7 +342,7 @@ pub async fn suspend(conn: &mut Tx<'_>, user: &User) -> Result<User, DomainError
     super::sessions::end_all_of_user(conn, user.id, None, EndReason::UserSuspended).await?;
     diesel::update(users::table.find(user.id))
         .set((
-            users::state.eq(UserState::Suspended.as_str()),
+            users::state.eq(UserState::Suspended.stored()),
             users::token_key.eq(Uuid::new_v4()),
             users::version.eq(users::version + 1),
             users::updated_at.eq(Utc::now()),
@@ -357,7 +358,7 @@ pub async fn suspend(conn: &mut Tx<'_>, user: &User) -> Result<User, DomainError
 pub async fn reactivate(conn: &mut Tx<'_>, user: &User) -> Result<User, DomainError> {
     diesel::update(users::table.find(user.id))
         .set((
-            users::state.eq(UserState::Active.as_str()),
+            users::state.eq(UserState::Active.stored()),
             users::version.eq(users::version + 1),
             users::updated_at.eq(Utc::now()),
         ))

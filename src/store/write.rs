@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::Store;
 use super::audit::{Audit, record};
-use super::models::parse_role;
+use super::text::StoredText as _;
 use crate::domain::actor::{Actor, ChangeContext, Proof};
 use crate::domain::api_token::allows;
 use crate::domain::error::AuthFailure;
@@ -304,7 +304,7 @@ impl Locked {
     /// The calling user's role and tokenKey; TOKEN_REVOKED when it is gone.
     fn member(&self) -> Result<(Role, Uuid), DomainError> {
         match (&self.member_role, self.member_token_key) {
-            (Some(role), Some(token_key)) => Ok((parse_role(role)?, token_key)),
+            (Some(role), Some(token_key)) => Ok((Role::from_stored(role)?, token_key)),
             _ => Err(DomainError::Unauthenticated(AuthFailure::TokenRevoked)),
         }
     }
