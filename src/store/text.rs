@@ -3,7 +3,7 @@
 //! [`StoredText::from_stored`], which refuses an unknown value with one error.
 
 use crate::domain::DomainError;
-use crate::domain::invariants::ConfirmedAction;
+use crate::domain::confirmation::ConfirmedAction;
 use crate::domain::permission::Permission;
 use crate::domain::playback::SigningAlgorithm;
 use crate::domain::role::Role;
