@@ -91,19 +91,30 @@ pub struct BenchTokensArgs {
     #[arg(long)]
     pub organisation_id: Option<uuid::Uuid>,
 
-    /// The server's access-token key, when it is configured rather than
-    /// kept in the database.
+    /// The server's own signing settings: the tokens must be the ones it
+    /// would issue.
+    #[command(flatten)]
+    pub signing: SigningArgs,
+}
+
+/// How access tokens are signed: the key and the names they carry, and the
+/// key-encryption keys that open a key kept in the database. `serve` and
+/// `bench-tokens` share them, so that both sign alike.
+#[derive(Debug, Clone, Args)]
+pub struct SigningArgs {
+    /// HS256 key for access tokens, at least 32 bytes. When unset, a random
+    /// key is generated once and kept in the database for every replica.
     #[arg(long, env = "USERMGMT_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
     #[command(flatten)]
     pub keys: KeyEncryptionArgs,
 
-    /// The server's token issuer.
+    /// The `iss` of access tokens.
     #[arg(long, env = "USERMGMT_TOKEN_ISSUER", default_value = "usermgmt")]
     pub token_issuer: String,
 
-    /// The server's token audience.
+    /// The `aud` of access tokens.
     #[arg(long, env = "USERMGMT_TOKEN_AUDIENCE", default_value = "usermgmt")]
     pub token_audience: String,
 }
@@ -286,21 +297,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// HS256 key for access tokens, at least 32 bytes. When unset, a random
-    /// key is generated once and kept in the database for every replica.
-    #[arg(long, env = "USERMGMT_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<Secret>,
-
     #[command(flatten)]
-    pub keys: KeyEncryptionArgs,
-
-    /// The `iss` of access tokens.
-    #[arg(long, env = "USERMGMT_TOKEN_ISSUER", default_value = "usermgmt")]
-    pub token_issuer: String,
-
-    /// The `aud` of access tokens.
-    #[arg(long, env = "USERMGMT_TOKEN_AUDIENCE", default_value = "usermgmt")]
-    pub token_audience: String,
+    pub signing: SigningArgs,
 
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "USERMGMT_ACCESS_TOKEN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=31 * 24 * 3600))]
@@ -480,8 +478,8 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn token_settings(&self) -> TokenSettings {
         TokenSettings {
-            issuer: self.token_issuer.clone(),
-            audience: self.token_audience.clone(),
+            issuer: self.signing.token_issuer.clone(),
+            audience: self.signing.token_audience.clone(),
             lifetime: Duration::from_secs(self.access_token_ttl_secs),
         }
     }
@@ -543,15 +541,15 @@ impl ServeArgs {
 
     /// Settings that parse but cannot work, as a one-line reason.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(secret) = &self.jwt_secret
+        if let Some(secret) = &self.signing.jwt_secret
             && secret.expose().len() < 32
         {
             return Err("USERMGMT_JWT_SECRET must be at least 32 bytes".into());
         }
-        if self.token_issuer.is_empty() || self.token_audience.is_empty() {
+        if self.signing.token_issuer.is_empty() || self.signing.token_audience.is_empty() {
             return Err("the token issuer and audience must not be empty".into());
         }
-        self.keys.keyring()?;
+        self.signing.keys.keyring()?;
         Ok(())
     }
 }

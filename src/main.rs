@@ -224,14 +224,18 @@ async fn bootstrap(args: BootstrapArgs) -> Result<(), String> {
 async fn bench_tokens(args: BenchTokensArgs) -> Result<(), String> {
     let store = open_store(&args.database)
         .await?
-        .with_keyring(args.keys.keyring()?);
+        .with_keyring(args.signing.keys.keyring()?);
     let request = bench::BenchTokenRequest {
         users: args.users,
         organisation_id: args.organisation_id,
-        jwt_secret: args.jwt_secret.as_ref().map(|s| s.expose().as_bytes()),
+        jwt_secret: args
+            .signing
+            .jwt_secret
+            .as_ref()
+            .map(|s| s.expose().as_bytes()),
         stored_key_name: server::JWT_SECRET_NAME,
-        issuer: args.token_issuer,
-        audience: args.token_audience,
+        issuer: args.signing.token_issuer,
+        audience: args.signing.token_audience,
     };
     let tokens = bench::bench_tokens(&store, &request)
         .await

@@ -86,7 +86,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     args.validate().map_err(ServeError::Init)?;
     let mailer = mailer(&args)?;
-    let keyring = args.keys.keyring().map_err(ServeError::Init)?;
+    let keyring = args.signing.keys.keyring().map_err(ServeError::Init)?;
     let tls = tls::server_tls_config(&args).map_err(ServeError::Init)?;
     let cors = web::cors_layer(&args.cors_allowed_origins).map_err(ServeError::Init)?;
     let (store, cache_task) = open_store(&args, keyring).await?;
@@ -384,7 +384,7 @@ fn reflection(routes: Routes) -> Result<Routes, ServeError> {
 
 /// The access-token key: configured, or shared through the database.
 async fn signing_key(args: &ServeArgs, store: &Store) -> Result<Vec<u8>, ServeError> {
-    if let Some(secret) = &args.jwt_secret {
+    if let Some(secret) = &args.signing.jwt_secret {
         return Ok(secret.expose().as_bytes().to_vec());
     }
     let mut candidate = [0u8; 64];
