@@ -816,6 +816,23 @@ async fn a_token_never_does_more_than_its_users_current_role() {
         Code::PermissionDenied,
         Some("PERMISSION_MISSING"),
     );
+    // A change by hand reaches the per-call check when its notification
+    // does (at most TRUST after the commit; cache_by_hand.rs), not with the
+    // UPDATE's answer: wait for it rather than race it.
+    let read_only_role = proto::Role::NanoReadOnly as i32;
+    let noticed = crate::cache_by_hand::poll_until(crate::cache_by_hand::by_hand_bound(), || {
+        let (channel, whole) = (channel.clone(), whole.clone());
+        async move {
+            who_am_i(&channel, &whole)
+                .await
+                .is_ok_and(|who| who.role == read_only_role)
+        }
+    })
+    .await;
+    assert!(
+        noticed,
+        "the role lowered by hand reaches the per-call check"
+    );
     let who = who_am_i(&channel, &whole).await.expect("still valid");
     assert_eq!(who.role, proto::Role::NanoReadOnly as i32);
     let read_only: Vec<String> = [

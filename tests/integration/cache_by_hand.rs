@@ -18,7 +18,7 @@ const BOB: &str = "bob@acme.example.com";
 /// every replica: each has evicted, or stopped trusting its cache, within
 /// TRUST of the commit; MAX_SETTLE more is slack for a loaded machine. Below
 /// the cache's default maximum age, so the backstop cannot pass these tests.
-fn by_hand_bound() -> Duration {
+pub(crate) fn by_hand_bound() -> Duration {
     TRUST + MAX_SETTLE
 }
 
@@ -39,7 +39,7 @@ where
 }
 
 /// Whether `condition` became true within `bound`.
-async fn poll_until<F, Fut>(bound: Duration, mut condition: F) -> bool
+pub(crate) async fn poll_until<F, Fut>(bound: Duration, mut condition: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
