@@ -339,5 +339,8 @@ async fn a_reset_request_for_an_unknown_email_sends_nothing() {
     wait_until_outbox_empty(&fixture.server.db).await;
     let mails = sink.messages();
     assert_eq!(mails.len(), 1, "the unknown email's request sent nothing");
-    assert_eq!(mails[0].envelope_to, [fixture.org.admin_email.clone()]);
+    assert_eq!(
+        mails[0].envelope_to,
+        std::slice::from_ref(&fixture.org.admin_email)
+    );
 }
