@@ -230,12 +230,13 @@ impl Outbox {
 }
 
 impl OutboxWorkers {
-    /// Stops the workers: each finishes the mail in hand (within `grace`,
-    /// else it is dropped mid-way and its claim lapses after the lease).
+    /// Stops the workers: each finishes the mail in hand (all within
+    /// `grace`, else dropped mid-way: the claim lapses after the lease).
     pub async fn stop(self, grace: Duration) {
         let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
         for mut task in self.tasks {
-            if tokio::time::timeout(grace, &mut task).await.is_err() {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
                 task.abort();
             }
         }

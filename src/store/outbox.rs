@@ -339,6 +339,9 @@ impl Store {
     /// reset still unused, both unexpired.
     pub async fn mail_still_wanted(&self, mail: &ClaimedMail) -> Result<bool, DomainError> {
         use super::schema::{invites, password_resets};
+        if mail.kind == MailKind::ResetRequest {
+            return Ok(true);
+        }
         let mut conn = self.conn().await?;
         let wanted = match (mail.kind, mail.invite_id, mail.reset_id) {
             (MailKind::Invite, Some(invite_id), _) => {
@@ -362,7 +365,6 @@ impl Store {
                 .get_result(&mut conn)
                 .await?
             }
-            (MailKind::ResetRequest, _, _) => true,
             // A mail row without what it refers to: nothing to send.
             _ => false,
         };
