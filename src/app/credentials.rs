@@ -100,9 +100,9 @@ impl Credentials {
             .await
     }
 
-    /// Hands a reset request over to the outbox: the answer is the same,
-    /// and as quick, whether the email exists or not. Only the login limits
-    /// may refuse it.
+    /// Queues a reset request in the outbox (one row, whatever the email):
+    /// the answer is the same, and as quick, whether the email exists or
+    /// not. Only the login limits may refuse it.
     pub async fn request_password_reset(
         &self,
         email: Email,
@@ -113,8 +113,8 @@ impl Credentials {
         // Taken and kept: a request is an attempt, whatever becomes of it.
         self.login_limiter.admit(email.as_str(), peer).await?;
         self.outbox
-            .request_password_reset(email, organisation_id, request_id);
-        Ok(())
+            .request_password_reset(&self.store, &email, organisation_id, request_id.as_deref())
+            .await
     }
 
     /// Sets a new password with a reset token and renews the user's
