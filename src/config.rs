@@ -455,7 +455,7 @@ pub struct ServeArgs {
     pub mail_from: String,
 
     /// The dashboard's base URL, for the links in mail
-    /// (`{public_url}/reset-password?token=…`, `{public_url}/accept-invite?token=…`).
+    /// (`{public_url}/reset-password#token=…`, `{public_url}/accept-invite#token=…`).
     #[arg(
         long,
         env = "USERMGMT_PUBLIC_URL",

@@ -388,14 +388,16 @@ impl Received {
             .unwrap_or_else(|| panic!("no text/html part in\n{}", self.raw))
     }
 
-    /// The first link with a `token=` parameter in the plain-text body;
-    /// panics when there is none.
+    /// The first link with a `token=` parameter (in its fragment, or in its
+    /// query) in the plain-text body; panics when there is none.
     pub fn link(&self) -> &str {
         self.text_body()
             .split_whitespace()
             .find(|word| {
                 (word.starts_with("http://") || word.starts_with("https://"))
-                    && (word.contains("?token=") || word.contains("&token="))
+                    && ["#token=", "?token=", "&token="]
+                        .iter()
+                        .any(|parameter| word.contains(parameter))
             })
             .unwrap_or_else(|| panic!("no link with a token in\n{}", self.text_body()))
     }
@@ -403,11 +405,11 @@ impl Received {
     /// The `token` parameter of `link()`, as it stands there.
     pub fn token(&self) -> &str {
         let link = self.link();
-        let at = link
-            .find("?token=")
-            .or_else(|| link.find("&token="))
+        let at = ["#token=", "?token=", "&token="]
+            .iter()
+            .find_map(|parameter| link.find(parameter))
             .expect("token parameter");
-        let token = &link[at + "?token=".len()..];
+        let token = &link[at + "#token=".len()..];
         token.split(['&', '#']).next().unwrap_or_default()
     }
 }
