@@ -474,7 +474,7 @@ pub struct ServeArgs {
     pub mail_from: String,
 
     /// The dashboard's base URL, for the links in mail
-    /// (`{public_url}/reset-password?token=…`, `{public_url}/accept-invite?token=…`).
+    /// (`{public_url}/reset-password#token=…`, `{public_url}/accept-invite#token=…`).
     #[arg(
         long,
         env = "USERMGMT_PUBLIC_URL",
@@ -486,6 +486,31 @@ pub struct ServeArgs {
     /// file (see docs/operations.md).
     #[arg(long, env = "USERMGMT_MAIL_TEMPLATES_DIR")]
     pub mail_templates_dir: Option<std::path::PathBuf>,
+
+    /// Mail workers on this replica, each sending one mail at a time; every
+    /// replica's workers share the one outbox in the database.
+    #[arg(long, env = "USERMGMT_MAIL_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub mail_workers: u32,
+
+    /// How often an idle mail worker looks for due mail, in milliseconds
+    /// (mail queued on this replica wakes its workers at once).
+    #[arg(long, env = "USERMGMT_MAIL_POLL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub mail_poll_ms: u64,
+
+    /// How long a worker's claim on a mail lasts, in milliseconds: the most
+    /// one send may take; after it (the replica died mid-send), any
+    /// replica may send the mail.
+    #[arg(long, env = "USERMGMT_MAIL_LEASE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    pub mail_lease_ms: u64,
+
+    /// The delay before a failed mail's first retry, in milliseconds;
+    /// doubled at each failure (with jitter), up to --mail-retry-max-ms.
+    #[arg(long, env = "USERMGMT_MAIL_RETRY_BASE_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub mail_retry_base_ms: u64,
+
+    /// The longest delay between two attempts of a mail, in milliseconds.
+    #[arg(long, env = "USERMGMT_MAIL_RETRY_MAX_MS", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    pub mail_retry_max_ms: u64,
 
     /// Longest a database statement may run (waiting for locks included)
     /// before it is cancelled and the call gets UNAVAILABLE, in
@@ -542,6 +567,16 @@ impl ServeArgs {
         }
     }
 
+    pub fn outbox_settings(&self) -> crate::app::outbox::OutboxSettings {
+        crate::app::outbox::OutboxSettings {
+            workers: usize::try_from(self.mail_workers).unwrap_or(1),
+            poll: Duration::from_millis(self.mail_poll_ms),
+            lease: Duration::from_millis(self.mail_lease_ms),
+            retry_base: Duration::from_millis(self.mail_retry_base_ms),
+            retry_max: Duration::from_millis(self.mail_retry_max_ms),
+        }
+    }
+
     pub fn hashing_limits(&self) -> crate::auth::passwords::HashingLimits {
         crate::auth::passwords::HashingLimits {
             queue: usize::try_from(self.password_hash_queue).unwrap_or(usize::MAX),
@@ -571,6 +606,9 @@ impl ServeArgs {
             return Err("the token issuer and audience must not be empty".into());
         }
         self.signing.keys.keyring()?;
+        if self.mail_retry_base_ms > self.mail_retry_max_ms {
+            return Err("--mail-retry-base-ms must not exceed --mail-retry-max-ms".into());
+        }
         Ok(())
     }
 }

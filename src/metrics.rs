@@ -46,6 +46,11 @@ pub struct Metrics {
     logins: IntCounterVec,
     failed_login_audits: IntCounterVec,
     mails: IntCounterVec,
+    mail_queued: IntCounterVec,
+    mail_sent: IntCounterVec,
+    mail_retried: IntCounterVec,
+    mail_given_up: IntCounterVec,
+    mail_outbox_depth: IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -95,6 +100,9 @@ impl Metrics {
         )
         .expect("valid metric");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let per_mail_kind = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["kind"]).expect("valid metric")
+        };
         let per_cache = |name: &str, help: &str| {
             IntCounterVec::new(Opts::new(name, help), &["cache"]).expect("valid metric")
         };
@@ -169,22 +177,52 @@ impl Metrics {
             mails: IntCounterVec::new(
                 Opts::new(
                     "usermgmt_mail_jobs_total",
-                    "Mail jobs done, by kind (password_reset, invite) and outcome (sent, \
-                     no_such_user, mail_off, failed, dropped).",
+                    "What became of the requests for mail, by kind (password_reset, invite) \
+                     and outcome (sent, no_such_user, suspended, coalesced, withdrawn, mail_off).",
                 ),
                 &["kind", "outcome"],
             )
             .expect("valid metric"),
+            mail_queued: per_mail_kind(
+                "usermgmt_mail_queued_total",
+                "Rows written to the mail outbox, by kind (reset_request, password_reset, invite).",
+            ),
+            mail_sent: per_mail_kind(
+                "usermgmt_mail_sent_total",
+                "Mails the SMTP server accepted, by kind (password_reset, invite).",
+            ),
+            mail_retried: per_mail_kind(
+                "usermgmt_mail_retried_total",
+                "Failed attempts of the mail outbox put back for a later retry, by kind.",
+            ),
+            mail_given_up: IntCounterVec::new(
+                Opts::new(
+                    "usermgmt_mail_given_up_total",
+                    "Mails given up, by kind and reason (expired: their link would be useless; \
+                     undeliverable: they can never be sent).",
+                ),
+                &["kind", "reason"],
+            )
+            .expect("valid metric"),
+            mail_outbox_depth: gauge(
+                "usermgmt_mail_outbox_depth",
+                "Rows in the mail outbox (every replica's), as of this replica's last count.",
+            ),
             registry,
             requests,
             latency,
             authorization,
             database_errors,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
             Box::new(metrics.logins.clone()),
             Box::new(metrics.failed_login_audits.clone()),
             Box::new(metrics.mails.clone()),
+            Box::new(metrics.mail_queued.clone()),
+            Box::new(metrics.mail_sent.clone()),
+            Box::new(metrics.mail_retried.clone()),
+            Box::new(metrics.mail_given_up.clone()),
+            Box::new(metrics.mail_outbox_depth.clone()),
             Box::new(metrics.cache_hits.clone()),
             Box::new(metrics.cache_misses.clone()),
             Box::new(metrics.cache_evictions.clone()),
@@ -250,6 +288,31 @@ impl Metrics {
     /// A mail job of `kind` ended with `outcome`.
     pub fn record_mail_job(&self, kind: &str, outcome: &str) {
         self.mails.with_label_values(&[kind, outcome]).inc();
+    }
+
+    /// A row of `kind` was written to the mail outbox.
+    pub fn record_mail_queued(&self, kind: &str) {
+        self.mail_queued.with_label_values(&[kind]).inc();
+    }
+
+    /// A mail of `kind` was accepted by the SMTP server.
+    pub fn record_mail_sent(&self, kind: &str) {
+        self.mail_sent.with_label_values(&[kind]).inc();
+    }
+
+    /// An attempt of `kind` failed and will be retried.
+    pub fn record_mail_retried(&self, kind: &str) {
+        self.mail_retried.with_label_values(&[kind]).inc();
+    }
+
+    /// A mail of `kind` was given up for `reason`.
+    pub fn record_mail_given_up(&self, kind: &str, reason: &str) {
+        self.mail_given_up.with_label_values(&[kind, reason]).inc();
+    }
+
+    /// The mail outbox holds `rows`.
+    pub fn set_mail_outbox_depth(&self, rows: i64) {
+        self.mail_outbox_depth.set(rows);
     }
 
     /// The per-call check refused a call.
@@ -464,6 +527,10 @@ mod tests {
         metrics.record_allowed("user");
         metrics.record_login("unknown_email");
         metrics.record_mail_job("password_reset", "sent");
+        metrics.record_mail_queued("invite");
+        metrics.record_mail_sent("invite");
+        metrics.record_mail_retried("invite");
+        metrics.record_mail_given_up("invite", "expired");
         crate::store::stats::record_database_error(DatabaseError::Other);
         let text = metrics.render(None);
         for family in [
@@ -479,6 +546,11 @@ mod tests {
             "usermgmt_cache_invalidations_total{scope=\"organisation\"}",
             "usermgmt_logins_total{outcome=\"unknown_email\"}",
             "usermgmt_mail_jobs_total{kind=\"password_reset\",outcome=\"sent\"}",
+            "usermgmt_mail_queued_total{kind=\"invite\"}",
+            "usermgmt_mail_sent_total{kind=\"invite\"}",
+            "usermgmt_mail_retried_total{kind=\"invite\"}",
+            "usermgmt_mail_given_up_total{kind=\"invite\",reason=\"expired\"}",
+            "usermgmt_mail_outbox_depth",
         ] {
             assert!(text.contains(family), "{family} missing from:\n{text}");
         }

@@ -13,7 +13,7 @@ use crate::api::screen::{RequestMessages, screen};
 use crate::auth::authenticator::credential_from_headers;
 use crate::auth::tokens::{AccessTokens, TokenClaims, TokenSettings};
 use crate::domain::audit::AuditFilter;
-use crate::domain::email::Email;
+use crate::domain::email::{Email, EmailPrefix};
 use crate::domain::input::{MAX_DURATION_SECONDS, MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS};
 use crate::domain::paging::PageToken;
 use crate::domain::playback::{
@@ -391,5 +391,128 @@ proptest! {
             }
             Err(other) => prop_assert!(false, "{name}: {other:?}"),
         }
+    }
+}
+
+/// Characters of generated emails that exercise the prefix search: ASCII,
+/// Greek capitals and small letters with both sigmas, composed and
+/// decomposed accents of several combining classes (canonical order moves
+/// them), letters whose capital decomposes (ǰ, ΐ) or whose small letter
+/// does (İ), Hangul syllables and jamo, and the last code point.
+fn email_char() -> impl Strategy<Value = char> {
+    prop_oneof![
+        4 => proptest::sample::select(&[
+            'a', 'B', 'e', 'E', 'i', 'I', 'j', 'J', 'o', 'z', '.', '-', '_', '%', 'Σ', 'σ', 'ς',
+            'Α', 'α', 'ι', 'ΐ', '\u{301}', '\u{323}', '\u{308}', '\u{30C}', '\u{345}',
+            '\u{334}', 'é', 'É', 'ǰ', 'İ', 'ß', '가', '각', '\u{1100}', '\u{1161}', '\u{11A8}',
+            '\u{0B47}', '\u{0B3E}', '\u{10FFFF}', 'ﬀ', 'Ω', '\u{2126}',
+        ][..]),
+        1 => any::<char>(),
+    ]
+}
+
+/// `raw` typed with each character in upper, lower or its own case.
+fn retyped(raw: &str, cases: &[u8]) -> String {
+    raw.chars()
+        .zip(cases.iter().cycle())
+        .map(|(c, case)| match case % 3 {
+            0 => c.to_uppercase().collect::<String>(),
+            1 => c.to_lowercase().collect::<String>(),
+            _ => c.to_string(),
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The search's promise: for an email typed in any case that is still
+    /// the same email, every prefix of what was typed (not splitting a
+    /// letter from the accents typed after it) finds the stored email, and
+    /// the stored email lies in the prefix's range of the index.
+    #[test]
+    fn every_prefix_of_an_email_finds_it(
+        local in proptest::collection::vec(email_char(), 1..12),
+        domain in proptest::sample::select(&["x.example.com", "Ü.example.com", "σ.example"][..]),
+        cases in proptest::collection::vec(any::<u8>(), 1..8),
+    ) {
+        use unicode_normalization::char::canonical_combining_class;
+        let raw = format!("{}@{domain}", local.iter().collect::<String>());
+        let Ok(stored) = Email::parse("email", &raw).map(Email::into_string) else {
+            return Ok(());
+        };
+        let typed = retyped(&raw, &cases);
+        if Email::parse("email", &typed).map(Email::into_string).ok().as_ref() != Some(&stored) {
+            return Ok(());
+        }
+        let chars: Vec<char> = typed.trim().chars().collect();
+        for end in 1..=chars.len() {
+            let splits_a_letter = chars.get(end).is_some_and(|next| {
+                canonical_combining_class(*next) != 0
+                    && canonical_combining_class(chars[end - 1]) == 0
+            });
+            if splits_a_letter {
+                continue;
+            }
+            let prefix: String = chars[..end].iter().collect();
+            let Ok(Some(search)) = EmailPrefix::parse("email_prefix", &prefix) else {
+                // Only white space is empty, and none is in an email.
+                return Err(TestCaseError::fail(format!("{prefix:?} refused")));
+            };
+            prop_assert!(search.matches(&stored), "{prefix:?} does not match {stored:?}");
+            prop_assert!(
+                search.in_ranges(&stored),
+                "{stored:?} outside {:?} of {prefix:?}",
+                search.ranges()
+            );
+        }
+    }
+
+    /// What a prefix matches lies in its range, whatever the prefix and the
+    /// email; nothing panics.
+    #[test]
+    fn a_prefix_matches_only_within_its_range(
+        prefix in proptest::collection::vec(email_char(), 0..6),
+        email in proptest::collection::vec(email_char(), 0..10),
+    ) {
+        let prefix: String = prefix.into_iter().collect();
+        let Ok(Some(search)) = EmailPrefix::parse("email_prefix", &prefix) else {
+            return Ok(());
+        };
+        let tail: String = email.into_iter().collect();
+        for candidate in [format!("{prefix}{tail}"), tail.clone(), prefix.to_lowercase() + &tail] {
+            let Ok(stored) = Email::parse("email", &format!("{candidate}@x.example")) else {
+                continue;
+            };
+            let stored = stored.into_string();
+            if search.matches(&stored) {
+                prop_assert!(search.in_ranges(&stored),
+                    "{stored:?} matches {prefix:?} outside {:?}", search.ranges());
+            }
+        }
+    }
+
+    /// A name people read that is accepted holds no control, invisible or
+    /// line-breaking character; one with such a character is refused
+    /// wherever the character stands.
+    #[test]
+    fn accepted_names_are_readable(
+        raw in any::<String>(),
+        name in "[A-Za-z0-9&.-][A-Za-z0-9 &.-]{0,18}[A-Za-z0-9&.-]",
+        at in any::<proptest::sample::Index>(),
+        bad in proptest::sample::select(&[
+            '\u{202E}', '\u{202D}', '\u{2066}', '\u{2069}', '\u{200B}', '\u{200D}', '\u{FEFF}',
+            '\u{00AD}', '\u{061C}', '\u{2060}', '\u{E0041}', '\u{3164}', '\u{2028}', '\u{7}',
+        ][..]),
+    ) {
+        if let Ok(accepted) = validate_organisation_name("organisation.name", &raw) {
+            prop_assert!(!accepted.chars().any(crate::domain::text::is_unreadable));
+        }
+        let mut chars: Vec<char> = name.chars().collect();
+        // Inside the name: what stands at its ends is trimmed away.
+        chars.insert(1 + at.index(chars.len() - 1), bad);
+        let spoofed: String = chars.into_iter().collect();
+        prop_assert!(validate_organisation_name("organisation.name", &spoofed).is_err(), "{spoofed:?}");
+        prop_assert!(crate::domain::api_token::validate_name("name", &spoofed).is_err(), "{spoofed:?}");
     }
 }

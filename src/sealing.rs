@@ -32,6 +32,8 @@ pub enum Purpose {
     ServiceSecret,
     /// `playback_signing_keys.private_key`, by kid.
     PlaybackPrivateKey,
+    /// `mail_outbox.payload` (a mail's token and texts), by id.
+    MailPayload,
 }
 
 impl Purpose {
@@ -39,6 +41,7 @@ impl Purpose {
         match self {
             Purpose::ServiceSecret => "service_secrets.value",
             Purpose::PlaybackPrivateKey => "playback_signing_keys.private_key",
+            Purpose::MailPayload => "mail_outbox.payload",
         }
     }
 }

@@ -6,10 +6,11 @@ use crate::app::confirm::{Confirmation, Step};
 use crate::app::invites::Invites;
 use crate::app::users::{UserFilter, Users};
 use crate::domain::DomainError;
+use crate::domain::email::{Email, EmailPrefix};
 use crate::domain::error::Violations;
+use crate::domain::invite;
 use crate::domain::paging::{self, KeyedCursor, PageRequest, PageToken};
 use crate::domain::user::{UserCursor, parse_id, validate_password};
-use crate::domain::{email::Email, invite};
 use crate::proto::{self, user_service_server::UserService};
 
 pub struct UserApi {
@@ -76,7 +77,7 @@ impl UserService for UserApi {
             .check(convert::optional_state("state", request.state))
             .flatten();
         let email_prefix = violations
-            .check(Email::prefix("email_prefix", &request.email_prefix))
+            .check(EmailPrefix::parse("email_prefix", &request.email_prefix))
             .flatten();
         let filter = UserFilter {
             role,

@@ -105,10 +105,11 @@ impl Credentials {
             .await
     }
 
-    /// Hands a reset request over to the outbox: the answer is the same,
-    /// and as quick, whether the email exists or not. Only the reset
-    /// requests' own limits may refuse it (it takes nothing from the login
-    /// limits, so a flood of requests cannot lock the user out).
+    /// Queues a reset request in the outbox (one row, whatever the email):
+    /// the answer is the same, and as quick, whether the email exists or
+    /// not. Only the reset requests' own limits may refuse it (it takes
+    /// nothing from the login limits, so a flood of requests cannot lock the
+    /// user out).
     pub async fn request_password_reset(
         &self,
         email: Email,
@@ -118,8 +119,8 @@ impl Credentials {
     ) -> Result<(), DomainError> {
         self.login_limiter.admit_reset(email.as_str(), peer).await?;
         self.outbox
-            .request_password_reset(email, organisation_id, request_id);
-        Ok(())
+            .request_password_reset(&self.store, &email, organisation_id, request_id.as_deref())
+            .await
     }
 
     /// Sets a new password with a reset token and renews the user's

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::outbox::Outbox;
+use super::outbox::{InviteMail, Outbox};
 use super::sessions::{Client, LoggedIn, open_session, signed_in};
 use crate::auth::Principal;
 use crate::auth::access::INVITE_AUTHORITY;
@@ -74,6 +74,7 @@ impl Invites {
         let ctx = caller.change(request_id);
         let secret = opaque::generate(INVITE_PREFIX)?;
         let expires_at = Utc::now() + ttl;
+        let (store, outbox) = (&self.store, &self.outbox);
         let invite = self
             .store
             .write(&ctx, OrgLock::Exclusive, async |conn| {
@@ -85,17 +86,19 @@ impl Invites {
                     expires_at,
                 };
                 let invite = invites::insert(conn, &ctx, new).await?;
+                // Mailed to the invitee when mail is on, from the outbox row
+                // committed with the invite; the admin gets the token too.
+                let mail = InviteMail {
+                    invite: &invite,
+                    token: &secret.token,
+                    request_id: ctx.request_id.as_deref(),
+                };
+                outbox.queue_invite(conn, store, mail).await?;
                 let audit = Audit::invite(INVITE_CREATE, &invite, Some(invite.role.to_string()));
                 Ok(Change::audited(invite, audit))
             })
             .await?;
-        // Mailed to the invitee when mail is on; the admin gets the token too.
-        let organisation = self.store.organisation(caller.organisation_id).await?;
-        self.outbox.invite(
-            invite.clone(),
-            secret.token.clone(),
-            organisation.name.clone(),
-        );
+        self.outbox.queued("invite");
         Ok(NewlyInvited {
             invite,
             token: secret.token,

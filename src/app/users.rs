@@ -16,6 +16,7 @@ use crate::domain::audit::{
     USER_UPDATE_ROLE,
 };
 use crate::domain::confirmation::ConfirmedAction;
+use crate::domain::email::EmailPrefix;
 use crate::domain::invariants::{etag_matches, keeps_an_admin};
 use crate::domain::user::{UserCursor, UserState};
 use crate::domain::{DomainError, Role, email::Email, user::User};
@@ -39,7 +40,7 @@ pub struct AdminSettings {
 pub struct UserFilter {
     pub role: Option<Role>,
     pub state: Option<UserState>,
-    pub email_prefix: Option<String>,
+    pub email_prefix: Option<EmailPrefix>,
 }
 
 impl UserFilter {
@@ -49,7 +50,7 @@ impl UserFilter {
             "role={};state={};prefix={:?}",
             self.role.map_or("*", Role::as_str),
             self.state.map_or("*", UserState::as_str),
-            self.email_prefix
+            self.email_prefix.as_ref().map(EmailPrefix::canonical)
         )
     }
 }

@@ -33,19 +33,10 @@ pub fn allows(role: Role, restriction: PermissionSet, permission: Permission) ->
     role.can(permission) && (restriction.is_empty() || restriction.contains(permission))
 }
 
-/// Checks a new token's name: 1 to 100 characters, no control characters.
+/// Checks a new token's name: trimmed, 1 to 100 characters, readable
+/// (`text::display_name`).
 pub fn validate_name(field: &str, name: &str) -> Result<String, DomainError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(DomainError::invalid(field, "must be 1 to 100 characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(DomainError::invalid(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(name.to_owned())
+    super::text::display_name(field, name, MAX_NAME_CHARS)
 }
 
 /// Checks a new token's expiry: required, in the future, within a year.
@@ -154,5 +145,6 @@ mod tests {
         assert!(validate_name("name", "").is_err());
         assert!(validate_name("name", &"x".repeat(101)).is_err());
         assert!(validate_name("name", "a\u{7}b").is_err());
+        assert!(validate_name("name", "ci\u{202E}").is_err());
     }
 }

@@ -16,6 +16,7 @@ pub mod permission;
 pub mod playback;
 pub mod role;
 pub mod session;
+pub mod text;
 pub mod user;
 
 pub use error::{DomainError, FieldViolation};

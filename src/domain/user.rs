@@ -7,6 +7,8 @@ use super::role::Role;
 
 pub const MIN_PASSWORD_LEN: usize = 8;
 pub const MAX_PASSWORD_LEN: usize = 1024;
+/// The longest organisation name, in characters.
+pub const MAX_ORGANISATION_NAME_CHARS: usize = 200;
 
 /// A user as the service knows it. The password hash stays in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,17 +167,8 @@ pub fn validate_password(field: &str, password: &str) -> Result<(), DomainError>
     Ok(())
 }
 
-/// Checks an organisation name.
+/// Checks an organisation name: trimmed, 1 to 200 characters, readable
+/// (`text::display_name`).
 pub fn validate_organisation_name(field: &str, name: &str) -> Result<String, DomainError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(DomainError::invalid(field, "must be 1 to 200 characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(DomainError::invalid(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(name.to_owned())
+    super::text::display_name(field, name, MAX_ORGANISATION_NAME_CHARS)
 }

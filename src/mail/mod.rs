@@ -23,8 +23,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use email_encoding::headers::writer::EmailWriter;
 use lettre::message::header::ContentTransferEncoding;
 use lettre::message::header::ContentType;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 
@@ -198,7 +200,7 @@ impl Mailer {
         }))
     }
 
-    /// Sends `to` the link `{public_url}/reset-password?token={token}`,
+    /// Sends `to` the link `{public_url}/reset-password#token={token}`,
     /// valid for `valid_minutes`.
     pub async fn send_password_reset(
         &self,
@@ -217,7 +219,7 @@ impl Mailer {
     }
 
     /// Sends `to` an invitation to join `organisation_name` as `role`, with
-    /// the link `{public_url}/accept-invite?token={token}`.
+    /// the link `{public_url}/accept-invite#token={token}`.
     pub async fn send_invite(
         &self,
         to: &str,
@@ -240,9 +242,13 @@ impl Mailer {
         .await
     }
 
+    /// The link to the dashboard's `page` that carries `token`: in the
+    /// fragment, which browsers do not send, so that the token stays out of
+    /// the logs of the dashboard's servers and of every proxy on the way
+    /// (and out of `Referer` headers); the page reads it from the address.
     fn link(&self, page: &str, token: &str) -> String {
         format!(
-            "{}/{page}?token={}",
+            "{}/{page}#token={}",
             self.inner.public_url,
             template::percent_encode(token)
         )
@@ -309,14 +315,59 @@ impl Mailer {
         Ok(Message::builder()
             .from(self.inner.from.clone())
             .to(Mailbox::new(None, address))
-            .subject(subject)
-            .message_id(None)
+            .raw_header(subject_header(&subject)?)
+            .message_id(Some(self.message_id()))
             .multipart(
                 MultiPart::alternative()
                     .singlepart(part(ContentType::TEXT_PLAIN, text))
                     .singlepart(part(ContentType::TEXT_HTML, html)),
             )?)
     }
+}
+
+impl Mailer {
+    /// A new `Message-ID`: a random id at the sender's domain. lettre's own
+    /// names the machine (its host name), which is no recipient's business.
+    fn message_id(&self) -> String {
+        format!(
+            "<{}@{}>",
+            uuid::Uuid::new_v4(),
+            self.inner.from.email.domain()
+        )
+    }
+}
+
+/// The `Subject` header of `subject`, so that every decoder reads exactly
+/// `subject`. Printable ASCII without `=?` goes as it is (folded by lettre).
+/// Anything else, in particular text that looks like an RFC 2047 encoded word
+/// (an organisation may be named `=?utf-8?q?Acme=0D=0ABcc:…?=`, which lettre
+/// would pass through as ASCII and a mail reader decode), is sent wholly as
+/// base64 encoded words of UTF-8, each at most 75 characters, folded: there
+/// is then no text outside them to be taken for one.
+fn subject_header(subject: &str) -> Result<HeaderValue, MailError> {
+    let name = HeaderName::new_from_ascii_str("Subject");
+    let plain = subject.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+        && !subject.contains("=?")
+        && subject.trim() == subject;
+    if plain {
+        return Ok(HeaderValue::new(name, subject.to_owned()));
+    }
+    let mut encoded = String::new();
+    {
+        let mut writer = EmailWriter::new(&mut encoded, "Subject: ".len(), 0, false);
+        // Writing to a String does not fail; map it all the same.
+        email_encoding::headers::rfc2047::encode(subject, &mut writer).map_err(|_| {
+            MailError::Template {
+                file: "subject".into(),
+                reason: "the subject cannot be encoded".into(),
+            }
+        })?;
+    }
+    Ok(HeaderValue::dangerous_new_pre_encoded(
+        name,
+        subject.to_owned(),
+        encoded,
+    ))
 }
 
 /// A quoted-printable part: 7-bit clean for any relay, whatever the text.

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use super::template::{Kind, Part, TemplateSet, Var, file_name, percent_encode};
 use super::*;
+use mailparse::MailHeaderMap as _;
 
 const PASSWORD: &str = "s3cr3t-smtp-password";
 const TOKEN: &str = "tok_EN-0123456789abcdefXYZ";
@@ -74,7 +75,7 @@ fn the_password_reset_mail_carries_the_link_and_the_validity() {
     let link = mailer.link("reset-password", TOKEN);
     assert_eq!(
         link,
-        format!("https://dashboard.example.com/reset-password?token={TOKEN}")
+        format!("https://dashboard.example.com/reset-password#token={TOKEN}")
     );
     let (subject, text, html) = rendered(
         &mailer,
@@ -99,7 +100,7 @@ fn the_invite_mail_names_organisation_role_and_expiry() {
     let link = mailer.link("accept-invite", TOKEN);
     assert_eq!(
         link,
-        format!("https://dashboard.example.com/accept-invite?token={TOKEN}")
+        format!("https://dashboard.example.com/accept-invite#token={TOKEN}")
     );
     let (subject, text, html) = rendered(
         &mailer,
@@ -241,7 +242,7 @@ fn tokens_are_percent_encoded_in_links() {
         "a%20b%2Fc%3Fd%3De%26f%2B%C3%A9"
     );
     let link = mailer().link("reset-password", "a b");
-    assert!(link.ends_with("?token=a%20b"), "{link}");
+    assert!(link.ends_with("/reset-password#token=a%20b"), "{link}");
 }
 
 #[test]
@@ -581,4 +582,93 @@ async fn a_failed_delivery_shows_neither_token_nor_link_nor_password() {
         assert!(!shown.contains("accept-invite"), "{shown}");
         assert!(!shown.contains(PASSWORD), "{shown}");
     }
+}
+
+/// The subject of an invite to `organisation`, as the message carries it:
+/// the raw (folded) header and what a real decoder reads from it.
+fn invite_subject(organisation: &str) -> (String, String, String) {
+    let message = mailer()
+        .compose(
+            Kind::Invite,
+            "ann@example.com",
+            &[
+                (Var::Link, "https://x.example/accept-invite#token=t"),
+                (Var::Organisation, organisation),
+                (Var::Role, "nanoUser"),
+                (Var::ExpiresAt, "2030-01-01T00:00:00Z"),
+            ],
+        )
+        .expect("message");
+    let raw = String::from_utf8(message.formatted()).expect("utf-8");
+    let (headers, _) = mailparse::parse_headers(raw.as_bytes()).expect("headers");
+    let decoded = headers
+        .get_first_value("Subject")
+        .expect("a Subject header");
+    let folded: String = raw
+        .split("\r\n")
+        .skip_while(|line| !line.starts_with("Subject:"))
+        .enumerate()
+        .take_while(|(i, line)| *i == 0 || line.starts_with(' '))
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    (raw, folded, decoded)
+}
+
+#[test]
+fn an_encoded_word_in_a_value_is_sent_as_literal_text() {
+    for organisation in [
+        "=?utf-8?q?Acme=0D=0ABcc:_victim@evil.example?=",
+        "=?UTF-8?B?QWNtZQ0KQmNjOiB4QHkueg==?=",
+        "Bücher =?utf-8?q?x?= Söhne",
+        "=?",
+        "Grüße aus Köln, ein sehr langer Name, der über mehrere Zeilen gefaltet wird ✓",
+    ] {
+        let (raw, folded, decoded) = invite_subject(organisation);
+        assert_eq!(
+            decoded,
+            format!("You are invited to join {organisation}"),
+            "{raw}"
+        );
+        assert!(!raw.to_ascii_lowercase().contains("\r\nbcc:"), "{raw}");
+        for line in folded.lines() {
+            assert!(line.len() <= 78, "{line:?}");
+            assert!(line.is_ascii(), "{line:?}");
+            // Nothing outside the encoded words.
+            for word in line.trim_start_matches("Subject:").split_whitespace() {
+                assert!(
+                    word.starts_with("=?utf-8?b?") && word.ends_with("?=") && word.len() <= 75,
+                    "{word:?} in {folded}"
+                );
+            }
+        }
+    }
+    // Plain ASCII stays readable as it is.
+    let (_, folded, decoded) = invite_subject("Acme & Co. (EU) 100% = fine?");
+    assert_eq!(
+        folded,
+        "Subject: You are invited to join Acme & Co. (EU) 100% = fine?\n"
+    );
+    assert_eq!(
+        decoded,
+        "You are invited to join Acme & Co. (EU) 100% = fine?"
+    );
+}
+
+#[test]
+fn the_message_id_is_random_at_the_senders_domain() {
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let (raw, _, _) = invite_subject("Acme");
+            let (headers, _) = mailparse::parse_headers(raw.as_bytes()).expect("headers");
+            headers.get_first_value("Message-ID").expect("a Message-ID")
+        })
+        .collect();
+    for id in &ids {
+        let local = id
+            .strip_prefix('<')
+            .and_then(|id| id.strip_suffix("@example.com>"))
+            .unwrap_or_else(|| panic!("{id}"));
+        assert!(uuid::Uuid::parse_str(local).is_ok(), "{id}");
+    }
+    assert_ne!(ids[0], ids[1]);
 }

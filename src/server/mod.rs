@@ -32,7 +32,7 @@ use crate::app::authorize::Authorization;
 use crate::app::credentials::Credentials;
 use crate::app::invites::Invites;
 use crate::app::organisation::Organisations;
-use crate::app::outbox::Outbox;
+use crate::app::outbox::{Outbox, OutboxWorkers};
 use crate::app::playback::PlaybackTokens;
 use crate::app::sessions::Sessions;
 use crate::app::users::Users;
@@ -117,9 +117,13 @@ pub async fn serve(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
-    let outbox = match mailer {
-        Some(mailer) => Outbox::start(store.clone(), Arc::new(mailer)),
-        None => Outbox::off(),
+    let (outbox, mail_workers) = match mailer {
+        Some(mailer) => {
+            let (outbox, workers) =
+                Outbox::start(store.clone(), Arc::new(mailer), args.outbox_settings());
+            (outbox, Some(workers))
+        }
+        None => (Outbox::off(), None),
     };
     let (routes, sessions) = api(
         routes,
@@ -149,6 +153,7 @@ pub async fn serve(
         usage: usage_task,
         cache: cache_task,
         metrics: metrics_task,
+        mail: mail_workers,
     };
     background.stop(&store, &usage).await;
     tracing::info!("usermgmt stopped");
@@ -337,12 +342,20 @@ struct Background {
     usage: JoinHandle<()>,
     cache: Option<JoinHandle<()>>,
     metrics: Option<JoinHandle<()>>,
+    mail: Option<OutboxWorkers>,
 }
+
+/// How long stopping waits for the mail workers to finish the mail in hand;
+/// a mail cut off is sent by a replica after its claim lapses.
+const MAIL_STOP_GRACE: Duration = Duration::from_secs(5);
 
 impl Background {
     async fn stop(self, store: &Store, usage: &ApiTokenUsage) {
         self.health.abort();
         self.usage.abort();
+        if let Some(mail) = self.mail {
+            mail.stop(MAIL_STOP_GRACE).await;
+        }
         // The uses noted since the last flush, before the pool goes.
         if let Err(error) = usage.flush(store).await {
             tracing::warn!(%error, "could not record the last uses of API tokens");
@@ -427,7 +440,8 @@ async fn check_secrets_at_rest(store: &Store) -> Result<(), ServeError> {
     match keyring.sealing_id() {
         None => tracing::warn!(
             "no key-encryption key (--key-encryption-key, USERMGMT_KEY_ENCRYPTION_KEY): \
-             playback private keys and the generated access-token key are stored unencrypted"
+             playback private keys, the generated access-token key and the tokens of queued \
+             mail are stored unencrypted"
         ),
         Some(kek) => tracing::info!(%kek, "secrets at rest are sealed with key-encryption key"),
     }

@@ -9,6 +9,7 @@ pub(crate) mod confirmations;
 pub(crate) mod invites;
 pub(crate) mod models;
 pub(crate) mod organisations;
+pub(crate) mod outbox;
 pub(crate) mod playback;
 pub mod pool;
 pub(crate) mod ratelimit;

@@ -168,6 +168,17 @@ pub async fn load(conn: &mut Tx<'_>, organisation_id: Uuid) -> Result<Organisati
     read_organisation(conn.pg(), organisation_id).await
 }
 
+/// The organisation's name, as the transaction sees it.
+pub async fn name(conn: &mut Tx<'_>, organisation_id: Uuid) -> Result<String, DomainError> {
+    organisations::table
+        .find(organisation_id)
+        .select(organisations::name)
+        .first(conn.pg())
+        .await
+        .optional()?
+        .ok_or(DomainError::NotFound("organisation"))
+}
+
 /// The organisation with its user count per role, on `conn`.
 async fn read_organisation(
     conn: &mut AsyncPgConnection,

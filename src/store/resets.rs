@@ -30,17 +30,18 @@ impl Store {
     }
 }
 
-/// Stores a reset for the user, valid until `expires_at`.
+/// Stores a reset for the user, valid until `expires_at`; its id.
 pub async fn insert(
     conn: &mut Tx<'_>,
     organisation_id: Uuid,
     user_id: Uuid,
     token_hash: &[u8],
     expires_at: DateTime<Utc>,
-) -> Result<(), DomainError> {
+) -> Result<Uuid, DomainError> {
+    let id = Uuid::now_v7();
     diesel::insert_into(password_resets::table)
         .values((
-            password_resets::id.eq(Uuid::now_v7()),
+            password_resets::id.eq(id),
             password_resets::organisation_id.eq(organisation_id),
             password_resets::user_id.eq(user_id),
             password_resets::token_hash.eq(token_hash),
@@ -48,7 +49,7 @@ pub async fn insert(
         ))
         .execute(conn.pg())
         .await?;
-    Ok(())
+    Ok(id)
 }
 
 /// The pending, unexpired reset of this token, locked for its use.

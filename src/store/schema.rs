@@ -189,6 +189,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    mail_outbox (id) {
+        id -> Uuid,
+        kind -> Text,
+        recipient -> Text,
+        organisation_id -> Nullable<Uuid>,
+        user_id -> Nullable<Uuid>,
+        invite_id -> Nullable<Uuid>,
+        reset_id -> Nullable<Uuid>,
+        payload -> Bytea,
+        request_id -> Nullable<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        next_attempt_at -> Timestamptz,
+        attempts -> Int4,
+        claimed_by -> Nullable<Uuid>,
+        claimed_until -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(users -> organisations (organisation_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -206,7 +227,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     sessions,
     refresh_tokens,
     password_resets,
-    api_tokens
+    api_tokens,
+    mail_outbox
 );
 
 diesel::table! {

@@ -1,13 +1,14 @@
 //! The secrets kept in the database, sealed at rest with the store's keyring
-//! ([`crate::sealing`]): the shared secrets of `service_secrets` and the
-//! private keys of `playback_signing_keys`.
+//! ([`crate::sealing`]): the shared secrets of `service_secrets`, the
+//! private keys of `playback_signing_keys` and the payloads of the mail
+//! outbox (`mail_outbox`, whose rows live until their mail is sent).
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::Tx;
-use super::schema::{playback_signing_keys as keys, service_secrets};
+use super::schema::{mail_outbox, playback_signing_keys as keys, service_secrets};
 use super::write::Change;
 use super::{Store, db_error};
 use crate::domain::DomainError;
@@ -41,6 +42,7 @@ fn describe(purpose: Purpose, row_id: &str) -> String {
         Purpose::PlaybackPrivateKey => {
             format!("the private key of playback signing key {row_id:?} (playback_signing_keys)")
         }
+        Purpose::MailPayload => format!("the payload of mail {row_id} (mail_outbox)"),
     }
 }
 
@@ -173,9 +175,13 @@ impl Store {
         }
         self.operate(async |conn| {
             let mut done = rewrap_shared_secrets(conn, keyring).await?;
-            let keys = rewrap_playback_keys(conn, keyring).await?;
-            done.sealed += keys.sealed;
-            done.unchanged += keys.unchanged;
+            for more in [
+                rewrap_playback_keys(conn, keyring).await?,
+                rewrap_mail_payloads(conn, keyring).await?,
+            ] {
+                done.sealed += more.sealed;
+                done.unchanged += more.unchanged;
+            }
             Ok(Change::unchanged(done))
         })
         .await
@@ -280,4 +286,32 @@ async fn rewrap_playback_keys(
             }
         }
     }
+}
+
+/// Re-seals the payloads of the mail outbox, so that a mail queued before a
+/// rotation is still sent after the previous key is discarded.
+async fn rewrap_mail_payloads(
+    conn: &mut Tx<'_>,
+    keyring: &Keyring,
+) -> Result<Rewrapped, DomainError> {
+    let rows: Vec<(uuid::Uuid, Vec<u8>)> = mail_outbox::table
+        .select((mail_outbox::id, mail_outbox::payload))
+        .order(mail_outbox::id)
+        .for_update()
+        .load(conn.pg())
+        .await?;
+    let mut done = Rewrapped::default();
+    for (id, stored) in rows {
+        match rewrapped(keyring, Purpose::MailPayload, &id.to_string(), &stored)? {
+            Some(sealed) => {
+                diesel::update(mail_outbox::table.find(id))
+                    .set(mail_outbox::payload.eq(sealed))
+                    .execute(conn.pg())
+                    .await?;
+                done.sealed += 1;
+            }
+            None => done.unchanged += 1,
+        }
+    }
+    Ok(done)
 }

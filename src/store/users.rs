@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::sql_types::Bool;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
@@ -14,6 +16,7 @@ use super::schema::users;
 use super::text::StoredText as _;
 use super::write::Change;
 use super::{Store, db_error, is_unique_violation};
+use crate::domain::email::EmailPrefix;
 use crate::domain::session::EndReason;
 use crate::domain::user::{UserCursor, UserState};
 use crate::domain::{DomainError, Role, user::User};
@@ -25,7 +28,7 @@ pub struct UserQuery {
     pub organisation_id: Uuid,
     pub role: Option<Role>,
     pub state: Option<UserState>,
-    pub email_prefix: Option<String>,
+    pub email_prefix: Option<EmailPrefix>,
     pub after: Option<UserCursor>,
     pub limit: i64,
 }
@@ -73,50 +76,57 @@ impl Store {
     /// searching by the start of the email (an index serves each).
     pub async fn list_users(&self, query: UserQuery) -> Result<Vec<User>, DomainError> {
         let mut conn = self.conn().await?;
-        let mut select = users::table
-            .filter(users::organisation_id.eq(query.organisation_id))
-            .select(UserRow::as_select())
-            .limit(query.limit)
-            .into_boxed();
-        if let Some(role) = query.role {
-            select = select.filter(users::role.eq(role.stored()));
-        }
-        if let Some(state) = query.state {
-            select = select.filter(users::state.eq(state.stored()));
-        }
-        match &query.email_prefix {
-            None => {
-                select = select.order(users::id.asc());
-                if let Some(after) = &query.after {
-                    select = select.filter(users::id.gt(after.id));
+        let Some(prefix) = &query.email_prefix else {
+            let mut select = filtered(&query).order(users::id.asc()).limit(query.limit);
+            if let Some(after) = &query.after {
+                select = select.filter(users::id.gt(after.id));
+            }
+            let rows = select.load(&mut conn).await.map_err(db_error)?;
+            return rows.into_iter().map(User::try_from).collect();
+        };
+        // The prefix's range of the (organisation, email_order, id) index
+        // holds every match and may hold more (the end of the prefix can be
+        // the start of a longer character): each batch of the range is
+        // filtered by `EmailPrefix::matches` until the page is full or the
+        // range ends.
+        let batch = query.limit.max(SEARCH_BATCH);
+        let mut after = query.after.as_ref().and_then(|cursor| {
+            cursor
+                .email
+                .as_ref()
+                .map(|email| (email.clone(), cursor.id))
+        });
+        let mut found = Vec::new();
+        loop {
+            let mut select = filtered(&query)
+                .filter(in_ranges(prefix.ranges()))
+                .order((users::email_order.asc(), users::id.asc()))
+                .limit(batch);
+            if let Some((email, id)) = after.take() {
+                // The cursor holds the email as stored: lower() puts it in
+                // the column's order, as for the rows.
+                let key = lower(email);
+                select = select.filter(
+                    users::email_order
+                        .gt(key.clone())
+                        .or(users::email_order.eq(key).and(users::id.gt(id))),
+                );
+            }
+            let rows: Vec<UserRow> = select.load(&mut conn).await.map_err(db_error)?;
+            let complete = i64::try_from(rows.len()).is_ok_and(|n| n < batch);
+            after = rows.last().map(|row| (row.email.clone(), row.id));
+            for row in rows {
+                if prefix.matches(&row.email) {
+                    found.push(User::try_from(row)?);
+                    if i64::try_from(found.len()).is_ok_and(|n| n >= query.limit) {
+                        return Ok(found);
+                    }
                 }
             }
-            Some(prefix) => {
-                // Every string that starts with the prefix sorts below the
-                // prefix followed by U+10FFFF: one range of the index.
-                let upper = format!("{prefix}\u{10FFFF}");
-                select = select
-                    .filter(users::email_order.ge(prefix.clone()))
-                    .filter(users::email_order.lt(upper))
-                    .order((users::email_order.asc(), users::id.asc()));
-                if let Some(UserCursor {
-                    id,
-                    email: Some(email),
-                }) = &query.after
-                {
-                    // The cursor holds the email as stored: lower() puts it
-                    // in the column's order, as for the rows.
-                    let key = lower(email.clone());
-                    select = select.filter(
-                        users::email_order
-                            .gt(key.clone())
-                            .or(users::email_order.eq(key).and(users::id.gt(*id))),
-                    );
-                }
+            if complete || after.is_none() {
+                return Ok(found);
             }
         }
-        let rows = select.load(&mut conn).await.map_err(db_error)?;
-        rows.into_iter().map(User::try_from).collect()
     }
 
     /// Refreshes the planner's statistics of the users table (after a bulk
@@ -221,6 +231,50 @@ impl Store {
         })
         .await
     }
+}
+
+/// How many rows of a prefix's range a search reads at a time.
+const SEARCH_BATCH: i64 = 100;
+
+type Condition = Box<dyn BoxableExpression<users::table, Pg, SqlType = Bool>>;
+
+/// `email_order` in one of `ranges` (each `[from, to)`, `to` absent: no
+/// end); a single range is the plain condition the index serves, as before.
+fn in_ranges(ranges: &[(String, Option<String>)]) -> Condition {
+    let range = |(from, to): &(String, Option<String>)| -> Condition {
+        let from = users::email_order.ge(from.clone());
+        match to {
+            Some(to) => Box::new(from.and(users::email_order.lt(to.clone()))),
+            None => Box::new(from),
+        }
+    };
+    let mut ranges = ranges.iter();
+    let Some(first) = ranges.next() else {
+        // No string sorts before the empty one: nothing.
+        return Box::new(users::email_order.lt(String::new()));
+    };
+    ranges.fold(range(first), |any, next| Box::new(any.or(range(next))))
+}
+
+type UserSelect = diesel::dsl::IntoBoxed<
+    'static,
+    diesel::dsl::Select<users::table, diesel::dsl::AsSelect<UserRow, diesel::pg::Pg>>,
+    diesel::pg::Pg,
+>;
+
+/// The organisation's users with the query's role and state, boxed.
+fn filtered(query: &UserQuery) -> UserSelect {
+    let mut select = users::table
+        .select(UserRow::as_select())
+        .into_boxed()
+        .filter(users::organisation_id.eq(query.organisation_id));
+    if let Some(role) = query.role {
+        select = select.filter(users::role.eq(role.stored()));
+    }
+    if let Some(state) = query.state {
+        select = select.filter(users::state.eq(state.stored()));
+    }
+    select
 }
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);

@@ -151,9 +151,11 @@ impl Store {
         self.commit(Some(caller), change).await
     }
 
-    /// An operator's change from the command line (provisioning, services):
-    /// the same path, with no caller to re-verify, no organisation to lock
-    /// and nothing to audit.
+    /// An operator's change from the command line (provisioning, services),
+    /// or the mail outbox's own bookkeeping (a reset request's row, which
+    /// must be the same write whoever the email is; claiming, retrying and
+    /// deleting rows): the same path, with no caller to re-verify, no
+    /// organisation to lock and nothing to audit.
     pub async fn operate<T, F>(&self, change: F) -> Result<T, DomainError>
     where
         T: Send,

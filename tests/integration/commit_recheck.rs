@@ -37,8 +37,9 @@ const CALL_BOUND: Duration = Duration::from_secs(20);
 /// [`Write`] with a case.
 const READS: &[&str] = &[
     "AuthService/WhoAmI",
-    // Hands its write over to the outbox, whose write goes through the write
-    // path (password_reset.rs); the call itself changes nothing.
+    // Queues a reset request in the mail outbox when mail is on (it is off
+    // here); the worker's write of the reset goes through the write path
+    // (password_reset.rs, outbox.rs).
     "AuthService/RequestPasswordReset",
     "SessionService/ListSessions",
     "ApiTokenService/ListApiTokens",

@@ -27,6 +27,7 @@ mod login;
 mod login_limits;
 mod metrics;
 mod otel;
+mod outbox;
 mod password_reset;
 mod playback;
 mod playback_keys;

@@ -135,3 +135,131 @@ async fn who_am_i_shows_the_organisation_as_far_as_the_role_may_read_it() {
     assert_eq!(full.user_count, 3);
     assert!(!full.api_key_fingerprint.is_empty());
 }
+
+/// Texts that make a name look like another or hide text in it, as emails
+/// refuse them: bidi overrides and isolates, zero width characters, BOM,
+/// soft hyphen, tag characters, Hangul filler, line separator.
+const UNREADABLE: [&str; 9] = [
+    "Acme\u{202E}moc.evil",
+    "Ac\u{200B}me",
+    "\u{2066}Acme\u{2069}",
+    "Acme\u{FEFF}",
+    "Ac\u{00AD}me",
+    "Acme\u{E0041}\u{E0042}",
+    "Ac\u{3164}me",
+    "Ac\u{2028}me",
+    "Ac\u{200D}me",
+];
+
+/// Organisation names and personal API token names are read by other
+/// people: invisible and bidirectional characters are refused, INVALID_ARGUMENT
+/// naming the field, whichever way the name comes in (UpdateOrganisation,
+/// the bootstrap command's function, CreateApiToken), and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_refuse_invisible_and_bidirectional_characters() {
+    let server = TestServer::start().await;
+    let org = create_org(&server.db, "Acme").await;
+    let channel = server.channel().await;
+    let token = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let mut organisations = OrganisationServiceClient::new(channel.clone());
+    let passwords = usermgmt::auth::passwords::Passwords::new(1)
+        .await
+        .expect("passwords");
+    for bad in UNREADABLE {
+        let status = assert_status(
+            organisations
+                .update_organisation(authed(
+                    proto::UpdateOrganisationRequest {
+                        organisation: Some(proto::Organisation {
+                            name: bad.into(),
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["name".into()],
+                        }),
+                    },
+                    &token,
+                ))
+                .await,
+            tonic::Code::InvalidArgument,
+            None,
+        );
+        assert_eq!(violated_fields(&status), ["organisation.name"], "{bad:?}");
+
+        let created = usermgmt::app::provisioning::bootstrap(
+            &store(&server.db),
+            &passwords,
+            bad,
+            "founder@other.example.com",
+            ADMIN_PASSWORD,
+        )
+        .await;
+        match created {
+            Err(usermgmt::domain::DomainError::InvalidArgument(violations)) => {
+                let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+                assert_eq!(fields, ["organisation"], "{bad:?}");
+            }
+            other => panic!("bootstrap {bad:?}: {other:?}"),
+        }
+
+        let status = assert_status(
+            proto::api_token_service_client::ApiTokenServiceClient::new(channel.clone())
+                .create_api_token(authed(
+                    proto::CreateApiTokenRequest {
+                        name: bad.into(),
+                        expires_at: Some(prost_types::Timestamp {
+                            seconds: now_seconds() + 86_400,
+                            nanos: 0,
+                        }),
+                        permissions: Vec::new(),
+                    },
+                    &token,
+                ))
+                .await,
+            tonic::Code::InvalidArgument,
+            None,
+        );
+        assert_eq!(violated_fields(&status), ["name"], "{bad:?}");
+    }
+    let organisation = organisations
+        .get_organisation(authed(proto::GetOrganisationRequest {}, &token))
+        .await
+        .expect("organisation")
+        .into_inner()
+        .organisation
+        .expect("organisation");
+    assert_eq!(organisation.name, "Acme", "no refused name was stored");
+    let count: i64 = server
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM organisations", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 1, "bootstrap created nothing");
+    // What stays allowed: accents, other scripts, emoji with their
+    // variation selector, and text that looks like an encoded word.
+    for good in [
+        "Bücher & Söhne",
+        "東京ストリーム",
+        "Acme ❤\u{FE0F}",
+        "=?utf-8?q?Acme?=",
+    ] {
+        organisations
+            .update_organisation(authed(
+                proto::UpdateOrganisationRequest {
+                    organisation: Some(proto::Organisation {
+                        name: good.into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["name".into()],
+                    }),
+                },
+                &token,
+            ))
+            .await
+            .unwrap_or_else(|status| panic!("{good:?}: {status:?}"));
+    }
+}

@@ -299,7 +299,7 @@ async fn scenario(
     let mails = sink.wait_for(2).await;
     let reset_token = mails
         .iter()
-        .find(|mail| mail.link().contains("/reset-password?"))
+        .find(|mail| mail.link().contains("/reset-password#"))
         .expect("the reset mail")
         .token()
         .to_owned();

@@ -423,3 +423,25 @@ pub fn now_seconds() -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or_default()
 }
+
+/// Waits (at most 30 s) until the mail outbox is empty: every mail queued
+/// so far sent or given up, every reset request done.
+pub async fn wait_until_outbox_empty(db: &TestDb) {
+    let client = db.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM mail_outbox", &[])
+            .await
+            .expect("count the mail outbox")
+            .get(0);
+        if rows == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mail outbox still holds {rows} rows after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

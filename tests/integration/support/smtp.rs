@@ -1,8 +1,11 @@
 //! A real SMTP server for the tests, run by the tests themselves: the SMTP
 //! state machine of the `mailin` crate (EHLO/HELO, MAIL, RCPT, DATA with
 //! dot-unstuffing, RSET, NOOP, QUIT, …) on tokio sockets, keeping each message
-//! it receives in memory, and the messages read back from there.
+//! it receives in memory, and the messages read back from there. It can be
+//! made to refuse its first messages (a 4xx or 5xx reply to DATA)
+//! and to take its time over each.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,15 +27,35 @@ pub struct SmtpSink {
     /// Each message as received, parsed when asked for (so that a message
     /// the parser cannot take fails the test that reads it).
     received: Arc<Mutex<Vec<String>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
     port: u16,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// How the sink answers each message.
+#[derive(Default)]
+struct Behaviour {
+    /// The replies (codes) to give the next messages instead of accepting.
+    refusals: VecDeque<u16>,
+    /// Messages refused so far.
+    refused: usize,
+    /// How long the sink takes over each message (blocking the sink: one
+    /// message at a time, like a slow server).
+    delay: Duration,
 }
 
 impl SmtpSink {
     /// Starts the sink on a port the system picks and returns once it
     /// listens.
     pub async fn start() -> SmtpSink {
+        Self::start_with(&[], Duration::ZERO).await
+    }
+
+    /// A sink that refuses its first messages with `refusals` (SMTP reply
+    /// codes, 4xx or 5xx, one per message), then accepts, taking `delay`
+    /// over each message.
+    pub async fn start_with(refusals: &[u16], delay: Duration) -> SmtpSink {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .expect("bind the SMTP sink to 127.0.0.1");
@@ -41,8 +64,16 @@ impl SmtpSink {
             .expect("the SMTP sink's address")
             .port();
         let received = Arc::new(Mutex::new(Vec::new()));
+        let behaviour = Arc::new(Mutex::new(Behaviour {
+            refusals: refusals.iter().copied().collect(),
+            refused: 0,
+            delay,
+        }));
         let (stop, stopped) = oneshot::channel();
-        let store = Arc::clone(&received);
+        let store = Sink {
+            received: Arc::clone(&received),
+            behaviour: Arc::clone(&behaviour),
+        };
         let thread = std::thread::Builder::new()
             .name("smtp-sink".into())
             .spawn(move || {
@@ -63,6 +94,7 @@ impl SmtpSink {
             .expect("start the SMTP sink's thread");
         SmtpSink {
             received,
+            behaviour,
             port,
             stop: Some(stop),
             thread: Some(thread),
@@ -72,6 +104,23 @@ impl SmtpSink {
     /// `smtp://127.0.0.1:PORT`: plain SMTP, as the mailer's `smtp_url`.
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// How many messages the sink has refused.
+    pub fn refused(&self) -> usize {
+        self.behaviour
+            .lock()
+            .expect("the SMTP sink's behaviour")
+            .refused
+    }
+
+    /// Accepts every message from now on.
+    pub fn accept_all(&self) {
+        self.behaviour
+            .lock()
+            .expect("the SMTP sink's behaviour")
+            .refusals
+            .clear();
     }
 
     /// Every message received so far, in the order received.
@@ -120,12 +169,19 @@ impl Drop for SmtpSink {
     }
 }
 
+/// What the sessions share: the messages kept, and how to answer.
+#[derive(Clone)]
+struct Sink {
+    received: Arc<Mutex<Vec<String>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
 /// Accepts connections until the runtime stops, each served by a task.
-async fn accept(listener: TcpListener, store: Arc<Mutex<Vec<String>>>) {
+async fn accept(listener: TcpListener, store: Sink) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(serve(stream, peer, Arc::clone(&store)));
+                tokio::spawn(serve(stream, peer, store.clone()));
             }
             // A connection that failed before it was accepted; others may not.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -135,15 +191,11 @@ async fn accept(listener: TcpListener, store: Arc<Mutex<Vec<String>>>) {
 
 /// One SMTP session: each line the client sends goes to mailin's state
 /// machine, and its answer back; ends when either side closes.
-async fn serve(stream: TcpStream, peer: SocketAddr, store: Arc<Mutex<Vec<String>>>) {
+async fn serve(stream: TcpStream, peer: SocketAddr, store: Sink) {
     let _ = session(stream, peer.ip(), store).await;
 }
 
-async fn session(
-    stream: TcpStream,
-    peer: IpAddr,
-    store: Arc<Mutex<Vec<String>>>,
-) -> std::io::Result<()> {
+async fn session(stream: TcpStream, peer: IpAddr, store: Sink) -> std::io::Result<()> {
     // A fixed host name spares the look-up of the machine's FQDN.
     let mut session = SessionBuilder::new("smtp-sink").build(peer, Recorder::new(store));
     let (read, mut write) = stream.into_split();
@@ -173,14 +225,14 @@ async fn session(
 /// `X-Envelope-To: <rcpt>, <rcpt>` and `X-Envelope-From: <sender>`, then the
 /// message as received (dot-unstuffed, without the final `.` line).
 struct Recorder {
-    store: Arc<Mutex<Vec<String>>>,
+    store: Sink,
     envelope_from: String,
     envelope_to: Vec<String>,
     content: Vec<u8>,
 }
 
 impl Recorder {
-    fn new(store: Arc<Mutex<Vec<String>>>) -> Recorder {
+    fn new(store: Sink) -> Recorder {
         Recorder {
             store,
             envelope_from: String::new(),
@@ -192,6 +244,19 @@ impl Recorder {
 
 impl Handler for Recorder {
     fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> Response {
+        // Refused in answer to DATA: after an error at the end of the data,
+        // mailin's state machine would stay in the data state.
+        let refusal = match self.store.behaviour.lock() {
+            Ok(mut behaviour) => {
+                let refusal = behaviour.refusals.pop_front();
+                behaviour.refused += usize::from(refusal.is_some());
+                refusal
+            }
+            Err(_) => return mailin::response::TRANSACTION_FAILED,
+        };
+        if let Some(code) = refusal {
+            return Response::custom(code, "refused by the test".into());
+        }
         self.envelope_from = from.to_owned();
         self.envelope_to = to.to_vec();
         self.content.clear();
@@ -211,7 +276,11 @@ impl Handler for Recorder {
             String::from_utf8_lossy(&self.content)
         );
         self.content.clear();
-        match self.store.lock() {
+        match self.store.behaviour.lock() {
+            Ok(behaviour) => std::thread::sleep(behaviour.delay),
+            Err(_) => return mailin::response::TRANSACTION_FAILED,
+        }
+        match self.store.received.lock() {
             Ok(mut store) => {
                 store.push(raw);
                 mailin::response::OK
@@ -319,14 +388,16 @@ impl Received {
             .unwrap_or_else(|| panic!("no text/html part in\n{}", self.raw))
     }
 
-    /// The first link with a `token=` parameter in the plain-text body;
-    /// panics when there is none.
+    /// The first link with a `token=` parameter (in its fragment, or in its
+    /// query) in the plain-text body; panics when there is none.
     pub fn link(&self) -> &str {
         self.text_body()
             .split_whitespace()
             .find(|word| {
                 (word.starts_with("http://") || word.starts_with("https://"))
-                    && (word.contains("?token=") || word.contains("&token="))
+                    && ["#token=", "?token=", "&token="]
+                        .iter()
+                        .any(|parameter| word.contains(parameter))
             })
             .unwrap_or_else(|| panic!("no link with a token in\n{}", self.text_body()))
     }
@@ -334,11 +405,11 @@ impl Received {
     /// The `token` parameter of `link()`, as it stands there.
     pub fn token(&self) -> &str {
         let link = self.link();
-        let at = link
-            .find("?token=")
-            .or_else(|| link.find("&token="))
+        let at = ["#token=", "?token=", "&token="]
+            .iter()
+            .find_map(|parameter| link.find(parameter))
             .expect("token parameter");
-        let token = &link[at + "?token=".len()..];
+        let token = &link[at + "#token=".len()..];
         token.split(['&', '#']).next().unwrap_or_default()
     }
 }
