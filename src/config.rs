@@ -412,9 +412,8 @@ pub struct ServeArgs {
     #[arg(long, env = "USERMGMT_LOGIN_RATE_PER_EMAIL", default_value_t = 10)]
     pub login_rate_per_email: u32,
 
-    /// Login attempts (and password reset requests) per minute from one
-    /// peer address (also the burst), shared by every replica; 0 turns the
-    /// limit off.
+    /// Login attempts per minute from one peer address (also the burst),
+    /// shared by every replica; 0 turns the limit off.
     #[arg(long, env = "USERMGMT_LOGIN_RATE_PER_PEER", default_value_t = 100)]
     pub login_rate_per_peer: u32,
 
@@ -427,6 +426,26 @@ pub struct ServeArgs {
         default_value_t = 100
     )]
     pub login_failures_per_email_per_hour: u32,
+
+    /// Password reset requests per minute from one peer address (also the
+    /// burst), shared by every replica; 0 turns the limit off. Reset
+    /// requests take nothing from the login limits.
+    #[arg(
+        long,
+        env = "USERMGMT_PASSWORD_RESET_RATE_PER_PEER",
+        default_value_t = 10
+    )]
+    pub password_reset_rate_per_peer: u32,
+
+    /// Password reset requests per hour for one email from every peer
+    /// address together (also the burst), shared by every replica; 0 turns
+    /// the limit off.
+    #[arg(
+        long,
+        env = "USERMGMT_PASSWORD_RESETS_PER_EMAIL_PER_HOUR",
+        default_value_t = 20
+    )]
+    pub password_resets_per_email_per_hour: u32,
 
     /// How often the uses of personal API tokens noted in memory are written
     /// (their `last_used_at`, and the audit event of a first use), in
@@ -527,6 +546,8 @@ impl ServeArgs {
             per_email_and_peer: self.login_rate_per_email,
             per_peer: self.login_rate_per_peer,
             per_email_per_hour: self.login_failures_per_email_per_hour,
+            resets_per_peer: self.password_reset_rate_per_peer,
+            resets_per_email_per_hour: self.password_resets_per_email_per_hour,
         }
     }
 

@@ -44,6 +44,7 @@ pub struct Metrics {
     cache_entries: IntGaugeVec,
     cache_invalidations: IntCounterVec,
     logins: IntCounterVec,
+    failed_login_audits: IntCounterVec,
     mails: IntCounterVec,
     mail_queued: IntCounterVec,
     mail_sent: IntCounterVec,
@@ -164,6 +165,15 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("valid metric"),
+            failed_login_audits: IntCounterVec::new(
+                Opts::new(
+                    "usermgmt_failed_login_audits_total",
+                    "Audit events of wrong passwords (login.failed), written after the answer, by \
+                     outcome (written, user_gone, failed, lost).",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             mails: IntCounterVec::new(
                 Opts::new(
                     "usermgmt_mail_jobs_total",
@@ -204,8 +214,9 @@ impl Metrics {
             authorization,
             database_errors,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
             Box::new(metrics.logins.clone()),
+            Box::new(metrics.failed_login_audits.clone()),
             Box::new(metrics.mails.clone()),
             Box::new(metrics.mail_queued.clone()),
             Box::new(metrics.mail_sent.clone()),
@@ -238,6 +249,9 @@ impl Metrics {
         for kind in DatabaseError::ALL {
             metrics.database_errors.with_label_values(&[kind.label()]);
         }
+        for outcome in ["failed", "lost"] {
+            metrics.failed_login_audits.with_label_values(&[outcome]);
+        }
         metrics
     }
 
@@ -263,6 +277,12 @@ impl Metrics {
     /// A password login ended with `outcome`.
     pub fn record_login(&self, outcome: &str) {
         self.logins.with_label_values(&[outcome]).inc();
+    }
+
+    /// A failed login's audit write, made after its answer, ended with
+    /// `outcome`.
+    pub fn record_failed_login_audit(&self, outcome: &str) {
+        self.failed_login_audits.with_label_values(&[outcome]).inc();
     }
 
     /// A mail job of `kind` ended with `outcome`.

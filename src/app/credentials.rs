@@ -21,7 +21,7 @@ use crate::store::Store;
 use crate::store::audit::Audit;
 use crate::store::sessions as session_rows;
 use crate::store::write::{Change, OrgLock};
-use crate::store::{resets, users};
+use crate::store::{ratelimit as limit_rows, resets, users};
 
 pub struct Credentials {
     store: Store,
@@ -47,7 +47,9 @@ impl Credentials {
 
     /// Changes the caller's password, knowing the current one, and ends
     /// every other session of the caller. A wrong current password counts
-    /// against the login limits like a failed login.
+    /// against the login limits like a failed login. The addresses known to
+    /// the email (exempt from its failed-login ceiling) are forgotten, but
+    /// for the caller's, which knows the new password.
     pub async fn change_password(
         &self,
         caller: &Principal,
@@ -75,13 +77,16 @@ impl Credentials {
                 "is not the caller's current password",
             ));
         }
-        self.login_limiter.succeeded(attempt).await?;
+        self.login_limiter.passed(&attempt).await?;
         let new_hash = self.passwords.hash_for(new_password, &requester).await?;
         let organisation_id = caller.organisation_id;
+        let known = self.login_limiter.new_password(&user.email, peer);
         self.store
             .write(&caller.change(request_id), OrgLock::Shared, async |conn| {
                 let user = users::locked(conn, organisation_id, user.id).await?;
                 users::set_password(conn, user.id, &new_hash).await?;
+                let keep = known.keep.as_ref().map(|(peer, until)| (&peer.key, *until));
+                limit_rows::new_password(conn, &known.email_key, keep).await?;
                 let ended = session_rows::end_all_of_user(
                     conn,
                     user.id,
@@ -102,7 +107,9 @@ impl Credentials {
 
     /// Queues a reset request in the outbox (one row, whatever the email):
     /// the answer is the same, and as quick, whether the email exists or
-    /// not. Only the login limits may refuse it.
+    /// not. Only the reset requests' own limits may refuse it (it takes
+    /// nothing from the login limits, so a flood of requests cannot lock the
+    /// user out).
     pub async fn request_password_reset(
         &self,
         email: Email,
@@ -110,15 +117,16 @@ impl Credentials {
         peer: Option<IpAddr>,
         request_id: Option<String>,
     ) -> Result<(), DomainError> {
-        // Taken and kept: a request is an attempt, whatever becomes of it.
-        self.login_limiter.admit(email.as_str(), peer).await?;
+        self.login_limiter.admit_reset(email.as_str(), peer).await?;
         self.outbox
             .request_password_reset(&self.store, &email, organisation_id, request_id.as_deref())
             .await
     }
 
     /// Sets a new password with a reset token and renews the user's
-    /// tokenKey, which ends every session and token of the user.
+    /// tokenKey, which ends every session and token of the user, and
+    /// forgets every address known to the user's email (each earns its
+    /// exemption again at its next sign-in).
     pub async fn reset_password(
         &self,
         reset_token: &str,
@@ -148,6 +156,7 @@ impl Credentials {
             permission: None,
             request_id,
         };
+        let login_limiter = &self.login_limiter;
         self.store
             .write(&ctx, OrgLock::Exclusive, async |conn| {
                 let reset = resets::locked_pending(conn, &token_hash)
@@ -156,6 +165,8 @@ impl Credentials {
                     .ok_or_else(invalid)?;
                 let user = users::locked(conn, reset.organisation_id, reset.user_id).await?;
                 users::set_password(conn, user.id, &new_hash).await?;
+                let known = login_limiter.new_password(&user.email, None);
+                limit_rows::new_password(conn, &known.email_key, None).await?;
                 let renewed = users::renew_token_key_with_role(conn, &user, user.role).await?;
                 resets::use_all_of_user(conn, user.id).await?;
                 let audit = Audit::user(

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::auth::Principal;
@@ -78,7 +79,15 @@ pub struct Sessions {
     passwords: Passwords,
     login_limiter: Arc<LoginLimiter>,
     lifetime: SessionLifetime,
+    /// The failed logins' audit writes under way off the answer's path: one
+    /// permit each.
+    failed_login_audits: Arc<Semaphore>,
 }
+
+/// How many failed logins' audit events may be written off the answer's
+/// path at once; past that, a failed login writes its own before answering
+/// (slower then, but no event is dropped).
+pub const FAILED_LOGIN_AUDITS_IN_FLIGHT: u32 = 256;
 
 /// The default session lifetime: 30 days after the last refresh, at most
 /// 90 days after the login.
@@ -107,6 +116,7 @@ impl Sessions {
             passwords,
             login_limiter,
             lifetime: DEFAULT_LIFETIME,
+            failed_login_audits: Arc::new(Semaphore::new(FAILED_LOGIN_AUDITS_IN_FLIGHT as usize)),
         }
     }
 
@@ -116,8 +126,10 @@ impl Sessions {
     }
 
     /// Signs a user in and opens a session. An unknown email and a wrong
-    /// password fail alike and cost about the same time; a wrong password
-    /// is audited in the user's organisation, an unknown email only counted.
+    /// password fail alike and take the same time: both run one password
+    /// verification and answer; a wrong password is audited in the user's
+    /// organisation, but off the answer's path (the write would make its
+    /// answer slower than an unknown email's), an unknown email only counted.
     pub async fn login(
         &self,
         email: &Email,
@@ -150,7 +162,7 @@ impl Sessions {
         {
             crate::metrics::metrics().record_login("wrong_password");
             self.audit_failed_login(first.organisation_id, first.id, client, request_id)
-                .await?;
+                .await;
             return Err(DomainError::Unauthenticated(AuthFailure::InvalidLogin));
         }
         self.login_limiter.succeeded(attempt).await?;
@@ -195,14 +207,18 @@ impl Sessions {
         signed_in(&self.tokens, opened)
     }
 
-    /// Records a failed login in the user's organisation.
+    /// Records a failed login in the user's organisation, in a task of its
+    /// own so that the answer does not wait for it; at most
+    /// [`FAILED_LOGIN_AUDITS_IN_FLIGHT`] at once, past which the login waits
+    /// for its own. A write that fails is logged and counted
+    /// (`usermgmt_failed_login_audits_total{outcome="failed"}`).
     async fn audit_failed_login(
         &self,
         organisation_id: Uuid,
         user_id: Uuid,
         client: &Client,
         request_id: Option<String>,
-    ) -> Result<(), DomainError> {
+    ) {
         let ctx = ChangeContext {
             organisation_id,
             actor: Actor::User(user_id),
@@ -211,18 +227,35 @@ impl Sessions {
             request_id,
         };
         let detail = format!("reason: wrong password; {}", client_text(client));
-        let recorded = self
-            .store
-            .write(&ctx, OrgLock::Shared, async |conn| {
-                let user = users::locked(conn, organisation_id, user_id).await?;
-                let audit = Audit::user(LOGIN_FAILED, &user, None, Some(detail));
-                Ok(Change::audited((), audit))
-            })
-            .await;
-        match recorded {
-            // Deleted meanwhile: nobody to record it for.
-            Err(DomainError::Unauthenticated(_) | DomainError::NotFound(_)) => Ok(()),
-            other => other,
+        let write = record_failed_login(self.store.clone(), ctx, user_id, detail);
+        match Arc::clone(&self.failed_login_audits).try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    write.await;
+                    drop(permit);
+                });
+            }
+            Err(_) => write.await,
+        }
+    }
+
+    /// Waits, at most `within`, for the failed logins' audit writes still
+    /// under way (at shutdown, once no call is served any more); those
+    /// still unwritten then are logged and counted as lost.
+    pub async fn finish_audits(&self, within: std::time::Duration) {
+        let all = self
+            .failed_login_audits
+            .acquire_many(FAILED_LOGIN_AUDITS_IN_FLIGHT);
+        if tokio::time::timeout(within, all).await.is_err() {
+            let lost = FAILED_LOGIN_AUDITS_IN_FLIGHT as usize
+                - self.failed_login_audits.available_permits();
+            tracing::warn!(
+                lost,
+                "failed logins' audit events still unwritten at shutdown"
+            );
+            for _ in 0..lost {
+                crate::metrics::metrics().record_failed_login_audit("lost");
+            }
         }
     }
 
@@ -349,6 +382,33 @@ impl Sessions {
             })
             .await
     }
+}
+
+/// Writes a failed login's audit event as `ctx`'s user (gone meanwhile:
+/// nobody to record it for), and counts the outcome.
+async fn record_failed_login(store: Store, ctx: ChangeContext, user_id: Uuid, detail: String) {
+    let organisation_id = ctx.organisation_id;
+    let recorded = store
+        .write(&ctx, OrgLock::Shared, async |conn| {
+            let user = users::locked(conn, organisation_id, user_id).await?;
+            let audit = Audit::user(LOGIN_FAILED, &user, None, Some(detail));
+            Ok(Change::audited((), audit))
+        })
+        .await;
+    let outcome = match recorded {
+        Ok(()) => "written",
+        Err(DomainError::Unauthenticated(_) | DomainError::NotFound(_)) => "user_gone",
+        Err(error) => {
+            tracing::warn!(
+                %organisation_id,
+                %user_id,
+                %error,
+                "a failed login's audit event could not be written"
+            );
+            "failed"
+        }
+    };
+    crate::metrics::metrics().record_failed_login_audit(outcome);
 }
 
 /// The answer to a sign-in that opened `opened`: its tokens.

@@ -11,11 +11,12 @@ pub enum Access {
     Authenticated,
     /// A valid credential whose current role holds the permission.
     Permission(Permission),
-    /// A valid credential: one's own (account, sessions, tokens) needs no
-    /// permission, another user's needs this one. Admitted like
-    /// [`Access::Authenticated`]; the use case decides once it knows the
-    /// owner ([`crate::auth::Principal::change_on`]).
-    OwnOr(Permission),
+    /// A valid credential: one's own (sessions, tokens, tokenKey) needs the
+    /// first permission (one every role holds, so that only a personal API
+    /// token restricted without it is refused), another user's needs the
+    /// second. Admitted like [`Access::Authenticated`]; the use case decides
+    /// once it knows the owner ([`crate::auth::Principal::change_on`]).
+    OwnOr(Permission, Permission),
     /// A registered internal service (`x-usermgmt-service-key`).
     Service,
 }
@@ -37,36 +38,37 @@ pub const INVITE_AUTHORITY: Permission = P::UsersInvite;
 pub const MEMBERS_READ: Permission = P::UsersRead;
 
 impl Access {
-    /// What the caller's role must hold to act on something of `owner`'s
-    /// (none: any role), for a caller who is the user `caller` (none: the
-    /// API key).
+    /// What the caller's role (and token) must hold to act on something of
+    /// `owner`'s (none: any role), for a caller who is the user `caller`
+    /// (none: the API key).
     pub fn permission_on(
         self,
         caller: Option<uuid::Uuid>,
         owner: uuid::Uuid,
     ) -> Option<Permission> {
         match self {
-            OwnOr(_) if caller == Some(owner) => None,
+            OwnOr(own, _) if caller == Some(owner) => Some(own),
             other => other.permission(),
         }
     }
 
     /// What the caller's role must hold before the handler runs (none: any
-    /// role). One's own needs nothing under an [`Access::OwnOr`] rule, so it
-    /// is decided once the owner is known.
+    /// role). Under an [`Access::OwnOr`] rule that depends on the owner, so
+    /// it is decided once the owner is known.
     pub fn permission_at_admission(self) -> Option<Permission> {
         match self {
             Access::Permission(permission) => Some(permission),
-            OwnOr(_) | Public | Authenticated | Service => None,
+            OwnOr(..) | Public | Authenticated | Service => None,
         }
     }
 
     /// What the caller's role must hold, at admission and again at commit
-    /// (none: any role). An [`Access::OwnOr`] rule needs its permission
-    /// unless the use case finds the caller acts on their own.
+    /// (none: any role). An [`Access::OwnOr`] rule needs its permission on
+    /// another user's unless the use case finds the caller acts on their own
+    /// ([`Self::permission_on`]).
     pub fn permission(self) -> Option<Permission> {
         match self {
-            Access::Permission(permission) | OwnOr(permission) => Some(permission),
+            Access::Permission(permission) | OwnOr(_, permission) => Some(permission),
             Public | Authenticated | Service => None,
         }
     }
@@ -81,31 +83,35 @@ pub const RULES: &[(&str, Access)] = &[
     ("/usermgmt.v1.AuthService/Authorize", Service),
     ("/usermgmt.v1.AuthService/AuthorizeBatch", Service),
     ("/usermgmt.v1.AuthService/Refresh", Public),
+    // Both need a signed-in session, which the handlers check (an API token
+    // or the API key gets SESSION_REQUIRED): no token ends or changes what
+    // the person it serves signs in with.
     ("/usermgmt.v1.AuthService/Logout", Authenticated),
     ("/usermgmt.v1.AuthService/ChangePassword", Authenticated),
     ("/usermgmt.v1.AuthService/RequestPasswordReset", Public),
     ("/usermgmt.v1.AuthService/ResetPassword", Public),
-    // One's own sessions need no permission; another user's need
+    // One's own sessions need sessions.manage_own (every role holds it; a
+    // restricted API token only when given it); another user's need
     // sessions.manage.
     (
         "/usermgmt.v1.SessionService/ListSessions",
-        OwnOr(P::SessionsManage),
+        OwnOr(P::SessionsManageOwn, P::SessionsManage),
     ),
     (
         "/usermgmt.v1.SessionService/RevokeSession",
-        OwnOr(P::SessionsManage),
+        OwnOr(P::SessionsManageOwn, P::SessionsManage),
     ),
     // Creating needs a signed-in session, which the handler checks; one's
-    // own tokens need no permission to list or revoke, another user's need
-    // api_tokens.manage.
+    // own tokens need api_tokens.manage_own to list or revoke, another
+    // user's need api_tokens.manage.
     ("/usermgmt.v1.ApiTokenService/CreateApiToken", Authenticated),
     (
         "/usermgmt.v1.ApiTokenService/ListApiTokens",
-        OwnOr(P::ApiTokensManage),
+        OwnOr(P::ApiTokensManageOwn, P::ApiTokensManage),
     ),
     (
         "/usermgmt.v1.ApiTokenService/RevokeApiToken",
-        OwnOr(P::ApiTokensManage),
+        OwnOr(P::ApiTokensManageOwn, P::ApiTokensManage),
     ),
     ("/usermgmt.v1.UserService/GetUser", needs(P::UsersRead)),
     ("/usermgmt.v1.UserService/ListUsers", needs(P::UsersRead)),
@@ -135,10 +141,12 @@ pub const RULES: &[(&str, Access)] = &[
         "/usermgmt.v1.UserService/ReactivateUser",
         needs(P::UsersSuspend),
     ),
-    // Anyone may renew their own tokenKey; others' needs users.renew_token.
+    // Every role may renew its own tokenKey (users.renew_own_token; a
+    // restricted API token only when given it); others' needs
+    // users.renew_token.
     (
         "/usermgmt.v1.UserService/RenewTokenKey",
-        OwnOr(P::UsersRenewToken),
+        OwnOr(P::UsersRenewOwnToken, P::UsersRenewToken),
     ),
     (
         "/usermgmt.v1.AuditService/ListAuditEvents",

@@ -103,7 +103,7 @@ impl Authenticator {
                     .await
                     .map(Admitted::Service);
             }
-            Access::Authenticated | Access::OwnOr(_) | Access::Permission(_) => {}
+            Access::Authenticated | Access::OwnOr(..) | Access::Permission(_) => {}
         }
         let credential = credential_from_headers(headers)
             .map_err(DomainError::Unauthenticated)?
@@ -529,7 +529,7 @@ mod tests {
     }
 
     #[test]
-    fn own_or_rules_need_their_permission_only_for_another_users() {
+    fn own_or_rules_need_their_own_permission_for_ones_own_and_the_other_for_anothers() {
         use crate::domain::Role;
         let rule = access::rule_for("/usermgmt.v1.SessionService/RevokeSession")
             .expect("RevokeSession has a rule");
@@ -543,11 +543,94 @@ mod tests {
                 .map(|ctx| ctx.permission)
                 .map_err(denied)
         };
-        assert_eq!(change_on(&caller, 7), Ok(None));
+        assert_eq!(
+            change_on(&caller, 7),
+            Ok(Some(Permission::SessionsManageOwn))
+        );
         assert_eq!(change_on(&caller, 8), Err(Permission::SessionsManage));
         let Ok(Admitted::Principal(admin)) = admitted_under(rule, member(Role::NanoAdmin)) else {
             panic!("an admin is admitted");
         };
         assert_eq!(change_on(&admin, 8), Ok(Some(Permission::SessionsManage)));
+    }
+
+    /// `member(role)` calling with a personal API token restricted to
+    /// `granted`.
+    fn token_of(role: crate::domain::Role, granted: &[Permission]) -> Principal {
+        Principal {
+            proof: Proof::ApiToken {
+                token_key: Uuid::from_u128(2),
+                token_id: Uuid::from_u128(4),
+            },
+            restriction: granted.iter().copied().collect(),
+            ..member(role)
+        }
+    }
+
+    /// The own-credential RPCs: ListSessions, RevokeSession, ListApiTokens,
+    /// RevokeApiToken and RenewTokenKey. Each needs its own permission for
+    /// one's own, which every role holds (a session and a token of the whole
+    /// role are allowed, and the commit re-checks that permission), and
+    /// which a restricted token holds only when granted at creation.
+    #[test]
+    fn a_restricted_token_touches_its_users_credentials_only_when_granted() {
+        use crate::domain::Role;
+        let own_rules: Vec<_> = access::RULES
+            .iter()
+            .filter_map(|(rpc, rule)| match rule {
+                Access::OwnOr(own, _) => Some((*rpc, *rule, *own)),
+                _ => None,
+            })
+            .collect();
+        let names: Vec<_> = own_rules
+            .iter()
+            .map(|(rpc, ..)| rpc.rsplit('/').next().unwrap_or(rpc))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "ListSessions",
+                "RevokeSession",
+                "ListApiTokens",
+                "RevokeApiToken",
+                "RenewTokenKey"
+            ]
+        );
+        let me = Uuid::from_u128(7);
+        for (rpc, rule, own) in own_rules {
+            for role in Role::ALL {
+                assert!(role.can(own), "{rpc}: {role} holds {own}");
+                let callers = [
+                    ("a session", member(role), true),
+                    ("a whole-role token", token_of(role, &[]), true),
+                    (
+                        "a token for streams.read",
+                        token_of(role, &[Permission::StreamsRead]),
+                        false,
+                    ),
+                    (
+                        "a token granted it",
+                        token_of(role, &[Permission::StreamsRead, own]),
+                        true,
+                    ),
+                ];
+                for (what, principal, allowed) in callers {
+                    let Ok(Admitted::Principal(caller)) = admitted_under(rule, principal) else {
+                        panic!("{rpc}: {what} of {role} is admitted, the owner unknown yet");
+                    };
+                    let decided = caller
+                        .change_on(me, None)
+                        .map(|ctx| ctx.permission)
+                        .map_err(denied);
+                    let expected = if allowed { Ok(Some(own)) } else { Err(own) };
+                    assert_eq!(decided, expected, "{rpc}: {what} of {role}");
+                    assert_eq!(
+                        caller.may_act_on(me).map_err(denied),
+                        expected.map(|_| ()),
+                        "{rpc}: {what} of {role}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -69,8 +69,9 @@ impl Principal {
     }
 
     /// PERMISSION_DENIED unless the caller may act on something of
-    /// `owner`'s under the call's access rule (one's own needs no permission
-    /// under an [`Access::OwnOr`] rule).
+    /// `owner`'s under the call's access rule (one's own needs the rule's
+    /// own-credential permission under an [`Access::OwnOr`] rule, which
+    /// every role holds but a restricted API token only when given it).
     pub fn may_act_on(&self, owner: Uuid) -> Result<(), DomainError> {
         match self.access.permission_on(self.user_id(), owner) {
             Some(permission) => self.require(permission),

@@ -38,6 +38,9 @@ pub enum Permission {
     SessionsManage,
     UsersSuspend,
     ApiTokensManage,
+    SessionsManageOwn,
+    ApiTokensManageOwn,
+    UsersRenewOwnToken,
 }
 
 use Permission as P;
@@ -154,11 +157,32 @@ const MATRIX: &[(Permission, &str, &str, &[Role])] = &[
         "List and revoke other users' API tokens",
         &[A],
     ),
+    // One's own credentials: every role holds these, so a signed-in session
+    // or a token of the whole role has them; a personal API token restricted
+    // to some permissions has them only when it was given them.
+    (
+        P::SessionsManageOwn,
+        "sessions.manage_own",
+        "List and end one's own sessions",
+        &[A, U, R],
+    ),
+    (
+        P::ApiTokensManageOwn,
+        "api_tokens.manage_own",
+        "List and revoke one's own API tokens",
+        &[A, U, R],
+    ),
+    (
+        P::UsersRenewOwnToken,
+        "users.renew_own_token",
+        "Renew one's own tokenKey (signing oneself out everywhere)",
+        &[A, U, R],
+    ),
 ];
 
 impl Permission {
     /// Every permission, in the matrix's order.
-    pub const ALL: [Permission; 28] = [
+    pub const ALL: [Permission; 31] = [
         P::ApiKeyRead,
         P::ApiKeyRotate,
         P::PlayerKeyRead,
@@ -187,6 +211,9 @@ impl Permission {
         P::SessionsManage,
         P::UsersSuspend,
         P::ApiTokensManage,
+        P::SessionsManageOwn,
+        P::ApiTokensManageOwn,
+        P::UsersRenewOwnToken,
     ];
 
     fn row(self) -> &'static (Permission, &'static str, &'static str, &'static [Role]) {
@@ -344,6 +371,9 @@ mod tests {
             P::StreamsRead,
             P::TagsRead,
             P::MetricsRead,
+            P::SessionsManageOwn,
+            P::ApiTokensManageOwn,
+            P::UsersRenewOwnToken,
         ];
         for p in only_admin {
             assert_eq!((A.can(p), U.can(p), R.can(p)), (true, false, false), "{p}");

@@ -125,7 +125,7 @@ pub async fn serve(
         }
         None => (Outbox::off(), None),
     };
-    let routes = api(
+    let (routes, sessions) = api(
         routes,
         &args,
         &store,
@@ -147,6 +147,7 @@ pub async fn serve(
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
+    sessions.finish_audits(AUDITS_AT_SHUTDOWN).await;
     let background = Background {
         health: health_task,
         usage: usage_task,
@@ -246,8 +247,13 @@ async fn metrics(args: &ServeArgs, store: &Store) -> Result<Option<JoinHandle<()
     ))))
 }
 
+/// How long a stopping server waits for the failed logins' audit events it
+/// still writes.
+const AUDITS_AT_SHUTDOWN: Duration = Duration::from_secs(5);
+
 /// `routes` and the services of the contract, each with the size limits of
-/// the settings.
+/// the settings; and the sessions' use case, whose audit writes a stopping
+/// server waits for.
 fn api(
     routes: Routes,
     args: &ServeArgs,
@@ -256,7 +262,7 @@ fn api(
     tokens: Arc<AccessTokens>,
     passwords: Passwords,
     outbox: Outbox,
-) -> Routes {
+) -> (Routes, Arc<Sessions>) {
     let login_limiter = Arc::new(LoginLimiter::new(store.clone(), args.login_limits()));
     let sessions = Arc::new(
         Sessions::new(
@@ -290,7 +296,7 @@ fn api(
             ))*
         };
     }
-    limited!(
+    let routes = limited!(
         AuthServiceServer(AuthApi {
             sessions: Arc::clone(&sessions),
             invites: Arc::clone(&invites),
@@ -305,7 +311,9 @@ fn api(
         ApiTokenServiceServer(ApiTokenApi {
             tokens: ApiTokens::new(store.clone()),
         }),
-        SessionServiceServer(SessionApi { sessions }),
+        SessionServiceServer(SessionApi {
+            sessions: Arc::clone(&sessions)
+        }),
         UserServiceServer(UserApi {
             users: Users::new(store.clone(), passwords, admin_settings),
             invites,
@@ -324,7 +332,8 @@ fn api(
             tokens: Arc::new(PlaybackTokens::new(store.clone())),
             settings: args.playback_settings(),
         }),
-    )
+    );
+    (routes, sessions)
 }
 
 /// The tasks that run beside the server.

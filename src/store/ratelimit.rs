@@ -1,6 +1,8 @@
 //! The login rate limits' shared state: one GCRA state per key in
 //! PostgreSQL, so that every replica counts against the same limits (the
 //! migration's `usermgmt_take_login_attempt` takes from several at once).
+//! The password reset requests' limits are buckets of the same table, under
+//! keys of their own.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use diesel::sql_types::{Array, Bytea, Interval};
 use diesel_async::RunQueryDsl;
 
 use super::schema::login_known_peers;
+use super::write::Tx;
 use super::{Store, db_error, interval};
 use crate::domain::DomainError;
 
@@ -111,26 +114,16 @@ impl Store {
         Ok(count > 0)
     }
 
-    /// Remembers `key` as known until `until`, and forgets the limits and
-    /// known peers that have run out (they count as absent anyway).
+    /// Remembers `key` (an address known to the email of `email_key`) as
+    /// known until `until`.
     pub async fn remember_peer(
         &self,
         key: &[u8; 32],
+        email_key: &[u8; 32],
         until: DateTime<Utc>,
     ) -> Result<(), DomainError> {
         let mut conn = self.conn().await?;
-        diesel::insert_into(login_known_peers::table)
-            .values((
-                login_known_peers::key.eq(key.to_vec()),
-                login_known_peers::until.eq(until),
-            ))
-            .on_conflict(login_known_peers::key)
-            .do_update()
-            .set(login_known_peers::until.eq(until))
-            .execute(&mut conn)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        remember(&mut conn, key, email_key, until).await
     }
 
     /// Deletes the limits and known peers that have run out.
@@ -148,4 +141,50 @@ impl Store {
         .map_err(db_error)?;
         Ok(())
     }
+}
+
+async fn remember(
+    conn: &mut diesel_async::AsyncPgConnection,
+    key: &[u8; 32],
+    email_key: &[u8; 32],
+    until: DateTime<Utc>,
+) -> Result<(), DomainError> {
+    diesel::insert_into(login_known_peers::table)
+        .values((
+            login_known_peers::key.eq(key.to_vec()),
+            login_known_peers::email_key.eq(email_key.to_vec()),
+            login_known_peers::until.eq(until),
+        ))
+        .on_conflict(login_known_peers::key)
+        .do_update()
+        .set((
+            login_known_peers::email_key.eq(email_key.to_vec()),
+            login_known_peers::until.eq(until),
+        ))
+        .execute(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// A new password of the email of `email_key`, in the change's
+/// transaction: every address known to the email is forgotten (those that
+/// knew the old password lose their exemption with it), then `keep` (key
+/// and until), the address that set the new one, is remembered again.
+/// How many were forgotten.
+pub async fn new_password(
+    conn: &mut Tx<'_>,
+    email_key: &[u8; 32],
+    keep: Option<(&[u8; 32], DateTime<Utc>)>,
+) -> Result<usize, DomainError> {
+    let forgotten = diesel::delete(
+        login_known_peers::table.filter(login_known_peers::email_key.eq(email_key.to_vec())),
+    )
+    .execute(conn.pg())
+    .await
+    .map_err(db_error)?;
+    if let Some((key, until)) = keep {
+        remember(conn.pg(), key, email_key, until).await?;
+    }
+    Ok(forgotten)
 }

@@ -168,6 +168,7 @@ diesel::table! {
     login_known_peers (key) {
         key -> Bytea,
         until -> Timestamptz,
+        email_key -> Bytea,
     }
 }
 

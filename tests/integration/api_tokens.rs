@@ -491,13 +491,19 @@ async fn tokens_are_listed_and_revoked_by_their_user_or_an_admin_of_the_organisa
     assert_eq!(own, vec![first_id.clone(), second_id.clone()]);
     let by_admin = list(on_first, &admin.token, &bob.id).await.expect("admin");
     assert_eq!(by_admin.len(), 2);
-    // A token lists its own user's tokens too.
+    // A token of the whole role lists its own user's tokens too; one
+    // restricted to users.read was not given api_tokens.manage_own.
     assert_eq!(
-        list(on_first, &second_token.token, "")
+        list(on_first, &first_token.token, "")
             .await
             .expect("by token")
             .len(),
         2
+    );
+    assert_status(
+        list(on_first, &second_token.token, "").await,
+        Code::PermissionDenied,
+        Some("PERMISSION_MISSING"),
     );
     // Carol may not see Bob's; another organisation's admin finds nobody.
     assert_status(
@@ -841,6 +847,9 @@ async fn a_token_never_does_more_than_its_users_current_role() {
         "streams.read",
         "tags.read",
         "metrics.read",
+        "sessions.manage_own",
+        "api_tokens.manage_own",
+        "users.renew_own_token",
     ]
     .map(String::from)
     .to_vec();
@@ -857,5 +866,143 @@ async fn a_token_never_does_more_than_its_users_current_role() {
         .await,
         Code::PermissionDenied,
         Some("PERMISSION_MISSING"),
+    );
+}
+
+/// PERMISSION_DENIED `PERMISSION_MISSING` naming `permission`.
+#[track_caller]
+fn missing<T: std::fmt::Debug>(result: Result<T, tonic::Status>, permission: &str) {
+    let status = assert_status(result, Code::PermissionDenied, Some("PERMISSION_MISSING"));
+    let info = tonic_types::StatusExt::get_details_error_info(&status).expect("info");
+    assert_eq!(
+        info.metadata.get("permission").map(String::as_str),
+        Some(permission)
+    );
+}
+
+async fn sessions_of(
+    channel: &Channel,
+    credential: &str,
+) -> Result<Vec<proto::Session>, tonic::Status> {
+    proto::session_service_client::SessionServiceClient::new(channel.clone())
+        .list_sessions(authed(proto::ListSessionsRequest::default(), credential))
+        .await
+        .map(|response| response.into_inner().sessions)
+}
+
+async fn end_session(channel: &Channel, credential: &str, id: &str) -> Result<(), tonic::Status> {
+    proto::session_service_client::SessionServiceClient::new(channel.clone())
+        .revoke_session(authed(
+            proto::RevokeSessionRequest {
+                session_id: id.into(),
+            },
+            credential,
+        ))
+        .await
+        .map(|_| ())
+}
+
+/// The review: a token restricted to `streams.read` listed its user's
+/// sessions (with their addresses), ended them, revoked a sibling token and
+/// renewed the user's tokenKey. One's own credentials need permissions of
+/// their own, which every role holds and a restricted token has only when
+/// granted at creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_token_touches_its_users_credentials_only_when_granted() {
+    let OneServer {
+        server: _server,
+        org,
+        channel,
+    } = OneServer::start().await;
+    let bob_id = add_user(
+        &channel,
+        &org,
+        "bob@acme.example.com",
+        proto::Role::NanoReadOnly,
+    )
+    .await
+    .to_string();
+    let bob = sign_in(&channel, "bob@acme.example.com", PASSWORD).await;
+    let sibling = create_api_token(&channel, &bob.access_token, &[])
+        .await
+        .expect("a sibling token");
+    let sibling_id = sibling.api_token.expect("resource").id;
+    let narrow = create_api_token(&channel, &bob.access_token, &["streams.read"])
+        .await
+        .expect("a token for streams.read")
+        .token;
+
+    missing(sessions_of(&channel, &narrow).await, "sessions.manage_own");
+    missing(
+        end_session(&channel, &narrow, &bob.session_id).await,
+        "sessions.manage_own",
+    );
+    missing(list(&channel, &narrow, "").await, "api_tokens.manage_own");
+    missing(
+        revoke(&channel, &narrow, &sibling_id).await,
+        "api_tokens.manage_own",
+    );
+    let renew = TwoStep::RenewTokenKey(bob_id.clone());
+    missing(
+        two_step::ask(&channel, &Caller::Token(narrow.clone()), &renew).await,
+        "users.renew_own_token",
+    );
+    // Nothing of Bob's was touched.
+    who_am_i(&channel, &bob.access_token)
+        .await
+        .expect("the session lives");
+    who_am_i(&channel, &sibling.token)
+        .await
+        .expect("the sibling lives");
+    // The whole role (a token created with no restriction) and the session
+    // itself still may.
+    sessions_of(&channel, &sibling.token)
+        .await
+        .expect("a whole-role token lists its user's sessions");
+    list(&channel, &bob.access_token, "")
+        .await
+        .expect("the session lists its user's tokens");
+
+    // Granted at creation, each is allowed.
+    let granted = create_api_token(
+        &channel,
+        &bob.access_token,
+        &[
+            "sessions.manage_own",
+            "api_tokens.manage_own",
+            "users.renew_own_token",
+        ],
+    )
+    .await
+    .expect("a token granted the own-credential permissions")
+    .token;
+    let sessions = sessions_of(&channel, &granted).await.expect("listed");
+    assert!(
+        sessions.iter().any(|s| s.id == bob.session_id),
+        "{sessions:?}"
+    );
+    assert_eq!(list(&channel, &granted, "").await.expect("listed").len(), 3);
+    revoke(&channel, &granted, &sibling_id)
+        .await
+        .expect("the sibling revoked");
+    end_session(&channel, &granted, &bob.session_id)
+        .await
+        .expect("the session ended");
+    assert_status(
+        who_am_i(&channel, &bob.access_token).await,
+        Code::Unauthenticated,
+        Some("TOKEN_REVOKED"),
+    );
+    let caller = Caller::Token(granted.clone());
+    let asked = two_step::ask(&channel, &caller, &renew)
+        .await
+        .expect("asked");
+    two_step::confirm(&channel, &caller, &renew, &asked.confirmation_token)
+        .await
+        .expect("renewed");
+    assert_status(
+        who_am_i(&channel, &granted).await,
+        Code::Unauthenticated,
+        Some("TOKEN_REVOKED"),
     );
 }

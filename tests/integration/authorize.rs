@@ -24,7 +24,7 @@ fn as_service<T>(message: T, service_key: &str) -> tonic::Request<T> {
 /// docs/api.md's permission matrix for the service's own additions), written
 /// out here rather than asked of the code under test: each permission with
 /// whether nanoAdmin, nanoUser and nanoReadOnly hold it.
-const PRODUCT_MATRIX: [(&str, [bool; 3]); 28] = [
+const PRODUCT_MATRIX: [(&str, [bool; 3]); 31] = [
     ("apikey.read", [true, false, false]),
     ("apikey.rotate", [true, false, false]),
     ("playerkey.read", [true, true, true]),
@@ -53,6 +53,9 @@ const PRODUCT_MATRIX: [(&str, [bool; 3]); 28] = [
     ("sessions.manage", [true, false, false]),
     ("users.suspend", [true, false, false]),
     ("api_tokens.manage", [true, false, false]),
+    ("sessions.manage_own", [true, true, true]),
+    ("api_tokens.manage_own", [true, true, true]),
+    ("users.renew_own_token", [true, true, true]),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,13 +180,11 @@ async fn a_refused_mail_is_retried_and_arrives_once() {
 async fn a_reset_flood_for_one_address_does_not_delay_another_address_invite() {
     let sink = SmtpSink::start_with(&[], SLOW_SMTP).await;
     let url = sink.url();
-    // The login limits off: the flood is the outbox's to absorb.
+    // The reset requests' limits off: the flood is the outbox's to absorb.
     let limits_off = [
-        "--login-rate-per-email",
+        "--password-reset-rate-per-peer",
         "0",
-        "--login-rate-per-peer",
-        "0",
-        "--login-failures-per-email-per-hour",
+        "--password-resets-per-email-per-hour",
         "0",
     ];
     let fixture = OneServer::start_with(&mail_flags(&url, "50", &limits_off)).await;

@@ -33,7 +33,10 @@ async fn list_roles_serves_the_matrix() {
             "token.read_own",
             "streams.read",
             "tags.read",
-            "metrics.read"
+            "metrics.read",
+            "sessions.manage_own",
+            "api_tokens.manage_own",
+            "users.renew_own_token"
         ]
     );
     assert!(

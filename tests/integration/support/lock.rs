@@ -62,18 +62,7 @@ impl OrgLock {
     pub async fn until_queued<T: Debug>(&self, call: &mut JoinHandle<T>, what: &str) {
         let deadline = Instant::now() + QUEUE_DEADLINE;
         loop {
-            let waiting: i64 = self
-                .watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                       AND $1 = ANY (pg_blocking_pids(pid))",
-                    &[&self.pid],
-                )
-                .await
-                .expect("read pg_stat_activity")
-                .get(0);
-            if waiting >= 1 {
+            if self.waiters().await >= 1 {
                 return;
             }
             if call.is_finished() {
@@ -88,6 +77,21 @@ impl OrgLock {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// How many backends of this database wait on a lock this transaction
+    /// holds now.
+    pub async fn waiters(&self) -> i64 {
+        self.watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                   AND $1 = ANY (pg_blocking_pids(pid))",
+                &[&self.pid],
+            )
+            .await
+            .expect("read pg_stat_activity")
+            .get(0)
     }
 
     /// Commits what the transaction changed and releases the lock.
