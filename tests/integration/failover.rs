@@ -250,9 +250,9 @@ async fn a_failover_loses_no_acknowledged_write_and_keeps_revocations_exact() {
         usermgmt::store::pool::build_pool(
             &url,
             &usermgmt::store::pool::PoolSettings {
-                max_size: 1,
                 wait_timeout: Duration::from_secs(5),
                 connect_timeout: Duration::from_secs(5),
+                ..usermgmt::store::pool::PoolSettings::of_size(1)
             },
         )
         .expect("pool"),

@@ -20,6 +20,7 @@ mod fuzz;
 mod grpc_web;
 mod hasher_bounds;
 mod healthcheck;
+mod hung_database;
 mod invite_authority;
 mod isolation;
 mod last_admin;
