@@ -254,3 +254,17 @@ impl From<DieselError> for DomainError {
         db_error(error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_stopped_taking_writes_is_unavailable() {
+        let error = DieselError::DatabaseError(
+            DatabaseErrorKind::ReadOnlyTransaction,
+            Box::new("cannot execute INSERT in a read-only transaction".to_owned()),
+        );
+        assert!(matches!(map_db_error(error), DomainError::Unavailable(_)));
+    }
+}

@@ -29,6 +29,7 @@ mod login_limits;
 mod metrics;
 mod otel;
 mod password_reset;
+mod patroni;
 mod playback;
 mod playback_keys;
 mod replicas;

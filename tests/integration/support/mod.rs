@@ -5,6 +5,7 @@ pub mod db;
 pub mod dump;
 pub mod fixture;
 pub mod lock;
+pub mod pg;
 pub mod proxy;
 pub mod server;
 pub mod smtp;
