@@ -200,9 +200,9 @@ async fn a_hung_database_fails_calls_unavailable_before_their_deadline() {
         &url,
         &[
             "--db-call-timeout-ms",
-            "1000",
+            "1500",
             "--db-connect-timeout-ms",
-            "500",
+            "2000",
             "--health-interval-ms",
             "100",
         ],
@@ -216,28 +216,29 @@ async fn a_hung_database_fails_calls_unavailable_before_their_deadline() {
         .expect("a write before");
 
     proxy.freeze();
-    // A caller with time to spare: the store's bound (1 s) ends the call.
+    // A caller with time to spare: the store's bound (1.5 s) ends the call.
     for n in 0..3 {
         let (result, elapsed) =
             create_with_deadline(&admin, &format!("long{n}@acme.example.com"), PHASE).await;
         assert_status(result, Code::Unavailable, None);
         assert!(
-            elapsed < Duration::from_millis(1000) + SLACK,
+            elapsed < Duration::from_millis(1500) + SLACK,
             "call {n} took {elapsed:?}"
         );
     }
-    // A hurried caller: its own deadline, less a margin, ends the call, and
-    // it hears UNAVAILABLE rather than its deadline passing.
+    // A hurried caller: its own deadline, less a margin, ends the call (a new
+    // connection's handshake alone may take 2 s), and it hears UNAVAILABLE
+    // rather than its deadline passing.
     for n in 0..3 {
         let (result, elapsed) = create_with_deadline(
             &admin,
             &format!("short{n}@acme.example.com"),
-            Duration::from_millis(700),
+            Duration::from_millis(800),
         )
         .await;
         assert_status(result, Code::Unavailable, None);
         assert!(
-            elapsed < Duration::from_millis(700),
+            elapsed < Duration::from_millis(800),
             "call {n}: {elapsed:?}"
         );
     }
@@ -332,8 +333,10 @@ async fn a_hung_first_host_is_passed_over_by_calls_health_and_the_cache_listener
         assert!(frozen_at.elapsed() < PHASE, "writes never came back");
     };
     println!("writes back {back_after:?} after the first host hung");
+    // At worst two calls wait their bound out on connections through the
+    // first host before the check of the host marks it hung.
     assert!(
-        back_after < call_timeout + connect_timeout * 2 + SLACK * 2,
+        back_after < call_timeout * 2 + connect_timeout * 2 + SLACK * 2,
         "writes came back after {back_after:?}"
     );
     until("health reports SERVING", async || {

@@ -417,7 +417,14 @@ impl Drop for Cluster {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // A process that just stopped may still remove a file of its own
+        // (a socket's lock file) while the directory goes.
+        for _ in 0..50 {
+            if std::fs::remove_dir_all(&self.dir).is_ok() || !self.dir.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
