@@ -273,7 +273,9 @@ pub struct DatabaseArgs {
     #[arg(long, env = "USERMGMT_DB_WAIT_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub db_wait_timeout_ms: u64,
 
-    /// How long opening a database connection may take, in milliseconds.
+    /// How long one database host may take to complete a connection's
+    /// whole handshake (TCP, start-up, authentication, the read-write check)
+    /// before the next host of the URL is tried, in milliseconds.
     #[arg(long, env = "USERMGMT_DB_CONNECT_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub db_connect_timeout_ms: u64,
 }
@@ -284,6 +286,8 @@ impl DatabaseArgs {
             max_size: self.db_pool_size as usize,
             wait_timeout: Duration::from_millis(self.db_wait_timeout_ms),
             connect_timeout: Duration::from_millis(self.db_connect_timeout_ms),
+            call_timeout: None,
+            tcp: crate::store::pool::TcpSettings::default(),
         }
     }
 }
@@ -513,13 +517,28 @@ pub struct ServeArgs {
     pub mail_retry_max_ms: u64,
 
     /// Longest a database statement may run (waiting for locks included)
-    /// before it is cancelled and the call gets UNAVAILABLE, in
-    /// milliseconds; 0 means no limit.
-    #[arg(long, env = "USERMGMT_DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    /// before the server cancels it and the call gets UNAVAILABLE, in
+    /// milliseconds; 0 means no limit. Keep it below --db-call-timeout-ms.
+    #[arg(long, env = "USERMGMT_DB_STATEMENT_TIMEOUT_MS", default_value_t = 4_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub db_statement_timeout_ms: u64,
+
+    /// Longest a call may hold a database connection, in milliseconds; the
+    /// caller's deadline (grpc-timeout), when sooner, bounds it too. Past it
+    /// the connection is closed and the call gets UNAVAILABLE, even when the
+    /// database does not answer at all.
+    #[arg(long, env = "USERMGMT_DB_CALL_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub db_call_timeout_ms: u64,
 }
 
 impl ServeArgs {
+    /// The pool's settings, with the bound of a call's database work.
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            call_timeout: Some(Duration::from_millis(self.db_call_timeout_ms)),
+            ..self.database.pool_settings()
+        }
+    }
+
     pub fn token_settings(&self) -> TokenSettings {
         TokenSettings {
             issuer: self.signing.token_issuer.clone(),

@@ -189,11 +189,13 @@ async fn run(command: Command) -> Result<(), String> {
 
 /// The database, created and migrated when needed.
 async fn open_store(database: &DatabaseArgs) -> Result<Store, String> {
-    server::prepare_database(&database.database_url)
+    let settings = database.pool_settings();
+    let connector =
+        pool::connector(&database.database_url, &settings).map_err(|e| e.to_string())?;
+    server::prepare_database_on(&connector)
         .await
         .map_err(|e| e.to_string())?;
-    let pool = pool::build_pool(&database.database_url, &database.pool_settings())
-        .map_err(|e| e.to_string())?;
+    let pool = pool::build_pool_on(connector, &settings).map_err(|e| e.to_string())?;
     Ok(Store::new(pool))
 }
 

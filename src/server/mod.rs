@@ -1,5 +1,6 @@
 //! Wiring: the database, the authenticator, the services and the server.
 
+mod deadline;
 pub mod healthcheck;
 mod limits;
 mod net;
@@ -72,10 +73,19 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Prepares the database: creates it when missing and runs migrations.
+/// Prepares the database of `url`: creates it when missing and runs
+/// migrations (with the default connection settings).
 pub async fn prepare_database(url: &str) -> Result<Vec<String>, pool::SetupError> {
-    pool::ensure_database_exists(url).await?;
-    pool::run_migrations(url).await
+    prepare_database_on(&pool::connector(url, &pool::PoolSettings::of_size(1))?).await
+}
+
+/// Prepares the database `connector` reaches: creates it when missing and
+/// runs migrations.
+pub async fn prepare_database_on(
+    connector: &pool::Connector,
+) -> Result<Vec<String>, pool::SetupError> {
+    pool::ensure_database_exists(connector).await?;
+    pool::run_migrations(connector).await
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains calls.
@@ -138,6 +148,7 @@ pub async fn serve(
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(TelemetryLayer)
+        .layer(deadline::DeadlineLayer)
         .layer(limits::oversize_layer())
         .layer(AuthLayer::new(authenticator))
         .layer(ScreenLayer::new(
@@ -178,23 +189,33 @@ async fn open_store(
     args: &ServeArgs,
     keyring: Keyring,
 ) -> Result<(Store, Option<JoinHandle<()>>), ServeError> {
-    let applied = prepare_database(&args.database.database_url).await?;
+    let settings = args.pool_settings();
+    let applied =
+        prepare_database_on(&pool::connector(&args.database.database_url, &settings)?).await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "ran migrations");
     }
     let statement_timeout = (args.db_statement_timeout_ms > 0)
         .then(|| Duration::from_millis(args.db_statement_timeout_ms));
+    if statement_timeout.is_none_or(|t| t.as_millis() >= u128::from(args.db_call_timeout_ms)) {
+        tracing::warn!(
+            statement_timeout_ms = args.db_statement_timeout_ms,
+            call_timeout_ms = args.db_call_timeout_ms,
+            "the statement timeout is not below the call timeout: a slow statement's \
+             connection is closed at the call timeout instead of the server cancelling it"
+        );
+    }
     let database_url = pool::with_statement_timeout(&args.database.database_url, statement_timeout);
-    let pool = pool::build_pool(&database_url, &args.database.pool_settings())?;
+    // One connector for the pool, the health check (through the pool) and
+    // the cache listener: a host one of them found hung, all try last.
+    let connector = pool::connector(&database_url, &settings)?;
+    let pool = pool::build_pool_on(connector.clone(), &settings)?;
     let (store, cache_task) = if args.auth_cache {
         let cache = Arc::new(Cache::enabled(CacheLimits {
             max_age: Duration::from_millis(args.auth_cache_max_age_ms),
             max_bytes: args.auth_cache_max_bytes,
         }));
-        let task = tokio::spawn(cache::maintain(
-            cache.clone(),
-            args.database.database_url.clone(),
-        ));
+        let task = tokio::spawn(cache::maintain(cache.clone(), connector));
         (Store::with_cache(pool, cache), Some(task))
     } else {
         (Store::new(pool), None)
@@ -475,15 +496,16 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 }
 
 /// Reports NOT_SERVING while the database does not answer, SERVING again once
-/// it does.
+/// it does. A check that gets no answer in time closes its connection (see
+/// [`crate::store::Conn`]): the next check does not wait behind it.
 async fn watch_database(store: Store, reporter: HealthReporter, interval: Duration) {
     let mut serving = true;
     loop {
         tokio::time::sleep(interval).await;
-        let healthy = matches!(
-            tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()).await,
-            Ok(Ok(()))
-        );
+        let healthy = store
+            .ping(interval.max(Duration::from_secs(1)))
+            .await
+            .is_ok();
         if healthy != serving {
             serving = healthy;
             if healthy {

@@ -6,6 +6,8 @@ pub(crate) mod audit;
 pub(crate) mod bench;
 pub mod cache;
 pub(crate) mod confirmations;
+pub(crate) mod connect;
+pub mod deadline;
 pub(crate) mod invites;
 pub(crate) mod models;
 pub(crate) mod organisations;
@@ -25,7 +27,6 @@ pub(crate) mod write;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncPgConnection;
-use diesel_async::pooled_connection::deadpool::Object;
 
 use crate::domain::DomainError;
 pub use pool::PgPool;
@@ -38,7 +39,61 @@ pub struct Store {
     keyring: std::sync::Arc<crate::sealing::Keyring>,
 }
 
-pub type Conn = Object<AsyncPgConnection>;
+/// A connection lent by the pool to one piece of work, due back by the
+/// work's deadline (see [`deadline`]). It goes back to the pool only when the
+/// work finished with it: a connection whose query was abandoned (the
+/// deadline passed, or the call's future was dropped mid-query) is closed,
+/// never lent again, since its server may still be busy with that query, or
+/// may not answer at all.
+pub struct Conn {
+    object: Option<deadpool::managed::Object<pool::Manager>>,
+}
+
+impl Conn {
+    fn pg(&self) -> &pool::PgConn {
+        self.object
+            .as_ref()
+            .expect("a lent connection until it is dropped")
+    }
+
+    fn pg_mut(&mut self) -> &mut pool::PgConn {
+        self.object
+            .as_mut()
+            .expect("a lent connection until it is dropped")
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        self.pg()
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        self.pg_mut()
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let Some(mut object) = self.object.take() else {
+            return;
+        };
+        let reusable = match deadpool::managed::Object::pool(&object) {
+            Some(pool) => object.reusable(pool.manager().connector()),
+            None => false,
+        };
+        if reusable {
+            object.disarm();
+        } else {
+            // Out of the pool for good: dropping it closes it.
+            drop(deadpool::managed::Object::take(object));
+        }
+    }
+}
 
 pub use write::Tx;
 
@@ -76,17 +131,45 @@ impl Store {
         &self.pool
     }
 
-    /// A pooled connection, or UNAVAILABLE once the pool's wait timeout passed.
+    /// A pooled connection, due back by the work's deadline or the store's
+    /// own bound, whichever is sooner; UNAVAILABLE once the pool's wait
+    /// timeout or that deadline passed first.
     pub async fn conn(&self) -> Result<Conn, DomainError> {
-        self.pool.get().await.map_err(|error| {
+        let due = deadline::due(self.pool.manager().call_timeout());
+        let mut timeouts = self.pool.timeouts();
+        if let Some(due) = due {
+            let left = due.saturating_duration_since(tokio::time::Instant::now());
+            let sooner =
+                |bound: Option<std::time::Duration>| Some(bound.map_or(left, |b| b.min(left)));
+            timeouts.wait = sooner(timeouts.wait);
+            timeouts.create = sooner(timeouts.create);
+            timeouts.recycle = sooner(timeouts.recycle);
+        }
+        let object = self.pool.timeout_get(&timeouts).await.map_err(|error| {
             tracing::warn!(%error, "no database connection");
             stats::record_database_error(stats::DatabaseError::PoolTimeout);
             DomainError::Unavailable("the database is unavailable, try again".into())
+        })?;
+        object.arm(due);
+        Ok(Conn {
+            object: Some(object),
         })
     }
 
-    /// Whether the database answers a trivial query.
-    pub async fn ping(&self) -> Result<(), DomainError> {
+    /// Whether the database answers a trivial query within `within`.
+    pub async fn ping(&self, within: std::time::Duration) -> Result<(), DomainError> {
+        let due = tokio::time::Instant::now() + within;
+        let ping = deadline::within(due, self.ping_now());
+        tokio::time::timeout(within, ping)
+            .await
+            .unwrap_or_else(|_| {
+                Err(DomainError::Unavailable(
+                    "the database did not answer".into(),
+                ))
+            })
+    }
+
+    async fn ping_now(&self) -> Result<(), DomainError> {
         use diesel_async::RunQueryDsl as _;
         let mut conn = self.conn().await?;
         diesel::sql_query("SELECT 1")
@@ -127,6 +210,11 @@ fn map_db_error(error: DieselError) -> DomainError {
             tracing::warn!(%error, "database connection lost");
             DomainError::Unavailable("the database is unavailable, try again".into())
         }
+        // A server that stopped taking writes: a primary being demoted.
+        DieselError::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, _) => {
+            tracing::warn!(%error, "the database no longer takes writes");
+            DomainError::Unavailable("the database is unavailable, try again".into())
+        }
         DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
             DomainError::Aborted("a concurrent change conflicted with this one, try again".into())
         }
@@ -165,5 +253,19 @@ pub fn is_unique_violation(error: &DieselError) -> bool {
 impl From<DieselError> for DomainError {
     fn from(error: DieselError) -> Self {
         db_error(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_stopped_taking_writes_is_unavailable() {
+        let error = DieselError::DatabaseError(
+            DatabaseErrorKind::ReadOnlyTransaction,
+            Box::new("cannot execute INSERT in a read-only transaction".to_owned()),
+        );
+        assert!(matches!(map_db_error(error), DomainError::Unavailable(_)));
     }
 }

@@ -1,32 +1,91 @@
 //! Connecting: the database (created when missing), its migrations and the pool.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use diesel::Connection as _;
 use diesel::RunQueryDsl as _;
-use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
-};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use super::connect::{ConnectError, Connector, PgConn, TcpSettings};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Serialises migrations of replicas starting at the same time.
 const MIGRATION_LOCK_KEY: i64 = 0x7573_6572_6d67_6d74; // "usermgmt"
 
-pub type PgPool = Pool<AsyncPgConnection>;
+pub type PgPool = deadpool::managed::Pool<Manager>;
 
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     pub max_size: usize,
     /// How long a call waits for a free connection before it gets UNAVAILABLE.
     pub wait_timeout: Duration,
-    /// How long opening a connection may take.
+    /// How long one host may take to complete a connection's handshake
+    /// before the next host is tried.
     pub connect_timeout: Duration,
+    /// The longest a connection is lent to one piece of work (a call's
+    /// deadline may be sooner): past it, the connection is closed and the
+    /// work gets UNAVAILABLE. `None`: only the work's own deadline, if any.
+    pub call_timeout: Option<Duration>,
+    /// Keepalives and `tcp_user_timeout`, where the URL sets none.
+    pub tcp: TcpSettings,
+}
+
+impl PoolSettings {
+    /// `max_size` connections, with the defaults of `serve` for the rest,
+    /// and no bound of the store's own on the work (the command line tools'
+    /// settings).
+    pub fn of_size(max_size: usize) -> Self {
+        Self {
+            max_size,
+            wait_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            call_timeout: None,
+            tcp: TcpSettings::default(),
+        }
+    }
+}
+
+/// The pool's manager: opens connections with its [`Connector`], and takes
+/// one back only when its last user finished with it (see
+/// [`PgConn::reusable`]).
+pub struct Manager {
+    connector: Connector,
+    call_timeout: Option<Duration>,
+}
+
+impl Manager {
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// The longest a connection is lent, whatever the work's deadline.
+    pub fn call_timeout(&self) -> Option<Duration> {
+        self.call_timeout
+    }
+}
+
+impl deadpool::managed::Manager for Manager {
+    type Type = PgConn;
+    type Error = ConnectError;
+
+    async fn create(&self) -> Result<PgConn, ConnectError> {
+        self.connector.pooled().await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut PgConn,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<ConnectError> {
+        if conn.reusable(&self.connector) {
+            Ok(())
+        } else {
+            Err(deadpool::managed::RecycleError::message(
+                "the connection is broken or its host hung",
+            ))
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,30 +102,33 @@ pub enum SetupError {
     Pool(String),
 }
 
+impl From<ConnectError> for SetupError {
+    fn from(error: ConnectError) -> Self {
+        SetupError::InvalidUrl(error.to_string())
+    }
+}
+
 /// Serialises the creation of the database by replicas starting together
 /// (taken on the maintenance database, where they all meet).
 const CREATE_LOCK_KEY: i64 = 0x7573_6572_6372_6561; // "usercrea"
 
-/// Creates the database of `url` when it does not exist yet. Replicas that
-/// start together take turns, and one that finds the database made by
+/// Creates the database of `connector` when it does not exist yet. Replicas
+/// that start together take turns, and one that finds the database made by
 /// another in between counts that as success.
-pub async fn ensure_database_exists(url: &str) -> Result<(), SetupError> {
-    let config =
-        tokio_postgres::Config::from_str(url).map_err(|e| SetupError::InvalidUrl(e.to_string()))?;
-    let Some(name) = config.get_dbname().map(str::to_owned) else {
+pub async fn ensure_database_exists(connector: &Connector) -> Result<(), SetupError> {
+    let Some(name) = connector.dbname().map(str::to_owned) else {
         return Err(SetupError::InvalidUrl("no database name".into()));
     };
-    let target = describe_target(&config, &name);
-    let mut maintenance = config.clone();
-    maintenance.dbname("postgres");
-    maintenance.connect_timeout(Duration::from_secs(5));
-    let (client, connection) = maintenance
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| SetupError::Connect {
-            target: target.clone(),
-            cause: database_cause(&e),
-        })?;
+    let target = connector.describe();
+    let maintenance = connector.for_database("postgres");
+    let (client, connection, _) =
+        maintenance
+            .connect(None)
+            .await
+            .map_err(|e| SetupError::Connect {
+                target: target.clone(),
+                cause: e.to_string(),
+            })?;
     let connection_task = tokio::spawn(connection);
     let created = create_unless_exists(&client, &name).await;
     drop(client);
@@ -77,7 +139,7 @@ pub async fn ensure_database_exists(url: &str) -> Result<(), SetupError> {
         Err(e) => {
             return Err(SetupError::CreateDatabase {
                 target,
-                cause: database_cause(&e),
+                cause: super::connect::cause(&e),
             });
         }
     }
@@ -118,52 +180,16 @@ fn is_duplicate_database(error: &tokio_postgres::Error) -> bool {
     )
 }
 
-/// The database's own message and SQLSTATE, or the client's error with its
-/// causes (tokio-postgres shows only "db error" on its own).
-fn database_cause(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
-    }
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Where the database is, as an error may say it: user, hosts, ports and
-/// name, never the password or other parameters.
-fn describe_target(config: &tokio_postgres::Config, name: &str) -> String {
-    use tokio_postgres::config::Host;
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, host)| {
-            let host = match host {
-                Host::Tcp(host) => host.clone(),
-                Host::Unix(path) => path.display().to_string(),
-            };
-            match config.get_ports().get(i).or(config.get_ports().first()) {
-                Some(port) => format!("{host}:{port}"),
-                None => host,
-            }
-        })
-        .collect();
-    let user = config.get_user().unwrap_or("(default user)");
-    format!("\"{name}\" on {} as {user}", hosts.join(","))
-}
-
 /// Runs the embedded migrations that have not run yet. Safe to run from
 /// several replicas at once: they take turns under an advisory lock.
-pub async fn run_migrations(url: &str) -> Result<Vec<String>, SetupError> {
-    let url = url.to_owned();
+pub async fn run_migrations(connector: &Connector) -> Result<Vec<String>, SetupError> {
+    let conn = connector
+        .pooled()
+        .await
+        .map_err(|e| SetupError::Migrations(format!("cannot connect to the database: {e}")))?;
     tokio::task::spawn_blocking(move || {
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
-            .map_err(|e| SetupError::Migrations(format!("cannot connect to the database: {e}")))?;
+        // Lent with no deadline: migrations take what they take.
+        let mut conn = AsyncConnectionWrapper::<PgConn>::from(conn);
         let migration_error = |e: &dyn std::fmt::Display| SetupError::Migrations(e.to_string());
         diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
             .execute(&mut conn)
@@ -181,22 +207,36 @@ pub async fn run_migrations(url: &str) -> Result<Vec<String>, SetupError> {
     .map_err(|e| SetupError::Migrations(e.to_string()))?
 }
 
-/// Builds the connection pool. Connections are opened lazily.
-pub fn build_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, SetupError> {
-    let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
-    // Fast: no extra `SELECT 1` per checkout; a broken connection is dropped
-    // when it is returned, and the health task notices a dead database.
-    manager_config.recycling_method = RecyclingMethod::Fast;
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, manager_config);
-    Pool::builder(manager)
+/// The connector of `url` with the pool's settings.
+pub fn connector(url: &str, settings: &PoolSettings) -> Result<Connector, SetupError> {
+    Ok(Connector::new(url, settings.connect_timeout, settings.tcp)?)
+}
+
+/// Builds the connection pool on `connector`. Connections are opened
+/// lazily.
+pub fn build_pool_on(connector: Connector, settings: &PoolSettings) -> Result<PgPool, SetupError> {
+    // Every host may be tried in turn, each under its deadline.
+    let create_timeout = settings
+        .connect_timeout
+        .saturating_mul(u32::try_from(connector.host_count()).unwrap_or(u32::MAX))
+        .saturating_add(Duration::from_millis(100));
+    let manager = Manager {
+        connector,
+        call_timeout: settings.call_timeout,
+    };
+    PgPool::builder(manager)
         .max_size(settings.max_size)
         .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(settings.wait_timeout))
-        .create_timeout(Some(settings.connect_timeout))
+        .create_timeout(Some(create_timeout))
         .recycle_timeout(Some(settings.connect_timeout))
         .build()
         .map_err(|e| SetupError::Pool(e.to_string()))
+}
+
+/// Builds the connection pool of `url`. Connections are opened lazily.
+pub fn build_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, SetupError> {
+    build_pool_on(connector(url, settings)?, settings)
 }
 
 /// `url` with a server-side `statement_timeout` for every connection, so
@@ -231,6 +271,8 @@ pub fn with_statement_timeout(url: &str, timeout: Option<Duration>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr as _;
+
     use super::*;
 
     #[test]
@@ -261,16 +303,5 @@ mod tests {
             Some("-c search_path=app -c statement_timeout=1500")
         );
         assert_eq!(with.matches("options=").count(), 1);
-    }
-
-    #[test]
-    fn a_start_up_error_names_the_target_without_the_password() {
-        let config = tokio_postgres::Config::from_str(
-            "postgres://app:s3cret@db1:5433,db2/usermgmt?options=-c%20x%3Dy",
-        )
-        .expect("parses");
-        let target = describe_target(&config, "usermgmt");
-        assert_eq!(target, "\"usermgmt\" on db1:5433,db2:5432 as app");
-        assert!(!target.contains("s3cret"));
     }
 }

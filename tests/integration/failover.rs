@@ -18,38 +18,11 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use usermgmt::proto;
 
+use crate::support::pg::{as_postgres, connect, pg_bin, postgres_dir};
 use crate::support::*;
 
 /// How long any one phase may take before the test fails.
 const PHASE: Duration = Duration::from_secs(60);
-
-/// The PostgreSQL binaries of the machine's version.
-fn pg_bin(tool: &str) -> PathBuf {
-    let versions = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL binaries");
-    let mut versions: Vec<PathBuf> = versions.flatten().map(|entry| entry.path()).collect();
-    versions.sort();
-    versions
-        .last()
-        .expect("a PostgreSQL version")
-        .join("bin")
-        .join(tool)
-}
-
-/// Runs a PostgreSQL tool as the `postgres` user (initdb refuses root).
-fn as_postgres(tool: &str, args: &[&str]) {
-    let output = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(pg_bin(tool))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
-    assert!(
-        output.status.success(),
-        "{tool} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// A primary and a synchronous standby in a temporary directory, stopped
 /// and removed when dropped.
@@ -80,13 +53,7 @@ impl Pair {
     }
 
     fn create() -> Pair {
-        let dir = std::env::temp_dir().join(format!("usermgmt-failover-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("temporary directory");
-        let status = Command::new("chown")
-            .args(["postgres:postgres", &dir.to_string_lossy()])
-            .status()
-            .expect("chown");
-        assert!(status.success(), "chown the temporary directory");
+        let dir = postgres_dir("usermgmt-failover");
         let pair = Pair {
             dir,
             primary_port: free_port(),
@@ -183,14 +150,6 @@ fn append(path: &Path, text: &str) {
     file.write_all(text.as_bytes()).expect("append");
 }
 
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    tokio::spawn(connection);
-    client
-}
-
 /// Polls `$condition` every 20 ms until it holds, at most [`PHASE`].
 macro_rules! until {
     ($what:expr, $condition:expr) => {{
@@ -250,9 +209,9 @@ async fn a_failover_loses_no_acknowledged_write_and_keeps_revocations_exact() {
         usermgmt::store::pool::build_pool(
             &url,
             &usermgmt::store::pool::PoolSettings {
-                max_size: 1,
                 wait_timeout: Duration::from_secs(5),
                 connect_timeout: Duration::from_secs(5),
+                ..usermgmt::store::pool::PoolSettings::of_size(1)
             },
         )
         .expect("pool"),

@@ -11,13 +11,16 @@ use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
 use super::{CHANNEL, Cache, HEARTBEAT, LEASE};
+use crate::store::connect::Connector;
 
 /// Keeps `cache` in step with the database: listens for changes, sends
 /// heartbeats, acknowledges probes. Reconnects after any failure; the cache is
 /// distrusted and emptied meanwhile. Runs until the task is aborted.
-pub async fn maintain(cache: Arc<Cache>, database_url: String) {
+/// Connects with `connector`, as the pool does: every host in turn, each
+/// under the per-host deadline, so that a host that hangs is passed over.
+pub async fn maintain(cache: Arc<Cache>, connector: Connector) {
     loop {
-        match listen(&cache, &database_url).await {
+        match listen(&cache, &connector).await {
             Ok(()) => tracing::warn!("cache listener ended; the cache is off until it is back"),
             Err(error) => {
                 tracing::warn!(%error, "cache listener failed; the cache is off until it is back")
@@ -30,12 +33,9 @@ pub async fn maintain(cache: Arc<Cache>, database_url: String) {
 
 async fn listen(
     cache: &Cache,
-    database_url: &str,
+    connector: &Connector,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut config: tokio_postgres::Config = database_url.parse()?;
-    config.application_name("usermgmt-cache-listener");
-    config.connect_timeout(LEASE);
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, mut connection, _) = connector.connect(Some("usermgmt-cache-listener")).await?;
     let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -5,6 +5,7 @@ pub mod db;
 pub mod dump;
 pub mod fixture;
 pub mod lock;
+pub mod pg;
 pub mod proxy;
 pub mod server;
 pub mod smtp;
@@ -50,9 +51,9 @@ pub fn store(db: &TestDb) -> usermgmt::store::Store {
         usermgmt::store::pool::build_pool(
             &db.url,
             &usermgmt::store::pool::PoolSettings {
-                max_size: 1,
                 wait_timeout: std::time::Duration::from_secs(5),
                 connect_timeout: std::time::Duration::from_secs(5),
+                ..usermgmt::store::pool::PoolSettings::of_size(1)
             },
         )
         .expect("pool"),
