@@ -170,6 +170,18 @@ FROM picked WHERE o.id = picked.id
 RETURNING o.id, o.kind, o.recipient, o.organisation_id, o.invite_id, o.reset_id,
           o.payload, o.request_id, o.attempts, o.expires_at";
 
+/// Deletes the row `id` if `claim` still holds it: whether it did.
+async fn delete_claimed(conn: &mut Tx<'_>, id: Uuid, claim: Uuid) -> Result<bool, DomainError> {
+    let deleted = diesel::delete(
+        mail_outbox::table
+            .filter(mail_outbox::id.eq(id))
+            .filter(mail_outbox::claimed_by.eq(claim)),
+    )
+    .execute(conn.pg())
+    .await?;
+    Ok(deleted == 1)
+}
+
 /// A reset request row's payload: nothing but the row itself.
 const EMPTY_PAYLOAD: &[u8] = b"{}";
 
@@ -248,17 +260,8 @@ impl Store {
     /// Deletes a claimed row (its mail sent, or given up); false when the
     /// claim had passed to another worker.
     pub async fn finish_mail(&self, id: Uuid, claim: Uuid) -> Result<bool, DomainError> {
-        self.operate(async |conn| {
-            let deleted = diesel::delete(
-                mail_outbox::table
-                    .filter(mail_outbox::id.eq(id))
-                    .filter(mail_outbox::claimed_by.eq(claim)),
-            )
-            .execute(conn.pg())
-            .await?;
-            Ok(Change::unchanged(deleted == 1))
-        })
-        .await
+        self.operate(async |conn| Ok(Change::unchanged(delete_claimed(conn, id, claim).await?)))
+            .await
     }
 
     /// Puts a claimed row back, due after `delay`, with `error` (which must
@@ -288,18 +291,13 @@ impl Store {
             if later == 1 {
                 return Ok(Change::unchanged(Retry::Later));
             }
-            let deleted = diesel::delete(
-                mail_outbox::table
-                    .filter(mail_outbox::id.eq(id))
-                    .filter(mail_outbox::claimed_by.eq(claim)),
-            )
-            .execute(conn.pg())
-            .await?;
-            Ok(Change::unchanged(if deleted == 1 {
-                Retry::GivenUp
-            } else {
-                Retry::ClaimLost
-            }))
+            Ok(Change::unchanged(
+                if delete_claimed(conn, id, claim).await? {
+                    Retry::GivenUp
+                } else {
+                    Retry::ClaimLost
+                },
+            ))
         })
         .await
     }
