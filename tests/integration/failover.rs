@@ -18,7 +18,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use usermgmt::proto;
 
-use crate::support::pg::{as_postgres, connect, pg_bin, postgres_dir};
+use crate::support::pg::{as_postgres, bootstrap_acme, connect, pg_bin, postgres_dir};
 use crate::support::*;
 
 /// How long any one phase may take before the test fails.
@@ -205,30 +205,15 @@ async fn a_failover_loses_no_acknowledged_write_and_keeps_revocations_exact() {
     let url = pair.url();
     let first = Replica::start(&url).await;
     let second = Replica::start(&url).await;
-    let store = usermgmt::store::Store::new(
-        usermgmt::store::pool::build_pool(
-            &url,
-            &usermgmt::store::pool::PoolSettings {
-                wait_timeout: Duration::from_secs(5),
-                connect_timeout: Duration::from_secs(5),
-                ..usermgmt::store::pool::PoolSettings::of_size(1)
-            },
-        )
-        .expect("pool"),
-    );
-    let passwords = usermgmt::auth::passwords::Passwords::new(1)
-        .await
-        .expect("passwords");
-    let org = usermgmt::app::provisioning::bootstrap(
-        &store,
-        &passwords,
-        "Acme",
-        "admin@acme.example.com",
-        ADMIN_PASSWORD,
+    let org = bootstrap_acme(
+        &url,
+        usermgmt::store::pool::PoolSettings {
+            wait_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            ..usermgmt::store::pool::PoolSettings::of_size(1)
+        },
     )
-    .await
-    .expect("bootstrap");
-    drop(store);
+    .await;
     let on_first = channel(first.addr).await;
     let on_second = channel(second.addr).await;
     let admin = Session::login(&on_first, "admin@acme.example.com", ADMIN_PASSWORD).await;

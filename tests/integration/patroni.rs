@@ -31,7 +31,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use usermgmt::proto;
 
-use crate::support::pg::{pg_bin, postgres_dir};
+use crate::support::pg::{bootstrap_acme, pg_bin, postgres_dir};
 use crate::support::*;
 
 /// How long any one phase may take before the test fails.
@@ -792,23 +792,7 @@ async fn patroni_leader_killed_switched_over_and_frozen_loses_nothing_and_recove
     // Their logs (a warning per failed call) go beside the cluster's.
     let first = Replica::start_logged(&url, &SERVE_ENV, &cluster.dir.join("replica1.log")).await;
     let second = Replica::start_logged(&url, &SERVE_ENV, &cluster.dir.join("replica2.log")).await;
-    let store = usermgmt::store::Store::new(
-        usermgmt::store::pool::build_pool(&url, &usermgmt::store::pool::PoolSettings::of_size(1))
-            .expect("pool"),
-    );
-    let passwords = usermgmt::auth::passwords::Passwords::new(1)
-        .await
-        .expect("passwords");
-    usermgmt::app::provisioning::bootstrap(
-        &store,
-        &passwords,
-        "Acme",
-        "admin@acme.example.com",
-        ADMIN_PASSWORD,
-    )
-    .await
-    .expect("bootstrap");
-    drop(store);
+    bootstrap_acme(&url, usermgmt::store::pool::PoolSettings::of_size(1)).await;
     let channels = [channel(first.addr).await, channel(second.addr).await];
     let admins = [
         Session::login(&channels[0], "admin@acme.example.com", ADMIN_PASSWORD).await,

@@ -52,3 +52,26 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// Bootstraps the organisation "Acme" with `admin@acme.example.com` (password
+/// `ADMIN_PASSWORD`) on the cluster of `url`, through the service's own
+/// provisioning and a pool of one connection with `settings`' timeouts.
+pub async fn bootstrap_acme(
+    url: &str,
+    settings: usermgmt::store::pool::PoolSettings,
+) -> usermgmt::app::provisioning::Bootstrapped {
+    let pool = usermgmt::store::pool::build_pool(url, &settings).expect("pool");
+    let store = usermgmt::store::Store::new(pool);
+    let passwords = usermgmt::auth::passwords::Passwords::new(1)
+        .await
+        .expect("passwords");
+    usermgmt::app::provisioning::bootstrap(
+        &store,
+        &passwords,
+        "Acme",
+        "admin@acme.example.com",
+        super::ADMIN_PASSWORD,
+    )
+    .await
+    .expect("bootstrap")
+}
