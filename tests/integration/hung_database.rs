@@ -21,8 +21,10 @@ use crate::support::*;
 /// How long any one phase may take before the test fails.
 const PHASE: Duration = Duration::from_secs(30);
 
-/// Slack on a bound the service promises, for a loaded machine.
-const SLACK: Duration = Duration::from_millis(700);
+/// Slack on a bound the service promises, for a loaded machine (the CI runs
+/// two tests at once on two cores): far below what a missing bound costs (a
+/// 5 s `pg_sleep`, a 30 s phase).
+const SLACK: Duration = Duration::from_millis(1000);
 
 fn store_on(url: &str, call_timeout: Duration) -> Store {
     Store::new(
@@ -120,12 +122,14 @@ async fn work_past_its_deadline_fails_unavailable_and_closes_its_connection() {
     assert!(elapsed < Duration::from_millis(400) + SLACK, "{elapsed:?}");
     assert_ne!(next_backend(&store).await, first);
 
-    // A sooner deadline of the work itself wins over the store's bound.
+    // A sooner deadline of the work itself wins over the store's bound
+    // (here 10 s, beyond the slack).
+    let patient = store_on(&db.url, Duration::from_secs(10));
     let started = Instant::now();
     let due = tokio::time::Instant::now() + Duration::from_millis(150);
     let result = usermgmt::store::deadline::within(due, async {
-        let mut conn = store.conn().await?;
-        diesel::sql_query("SELECT pg_sleep(5)")
+        let mut conn = patient.conn().await?;
+        diesel::sql_query("SELECT pg_sleep(20)")
             .execute(&mut conn)
             .await
             .map_err(usermgmt::store::db_error)
@@ -322,8 +326,11 @@ async fn a_hung_first_host_is_passed_over_by_calls_health_and_the_cache_listener
         n += 1;
         let (result, elapsed) =
             create_with_deadline(&admin, &format!("w{n}@acme.example.com"), PHASE).await;
+        // The bound is per database use, and a write makes two while the
+        // cache is off (the per-call check reads the caller, then the write),
+        // each waiting at most the call timeout plus a handshake.
         assert!(
-            elapsed < call_timeout + connect_timeout * 2 + SLACK,
+            elapsed < (call_timeout + connect_timeout) * 2 + SLACK,
             "call {n} took {elapsed:?}"
         );
         match result {
@@ -333,10 +340,11 @@ async fn a_hung_first_host_is_passed_over_by_calls_health_and_the_cache_listener
         assert!(frozen_at.elapsed() < PHASE, "writes never came back");
     };
     println!("writes back {back_after:?} after the first host hung");
-    // At worst two calls wait their bound out on connections through the
-    // first host before the check of the host marks it hung.
+    // At worst the first call and a use of the next wait their bound out on
+    // connections through the first host before the check of the host marks
+    // it hung and drops them.
     assert!(
-        back_after < call_timeout * 2 + connect_timeout * 2 + SLACK * 2,
+        back_after < (call_timeout + connect_timeout) * 3 + SLACK * 2,
         "writes came back after {back_after:?}"
     );
     until("health reports SERVING", async || {
