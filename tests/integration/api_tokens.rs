@@ -1006,3 +1006,62 @@ async fn a_restricted_token_touches_its_users_credentials_only_when_granted() {
         Some("TOKEN_REVOKED"),
     );
 }
+
+/// A password change keeps the user's personal API tokens (they are bound to
+/// the tokenKey, not the password: docs/security.md says why); a password
+/// reset renews the tokenKey and ends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_keeps_the_tokens_and_a_reset_ends_them() {
+    let OneServer {
+        server,
+        org,
+        channel,
+    } = OneServer::start().await;
+    let access = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let created = create_api_token(&channel, &access, &[])
+        .await
+        .expect("create");
+    let me = org.admin_id.to_string();
+    get_user(&channel, &created.token, &me)
+        .await
+        .expect("the token works");
+
+    AuthServiceClient::new(channel.clone())
+        .change_password(authed(
+            proto::ChangePasswordRequest {
+                current_password: ADMIN_PASSWORD.into(),
+                new_password: "a new password 2".into(),
+            },
+            &access,
+        ))
+        .await
+        .expect("change the password");
+    get_user(&channel, &created.token, &me)
+        .await
+        .expect("the token outlives a password change");
+
+    let reset = format!("ump_{}", uuid::Uuid::new_v4().simple());
+    server
+        .db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO password_resets (id, organisation_id, user_id, token_hash, expires_at) \
+             VALUES ($1, $2, $3, sha256(convert_to($4, 'UTF8')), now() + interval '30 minutes')",
+            &[&uuid::Uuid::now_v7(), &org.id, &org.admin_id, &reset],
+        )
+        .await
+        .expect("a reset, as its mail would carry it");
+    AuthServiceClient::new(channel.clone())
+        .reset_password(proto::ResetPasswordRequest {
+            reset_token: reset,
+            new_password: "a new password 3".into(),
+        })
+        .await
+        .expect("reset the password");
+    assert_status(
+        get_user(&channel, &created.token, &me).await,
+        Code::Unauthenticated,
+        Some("TOKEN_REVOKED"),
+    );
+}
