@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 
 use crate::domain::DomainError;
 use crate::store::PgPool;
-use crate::store::stats::{self, CacheKind, DatabaseError};
+use crate::store::stats::{self, CacheKind, ConnectionClosed, DatabaseError, HostPassedOver};
 
 /// Every metric of the service.
 pub struct Metrics {
@@ -33,6 +33,8 @@ pub struct Metrics {
     latency: HistogramVec,
     authorization: IntCounterVec,
     database_errors: IntCounterVec,
+    connections_closed: IntCounterVec,
+    hosts_passed_over: IntCounterVec,
     pool_size: IntGauge,
     pool_available: IntGauge,
     pool_in_use: IntGauge,
@@ -106,6 +108,24 @@ impl Metrics {
         let per_cache = |name: &str, help: &str| {
             IntCounterVec::new(Opts::new(name, help), &["cache"]).expect("valid metric")
         };
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "usermgmt_db_connections_closed_total",
+                "Pooled database connections the service closed itself, by reason (deadline, \
+                 abandoned, broken, host_hung).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let hosts_passed_over = IntCounterVec::new(
+            Opts::new(
+                "usermgmt_db_hosts_passed_over_total",
+                "Database hosts passed over for the next one or tried last, by reason \
+                 (handshake_timeout, hung).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         let metrics = Metrics {
             pool_size: gauge(
                 "usermgmt_db_pool_connections",
@@ -213,8 +233,10 @@ impl Metrics {
             latency,
             authorization,
             database_errors,
+            connections_closed,
+            hosts_passed_over,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
             Box::new(metrics.logins.clone()),
             Box::new(metrics.failed_login_audits.clone()),
             Box::new(metrics.mails.clone()),
@@ -232,6 +254,8 @@ impl Metrics {
             Box::new(metrics.latency.clone()),
             Box::new(metrics.authorization.clone()),
             Box::new(metrics.database_errors.clone()),
+            Box::new(metrics.connections_closed.clone()),
+            Box::new(metrics.hosts_passed_over.clone()),
             Box::new(metrics.pool_size.clone()),
             Box::new(metrics.pool_available.clone()),
             Box::new(metrics.pool_in_use.clone()),
@@ -322,11 +346,22 @@ impl Metrics {
             .inc();
     }
 
-    /// Brings the database error counters up to the store's own counts.
+    /// Brings the database error, closed connection and passed-over host
+    /// counters up to the store's own counts.
     fn read_database_errors(&self) {
         for kind in DatabaseError::ALL {
             let counter = self.database_errors.with_label_values(&[kind.label()]);
             let seen = stats::database_errors(kind);
+            counter.inc_by(seen.saturating_sub(counter.get()));
+        }
+        for reason in ConnectionClosed::ALL {
+            let counter = self.connections_closed.with_label_values(&[reason.label()]);
+            let seen = stats::connections_closed(reason);
+            counter.inc_by(seen.saturating_sub(counter.get()));
+        }
+        for reason in HostPassedOver::ALL {
+            let counter = self.hosts_passed_over.with_label_values(&[reason.label()]);
+            let seen = stats::hosts_passed_over(reason);
             counter.inc_by(seen.saturating_sub(counter.get()));
         }
     }
@@ -538,6 +573,8 @@ mod tests {
             "usermgmt_grpc_request_duration_seconds_bucket",
             "usermgmt_authorization_total{outcome=\"allowed\",reason=\"user\"}",
             "usermgmt_database_errors_total{kind=\"other\"}",
+            "usermgmt_db_connections_closed_total{reason=\"deadline\"}",
+            "usermgmt_db_hosts_passed_over_total{reason=\"hung\"}",
             "usermgmt_db_pool_connections_max",
             "usermgmt_cache_hits_total{cache=\"users\"}",
             "usermgmt_cache_misses_total{cache=\"verified_tokens\"}",

@@ -24,6 +24,8 @@ use tokio_postgres::config::{Host, TargetSessionAttrs};
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
 
+use super::stats::{self, ConnectionClosed, HostPassedOver};
+
 /// How long a host that hung is tried after the others.
 const HUNG_MEMORY: Duration = Duration::from_secs(60);
 
@@ -232,6 +234,7 @@ impl Connector {
                         "a database host did not complete the handshake in time; trying the next"
                     );
                     host.mark_hung();
+                    stats::record_host_passed_over(HostPassedOver::HandshakeTimeout);
                     failures.push(format!(
                         "{}: no complete handshake within {} ms",
                         host.label,
@@ -283,6 +286,7 @@ impl Connector {
                 }
                 Err(_) => {
                     self.inner.hosts[host].mark_hung();
+                    stats::record_host_passed_over(HostPassedOver::HandshakeTimeout);
                     return Err(ConnectError::NoHost(format!(
                         "{}: no complete set-up within {} ms",
                         self.inner.hosts[host].label,
@@ -348,6 +352,7 @@ impl Connector {
                         "a database host does not answer: its connections are dropped and it is tried last"
                     );
                     entry.mark_hung();
+                    stats::record_host_passed_over(HostPassedOver::Hung);
                 }
             }
             entry.checking.store(false, Ordering::SeqCst);
@@ -383,12 +388,22 @@ impl PgConn {
     /// Whether the connection may go back to the pool: no query left
     /// unfinished (its caller gave up on it), not closed by the watchdog or
     /// the server, no transaction left open, and its host not found hung
-    /// since it was opened.
+    /// since it was opened. One that may not is counted by why (the
+    /// watchdog counted those it closed), and is to be closed.
     pub(crate) fn reusable(&mut self, connector: &Connector) -> bool {
-        self.link.busy.load(Ordering::SeqCst) == 0
-            && !self.link.killed.load(Ordering::SeqCst)
-            && !self.conn.is_broken()
-            && !connector.inner.hosts[self.link.host].hung_since(self.link.opened)
+        let unfit = if self.link.killed.load(Ordering::SeqCst) {
+            return false;
+        } else if self.link.busy.load(Ordering::SeqCst) > 0 {
+            ConnectionClosed::Abandoned
+        } else if self.conn.is_broken() {
+            ConnectionClosed::Broken
+        } else if connector.inner.hosts[self.link.host].hung_since(self.link.opened) {
+            ConnectionClosed::HostHung
+        } else {
+            return true;
+        };
+        stats::record_connection_closed(unfit);
+        false
     }
 
     /// Back in the pool: no deadline.
@@ -447,6 +462,7 @@ async fn drive(
             }
             () = expired => {
                 watch.killed.store(true, Ordering::SeqCst);
+                stats::record_connection_closed(ConnectionClosed::Deadline);
                 let waiting = watch.busy.load(Ordering::SeqCst) > 0;
                 tracing::warn!(
                     host = %watch.connector.inner.hosts[watch.host].label,

@@ -42,6 +42,84 @@ pub fn database_errors(kind: DatabaseError) -> u64 {
     DATABASE_ERRORS[kind as usize].load(Ordering::Relaxed)
 }
 
+/// Why the store closed a pooled connection of its own accord.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClosed {
+    /// Its borrower outlived the deadline it was lent with: the watchdog
+    /// closed it.
+    Deadline,
+    /// Its query was abandoned (the call's future dropped mid-query).
+    Abandoned,
+    /// The server closed it, or it was left unusable (a transaction open).
+    Broken,
+    /// Its host was found hung after it was opened.
+    HostHung,
+}
+
+impl ConnectionClosed {
+    pub const ALL: [ConnectionClosed; 4] = [
+        ConnectionClosed::Deadline,
+        ConnectionClosed::Abandoned,
+        ConnectionClosed::Broken,
+        ConnectionClosed::HostHung,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionClosed::Deadline => "deadline",
+            ConnectionClosed::Abandoned => "abandoned",
+            ConnectionClosed::Broken => "broken",
+            ConnectionClosed::HostHung => "host_hung",
+        }
+    }
+}
+
+static CONNECTIONS_CLOSED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+pub(crate) fn record_connection_closed(reason: ConnectionClosed) {
+    CONNECTIONS_CLOSED[reason as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many pooled connections this process closed for `reason`.
+pub fn connections_closed(reason: ConnectionClosed) -> u64 {
+    CONNECTIONS_CLOSED[reason as usize].load(Ordering::Relaxed)
+}
+
+/// Why a database host was passed over for the next one (or tried last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPassedOver {
+    /// Its handshake (with Diesel's set-up) did not complete within the
+    /// per-host deadline.
+    HandshakeTimeout,
+    /// A check after a call outlived its deadline found it not answering:
+    /// its pooled connections are dropped and it is tried last.
+    Hung,
+}
+
+impl HostPassedOver {
+    pub const ALL: [HostPassedOver; 2] = [HostPassedOver::HandshakeTimeout, HostPassedOver::Hung];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            HostPassedOver::HandshakeTimeout => "handshake_timeout",
+            HostPassedOver::Hung => "hung",
+        }
+    }
+}
+
+static HOSTS_PASSED_OVER: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+pub(crate) fn record_host_passed_over(reason: HostPassedOver) {
+    HOSTS_PASSED_OVER[reason as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many times this process passed a host over for `reason`.
+pub fn hosts_passed_over(reason: HostPassedOver) -> u64 {
+    HOSTS_PASSED_OVER[reason as usize].load(Ordering::Relaxed)
+}
+
 /// A cache whose work the metrics show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheKind {

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
@@ -222,6 +223,50 @@ async fn metrics_count_this_servers_calls_authorization_and_the_pool() {
 
     let (status, _) = http_get(server.metrics, "/elsewhere").await;
     assert!(status.contains(" 404 "), "{status}");
+
+    // A change queued on the row lock past its caller's deadline: the
+    // watchdog closes its connection, and counts why.
+    let before = server.scrape().await;
+    let lock = OrgLock::take(&db, org.id).await;
+    let mut request = admin.req(proto::UpdateOrganisationRequest {
+        organisation: Some(proto::Organisation {
+            name: "Metrics Late".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["name".into()],
+        }),
+    });
+    request.set_timeout(Duration::from_millis(1500));
+    assert_status(
+        OrganisationServiceClient::new(channel.clone())
+            .update_organisation(request)
+            .await,
+        Code::Unavailable,
+        None,
+    );
+    lock.commit().await;
+    let after = server.scrape().await;
+    let change = |series: &str| sample(&after, series) - sample(&before, series);
+    for (series, by) in [
+        (
+            r#"usermgmt_db_connections_closed_total{reason="deadline"}"#,
+            1.0,
+        ),
+        (
+            r#"usermgmt_db_connections_closed_total{reason="abandoned"}"#,
+            0.0,
+        ),
+    ] {
+        assert_eq!(
+            change(series),
+            by,
+            "{series}\nbefore:\n{before}\nafter:\n{after}"
+        );
+    }
+    // The call saw its connection closed, as a lost one.
+    let lost = r#"usermgmt_database_errors_total{kind="connection_lost"}"#;
+    assert!(change(lost) >= 1.0, "{lost}\nafter:\n{after}");
 }
 
 fn cache_series(family: &str, cache: &str) -> String {
