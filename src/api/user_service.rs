@@ -95,11 +95,17 @@ impl UserService for UserApi {
             .users
             .list(&caller, filter, page.after.clone(), page.fetch_limit())
             .await?;
-        // A search pages in email order, its cursor carrying the email.
-        let next_page_token = page.next_token(&mut found.users, |u| UserCursor {
+        // A search pages in email order, its cursor carrying the email; one
+        // that stopped reading early resumes after the last row it read.
+        let mut next_page_token = page.next_token(&mut found.users, |u| UserCursor {
             id: u.id,
             email: searching.then(|| u.email.clone()),
         });
+        if next_page_token.is_empty()
+            && let Some(after) = &found.resume_after
+        {
+            next_page_token = page.token_after(after);
+        }
         Ok(Response::new(proto::ListUsersResponse {
             users: found.users.iter().map(convert::user).collect(),
             next_page_token,

@@ -59,6 +59,9 @@ impl UserFilter {
 #[derive(Debug)]
 pub struct UserPage {
     pub users: Vec<User>,
+    /// Set when a search stopped reading before the page was full: the
+    /// next page starts after this row (see `store::users::UserList`).
+    pub resume_after: Option<UserCursor>,
     pub total_size: i64,
 }
 
@@ -99,7 +102,7 @@ impl Users {
         after: Option<UserCursor>,
         limit: i64,
     ) -> Result<UserPage, DomainError> {
-        let users = self
+        let list = self
             .store
             .list_users(UserQuery {
                 organisation_id: caller.organisation_id,
@@ -111,7 +114,11 @@ impl Users {
             })
             .await?;
         let total_size = self.total_size(caller.organisation_id, &filter).await?;
-        Ok(UserPage { users, total_size })
+        Ok(UserPage {
+            users: list.users,
+            resume_after: list.resume_after,
+            total_size,
+        })
     }
 
     /// How many users match `filter` in all: from the organisation's per-role

@@ -195,6 +195,15 @@ impl<C> PageRequest<C> {
     }
 }
 
+impl<C: Cursor> PageRequest<C> {
+    /// The token of the page that starts after `after`, for a page that
+    /// ended before it was full (AIP-158 lets a page be short and not the
+    /// last).
+    pub fn token_after(&self, after: &C) -> String {
+        after.encode(&self.filter)
+    }
+}
+
 impl<C: TokenCursor> PageRequest<C> {
     /// The page of a list request's `page_token` for `filter`, of the checked
     /// `size`; a token that is not this query's is recorded in `violations`.

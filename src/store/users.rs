@@ -33,6 +33,25 @@ pub struct UserQuery {
     pub limit: i64,
 }
 
+/// The users `list_users` found, and, when it stopped reading before the
+/// page was full or the range ended, the last row it read: the next page
+/// starts after that row (it may be short, even empty, and still not the
+/// last).
+#[derive(Debug, Clone)]
+pub struct UserList {
+    pub users: Vec<User>,
+    pub resume_after: Option<UserCursor>,
+}
+
+impl UserList {
+    fn complete(users: Vec<User>) -> Self {
+        Self {
+            users,
+            resume_after: None,
+        }
+    }
+}
+
 impl Store {
     /// One user of the organisation; NOT_FOUND also for other organisations'.
     pub async fn user(
@@ -74,7 +93,7 @@ impl Store {
 
     /// A page of users, by keyset on the id, or on (email, id) when
     /// searching by the start of the email (an index serves each).
-    pub async fn list_users(&self, query: UserQuery) -> Result<Vec<User>, DomainError> {
+    pub async fn list_users(&self, query: UserQuery) -> Result<UserList, DomainError> {
         let mut conn = self.conn().await?;
         let Some(prefix) = &query.email_prefix else {
             let mut select = filtered(&query).order(users::id.asc()).limit(query.limit);
@@ -82,14 +101,21 @@ impl Store {
                 select = select.filter(users::id.gt(after.id));
             }
             let rows = select.load(&mut conn).await.map_err(db_error)?;
-            return rows.into_iter().map(User::try_from).collect();
+            let users = rows
+                .into_iter()
+                .map(User::try_from)
+                .collect::<Result<_, _>>()?;
+            return Ok(UserList::complete(users));
         };
         // The prefix's range of the (organisation, email_order, id) index
         // holds every match and may hold more (the end of the prefix can be
         // the start of a longer character): each batch of the range is
-        // filtered by `EmailPrefix::matches` until the page is full or the
-        // range ends.
+        // filtered by `EmailPrefix::matches` until the page is full, the
+        // range ends, or `SEARCH_MAX_EXAMINED` rows (at least the page) are
+        // read; then the caller resumes after the last row read.
         let batch = query.limit.max(SEARCH_BATCH);
+        let bound = query.limit.max(SEARCH_MAX_EXAMINED);
+        let mut examined: i64 = 0;
         let mut after = query.after.as_ref().and_then(|cursor| {
             cursor
                 .email
@@ -98,10 +124,11 @@ impl Store {
         });
         let mut found = Vec::new();
         loop {
+            let take = batch.min(bound.saturating_sub(examined));
             let mut select = filtered(&query)
                 .filter(in_ranges(prefix.ranges()))
                 .order((users::email_order.asc(), users::id.asc()))
-                .limit(batch);
+                .limit(take);
             if let Some((email, id)) = after.take() {
                 // The cursor holds the email as stored: lower() puts it in
                 // the column's order, as for the rows.
@@ -113,18 +140,31 @@ impl Store {
                 );
             }
             let rows: Vec<UserRow> = select.load(&mut conn).await.map_err(db_error)?;
-            let complete = i64::try_from(rows.len()).is_ok_and(|n| n < batch);
+            let read = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+            examined = examined.saturating_add(read);
             after = rows.last().map(|row| (row.email.clone(), row.id));
             for row in rows {
                 if prefix.matches(&row.email) {
                     found.push(User::try_from(row)?);
                     if i64::try_from(found.len()).is_ok_and(|n| n >= query.limit) {
-                        return Ok(found);
+                        return Ok(UserList::complete(found));
                     }
                 }
             }
-            if complete || after.is_none() {
-                return Ok(found);
+            let Some((email, id)) = after.clone() else {
+                return Ok(UserList::complete(found));
+            };
+            if read < take {
+                return Ok(UserList::complete(found));
+            }
+            if examined >= bound {
+                return Ok(UserList {
+                    users: found,
+                    resume_after: Some(UserCursor {
+                        id,
+                        email: Some(email),
+                    }),
+                });
             }
         }
     }
@@ -235,6 +275,12 @@ impl Store {
 
 /// How many rows of a prefix's range a search reads at a time.
 const SEARCH_BATCH: i64 = 100;
+
+/// The most rows of a prefix's ranges one search call reads (or the page
+/// size, if larger): a prefix ending in an accent ("é") ranges over every
+/// email starting with the bare letter, which need not match, and one call
+/// must not read the whole organisation.
+const SEARCH_MAX_EXAMINED: i64 = 10 * SEARCH_BATCH;
 
 type Condition = Box<dyn BoxableExpression<users::table, Pg, SqlType = Bool>>;
 

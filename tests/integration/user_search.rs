@@ -743,3 +743,107 @@ async fn every_prefix_of_a_generated_email_finds_it() {
     }
     assert!(checked >= 400, "{checked} prefixes checked");
 }
+
+/// A prefix ending in an accent ranges over every email that starts with
+/// the bare letter: "é" reads the "e…" rows, which never match. One call
+/// reads at most a bound of rows (1,000, or the page if larger) and then
+/// answers with what it found and a token after the last row it read:
+/// pages may be short, even empty, and still have a next page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_reads_a_bounded_number_of_rows_per_call() {
+    const PLAIN: i64 = 2_500;
+    let server = TestServer::start().await;
+    let org = create_org(&server.db, "Acme").await;
+    server
+        .db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO users (id, organisation_id, email, role, token_key, password_hash) \
+             SELECT gen_random_uuid(), $1, 'e' || lpad(n::text, 5, '0') || '@x.example.com', \
+                    'nanoUser', gen_random_uuid(), $2 \
+             FROM generate_series(1, $3::bigint) AS n",
+            &[&org.id, &hash(PASSWORD).await, &PLAIN],
+        )
+        .await
+        .expect("insert the e… users");
+    // After every "e…" email in code point order.
+    let accented = [
+        "\u{e9}a@x.example.com",
+        "\u{e9}b@x.example.com",
+        "\u{e9}c@x.example.com",
+    ];
+    for email in accented {
+        insert_user(&server.db, org.id, email, "nanoUser").await;
+    }
+    let channel = server.channel().await;
+    let token = login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+
+    for page_size in [2, 1000] {
+        let paged = all_pages(
+            &channel,
+            &token,
+            search(
+                "\u{e9}",
+                Role::Unspecified,
+                UserState::Unspecified,
+                page_size,
+                "",
+            ),
+        )
+        .await;
+        assert_eq!(
+            paged.emails(),
+            accented,
+            "page size {page_size}: exactly the é… users, in order, each once"
+        );
+        // 2,500 rows that do not match come first: a call that reads at
+        // most ~1,000 of them answers at least twice with an empty page and
+        // a token before the first é… user.
+        let empty_first = paged.sizes.iter().take_while(|size| **size == 0).count();
+        assert!(empty_first >= 2, "page size {page_size}: {:?}", paged.sizes);
+    }
+
+    // The first page is short (empty) yet not the last.
+    let first = page(
+        &channel,
+        &token,
+        search("\u{e9}", Role::Unspecified, UserState::Unspecified, 2, ""),
+    )
+    .await
+    .expect("a page of é");
+    assert!(first.users.is_empty(), "{:?}", first.users);
+    assert!(
+        !first.next_page_token.is_empty(),
+        "a short page with a token"
+    );
+    // Its token is bound to the prefix like any other.
+    let elsewhere = assert_status(
+        page(
+            &channel,
+            &token,
+            search(
+                "e",
+                Role::Unspecified,
+                UserState::Unspecified,
+                2,
+                &first.next_page_token,
+            ),
+        )
+        .await,
+        Code::InvalidArgument,
+        None,
+    );
+    assert_eq!(violated_fields(&elsewhere), ["page_token"]);
+
+    // Where every row read matches, pages stay full: the bound shortens
+    // only pages whose rows do not match.
+    let plain = all_pages(
+        &channel,
+        &token,
+        search("e", Role::Unspecified, UserState::Unspecified, 1000, ""),
+    )
+    .await;
+    assert_eq!(plain.users.len(), 2_500);
+    assert_eq!(plain.sizes[..2], [1000, 1000], "{:?}", plain.sizes);
+}
