@@ -1040,18 +1040,7 @@ async fn a_password_change_keeps_the_tokens_and_a_reset_ends_them() {
         .await
         .expect("the token outlives a password change");
 
-    let reset = format!("ump_{}", uuid::Uuid::new_v4().simple());
-    server
-        .db
-        .client()
-        .await
-        .execute(
-            "INSERT INTO password_resets (id, organisation_id, user_id, token_hash, expires_at) \
-             VALUES ($1, $2, $3, sha256(convert_to($4, 'UTF8')), now() + interval '30 minutes')",
-            &[&uuid::Uuid::now_v7(), &org.id, &org.admin_id, &reset],
-        )
-        .await
-        .expect("a reset, as its mail would carry it");
+    let reset = reset_token_of(&server.db, &org).await;
     AuthServiceClient::new(channel.clone())
         .reset_password(proto::ResetPasswordRequest {
             reset_token: reset,

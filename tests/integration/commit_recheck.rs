@@ -881,19 +881,3 @@ async fn every_write_rechecks_an_api_key_caller_at_commit() {
     )
     .await;
 }
-
-/// A password reset token of the organisation's admin, stored as a mailed
-/// link's would be (the test's server sends no mail).
-async fn reset_token_of(db: &TestDb, org: &Org) -> String {
-    let token = format!("ump_{}", Uuid::new_v4().simple());
-    db.client()
-        .await
-        .execute(
-            "INSERT INTO password_resets (id, organisation_id, user_id, token_hash, expires_at) \
-             VALUES ($1, $2, $3, sha256(convert_to($4, 'UTF8')), now() + interval '30 minutes')",
-            &[&Uuid::now_v7(), &org.id, &org.admin_id, &token],
-        )
-        .await
-        .expect("a reset");
-    token
-}

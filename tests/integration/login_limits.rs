@@ -280,18 +280,7 @@ async fn a_password_reset_ends_the_exemptions_and_a_new_sign_in_earns_one() {
     Session::login(&home, &org.admin_email, ADMIN_PASSWORD).await;
     Session::login(&thief, &org.admin_email, ADMIN_PASSWORD).await;
 
-    let token = format!("ump_{}", uuid::Uuid::new_v4().simple());
-    server
-        .db
-        .client()
-        .await
-        .execute(
-            "INSERT INTO password_resets (id, organisation_id, user_id, token_hash, expires_at) \
-             VALUES ($1, $2, $3, sha256(convert_to($4, 'UTF8')), now() + interval '30 minutes')",
-            &[&uuid::Uuid::now_v7(), &org.id, &org.admin_id, &token],
-        )
-        .await
-        .expect("a reset, as its mail would carry it");
+    let token = reset_token_of(&server.db, &org).await;
     AuthServiceClient::new(home.clone())
         .reset_password(proto::ResetPasswordRequest {
             reset_token: token,

@@ -446,3 +446,19 @@ pub async fn wait_until_outbox_empty(db: &TestDb) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A password reset token of the organisation's admin, stored as a mailed
+/// link's would be (for tests whose server sends no mail).
+pub async fn reset_token_of(db: &TestDb, org: &Org) -> String {
+    let token = format!("ump_{}", uuid::Uuid::new_v4().simple());
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO password_resets (id, organisation_id, user_id, token_hash, expires_at) \
+             VALUES ($1, $2, $3, sha256(convert_to($4, 'UTF8')), now() + interval '30 minutes')",
+            &[&uuid::Uuid::now_v7(), &org.id, &org.admin_id, &token],
+        )
+        .await
+        .expect("a reset, as its mail would carry it");
+    token
+}
