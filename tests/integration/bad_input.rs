@@ -1204,15 +1204,7 @@ async fn sql_looking_names_are_stored_and_returned_verbatim() {
         "$1 $$ E'\\x00' ::text",
     ] {
         organisations
-            .update_organisation(admin.req(proto::UpdateOrganisationRequest {
-                organisation: Some(proto::Organisation {
-                    name: name.into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["name".into()],
-                }),
-            }))
+            .update_organisation(admin.req(rename_organisation(name)))
             .await
             .unwrap_or_else(|s| panic!("{name}: {s:?}"));
         let got = organisations

@@ -427,15 +427,7 @@ impl Prepared {
             Write::UpdateOrganisation => {
                 caller
                     .organisations()
-                    .update_organisation(caller.req(proto::UpdateOrganisationRequest {
-                        organisation: Some(proto::Organisation {
-                            name: "Renamed".into(),
-                            ..Default::default()
-                        }),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["name".into()],
-                        }),
-                    }))
+                    .update_organisation(caller.req(rename_organisation("Renamed")))
                     .await?;
             }
             Write::AskRotateApiKey | Write::ConfirmRotateApiKey => {

@@ -368,15 +368,7 @@ async fn an_exhausted_pool_answers_unavailable_after_the_bounded_wait() {
     let locker = OrgLock::take(&server.db, org.id).await;
     let mut slow = tokio::spawn({
         let mut organisations = OrganisationServiceClient::new(channel.clone());
-        let request = admin.req(proto::UpdateOrganisationRequest {
-            organisation: Some(proto::Organisation {
-                name: "Acme Renamed".into(),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["name".into()],
-            }),
-        });
+        let request = admin.req(rename_organisation("Acme Renamed"));
         async move { organisations.update_organisation(request).await }
     });
     locker.until_queued(&mut slow, "UpdateOrganisation").await;
@@ -420,15 +412,7 @@ async fn a_statement_stuck_on_a_lock_is_cancelled_after_the_statement_timeout() 
         .expect("lock");
     let started = Instant::now();
     let result = OrganisationServiceClient::new(channel)
-        .update_organisation(admin.req(proto::UpdateOrganisationRequest {
-            organisation: Some(proto::Organisation {
-                name: "Acme Renamed".into(),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["name".into()],
-            }),
-        }))
+        .update_organisation(admin.req(rename_organisation("Acme Renamed")))
         .await;
     let elapsed = started.elapsed();
     assert_status(result, Code::Unavailable, None);

@@ -168,18 +168,7 @@ async fn names_refuse_invisible_and_bidirectional_characters() {
     for bad in UNREADABLE {
         let status = assert_status(
             organisations
-                .update_organisation(authed(
-                    proto::UpdateOrganisationRequest {
-                        organisation: Some(proto::Organisation {
-                            name: bad.into(),
-                            ..Default::default()
-                        }),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["name".into()],
-                        }),
-                    },
-                    &token,
-                ))
+                .update_organisation(authed(rename_organisation(bad), &token))
                 .await,
             tonic::Code::InvalidArgument,
             None,
@@ -247,18 +236,7 @@ async fn names_refuse_invisible_and_bidirectional_characters() {
         "=?utf-8?q?Acme?=",
     ] {
         organisations
-            .update_organisation(authed(
-                proto::UpdateOrganisationRequest {
-                    organisation: Some(proto::Organisation {
-                        name: good.into(),
-                        ..Default::default()
-                    }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["name".into()],
-                    }),
-                },
-                &token,
-            ))
+            .update_organisation(authed(rename_organisation(good), &token))
             .await
             .unwrap_or_else(|status| panic!("{good:?}: {status:?}"));
     }

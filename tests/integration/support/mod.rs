@@ -462,3 +462,17 @@ pub async fn reset_token_of(db: &TestDb, org: &Org) -> String {
         .expect("a reset, as its mail would carry it");
     token
 }
+
+/// An `UpdateOrganisation` request that renames the caller's organisation to
+/// `name` (the mask naming `name` only).
+pub fn rename_organisation(name: &str) -> usermgmt::proto::UpdateOrganisationRequest {
+    usermgmt::proto::UpdateOrganisationRequest {
+        organisation: Some(usermgmt::proto::Organisation {
+            name: name.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["name".into()],
+        }),
+    }
+}
