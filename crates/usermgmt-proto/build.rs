@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "usermgmt/v1/playback_service.proto",
     "usermgmt/v1/session_service.proto",
     "usermgmt/v1/api_token_service.proto",
+    "usermgmt/v1/change_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

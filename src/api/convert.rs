@@ -145,6 +145,7 @@ pub fn audit_event(event: &crate::domain::audit::AuditEvent) -> proto::AuditEven
         before: event.before.clone().unwrap_or_default(),
         after: event.after.clone().unwrap_or_default(),
         request_id: event.request_id.clone().unwrap_or_default(),
+        sequence: event.sequence.unwrap_or_default(),
     }
 }
 

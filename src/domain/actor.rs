@@ -7,7 +7,7 @@ use super::Permission;
 /// Who acts: a user, or the holder of the organisation API key (named by
 /// the key's fingerprint). Its text form ("user:<id>", "api_key:<fp>") is
 /// what the audit log records.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Actor {
     User(Uuid),
     ApiKey(String),

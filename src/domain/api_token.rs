@@ -12,7 +12,7 @@ pub const MAX_LIFETIME: TimeDelta = TimeDelta::days(365);
 pub const MAX_NAME_CHARS: usize = 100;
 
 /// A personal API token as its user and admins see it (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApiToken {
     pub id: Uuid,
     pub organisation_id: Uuid,

@@ -31,6 +31,14 @@ pub const API_TOKEN_CREATE: &str = "api_token.create";
 pub const API_TOKEN_FIRST_USE: &str = "api_token.first_use";
 pub const API_TOKEN_REVOKE: &str = "api_token.revoke";
 
+/// Whether an audit event of `action` records a change of the
+/// organisation's state, and so is a target of a change in the change feed.
+/// A failed sign-in and a password reset request change nothing a Get or
+/// List RPC shows (and the feed must not tell whether an account exists).
+pub fn is_change(action: &str) -> bool {
+    !matches!(action, LOGIN_FAILED | USER_REQUEST_PASSWORD_RESET)
+}
+
 /// One recorded change. Holds no secrets: no tokens, keys or hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -44,6 +52,8 @@ pub struct AuditEvent {
     pub before: Option<String>,
     pub after: Option<String>,
     pub request_id: Option<String>,
+    /// The change feed's sequence of the change it is a target of.
+    pub sequence: Option<i64>,
 }
 
 /// Which events to list; every filter is optional.

@@ -11,7 +11,7 @@ const MIN_INVITE_TTL: Duration = Duration::from_secs(60);
 const MAX_INVITE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A pending invitation to join an organisation with a role.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Invite {
     pub id: Uuid,
     pub organisation_id: Uuid,

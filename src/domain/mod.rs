@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod api_token;
 pub mod audit;
+pub mod change;
 pub mod confirmation;
 pub mod email;
 pub mod error;

@@ -232,7 +232,9 @@ impl Permission {
 }
 
 /// A set of permissions, as a personal API token is restricted to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct PermissionSet(u32);
 
 // Every permission has a bit.

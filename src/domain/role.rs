@@ -4,7 +4,9 @@ use std::str::FromStr;
 use super::permission::{self, Permission};
 
 /// The role of a user. Every user holds exactly one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Role {
     NanoAdmin,
     NanoUser,

@@ -11,7 +11,7 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 pub const MAX_ORGANISATION_NAME_CHARS: usize = 200;
 
 /// A user as the service knows it. The password hash stays in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub id: Uuid,
     pub organisation_id: Uuid,
@@ -50,7 +50,7 @@ impl super::paging::Cursor for UserCursor {
 
 /// Whether a user may act: a suspended user keeps their record and role but
 /// can neither sign in nor use any credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum UserState {
     Active,
     Suspended,
@@ -87,7 +87,7 @@ pub fn token_key_fingerprint(token_key: Uuid) -> String {
 }
 
 /// An organisation with its user counts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Organisation {
     pub id: Uuid,
     pub name: String,

@@ -4,6 +4,7 @@ mod deadline;
 pub mod healthcheck;
 mod limits;
 mod net;
+mod receipt;
 mod telemetry;
 mod tls;
 mod web;
@@ -149,6 +150,7 @@ pub async fn serve(
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(TelemetryLayer)
         .layer(deadline::DeadlineLayer)
+        .layer(receipt::ReceiptLayer)
         .layer(limits::oversize_layer())
         .layer(AuthLayer::new(authenticator))
         .layer(ScreenLayer::new(

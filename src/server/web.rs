@@ -42,6 +42,8 @@ pub(crate) fn cors_layer(origins: &[String]) -> Result<CorsLayer, String> {
         "grpc-message",
         "grpc-status-details-bin",
         REQUEST_ID_HEADER,
+        crate::proto::metadata::CHANGE_TOKEN,
+        crate::proto::metadata::CHANGE_SEQUENCE,
     ]
     .map(HeaderName::from_static);
     Ok(CorsLayer::new()

@@ -4,13 +4,15 @@ use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use super::Tx;
+use super::feed;
 use super::models::AuditRow;
 use super::schema::audit_events;
 use super::{Store, db_error};
 use crate::domain::DomainError;
-use crate::domain::actor::ChangeContext;
+use crate::domain::actor::{Actor, ChangeContext};
 use crate::domain::api_token::ApiToken;
-use crate::domain::audit::{AuditEvent, AuditFilter};
+use crate::domain::audit::{AuditEvent, AuditFilter, is_change};
+use crate::domain::change::Position;
 use crate::domain::invite::Invite;
 use crate::domain::user::User;
 
@@ -92,19 +94,54 @@ impl Audit {
     }
 }
 
-/// Writes the audit event of a change, on the change's own connection (and
-/// so in its transaction).
-pub async fn record(
+/// Writes the audit events of a change, on the change's own connection (and
+/// so in its transaction), each as made by `ctx`'s actor or the actor it
+/// names. When one of them records a change of the organisation's state, the
+/// change takes the organisation's next sequence number, and every event
+/// that does is a target of it, with the target's state after the change.
+/// Returns the change's position in the feed.
+pub(super) async fn record(
     conn: &mut Tx<'_>,
     ctx: &ChangeContext,
-    audit: Audit,
-) -> Result<(), DomainError> {
-    diesel::insert_into(audit_events::table)
-        .values(AuditRow {
+    audits: Vec<(Option<Actor>, Audit)>,
+) -> Result<Option<Position>, DomainError> {
+    if audits.is_empty() {
+        return Ok(None);
+    }
+    let organisation_id = ctx.organisation_id;
+    let mut captured = Vec::with_capacity(audits.len());
+    for (_, audit) in &audits {
+        captured.push(if is_change(audit.action) {
+            Some(feed::capture(conn, organisation_id, audit.target_type, &audit.target_id).await?)
+        } else {
+            None
+        });
+    }
+    let position = if captured.iter().any(Option::is_some) {
+        Some(feed::next_change(conn, organisation_id).await?)
+    } else {
+        None
+    };
+    let occurred_at = position
+        .and_then(|position| position.committed_at)
+        .unwrap_or_else(Utc::now);
+    let mut rows = Vec::with_capacity(audits.len());
+    for ((actor, audit), captured) in audits.into_iter().zip(captured) {
+        let actor = actor.as_ref().unwrap_or(&ctx.actor).to_string();
+        let (sequence, captured) = match (position, captured) {
+            (Some(position), Some(captured)) => (Some(position.sequence), captured),
+            _ => (None, feed::Captured::default()),
+        };
+        let state = captured
+            .state
+            .map(|state| serde_json::to_value(state))
+            .transpose()
+            .map_err(|error| DomainError::Internal(format!("a change's state: {error}")))?;
+        rows.push(AuditRow {
             id: Uuid::now_v7(),
-            organisation_id: ctx.organisation_id,
-            occurred_at: Utc::now(),
-            actor: ctx.actor.to_string(),
+            organisation_id,
+            occurred_at,
+            actor,
             action: audit.action.to_owned(),
             target_type: audit.target_type.to_owned(),
             target_id: audit.target_id,
@@ -112,10 +149,17 @@ pub async fn record(
             before: audit.before,
             after: audit.after,
             request_id: ctx.request_id.clone(),
-        })
+            sequence,
+            owner_id: captured.owner,
+            state,
+            expires_at: captured.expires_at,
+        });
+    }
+    diesel::insert_into(audit_events::table)
+        .values(rows)
         .execute(conn.pg())
         .await?;
-    Ok(())
+    Ok(position)
 }
 
 impl Store {

@@ -8,6 +8,7 @@ pub mod cache;
 pub(crate) mod confirmations;
 pub(crate) mod connect;
 pub mod deadline;
+pub mod feed;
 pub(crate) mod invites;
 pub(crate) mod models;
 pub(crate) mod organisations;

@@ -166,6 +166,12 @@ pub struct AuditRow {
     pub before: Option<String>,
     pub after: Option<String>,
     pub request_id: Option<String>,
+    /// The change feed's sequence of the change the event is a target of.
+    pub sequence: Option<i64>,
+    pub owner_id: Option<Uuid>,
+    /// The target's state after the change (see [`crate::domain::change`]).
+    pub state: Option<serde_json::Value>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<AuditRow> for crate::domain::audit::AuditEvent {
@@ -181,6 +187,7 @@ impl From<AuditRow> for crate::domain::audit::AuditEvent {
             before: row.before,
             after: row.after,
             request_id: row.request_id,
+            sequence: row.sequence,
         }
     }
 }

@@ -85,6 +85,18 @@ diesel::table! {
         before -> Nullable<Text>,
         after -> Nullable<Text>,
         request_id -> Nullable<Text>,
+        sequence -> Nullable<Int8>,
+        owner_id -> Nullable<Uuid>,
+        state -> Nullable<Jsonb>,
+        expires_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    change_heads (organisation_id) {
+        organisation_id -> Uuid,
+        head -> Int8,
+        pruned_through -> Int8,
     }
 }
 
@@ -228,7 +240,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     password_resets,
     api_tokens,
-    mail_outbox
+    mail_outbox,
+    change_heads
 );
 
 diesel::table! {

@@ -179,46 +179,28 @@ impl Store {
                 }
                 let mut done = change(&mut Tx(conn)).await?;
                 let audits = std::mem::take(&mut done.audits);
-                match caller {
-                    Some(caller) => record_all(&mut Tx(conn), caller.ctx, audits).await?,
-                    None if audits.is_empty() => {}
+                let position = match caller {
+                    Some(caller) => record(&mut Tx(conn), caller.ctx, audits).await?,
+                    None if audits.is_empty() => None,
                     None => {
                         return Err(DomainError::Internal(
                             "an operator's change has no organisation to audit in".into(),
                         ));
                     }
-                }
-                Ok(done)
+                };
+                Ok((done, position))
             })
             .await?;
+        let (done, position) = done;
         drop(conn);
+        if let Some(position) = position {
+            super::feed::note_receipt(position);
+        }
         if done.settles {
             self.settle().await;
         }
         Ok(done.value)
     }
-}
-
-/// Records a change's audit events, each as made by the caller or by the
-/// actor it names.
-async fn record_all(
-    conn: &mut Tx<'_>,
-    ctx: &ChangeContext,
-    audits: Vec<(Option<Actor>, Audit)>,
-) -> Result<(), DomainError> {
-    for (actor, audit) in audits {
-        match actor {
-            None => record(conn, ctx, audit).await?,
-            Some(actor) => {
-                let by = ChangeContext {
-                    actor,
-                    ..ctx.clone()
-                };
-                record(conn, &by, audit).await?
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Takes the organisation's row lock, then checks that the caller may still

@@ -20,6 +20,12 @@ pub mod metadata {
     pub const API_KEY: &str = "x-bintu-apikey";
     /// `x-usermgmt-service-key: <internal service key>`, for Authorize.
     pub const SERVICE_KEY: &str = "x-usermgmt-service-key";
+    /// `x-usermgmt-change-token: <resume token>`, in a write's response: the
+    /// change feed's token of the change the write committed.
+    pub const CHANGE_TOKEN: &str = "x-usermgmt-change-token";
+    /// `x-usermgmt-change-sequence: <sequence>`, beside it: that change's
+    /// sequence in its organisation's feed.
+    pub const CHANGE_SEQUENCE: &str = "x-usermgmt-change-sequence";
 }
 
 /// The contract's descriptors, for reflection and tests.
