@@ -457,6 +457,17 @@ pub struct ServeArgs {
     #[arg(long, env = "USERMGMT_API_TOKEN_USAGE_FLUSH_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub api_token_usage_flush_ms: u64,
 
+    /// How often each replica reads the heads of the organisations watched
+    /// through the change feed, in milliseconds: the backstop that delivers
+    /// a change whose notification was lost.
+    #[arg(long, env = "USERMGMT_CHANGE_POLL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub change_poll_ms: u64,
+
+    /// The most change feed watches one caller (a user, the API key, a
+    /// service) may hold at once on a replica.
+    #[arg(long, env = "USERMGMT_CHANGE_WATCHES_PER_CALLER", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub change_watches_per_caller: u64,
+
     /// How long a session lasts after its login or last refresh, in seconds.
     #[arg(long, env = "USERMGMT_SESSION_IDLE_TTL_SECS", default_value_t = 30 * 86_400, value_parser = clap::value_parser!(u64).range(60..=3_650 * 86_400))]
     pub session_idle_ttl_secs: u64,
@@ -531,6 +542,16 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// How the change feed runs.
+    pub fn feed_settings(&self) -> crate::app::changes::FeedSettings {
+        crate::app::changes::FeedSettings {
+            poll: Duration::from_millis(self.change_poll_ms),
+            watches_per_caller: usize::try_from(self.change_watches_per_caller)
+                .unwrap_or(usize::MAX),
+            ..Default::default()
+        }
+    }
+
     /// The pool's settings, with the bound of a call's database work.
     pub fn pool_settings(&self) -> PoolSettings {
         PoolSettings {

@@ -53,6 +53,8 @@ pub struct Metrics {
     mail_retried: IntCounterVec,
     mail_given_up: IntCounterVec,
     mail_outbox_depth: IntGauge,
+    change_watches: IntGauge,
+    change_watch_lag: IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -228,6 +230,15 @@ impl Metrics {
                 "usermgmt_mail_outbox_depth",
                 "Rows in the mail outbox (every replica's), as of this replica's last count.",
             ),
+            change_watches: gauge(
+                "usermgmt_change_watches",
+                "Change feed watches open on this replica.",
+            ),
+            change_watch_lag: gauge(
+                "usermgmt_change_watch_lag",
+                "The lag of this replica's change feed watch furthest behind: its \
+                 organisation's head minus the sequence it has been sent up to.",
+            ),
             registry,
             requests,
             latency,
@@ -236,7 +247,9 @@ impl Metrics {
             connections_closed,
             hosts_passed_over,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 26] = [
+            Box::new(metrics.change_watches.clone()),
+            Box::new(metrics.change_watch_lag.clone()),
             Box::new(metrics.logins.clone()),
             Box::new(metrics.failed_login_audits.clone()),
             Box::new(metrics.mails.clone()),
@@ -335,6 +348,12 @@ impl Metrics {
     }
 
     /// The mail outbox holds `rows`.
+    /// The change feed's watches on this replica, and the largest lag.
+    pub fn set_change_watches(&self, watches: i64, max_lag: i64) {
+        self.change_watches.set(watches);
+        self.change_watch_lag.set(max_lag);
+    }
+
     pub fn set_mail_outbox_depth(&self, rows: i64) {
         self.mail_outbox_depth.set(rows);
     }
@@ -588,6 +607,8 @@ mod tests {
             "usermgmt_mail_retried_total{kind=\"invite\"}",
             "usermgmt_mail_given_up_total{kind=\"invite\",reason=\"expired\"}",
             "usermgmt_mail_outbox_depth",
+            "usermgmt_change_watches",
+            "usermgmt_change_watch_lag",
         ] {
             assert!(text.contains(family), "{family} missing from:\n{text}");
         }

@@ -4,6 +4,7 @@
 pub mod api_token_service;
 pub mod audit_service;
 pub mod auth_service;
+pub mod change_service;
 pub mod convert;
 pub mod organisation_service;
 pub mod playback_service;

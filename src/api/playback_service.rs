@@ -237,7 +237,7 @@ fn claims_to_proto(claims: &PlaybackClaims, kid: String) -> proto::PlaybackToken
     }
 }
 
-fn signing_key_to_proto(key: &PublishedKey) -> Result<proto::SigningKey, DomainError> {
+pub(super) fn signing_key_to_proto(key: &PublishedKey) -> Result<proto::SigningKey, DomainError> {
     let alg: SigningAlgorithm = key.alg.parse()?;
     let JwkParts { kty, crv, x, n, e } = jwk_parts(alg, &key.public_key)?;
     Ok(proto::SigningKey {

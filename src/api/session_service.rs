@@ -56,7 +56,7 @@ impl SessionService for SessionApi {
     }
 }
 
-fn session_to_proto(session: &Session, current: Option<uuid::Uuid>) -> proto::Session {
+pub(super) fn session_to_proto(session: &Session, current: Option<uuid::Uuid>) -> proto::Session {
     proto::Session {
         id: session.id.to_string(),
         user_id: session.user_id.to_string(),

@@ -8,6 +8,7 @@ pub(crate) mod api_tokens;
 pub(crate) mod audit;
 pub(crate) mod authorize;
 pub mod bench;
+pub(crate) mod changes;
 pub(crate) mod confirm;
 pub mod credentials;
 pub(crate) mod invites;

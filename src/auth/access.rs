@@ -1,6 +1,7 @@
 //! Which RPC needs what: one table, consulted before every call.
 
 use crate::domain::Permission;
+use crate::domain::change::TargetType;
 
 /// What a caller needs to call an RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,9 +20,13 @@ pub enum Access {
     OwnOr(Permission, Permission),
     /// A registered internal service (`x-usermgmt-service-key`).
     Service,
+    /// A registered internal service when the call carries a service key,
+    /// else any valid credential (the change feed, which each caller sees
+    /// only as far as its role may read: [`may_see`]).
+    MemberOrService,
 }
 
-use Access::{Authenticated, OwnOr, Public, Service};
+use Access::{Authenticated, MemberOrService, OwnOr, Public, Service};
 use Permission as P;
 
 const fn needs(permission: Permission) -> Access {
@@ -58,7 +63,7 @@ impl Access {
     pub fn permission_at_admission(self) -> Option<Permission> {
         match self {
             Access::Permission(permission) => Some(permission),
-            OwnOr(..) | Public | Authenticated | Service => None,
+            OwnOr(..) | Public | Authenticated | Service | MemberOrService => None,
         }
     }
 
@@ -69,7 +74,7 @@ impl Access {
     pub fn permission(self) -> Option<Permission> {
         match self {
             Access::Permission(permission) | OwnOr(_, permission) => Some(permission),
-            Public | Authenticated | Service => None,
+            Public | Authenticated | Service | MemberOrService => None,
         }
     }
 }
@@ -182,11 +187,69 @@ pub const RULES: &[(&str, Access)] = &[
     ),
     // Public keys are public: edge servers fetch them without credentials.
     ("/usermgmt.v1.PlaybackTokenService/ListSigningKeys", Public),
+    // Every caller may watch its organisation, and sees of it what its role
+    // may read (FEED_VISIBILITY); a registered service, any organisation.
+    ("/usermgmt.v1.ChangeService/WatchChanges", MemberOrService),
+    ("/usermgmt.v1.ChangeService/ListChanges", MemberOrService),
     (
         "/usermgmt.v1.PlaybackTokenService/RotateSigningKey",
         needs(P::PlaybackKeysRotate),
     ),
 ];
+
+/// Who may see a target of each type in the change feed: whoever the access
+/// rule of the RPC that lists (or acts on) such targets admits, for the
+/// target's owner. So the feed shows a caller exactly what the Get and List
+/// RPCs would.
+pub const FEED_VISIBILITY: &[(TargetType, &str)] = &[
+    (TargetType::User, "/usermgmt.v1.UserService/ListUsers"),
+    (TargetType::Invite, "/usermgmt.v1.UserService/ListInvites"),
+    (
+        TargetType::Session,
+        "/usermgmt.v1.SessionService/ListSessions",
+    ),
+    (
+        TargetType::ApiToken,
+        "/usermgmt.v1.ApiTokenService/ListApiTokens",
+    ),
+    (
+        TargetType::PlaybackToken,
+        "/usermgmt.v1.PlaybackTokenService/RevokePlaybackToken",
+    ),
+    (
+        TargetType::PlaybackKey,
+        "/usermgmt.v1.PlaybackTokenService/ListSigningKeys",
+    ),
+    // Every member sees what the organisation is; its members and API key
+    // only with MEMBERS_READ, as WhoAmI shows it.
+    (
+        TargetType::Organisation,
+        "/usermgmt.v1.RoleService/ListRoles",
+    ),
+];
+
+/// Whether `principal` may see, in the change feed, a target of
+/// `target_type` that belongs to `owner` (a session's or API token's user).
+pub fn may_see(
+    principal: &crate::auth::Principal,
+    target_type: TargetType,
+    owner: Option<uuid::Uuid>,
+) -> bool {
+    let Some(rule) = FEED_VISIBILITY
+        .iter()
+        .find(|(kind, _)| *kind == target_type)
+        .and_then(|(_, rpc)| rule_for(rpc))
+    else {
+        return false;
+    };
+    let permission = match (rule, owner) {
+        (Public, _) => return true,
+        (Service, _) => return false,
+        (OwnOr(..), Some(owner)) => rule.permission_on(principal.user_id(), owner),
+        (rule, _) => rule.permission(),
+    };
+    permission.is_none_or(|permission| principal.can(permission))
+}
 
 /// Services anyone may call: they reveal nothing about organisations.
 const PUBLIC_SERVICES: &[&str] = &[

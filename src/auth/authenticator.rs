@@ -103,7 +103,16 @@ impl Authenticator {
                     .await
                     .map(Admitted::Service);
             }
-            Access::Authenticated | Access::OwnOr(..) | Access::Permission(_) => {}
+            Access::MemberOrService if headers.contains_key(SERVICE_KEY_HEADER) => {
+                return self
+                    .authenticate_service(headers)
+                    .await
+                    .map(Admitted::Service);
+            }
+            Access::Authenticated
+            | Access::OwnOr(..)
+            | Access::Permission(_)
+            | Access::MemberOrService => {}
         }
         let credential = credential_from_headers(headers)
             .map_err(DomainError::Unauthenticated)?

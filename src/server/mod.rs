@@ -25,12 +25,14 @@ use tonic_health::server::HealthReporter;
 use crate::api::screen::{RequestMessages, ScreenLayer};
 use crate::api::{
     api_token_service::ApiTokenApi, audit_service::AuditApi, auth_service::AuthApi,
-    organisation_service::OrganisationApi, playback_service::PlaybackApi, role_service::RoleApi,
-    session_service::SessionApi, user_service::UserApi,
+    change_service::ChangeApi, organisation_service::OrganisationApi,
+    playback_service::PlaybackApi, role_service::RoleApi, session_service::SessionApi,
+    user_service::UserApi,
 };
 use crate::app::api_tokens::ApiTokens;
 use crate::app::audit::AuditLog;
 use crate::app::authorize::Authorization;
+use crate::app::changes::Changes;
 use crate::app::credentials::Credentials;
 use crate::app::invites::Invites;
 use crate::app::organisation::Organisations;
@@ -47,7 +49,8 @@ use crate::config::ServeArgs;
 use crate::mail::Mailer;
 use crate::proto::{
     api_token_service_server::ApiTokenServiceServer, audit_service_server::AuditServiceServer,
-    auth_service_server::AuthServiceServer, organisation_service_server::OrganisationServiceServer,
+    auth_service_server::AuthServiceServer, change_service_server::ChangeServiceServer,
+    organisation_service_server::OrganisationServiceServer,
     playback_token_service_server::PlaybackTokenServiceServer,
     role_service_server::RoleServiceServer, session_service_server::SessionServiceServer,
     user_service_server::UserServiceServer,
@@ -136,6 +139,7 @@ pub async fn serve(
         }
         None => (Outbox::off(), None),
     };
+    let (changes, feed_task) = Changes::start(store.clone(), args.feed_settings());
     let (routes, sessions) = api(
         routes,
         &args,
@@ -144,6 +148,11 @@ pub async fn serve(
         tokens,
         passwords,
         outbox,
+    );
+    let routes = routes.add_service(
+        ChangeServiceServer::new(ChangeApi { changes })
+            .max_decoding_message_size(args.max_request_bytes as usize)
+            .max_encoding_message_size(args.max_response_bytes as usize),
     );
     let result = builder
         .layer(cors)
@@ -167,6 +176,7 @@ pub async fn serve(
         cache: cache_task,
         metrics: metrics_task,
         mail: mail_workers,
+        feed: feed_task,
     };
     background.stop(&store, &usage).await;
     tracing::info!("usermgmt stopped");
@@ -366,6 +376,7 @@ struct Background {
     cache: Option<JoinHandle<()>>,
     metrics: Option<JoinHandle<()>>,
     mail: Option<OutboxWorkers>,
+    feed: JoinHandle<()>,
 }
 
 /// How long stopping waits for the mail workers to finish the mail in hand;
@@ -376,6 +387,7 @@ impl Background {
     async fn stop(self, store: &Store, usage: &ApiTokenUsage) {
         self.health.abort();
         self.usage.abort();
+        self.feed.abort();
         if let Some(mail) = self.mail {
             mail.stop(MAIL_STOP_GRACE).await;
         }
@@ -489,6 +501,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
     <PlaybackTokenServiceServer<PlaybackApi> as NamedService>::NAME,
     <SessionServiceServer<SessionApi> as NamedService>::NAME,
+    <ChangeServiceServer<ChangeApi> as NamedService>::NAME,
 ];
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

@@ -219,3 +219,251 @@ fn target_of(row: &AuditRow) -> Option<TargetChange> {
         expires_at: row.expires_at,
     })
 }
+
+/// The notification channel of committed changes (payload
+/// "<organisation id>:<sequence>"), which `usermgmt_next_change` notifies.
+const CHANNEL: &str = "usermgmt_changes";
+
+/// How long the doorbell waits before listening again after its connection
+/// failed (the watchers' polling covers the gap).
+const RELISTEN_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Store {
+    /// Rings `doorbell` with (organisation, sequence) for every change
+    /// committed while it listens, on a connection of its own, listening
+    /// again after any failure. A notification is only a hint: it may be
+    /// lost (while the connection is down, say), so watchers poll too. Runs
+    /// until the task is aborted or `doorbell` is closed.
+    pub async fn listen_for_changes(&self, doorbell: tokio::sync::mpsc::Sender<(Uuid, i64)>) {
+        while !doorbell.is_closed() {
+            if let Err(error) = self.listen_once(&doorbell).await {
+                tracing::warn!(%error, "change feed listener failed; polling until it is back");
+            }
+            tokio::time::sleep(RELISTEN_AFTER).await;
+        }
+    }
+
+    async fn listen_once(
+        &self,
+        doorbell: &tokio::sync::mpsc::Sender<(Uuid, i64)>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use futures::StreamExt as _;
+        let connector = self.pool.manager().connector();
+        let (client, mut connection, _) =
+            connector.connect(Some("usermgmt-change-listener")).await?;
+        let (tx, mut payloads) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(notification)) => {
+                        if tx.send(notification.payload().to_owned()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        let listened = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.batch_execute(&format!("LISTEN {CHANNEL}")),
+        )
+        .await;
+        let result = match listened {
+            Ok(Ok(())) => {
+                while let Some(payload) = payloads.recv().await {
+                    if let Some(rung) = parse_ring(&payload) {
+                        if doorbell.send(rung).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error.into()),
+            Err(_) => Err("LISTEN timed out".into()),
+        };
+        driver.abort();
+        result
+    }
+
+    /// Whether an internal service named `name` is registered now.
+    pub async fn service_registered(&self, name: &str) -> Result<bool, DomainError> {
+        use super::schema::service_credentials;
+        let mut conn = self.conn().await?;
+        let found: Option<Uuid> = service_credentials::table
+            .filter(service_credentials::name.eq(name))
+            .select(service_credentials::id)
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(db_error)?;
+        Ok(found.is_some())
+    }
+}
+
+fn parse_ring(payload: &str) -> Option<(Uuid, i64)> {
+    let (organisation, sequence) = payload.split_once(':')?;
+    Some((organisation.parse().ok()?, sequence.parse().ok()?))
+}
+
+/// How many targets a snapshot page holds.
+const SNAPSHOT_PAGE: i64 = 200;
+
+#[derive(QueryableByName)]
+struct TargetId {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+}
+
+/// The ids of the organisation's live targets of `target_type` after
+/// `after`, in id order: the query of each type and whether its ids are
+/// UUIDs (ordered as such, on the table's index).
+fn live_targets(target_type: TargetType) -> (&'static str, bool) {
+    match target_type {
+        TargetType::User => (
+            "SELECT id::text AS id FROM users WHERE organisation_id = $1 AND id > $2::uuid \
+             ORDER BY id LIMIT $3",
+            true,
+        ),
+        TargetType::Invite => (
+            "SELECT id::text AS id FROM invites WHERE organisation_id = $1 AND id > $2::uuid \
+             AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > now() \
+             ORDER BY id LIMIT $3",
+            true,
+        ),
+        TargetType::Session => (
+            "SELECT id::text AS id FROM sessions WHERE organisation_id = $1 AND id > $2::uuid \
+             AND ended_at IS NULL AND expires_at > now() ORDER BY id LIMIT $3",
+            true,
+        ),
+        TargetType::ApiToken => (
+            "SELECT id::text AS id FROM api_tokens WHERE organisation_id = $1 AND id > $2::uuid \
+             AND revoked_at IS NULL AND expires_at > now() ORDER BY id LIMIT $3",
+            true,
+        ),
+        TargetType::PlaybackToken => (
+            "SELECT jti::text AS id FROM playback_tokens WHERE organisation_id = $1 \
+             AND jti > $2::uuid AND expires_at > now() ORDER BY jti LIMIT $3",
+            true,
+        ),
+        TargetType::PlaybackKey => (
+            "SELECT kid AS id FROM playback_signing_keys WHERE organisation_id = $1 \
+             AND kid > $2 AND revoked_at IS NULL ORDER BY kid LIMIT $3",
+            false,
+        ),
+        TargetType::Organisation => (
+            "SELECT id::text AS id FROM organisations WHERE id = $1 AND id > $2::uuid \
+             ORDER BY id LIMIT $3",
+            true,
+        ),
+    }
+}
+
+impl Store {
+    /// Sends the organisation's live targets of `types` (empty: every type)
+    /// to `pages`, a page at a time, each with the head read before the
+    /// first: every target shows its state at that sequence or later, so
+    /// the changes after it bring every one to its current state. Returns
+    /// that head (also when `pages` closed early).
+    pub async fn snapshot(
+        &self,
+        organisation_id: Uuid,
+        types: &[TargetType],
+        pages: tokio::sync::mpsc::Sender<(i64, Vec<TargetChange>)>,
+    ) -> Result<i64, DomainError> {
+        let head = self.change_head(organisation_id).await?.head;
+        let types = if types.is_empty() {
+            &TargetType::ALL[..]
+        } else {
+            types
+        };
+        for target_type in types {
+            let (query, uuid_ids) = live_targets(*target_type);
+            let mut after = if uuid_ids {
+                Uuid::nil().to_string()
+            } else {
+                String::new()
+            };
+            loop {
+                let page = self
+                    .snapshot_page(organisation_id, *target_type, query, &after)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = last.target_id.clone();
+                if pages.send((head, page)).await.is_err() {
+                    return Ok(head);
+                }
+            }
+        }
+        Ok(head)
+    }
+
+    async fn snapshot_page(
+        &self,
+        organisation_id: Uuid,
+        target_type: TargetType,
+        query: &str,
+        after: &str,
+    ) -> Result<Vec<TargetChange>, DomainError> {
+        let mut conn = self.conn().await?;
+        let ids: Vec<TargetId> = diesel::sql_query(query)
+            .bind::<diesel::sql_types::Uuid, _>(organisation_id)
+            .bind::<diesel::sql_types::Text, _>(after)
+            .bind::<Int8, _>(SNAPSHOT_PAGE)
+            .load(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let mut page = Vec::with_capacity(ids.len());
+        for TargetId { id } in ids {
+            let captured = capture(
+                &mut Tx::over(&mut conn),
+                organisation_id,
+                target_type.as_str(),
+                &id,
+            )
+            .await?;
+            // Gone since the ids were read: its tombstone follows in the feed.
+            let Some(state) = captured.state else {
+                page.push(TargetChange {
+                    action: SNAPSHOT.to_owned(),
+                    target_type,
+                    target_id: id,
+                    owner: captured.owner,
+                    state: None,
+                    expires_at: None,
+                });
+                continue;
+            };
+            page.push(TargetChange {
+                action: SNAPSHOT.to_owned(),
+                target_type,
+                target_id: id,
+                owner: captured.owner,
+                state: Some(state),
+                expires_at: captured.expires_at,
+            });
+        }
+        // Tombstones only kept the page's keyset position.
+        let last = page.last().map(|target| target.target_id.clone());
+        page.retain(|target| target.state.is_some());
+        if page.is_empty() {
+            if let Some(last) = last {
+                page.push(TargetChange {
+                    action: SNAPSHOT.to_owned(),
+                    target_type,
+                    target_id: last,
+                    owner: None,
+                    state: None,
+                    expires_at: None,
+                });
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// The action of a snapshot's targets.
+pub const SNAPSHOT: &str = "snapshot";

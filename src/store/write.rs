@@ -37,7 +37,13 @@ use crate::domain::{DomainError, Permission, Role};
 /// the pool instead, outside the transaction.
 pub struct Tx<'c>(&'c mut AsyncPgConnection);
 
-impl Tx<'_> {
+impl<'c> Tx<'c> {
+    /// A read outside the write path on a pooled connection, for the
+    /// store's readers that share the write path's queries.
+    pub(super) fn over(conn: &'c mut super::Conn) -> Self {
+        Tx(conn)
+    }
+
     /// The connection, for the store's queries.
     pub(super) fn pg(&mut self) -> &mut AsyncPgConnection {
         self.0
@@ -206,12 +212,42 @@ impl Store {
 /// Takes the organisation's row lock, then checks that the caller may still
 /// make the change.
 async fn lock_and_recheck(conn: &mut Tx<'_>, caller: Caller<'_>) -> Result<(), DomainError> {
-    let Caller {
-        ctx,
-        permission,
-        lock,
-    } = caller;
-    let locked = lock_organisation(conn, ctx, lock).await?;
+    let locked = lock_organisation(conn, caller.ctx, caller.lock).await?;
+    recheck(conn, locked, caller.ctx, caller.permission).await
+}
+
+impl Store {
+    /// Whether `ctx`'s caller still stands as it was admitted, by the rows as
+    /// they are now (the write path's re-check, without its lock): for a
+    /// watcher of the change feed, which must stop at its revocation.
+    pub async fn recheck(&self, ctx: &ChangeContext) -> Result<(), DomainError> {
+        let mut conn = self.conn().await?;
+        let member = ctx.actor.user_id().unwrap_or(Uuid::nil());
+        let current = diesel::sql_query(
+            "SELECT o.api_key_hash AS key_hash, o.api_key_fingerprint AS key_fingerprint, \
+                    u.role AS member_role, u.token_key AS member_token_key \
+             FROM organisations o \
+             LEFT JOIN users u ON u.organisation_id = o.id AND u.id = $2 \
+             WHERE o.id = $1",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(ctx.organisation_id)
+        .bind::<diesel::sql_types::Uuid, _>(member)
+        .get_result::<Locked>(&mut *conn)
+        .await
+        .optional()?
+        .ok_or(DomainError::NotFound("organisation"))?;
+        recheck(&mut Tx(&mut conn), current, ctx, ctx.permission).await
+    }
+}
+
+/// Checks the caller against `locked`, what the lock (or a plain read) found
+/// of its organisation and user now.
+async fn recheck(
+    conn: &mut Tx<'_>,
+    locked: Locked,
+    ctx: &ChangeContext,
+    permission: Option<Permission>,
+) -> Result<(), DomainError> {
     match (&ctx.proof, &ctx.actor) {
         (Proof::ApiKey(hash), Actor::ApiKey(_)) => {
             let current = locked.key_hash.unwrap_or_default();

@@ -53,6 +53,8 @@ const READS: &[&str] = &[
     "OrganisationService/GetOrganisation",
     "PlaybackTokenService/VerifyPlaybackToken",
     "PlaybackTokenService/ListSigningKeys",
+    "ChangeService/WatchChanges",
+    "ChangeService/ListChanges",
 ];
 
 /// One write of the contract: an RPC, or one step of a two-step RPC (the

@@ -1,0 +1,296 @@
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{convert, playback_service, session_service};
+use crate::app::changes::{Changes, Event, Start, WatchRequest, Watcher};
+use crate::app::playback::PublishedKey;
+use crate::auth::ServiceCaller;
+use crate::domain::DomainError;
+use crate::domain::change::{
+    ChangeFilter, ChangeRecord, Position, TargetChange, TargetState, TargetType,
+};
+use crate::domain::error::Violations;
+use crate::domain::user::optional_id;
+use crate::proto::{self, change_service_server::ChangeService};
+use crate::status::to_status;
+
+pub struct ChangeApi {
+    pub changes: Arc<Changes>,
+}
+
+/// The most ids or types a filter may list.
+const MAX_FILTER: usize = 100;
+
+/// ListChanges' page size when none is asked, and the most it returns.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchChangesResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ChangeService for ChangeApi {
+    type WatchChangesStream = WatchStream;
+
+    async fn watch_changes(
+        &self,
+        request: Request<proto::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        let who = watcher(&request)?;
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        let organisation_id = v
+            .check(optional_id("organisation_id", &request.organisation_id))
+            .flatten();
+        let filter = v.check(filter(&request.target_types, &request.target_ids));
+        let start = v.check(start(&request.resume_token, request.start));
+        let heartbeat = v
+            .check(convert::optional_duration(
+                "heartbeat_interval",
+                request.heartbeat_interval,
+            ))
+            .flatten();
+        v.into_result()?;
+        let (Some(filter), Some(start)) = (filter, start) else {
+            return Err(Status::internal("internal error"));
+        };
+        let events = self
+            .changes
+            .watch(
+                who,
+                WatchRequest {
+                    organisation_id,
+                    start,
+                    filter,
+                    heartbeat,
+                },
+            )
+            .await?;
+        let stream = futures::stream::unfold(events, |mut events| async move {
+            let event = events.recv().await?;
+            let item = match event {
+                Ok(event) => Ok(proto::WatchChangesResponse {
+                    event: Some(event_to_proto(event)),
+                }),
+                Err(error) => Err(to_status(error)),
+            };
+            Some((item, events))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_changes(
+        &self,
+        request: Request<proto::ListChangesRequest>,
+    ) -> Result<Response<proto::ListChangesResponse>, Status> {
+        let who = watcher(&request)?;
+        let request = request.into_inner();
+        let mut v = Violations::default();
+        let organisation_id = v
+            .check(optional_id("organisation_id", &request.organisation_id))
+            .flatten();
+        let filter = v.check(filter(&request.target_types, &request.target_ids));
+        let after = v
+            .check(optional_position("page_token", &request.page_token))
+            .flatten();
+        let page_size = match i64::from(request.page_size) {
+            0 => DEFAULT_PAGE,
+            n if n < 0 => {
+                v.add("page_size", "must not be negative");
+                DEFAULT_PAGE
+            }
+            n => n.min(MAX_PAGE),
+        };
+        v.into_result()?;
+        let Some(filter) = filter else {
+            return Err(Status::internal("internal error"));
+        };
+        let page = self
+            .changes
+            .list(&who, organisation_id, after, page_size, &filter)
+            .await?;
+        let next_page_token = if page.position.sequence < page.head {
+            page.position.token()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::ListChangesResponse {
+            changes: page.changes.iter().map(change_to_proto).collect(),
+            next_page_token,
+            head: page.head,
+            resume_token: page.position.token(),
+        }))
+    }
+}
+
+/// The caller of a feed RPC: a registered service, or a member.
+fn watcher<T>(request: &Request<T>) -> Result<Watcher, Status> {
+    if let Some(service) = request.extensions().get::<ServiceCaller>() {
+        return Ok(Watcher::Service(service.clone()));
+    }
+    super::principal(request).map(Watcher::Member)
+}
+
+fn filter(types: &[String], ids: &[String]) -> Result<ChangeFilter, DomainError> {
+    if types.len() > MAX_FILTER {
+        return Err(DomainError::invalid(
+            "target_types",
+            format!("at most {MAX_FILTER}"),
+        ));
+    }
+    if ids.len() > MAX_FILTER {
+        return Err(DomainError::invalid(
+            "target_ids",
+            format!("at most {MAX_FILTER}"),
+        ));
+    }
+    let mut target_types = Vec::with_capacity(types.len());
+    for name in types {
+        match TargetType::parse(name) {
+            Some(target_type) => target_types.push(target_type),
+            None => {
+                return Err(DomainError::invalid(
+                    "target_types",
+                    "each must be one of user, invite, session, api_token, playback_token, \
+                     playback_key, organisation",
+                ));
+            }
+        }
+    }
+    if ids.iter().any(|id| id.is_empty() || id.len() > 200) {
+        return Err(DomainError::invalid(
+            "target_ids",
+            "each must be 1 to 200 characters",
+        ));
+    }
+    Ok(ChangeFilter {
+        target_types,
+        target_ids: ids.to_vec(),
+    })
+}
+
+fn optional_position(field: &str, token: &str) -> Result<Option<Position>, DomainError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    if token.len() > 200 {
+        return Err(DomainError::invalid(
+            field,
+            "is not a resume token of the change feed",
+        ));
+    }
+    Position::from_token(field, token).map(Some)
+}
+
+fn start(resume_token: &str, start: i32) -> Result<Start, DomainError> {
+    let start = proto::ChangeStart::try_from(start)
+        .map_err(|_| DomainError::invalid("start", "is not a start point"))?;
+    match (optional_position("resume_token", resume_token)?, start) {
+        (Some(position), proto::ChangeStart::Unspecified) => Ok(Start::Resume(position)),
+        (Some(_), _) => Err(DomainError::invalid(
+            "start",
+            "must be unset when a resume token is given",
+        )),
+        (None, proto::ChangeStart::Snapshot) => Ok(Start::Snapshot),
+        (None, proto::ChangeStart::Now | proto::ChangeStart::Unspecified) => Ok(Start::Now),
+    }
+}
+
+fn event_to_proto(event: Event) -> proto::watch_changes_response::Event {
+    use proto::watch_changes_response::Event as E;
+    match event {
+        Event::Change(change) => E::Change(change_to_proto(&change)),
+        Event::Heartbeat { head, position, at } => E::Heartbeat(proto::Heartbeat {
+            head,
+            sequence: position.sequence,
+            resume_token: position.token(),
+            time: Some(convert::timestamp(at)),
+        }),
+        Event::Snapshot {
+            targets,
+            last,
+            position,
+        } => E::Snapshot(proto::SnapshotPage {
+            targets: targets.iter().map(target_to_proto).collect(),
+            last,
+            sequence: position.sequence,
+            resume_token: if last {
+                position.token()
+            } else {
+                String::new()
+            },
+        }),
+    }
+}
+
+fn change_to_proto(change: &ChangeRecord) -> proto::Change {
+    proto::Change {
+        organisation_id: change.organisation_id.to_string(),
+        sequence: change.sequence,
+        commit_time: Some(convert::timestamp(change.committed_at)),
+        actor: change.actor.clone(),
+        request_id: change.request_id.clone().unwrap_or_default(),
+        targets: change.targets.iter().map(target_to_proto).collect(),
+        resume_token: change.position().token(),
+    }
+}
+
+fn target_to_proto(target: &TargetChange) -> proto::TargetChange {
+    proto::TargetChange {
+        action: target.action.clone(),
+        target_type: target.target_type.as_str().to_owned(),
+        target_id: target.target_id.clone(),
+        state: Some(state_to_proto(target.state.as_ref())),
+        expires_at: target.expires_at.map(convert::timestamp),
+    }
+}
+
+fn state_to_proto(state: Option<&TargetState>) -> proto::target_change::State {
+    use proto::target_change::State as S;
+    let Some(state) = state else {
+        return S::Tombstone(proto::Tombstone {});
+    };
+    match state {
+        TargetState::User(user) => S::User(convert::user(user)),
+        TargetState::Invite(invite) => S::Invite(convert::invite(invite)),
+        TargetState::Session(session) => {
+            S::Session(session_service::session_to_proto(session, None))
+        }
+        TargetState::ApiToken(token) => S::ApiToken(convert::api_token(token)),
+        TargetState::PlaybackToken(token) => S::PlaybackToken(proto::PlaybackTokenInfo {
+            token_id: token.token_id.to_string(),
+            scope: token.scope.clone(),
+            revocable: token.revocable,
+            expires_at: Some(convert::timestamp(token.expires_at)),
+            revoked_at: token.revoked_at.map(convert::timestamp),
+            kid: token.kid.clone(),
+        }),
+        TargetState::PlaybackKey(key) => {
+            let published = PublishedKey {
+                kid: key.kid.clone(),
+                organisation_id: key.organisation_id,
+                alg: key.alg.clone(),
+                public_key: key.public_key.clone(),
+                created_at: key.created_at,
+                retired_at: key.retired_at,
+                verify_until: key.verify_until,
+                revoked_at: key.revoked_at,
+            };
+            match playback_service::signing_key_to_proto(&published) {
+                Ok(key) => S::SigningKey(key),
+                Err(error) => {
+                    tracing::error!(%error, kid = %key.kid, "a signing key in the feed does not convert");
+                    S::SigningKey(proto::SigningKey {
+                        kid: key.kid.clone(),
+                        ..Default::default()
+                    })
+                }
+            }
+        }
+        TargetState::Organisation(organisation) => {
+            S::Organisation(convert::organisation(organisation))
+        }
+    }
+}
