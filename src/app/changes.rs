@@ -428,12 +428,17 @@ impl Watch {
         loop {
             let head = *self.heads.borrow_and_update();
             if head > self.position.sequence {
+                let before = self.position.sequence;
                 match self.catch_up().await? {
                     Ok(true) => last_sent = Instant::now(),
                     Ok(false) => {}
                     Err(Gone) => return Ok(()),
                 }
-                continue;
+                // No change to read although the head is past the position
+                // (its rows were deleted by hand): wait, rather than spin.
+                if self.position.sequence != before {
+                    continue;
+                }
             }
             tokio::select! {
                 changed = self.heads.changed() => {
