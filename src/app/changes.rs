@@ -232,7 +232,10 @@ impl Changes {
         let organisation_id = who.organisation(organisation_id)?;
         let heads = self.store.change_head(organisation_id).await?;
         let mut position = match after {
-            Some(position) => self.resumable(organisation_id, position, heads).await?,
+            Some(position) => {
+                self.resumable("page_token", organisation_id, position, heads)
+                    .await?
+            }
             None => Position {
                 organisation_id,
                 sequence: heads.pruned_through,
@@ -270,9 +273,10 @@ impl Changes {
         let slot = self.take_slot(&who)?;
         let heads = self.store.change_head(organisation_id).await?;
         let start = match request.start {
-            Start::Resume(position) => {
-                Start::Resume(self.resumable(organisation_id, position, heads).await?)
-            }
+            Start::Resume(position) => Start::Resume(
+                self.resumable("resume_token", organisation_id, position, heads)
+                    .await?,
+            ),
             other => other,
         };
         let (tx, rx) = mpsc::channel(16);
@@ -321,16 +325,18 @@ impl Changes {
         }
     }
 
-    /// `position`, when the feed can be resumed after it.
+    /// `position`, when the feed can be resumed after it; a token of
+    /// another organisation's feed is a bad `field`.
     async fn resumable(
         &self,
+        field: &str,
         organisation_id: Uuid,
         position: Position,
         heads: Heads,
     ) -> Result<Position, DomainError> {
         if position.organisation_id != organisation_id {
             return Err(DomainError::invalid(
-                "resume_token",
+                field,
                 "is a token of another organisation's feed",
             ));
         }
