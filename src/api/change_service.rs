@@ -117,7 +117,11 @@ impl ChangeService for ChangeApi {
             String::new()
         };
         Ok(Response::new(proto::ListChangesResponse {
-            changes: page.changes.iter().map(change_to_proto).collect(),
+            changes: page
+                .changes
+                .iter()
+                .map(|(change, previous)| change_to_proto(change, *previous))
+                .collect(),
             next_page_token,
             head: page.head,
             resume_token: page.position.token(),
@@ -204,7 +208,7 @@ fn start(resume_token: &str, start: i32) -> Result<Start, DomainError> {
 fn event_to_proto(event: Event) -> proto::watch_changes_response::Event {
     use proto::watch_changes_response::Event as E;
     match event {
-        Event::Change(change) => E::Change(change_to_proto(&change)),
+        Event::Change { change, previous } => E::Change(change_to_proto(&change, previous)),
         Event::Heartbeat { head, position, at } => E::Heartbeat(proto::Heartbeat {
             head,
             sequence: position.sequence,
@@ -228,7 +232,7 @@ fn event_to_proto(event: Event) -> proto::watch_changes_response::Event {
     }
 }
 
-fn change_to_proto(change: &ChangeRecord) -> proto::Change {
+fn change_to_proto(change: &ChangeRecord, previous_sequence: i64) -> proto::Change {
     proto::Change {
         organisation_id: change.organisation_id.to_string(),
         sequence: change.sequence,
@@ -237,6 +241,7 @@ fn change_to_proto(change: &ChangeRecord) -> proto::Change {
         request_id: change.request_id.clone().unwrap_or_default(),
         targets: change.targets.iter().map(target_to_proto).collect(),
         resume_token: change.position().token(),
+        previous_sequence,
     }
 }
 

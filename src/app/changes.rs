@@ -175,7 +175,8 @@ pub struct WatchRequest {
 /// One message of a watch.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Change(ChangeRecord),
+    /// A change, and the sequence the watch was at before it.
+    Change { change: ChangeRecord, previous: i64 },
     Heartbeat {
         head: i64,
         position: Position,
@@ -188,10 +189,23 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The sequence a client that received this event has been brought to.
+    fn brings_to(&self) -> Option<i64> {
+        match self {
+            Event::Change { change, .. } => Some(change.sequence),
+            Event::Heartbeat { position, .. } => Some(position.sequence),
+            Event::Snapshot { last, position, .. } => last.then_some(position.sequence),
+        }
+    }
+}
+
 /// A page of ListChanges.
 #[derive(Debug, Clone)]
 pub struct ChangePage {
-    pub changes: Vec<ChangeRecord>,
+    /// Each change, with the sequence the page had brought its client to
+    /// before it (the page token's, at first).
+    pub changes: Vec<(ChangeRecord, i64)>,
     /// The organisation's head when the page was read.
     pub head: i64,
     /// After the last change the page examined.
@@ -250,8 +264,12 @@ impl Changes {
         // here, so nothing committed after a revocation is returned.
         who.still_stands(&self.store).await?;
         let mut changes = Vec::new();
+        let mut previous = position.sequence;
         for change in &batch {
-            changes.extend(who.select(change, filter));
+            if let Some(visible) = who.select(change, filter) {
+                changes.push((visible, previous));
+                previous = change.sequence;
+            }
             position = change.position();
         }
         Ok(ChangePage {
@@ -294,6 +312,7 @@ impl Changes {
                 sequence: heads.head,
                 committed_at: None,
             },
+            sent_through: 0,
             _slot: slot,
         };
         tokio::spawn(async move {
@@ -415,14 +434,29 @@ struct Watch {
     delivered: Arc<Delivered>,
     /// After the last change the watch went past.
     position: Position,
+    /// The sequence its client was brought to by the last message it was
+    /// sent (a change's, a heartbeat's, the snapshot's; at first, the
+    /// position it resumed from).
+    sent_through: i64,
     _slot: Slot,
 }
 
 impl Watch {
     async fn run(&mut self, start: Start) -> Result<(), DomainError> {
         match start {
-            Start::Resume(position) => self.position = position,
-            Start::Now => self.position = self.now().await?,
+            Start::Resume(position) => {
+                self.position = position;
+                self.sent_through = position.sequence;
+            }
+            Start::Now => {
+                self.position = self.now().await?;
+                // Where the watch starts, so that its first change's
+                // previous_sequence can be checked.
+                let head = self.position.sequence;
+                if self.send_heartbeat(head).await.is_err() {
+                    return Ok(());
+                }
+            }
             Start::Snapshot => {
                 if self.snapshot().await.is_err() {
                     return Ok(());
@@ -498,7 +532,11 @@ impl Watch {
         for change in &batch {
             match self.who.select(change, &self.filter) {
                 Some(visible) => {
-                    if self.send(Event::Change(visible)).await?.is_err() {
+                    let event = Event::Change {
+                        change: visible,
+                        previous: self.sent_through,
+                    };
+                    if self.send(event).await?.is_err() {
                         return Ok(Err(Gone));
                     }
                     sent = true;
@@ -540,6 +578,9 @@ impl Watch {
                 permit = self.tx.reserve() => {
                     return Ok(match permit {
                         Ok(permit) => {
+                            if let Some(through) = event.brings_to() {
+                                self.sent_through = through;
+                            }
                             permit.send(Ok(event));
                             Ok(())
                         }
