@@ -52,15 +52,15 @@ pub(super) struct Captured {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// The state of the target `target_type`/`target_id` of `organisation_id`
-/// as the transaction sees it now (after the change).
+/// The states of the targets `targets` (each a target type and id) of
+/// `organisation_id` as the transaction sees them now (after the change), in
+/// their order: see `feed_state`.
 pub(super) async fn capture(
-    _conn: &mut Tx<'_>,
-    _organisation_id: Uuid,
-    _target_type: &str,
-    _target_id: &str,
-) -> Result<Captured, DomainError> {
-    Ok(Captured::default())
+    conn: &mut Tx<'_>,
+    organisation_id: Uuid,
+    targets: &[(&str, &str)],
+) -> Result<Vec<Captured>, DomainError> {
+    super::feed_state::capture(conn, organisation_id, targets).await
 }
 
 #[derive(QueryableByName)]

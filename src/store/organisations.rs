@@ -160,6 +160,7 @@ pub fn organisation_audit(
         target_label: after.name.clone(),
         before: Some(describe(before)),
         after: Some(describe(after)),
+        owner: None,
     }
 }
 
