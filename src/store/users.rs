@@ -17,7 +17,7 @@ use super::schema::users;
 use super::text::StoredText as _;
 use super::write::Change;
 use super::{Store, db_error, is_unique_violation};
-use crate::domain::audit::{API_TOKEN_END, SESSION_END};
+use crate::domain::audit::{API_TOKEN_END, SESSION_END, USER_CREATE};
 use crate::domain::email::EmailPrefix;
 use crate::domain::session::EndReason;
 use crate::domain::user::{UserCursor, UserState};
@@ -264,12 +264,20 @@ impl Store {
             .map(|(email, role)| new_user(organisation_id, email, *role, password_hash))
             .collect();
         self.operate(async |conn| {
-            diesel::insert_into(users::table)
+            let inserted: Vec<UserRow> = diesel::insert_into(users::table)
                 .values(&rows)
-                .execute(conn.pg())
+                .returning(UserRow::as_returning())
+                .get_results(conn.pg())
                 .await
                 .map_err(user_exists_error)?;
-            Ok(Change::unchanged(()).settling())
+            let mut change = Change::unchanged(()).settling();
+            for row in inserted {
+                let user = User::try_from(row)?;
+                let role = Some(user.role.to_string());
+                change =
+                    change.and_in(organisation_id, Audit::user(USER_CREATE, &user, None, role));
+            }
+            Ok(change)
         })
         .await
     }
