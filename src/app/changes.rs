@@ -275,6 +275,14 @@ impl Changes {
             }
             other => other,
         };
+        // "Now" is the head read here, before the client has its answer: a
+        // change it commits once it has the answer comes after it.
+        let committed_at = match (start, heads.head) {
+            (Start::Now, head) if head > 0 => {
+                self.store.change_commit_time(organisation_id, head).await?
+            }
+            _ => None,
+        };
         let (tx, rx) = mpsc::channel(16);
         let mut watch = Watch {
             changes: Arc::clone(self),
@@ -288,7 +296,7 @@ impl Changes {
             position: Position {
                 organisation_id,
                 sequence: heads.head,
-                committed_at: None,
+                committed_at,
             },
             _slot: slot,
         };
@@ -416,7 +424,8 @@ impl Watch {
     async fn run(&mut self, start: Start) -> Result<(), DomainError> {
         match start {
             Start::Resume(position) => self.position = position,
-            Start::Now => self.position = self.now().await?,
+            // At the head as the watch was answered (`Changes::watch`).
+            Start::Now => {}
             Start::Snapshot => {
                 if self.snapshot().await.is_err() {
                     return Ok(());
@@ -451,21 +460,6 @@ impl Watch {
                 () = self.tx.closed() => return Ok(()),
             }
         }
-    }
-
-    /// The position at the organisation's head now.
-    async fn now(&self) -> Result<Position, DomainError> {
-        let store = &self.changes.store;
-        let heads = store.change_head(self.organisation_id).await?;
-        let committed_at = match heads.head {
-            0 => None,
-            head => store.change_commit_time(self.organisation_id, head).await?,
-        };
-        Ok(Position {
-            organisation_id: self.organisation_id,
-            sequence: heads.head,
-            committed_at,
-        })
     }
 
     /// Sends the changes after the watch's position, one batch; whether it
