@@ -297,6 +297,14 @@ impl Changes {
             ),
             other => other,
         };
+        // "Now" is the head read here, before the client has its answer: a
+        // change it commits once it has the answer comes after it.
+        let committed_at = match (start, heads.head) {
+            (Start::Now, head) if head > 0 => {
+                self.store.change_commit_time(organisation_id, head).await?
+            }
+            _ => None,
+        };
         let (tx, rx) = mpsc::channel(16);
         let mut watch = Watch {
             changes: Arc::clone(self),
@@ -310,7 +318,7 @@ impl Changes {
             position: Position {
                 organisation_id,
                 sequence: heads.head,
-                committed_at: None,
+                committed_at,
             },
             sent_through: 0,
             _slot: slot,
@@ -448,10 +456,10 @@ impl Watch {
                 self.position = position;
                 self.sent_through = position.sequence;
             }
+            // At the head as the watch was answered (`Changes::watch`); a
+            // heartbeat says where, so that the first change's
+            // previous_sequence can be checked.
             Start::Now => {
-                self.position = self.now().await?;
-                // Where the watch starts, so that its first change's
-                // previous_sequence can be checked.
                 let head = self.position.sequence;
                 if self.send_heartbeat(head).await.is_err() {
                     return Ok(());
@@ -496,21 +504,6 @@ impl Watch {
                 () = self.tx.closed() => return Ok(()),
             }
         }
-    }
-
-    /// The position at the organisation's head now.
-    async fn now(&self) -> Result<Position, DomainError> {
-        let store = &self.changes.store;
-        let heads = store.change_head(self.organisation_id).await?;
-        let committed_at = match heads.head {
-            0 => None,
-            head => store.change_commit_time(self.organisation_id, head).await?,
-        };
-        Ok(Position {
-            organisation_id: self.organisation_id,
-            sequence: heads.head,
-            committed_at,
-        })
     }
 
     /// Sends the changes after the watch's position, one batch; whether it

@@ -9,6 +9,7 @@ pub(crate) mod confirmations;
 pub(crate) mod connect;
 pub mod deadline;
 pub mod feed;
+mod feed_state;
 pub(crate) mod invites;
 pub(crate) mod models;
 pub(crate) mod organisations;
