@@ -16,6 +16,7 @@ mod commit_recheck;
 mod db_faults;
 mod example_env;
 mod failover;
+mod feed_store;
 mod fuzz;
 mod grpc_web;
 mod hasher_bounds;
