@@ -134,7 +134,7 @@ pub(super) async fn record(
         };
         let state = captured
             .state
-            .map(|state| serde_json::to_value(state))
+            .map(serde_json::to_value)
             .transpose()
             .map_err(|error| DomainError::Internal(format!("a change's state: {error}")))?;
         rows.push(AuditRow {

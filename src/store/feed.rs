@@ -280,10 +280,10 @@ impl Store {
         let result = match listened {
             Ok(Ok(())) => {
                 while let Some(payload) = payloads.recv().await {
-                    if let Some(rung) = parse_ring(&payload) {
-                        if doorbell.send(rung).await.is_err() {
-                            break;
-                        }
+                    if let Some(rung) = parse_ring(&payload)
+                        && doorbell.send(rung).await.is_err()
+                    {
+                        break;
                     }
                 }
                 Ok(())
@@ -455,17 +455,17 @@ impl Store {
         // Tombstones only kept the page's keyset position.
         let last = page.last().map(|target| target.target_id.clone());
         page.retain(|target| target.state.is_some());
-        if page.is_empty() {
-            if let Some(last) = last {
-                page.push(TargetChange {
-                    action: SNAPSHOT.to_owned(),
-                    target_type,
-                    target_id: last,
-                    owner: None,
-                    state: None,
-                    expires_at: None,
-                });
-            }
+        if page.is_empty()
+            && let Some(last) = last
+        {
+            page.push(TargetChange {
+                action: SNAPSHOT.to_owned(),
+                target_type,
+                target_id: last,
+                owner: None,
+                state: None,
+                expires_at: None,
+            });
         }
         Ok(page)
     }

@@ -20,7 +20,6 @@ async fn a_write_answers_with_its_change_and_the_feed_lists_it() {
             email: "watched@acme.example.com".into(),
             role: Role::NanoUser as i32,
             password: "correct horse battery".into(),
-            ..Default::default()
         }))
         .await
         .expect("create a user");
