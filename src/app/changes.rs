@@ -99,14 +99,21 @@ impl Watcher {
     }
 
     /// Fails when the watcher's credential no longer stands as it was
-    /// admitted (revoked, renewed, its role changed, its user suspended or
-    /// deleted, its session ended; a service no longer registered), by the
-    /// database as it is now.
-    async fn still_stands(&self, store: &Store) -> Result<(), DomainError> {
+    /// admitted (revoked, renewed, its user suspended or deleted, its
+    /// session ended; a service's key no longer registered), by the database
+    /// as it is now, with what a new call with the credential would be
+    /// answered. A user's role is read again: what the watcher is sent from
+    /// then on is what its current role may see, as a new call would.
+    async fn still_stands(&mut self, store: &Store) -> Result<(), DomainError> {
         match self {
-            Watcher::Member(principal) => store.recheck(&principal.change(None)).await,
+            Watcher::Member(principal) => {
+                if let Some(role) = store.recheck(&principal.change(None)).await? {
+                    principal.role = role;
+                }
+                Ok(())
+            }
             Watcher::Service(service) => {
-                if store.service_registered(&service.name).await? {
+                if store.service_key_works(&service.key_hash).await? {
                     Ok(())
                 } else {
                     Err(DomainError::Unauthenticated(
@@ -245,6 +252,7 @@ impl Changes {
             .await?;
         // After the read: a credential revoked by one of these changes fails
         // here, so nothing committed after a revocation is returned.
+        let mut who = who.clone();
         who.still_stands(&self.store).await?;
         let mut changes = Vec::new();
         for change in &batch {
