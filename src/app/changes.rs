@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -195,6 +195,36 @@ pub enum Event {
     },
 }
 
+/// The messages of a watch, as its client takes them.
+pub struct Events {
+    events: mpsc::Receiver<Event>,
+    end: oneshot::Receiver<DomainError>,
+    ended: bool,
+}
+
+impl Events {
+    /// The next message, or the error that ended the watch as soon as it
+    /// ended: before the messages still queued, which are older than the
+    /// end (the client resumes after the last it took). None once the watch
+    /// ended without an error, or after its error.
+    pub async fn next(&mut self) -> Option<Result<Event, DomainError>> {
+        if self.ended {
+            return None;
+        }
+        let next = tokio::select! {
+            biased;
+            end = &mut self.end => end.ok().map(Err),
+            event = self.events.recv() => match event {
+                Some(event) => return Some(Ok(event)),
+                // The watch ended; its error (if any) is sent just after.
+                None => (&mut self.end).await.ok().map(Err),
+            },
+        };
+        self.ended = true;
+        next
+    }
+}
+
 /// A page of ListChanges.
 #[derive(Debug, Clone)]
 pub struct ChangePage {
@@ -266,13 +296,13 @@ impl Changes {
         })
     }
 
-    /// Starts a watch for `who`; its messages arrive on the receiver, and
-    /// the error that ended it, if one did, as its last.
+    /// Starts a watch for `who`; its messages, and the error that ended it,
+    /// arrive through the [`Events`].
     pub async fn watch(
         self: &Arc<Self>,
         who: Watcher,
         request: WatchRequest,
-    ) -> Result<mpsc::Receiver<Result<Event, DomainError>>, DomainError> {
+    ) -> Result<Events, DomainError> {
         let organisation_id = who.organisation(request.organisation_id)?;
         let heartbeat = self.heartbeat_of(request.heartbeat)?;
         let slot = self.take_slot(&who)?;
@@ -300,12 +330,22 @@ impl Changes {
             },
             _slot: slot,
         };
+        let (end_tx, end) = oneshot::channel();
         tokio::spawn(async move {
-            if let Err(error) = watch.run(start).await {
-                let _ = watch.tx.send(Err(error)).await;
+            let ended = watch.run(start).await;
+            // Ends at once, whether or not its client takes what it was
+            // sent: its slot and its batch go now, and the error does not
+            // wait for room behind the queued messages.
+            drop(watch);
+            if let Err(error) = ended {
+                let _ = end_tx.send(error);
             }
         });
-        Ok(rx)
+        Ok(Events {
+            events: rx,
+            end,
+            ended: false,
+        })
     }
 
     fn heartbeat_of(&self, asked: Option<Duration>) -> Result<Duration, DomainError> {
@@ -411,7 +451,7 @@ struct Watch {
     organisation_id: Uuid,
     filter: ChangeFilter,
     heartbeat: Duration,
-    tx: mpsc::Sender<Result<Event, DomainError>>,
+    tx: mpsc::Sender<Event>,
     heads: watch::Receiver<i64>,
     /// The sequence this watch has gone past, for the lag metric.
     delivered: Arc<Delivered>,
@@ -426,11 +466,14 @@ impl Watch {
             Start::Resume(position) => self.position = position,
             Start::Now => self.position = self.now().await?,
             Start::Snapshot => {
-                if self.snapshot().await.is_err() {
+                if self.send_snapshot().await?.is_err() {
                     return Ok(());
                 }
             }
         }
+        // A revocation committed after the call was admitted but before the
+        // watch began listening moves no head it waits on: it fails here.
+        self.who.still_stands(&self.changes.store).await?;
         self.delivered.set(self.position.sequence);
         let mut last_sent = Instant::now();
         loop {
@@ -542,7 +585,7 @@ impl Watch {
                 permit = self.tx.reserve() => {
                     return Ok(match permit {
                         Ok(permit) => {
-                            permit.send(Ok(event));
+                            permit.send(event);
                             Ok(())
                         }
                         Err(_) => Err(Gone),
@@ -557,17 +600,6 @@ impl Watch {
 
     /// Sends the organisation's current state, then sets the position to
     /// the sequence it shows.
-    async fn snapshot(&mut self) -> Result<(), Gone> {
-        let result = self.send_snapshot().await;
-        match result {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                let _ = self.tx.send(Err(error)).await;
-                Err(Gone)
-            }
-        }
-    }
-
     async fn send_snapshot(&mut self) -> Result<Result<(), Gone>, DomainError> {
         let store = self.changes.store.clone();
         let (pages_tx, mut pages) = mpsc::channel(2);
@@ -578,9 +610,19 @@ impl Watch {
         let mut sequence = 0;
         while let Some((at, targets)) = pages.recv().await {
             sequence = at;
-            let targets: Vec<TargetChange> = targets
+            let targets: Vec<&TargetChange> = targets
                 .iter()
                 .filter(|target| self.filter.matches(target))
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            // After the page's read, as after a batch of changes: a page
+            // read after the watcher's revocation (its targets may show
+            // states committed after it) fails here, before it is sent.
+            self.who.still_stands(&self.changes.store).await?;
+            let targets: Vec<TargetChange> = targets
+                .into_iter()
                 .filter_map(|target| self.who.view(target))
                 .collect();
             if targets.is_empty() {
