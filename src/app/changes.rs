@@ -153,8 +153,25 @@ impl Watcher {
             .collect();
         (!targets.is_empty()).then(|| ChangeRecord {
             targets,
+            actor: self.actor_of(change),
             ..change.clone()
         })
+    }
+
+    /// Who made `change`, as this watcher may know it: a caller who may not
+    /// read the organisation's members (as GetOrganisation's rule says) is
+    /// told only when it made the change itself; no other user's id, and
+    /// nothing of the API key (its fingerprint), as WhoAmI shows such a
+    /// caller the organisation.
+    fn actor_of(&self, change: &ChangeRecord) -> String {
+        match self {
+            Watcher::Member(principal)
+                if !principal.can(MEMBERS_READ) && change.actor != principal.actor.to_string() =>
+            {
+                String::new()
+            }
+            _ => change.actor.clone(),
+        }
     }
 }
 
