@@ -242,18 +242,20 @@ fn target_to_proto(target: &TargetChange) -> proto::TargetChange {
         action: target.action.clone(),
         target_type: target.target_type.as_str().to_owned(),
         target_id: target.target_id.clone(),
-        state: Some(state_to_proto(target.state.as_ref())),
+        state: state_to_proto(target.state.as_ref()),
         expires_at: target.expires_at.map(convert::timestamp),
     }
 }
 
-fn state_to_proto(state: Option<&TargetState>) -> proto::target_change::State {
+/// The contract's state of a target; none for a registered service's (in
+/// the deployment's feed), which the contract has no message for yet.
+fn state_to_proto(state: Option<&TargetState>) -> Option<proto::target_change::State> {
     use proto::target_change::State as S;
     let Some(state) = state else {
-        return S::Tombstone(proto::Tombstone {});
+        return Some(S::Tombstone(proto::Tombstone {}));
     };
-    match state {
-        TargetState::User(user) => S::User(convert::user(user)),
+    Some(match state {
+        TargetState::User(user) => S::User(convert::user_info(user)),
         TargetState::Invite(invite) => S::Invite(convert::invite(invite)),
         TargetState::Session(session) => {
             S::Session(session_service::session_to_proto(session, None))
@@ -292,5 +294,6 @@ fn state_to_proto(state: Option<&TargetState>) -> proto::target_change::State {
         TargetState::Organisation(organisation) => {
             S::Organisation(convert::organisation(organisation))
         }
-    }
+        TargetState::Service(_) => return None,
+    })
 }

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::change::UserInfo;
 use crate::domain::input;
 use crate::domain::user::{Organisation, User, UserState};
 use crate::domain::{DomainError, Role};
@@ -45,12 +46,17 @@ pub fn count(value: i64) -> i32 {
 }
 
 pub fn user(user: &User) -> proto::User {
+    user_info(&UserInfo::from(user))
+}
+
+/// A user as the change feed keeps it (the tokenKey by its fingerprint).
+pub fn user_info(user: &UserInfo) -> proto::User {
     proto::User {
         id: user.id.to_string(),
         email: user.email.clone(),
         role: role_to_proto(user.role) as i32,
         created_at: Some(timestamp(user.created_at)),
-        token_key_fingerprint: user.token_key_fingerprint(),
+        token_key_fingerprint: user.token_key_fingerprint.clone(),
         updated_at: Some(timestamp(user.updated_at)),
         etag: user.etag(),
         last_login_at: user.last_login_at.map(timestamp),

@@ -84,6 +84,9 @@ impl Credentials {
         self.store
             .write(&caller.change(request_id), OrgLock::Shared, async |conn| {
                 let user = users::locked(conn, organisation_id, user.id).await?;
+                let why = "its user's password changed";
+                let ending =
+                    users::ending_credentials(conn, &user, Some(session_id), false, why).await?;
                 users::set_password(conn, user.id, &new_hash).await?;
                 let keep = known.keep.as_ref().map(|(peer, until)| (&peer.key, *until));
                 limit_rows::new_password(conn, &known.email_key, keep).await?;
@@ -100,7 +103,7 @@ impl Credentials {
                     None,
                     Some(format!("other sessions ended: {ended}")),
                 );
-                Ok(Change::audited((), audit).settling())
+                Ok(Change::audited((), audit).and_all(ending).settling())
             })
             .await
     }
@@ -167,6 +170,8 @@ impl Credentials {
                 users::set_password(conn, user.id, &new_hash).await?;
                 let known = login_limiter.new_password(&user.email, None);
                 limit_rows::new_password(conn, &known.email_key, None).await?;
+                let why = "its user's password was reset";
+                let ended = users::ending_credentials(conn, &user, None, true, why).await?;
                 let renewed = users::renew_token_key_with_role(conn, &user, user.role).await?;
                 resets::use_all_of_user(conn, user.id).await?;
                 let audit = Audit::user(
@@ -175,7 +180,7 @@ impl Credentials {
                     Some(user.token_key_fingerprint()),
                     Some(renewed.token_key_fingerprint()),
                 );
-                Ok(Change::audited((), audit).settling())
+                Ok(Change::audited((), audit).and_all(ended).settling())
             })
             .await
             .map_err(|error| match error {

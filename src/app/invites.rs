@@ -16,7 +16,7 @@ use crate::auth::opaque::{self, INVITE_PREFIX};
 use crate::auth::passwords::{Passwords, Requester};
 use crate::auth::tokens::AccessTokens;
 use crate::domain::actor::{Actor, ChangeContext, Proof};
-use crate::domain::audit::{INVITE_ACCEPT, INVITE_CREATE, INVITE_REVOKE};
+use crate::domain::audit::{INVITE_ACCEPT, INVITE_CREATE, INVITE_REVOKE, USER_CREATE};
 use crate::domain::error::AuthFailure;
 use crate::domain::invite::Invite;
 use crate::domain::session::SessionLifetime;
@@ -186,8 +186,14 @@ impl Invites {
                 let opened = open_session(conn, &user, client, lifetime).await?;
                 let audit =
                     Audit::invite(INVITE_ACCEPT, &invite, Some(format!("user {}", user.id)));
+                let created = Audit::user(USER_CREATE, &user, None, Some(user.role.to_string()));
+                let session = opened.audit(&user);
                 let joined = Actor::User(user.id);
-                Ok(Change::unchanged(opened).and_by(joined, audit).settling())
+                Ok(Change::unchanged(opened)
+                    .and_by(joined.clone(), audit)
+                    .and_by(joined.clone(), created)
+                    .and_by(joined, session)
+                    .settling())
             })
             .await
             .map_err(|error| match error {

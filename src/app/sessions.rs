@@ -16,7 +16,8 @@ use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::tokens::{AccessTokens, IssuedToken, TokenClaims};
 use crate::domain::actor::{Actor, ChangeContext, Proof};
 use crate::domain::audit::{
-    LOGIN_FAILED, LOGIN_SUCCEEDED, SESSION_LOGOUT, SESSION_REFRESH_REUSED, SESSION_REVOKE,
+    LOGIN_FAILED, LOGIN_SUCCEEDED, SESSION_LOGOUT, SESSION_OPEN, SESSION_REFRESH,
+    SESSION_REFRESH_REUSED, SESSION_REVOKE,
 };
 use crate::domain::error::AuthFailure;
 use crate::domain::session::{EndReason, Session, SessionLifetime, kept_user_agent};
@@ -193,7 +194,8 @@ impl Sessions {
                 let user = users::locked(conn, organisation_id, user_id).await?;
                 let opened = open_session(conn, &user, client, lifetime).await?;
                 let audit = Audit::user(LOGIN_SUCCEEDED, &user, None, Some(client_text(client)));
-                Ok(Change::audited(opened, audit))
+                let session = opened.audit(&user);
+                Ok(Change::audited(opened, audit).and(session))
             })
             .await
             .map_err(|error| match error {
@@ -436,6 +438,13 @@ pub(crate) struct Opened {
     refresh_token: String,
 }
 
+impl Opened {
+    /// The audit event of the session's opening, for `user`.
+    pub(crate) fn audit(&self, user: &User) -> Audit {
+        Audit::session(SESSION_OPEN, self.session.id, user)
+    }
+}
+
 /// Opens a session of `user` with its first refresh token, and records the
 /// sign-in, on the change's connection.
 pub(crate) async fn open_session(
@@ -508,13 +517,15 @@ async fn rotate_refresh_token(
         ..session
     };
     let token = issue(tokens, &refreshed)?;
-    Ok(Change::unchanged(RefreshOutcome::Refreshed(Refreshed {
+    let audit = Audit::session(SESSION_REFRESH, refreshed.id, &user);
+    let outcome = RefreshOutcome::Refreshed(Refreshed {
         token,
         refresh: IssuedRefresh {
             token: next.token,
             expires_at,
         },
-    })))
+    });
+    Ok(Change::audited(outcome, audit))
 }
 
 /// An access token of `session`, expiring with it at the latest.

@@ -201,6 +201,9 @@ impl Users {
                     }));
                 }
                 keeps_an_admin_without(conn, &user, Some(role)).await?;
+                let ended =
+                    users::ending_credentials(conn, &user, None, true, "its user's role changed")
+                        .await?;
                 let updated = users::renew_token_key_with_role(conn, &user, role).await?;
                 // Every pending invite's creator holds users.invite (a
                 // migration revoked older ones), so only losing it leaves
@@ -221,7 +224,10 @@ impl Users {
                     changed: true,
                     revoked_invites: revoked.len(),
                 };
-                Ok(Change::audited(outcome, audit).and_all(revoked).settling())
+                Ok(Change::audited(outcome, audit)
+                    .and_all(revoked)
+                    .and_all(ended)
+                    .settling())
             })
             .await
     }
@@ -373,13 +379,19 @@ impl Confirmable for OnUser {
 
 async fn delete_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, DomainError> {
     keeps_an_admin_without(conn, &user, None).await?;
+    let ended = users::ending_credentials(conn, &user, None, true, "its user was deleted").await?;
     users::delete(conn, &user).await?;
     let revoked = revoke_invites_of(conn, &user, "its creator was deleted").await?;
     let audit = Audit::user(USER_DELETE, &user, Some(user.role.to_string()), None);
-    Ok(Change::audited(user, audit).and_all(revoked).settling())
+    Ok(Change::audited(user, audit)
+        .and_all(revoked)
+        .and_all(ended)
+        .settling())
 }
 
 async fn renew_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, DomainError> {
+    let why = "its user's tokenKey was renewed";
+    let ended = users::ending_credentials(conn, &user, None, true, why).await?;
     let renewed = users::renew_token_key_with_role(conn, &user, user.role).await?;
     let audit = Audit::user(
         USER_RENEW_TOKEN_KEY,
@@ -387,7 +399,7 @@ async fn renew_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, Domain
         Some(format!("tokenKey {}", user.token_key_fingerprint())),
         Some(format!("tokenKey {}", renewed.token_key_fingerprint())),
     );
-    Ok(Change::audited(renewed, audit).settling())
+    Ok(Change::audited(renewed, audit).and_all(ended).settling())
 }
 
 async fn suspend_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, DomainError> {
@@ -395,6 +407,8 @@ async fn suspend_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, Doma
         return Ok(Change::unchanged(user));
     }
     keeps_an_admin_without(conn, &user, None).await?;
+    let ended =
+        users::ending_credentials(conn, &user, None, true, "its user was suspended").await?;
     let suspended = users::suspend(conn, &user).await?;
     let revoked = revoke_invites_of(conn, &user, "its creator was suspended").await?;
     let audit = Audit::user(
@@ -405,6 +419,7 @@ async fn suspend_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, Doma
     );
     Ok(Change::audited(suspended, audit)
         .and_all(revoked)
+        .and_all(ended)
         .settling())
 }
 

@@ -4,20 +4,25 @@ use uuid::Uuid;
 
 use super::Permission;
 
-/// Who acts: a user, or the holder of the organisation API key (named by
-/// the key's fingerprint). Its text form ("user:<id>", "api_key:<fp>") is
-/// what the audit log records.
+/// The text form of [`Actor::Operator`].
+const OPERATOR: &str = "operator";
+
+/// Who acts: a user, the holder of the organisation API key (named by the
+/// key's fingerprint), or the operator of the deployment (a command of the
+/// `usermgmt` command line). Its text form ("user:<id>", "api_key:<fp>",
+/// "operator") is what the audit log records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Actor {
     User(Uuid),
     ApiKey(String),
+    Operator,
 }
 
 impl Actor {
     pub fn user_id(&self) -> Option<Uuid> {
         match self {
             Actor::User(id) => Some(*id),
-            Actor::ApiKey(_) => None,
+            Actor::ApiKey(_) | Actor::Operator => None,
         }
     }
 }
@@ -25,8 +30,11 @@ impl Actor {
 impl std::str::FromStr for Actor {
     type Err = ();
 
-    /// The text form back ("user:<id>", "api_key:<fp>").
+    /// The text form back ("user:<id>", "api_key:<fp>", "operator").
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == OPERATOR {
+            return Ok(Actor::Operator);
+        }
         match text.split_once(':') {
             Some(("user", id)) => id.parse().map(Actor::User).map_err(|_| ()),
             Some(("api_key", fingerprint)) if !fingerprint.is_empty() => {
@@ -42,6 +50,7 @@ impl fmt::Display for Actor {
         match self {
             Actor::User(id) => write!(f, "user:{id}"),
             Actor::ApiKey(fingerprint) => write!(f, "api_key:{fingerprint}"),
+            Actor::Operator => f.write_str(OPERATOR),
         }
     }
 }

@@ -10,8 +10,9 @@ use uuid::Uuid;
 use super::DomainError;
 use super::api_token::ApiToken;
 use super::invite::Invite;
+use super::role::Role;
 use super::session::Session;
-use super::user::{Organisation, User};
+use super::user::{Organisation, User, UserState};
 
 /// The kinds of target a change can name (the audit log's `target_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,10 +24,17 @@ pub enum TargetType {
     PlaybackToken,
     PlaybackKey,
     Organisation,
+    /// A registered internal service: only in the deployment's feed, the
+    /// one of the nil organisation id ([`DEPLOYMENT`]).
+    Service,
 }
 
+/// The organisation id of the deployment's own feed: the changes of what
+/// belongs to no organisation (the registered internal services).
+pub const DEPLOYMENT: Uuid = Uuid::nil();
+
 impl TargetType {
-    pub const ALL: [TargetType; 7] = [
+    pub const ALL: [TargetType; 8] = [
         TargetType::User,
         TargetType::Invite,
         TargetType::Session,
@@ -34,6 +42,7 @@ impl TargetType {
         TargetType::PlaybackToken,
         TargetType::PlaybackKey,
         TargetType::Organisation,
+        TargetType::Service,
     ];
 
     /// The name the contract and the audit log use.
@@ -46,6 +55,7 @@ impl TargetType {
             TargetType::PlaybackToken => "playback_token",
             TargetType::PlaybackKey => "playback_key",
             TargetType::Organisation => "organisation",
+            TargetType::Service => "service",
         }
     }
 
@@ -78,18 +88,71 @@ pub struct SigningKeyInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A user as the feed keeps it: what the Get and List RPCs show, the
+/// tokenKey by its fingerprint only (the tokenKey is in every access token
+/// of the user; the feed's stored states outlive it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserInfo {
+    pub id: Uuid,
+    pub organisation_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub token_key_fingerprint: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_login_at: Option<DateTime<Utc>>,
+    pub state: UserState,
+}
+
+impl From<&User> for UserInfo {
+    fn from(user: &User) -> Self {
+        UserInfo {
+            id: user.id,
+            organisation_id: user.organisation_id,
+            email: user.email.clone(),
+            role: user.role,
+            token_key_fingerprint: user.token_key_fingerprint(),
+            version: user.version,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+            last_login_at: user.last_login_at,
+            state: user.state,
+        }
+    }
+}
+
+impl UserInfo {
+    /// The user's entity tag, as [`User::etag`].
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+}
+
+/// A registered internal service: its name and since when (never its key).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// A target's state after a change: the resource the Get and List RPCs
-/// return. Stored with the change (as JSON), so never holding a secret.
+/// return. Stored with the change (as JSON), so never holding a secret, a
+/// hash, a key or a token: a user's tokenKey only by its fingerprint, a
+/// session without the tokenKey it was opened under, a signing key's
+/// public half only.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", content = "state", rename_all = "snake_case")]
 pub enum TargetState {
-    User(User),
+    User(UserInfo),
     Invite(Invite),
     Session(Session),
     ApiToken(ApiToken),
     PlaybackToken(PlaybackTokenInfo),
     PlaybackKey(SigningKeyInfo),
     Organisation(Organisation),
+    Service(ServiceInfo),
 }
 
 /// One target of a change.

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::Tx;
 use super::cache::ApiTokenCheck;
-use super::schema::api_tokens;
+use super::schema::{api_tokens, users};
 use super::text::StoredText as _;
 use super::{Store, db_error};
 use crate::domain::DomainError;
@@ -231,6 +231,56 @@ struct UseRecorded {
     user_id: Uuid,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     first: bool,
+}
+
+/// The tokens of the organisation with these ids, as the transaction sees
+/// them (the change feed's states), each with whether it still works: it is
+/// unrevoked, unexpired, and made under its user's current tokenKey. Those
+/// gone are missing.
+pub(super) async fn by_ids(
+    conn: &mut Tx<'_>,
+    organisation_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<(ApiToken, bool)>, DomainError> {
+    let rows: Vec<(ApiTokenRow, Option<DateTime<Utc>>, Uuid, Uuid)> = api_tokens::table
+        .inner_join(users::table)
+        .filter(api_tokens::organisation_id.eq(organisation_id))
+        .filter(api_tokens::id.eq_any(ids))
+        .select((
+            ApiTokenRow::as_select(),
+            api_tokens::revoked_at,
+            api_tokens::token_key,
+            users::token_key,
+        ))
+        .load(conn.pg())
+        .await?;
+    let now = Utc::now();
+    rows.into_iter()
+        .map(|(row, revoked_at, made_under, current)| {
+            let token = ApiToken::try_from(row)?;
+            let works = revoked_at.is_none() && token.expires_at > now && made_under == current;
+            Ok((token, works))
+        })
+        .collect()
+}
+
+/// The user's tokens that work under `token_key`: those a renewal of the
+/// tokenKey (or the user's deletion) is about to end.
+pub async fn working_of_user(
+    conn: &mut Tx<'_>,
+    user_id: Uuid,
+    token_key: Uuid,
+) -> Result<Vec<ApiToken>, DomainError> {
+    let rows: Vec<ApiTokenRow> = api_tokens::table
+        .filter(api_tokens::user_id.eq(user_id))
+        .filter(api_tokens::token_key.eq(token_key))
+        .filter(api_tokens::revoked_at.is_null())
+        .filter(api_tokens::expires_at.gt(diesel::dsl::now))
+        .select(ApiTokenRow::as_select())
+        .order(api_tokens::id)
+        .load(conn.pg())
+        .await?;
+    rows.into_iter().map(ApiToken::try_from).collect()
 }
 
 /// Creates a token; returns it.

@@ -11,7 +11,7 @@ use super::{Store, db_error};
 use crate::domain::DomainError;
 use crate::domain::actor::{Actor, ChangeContext};
 use crate::domain::api_token::ApiToken;
-use crate::domain::audit::{AuditEvent, AuditFilter, is_change};
+use crate::domain::audit::{AuditEvent, AuditFilter, SequenceCursor, is_change};
 use crate::domain::change::Position;
 use crate::domain::invite::Invite;
 use crate::domain::user::User;
@@ -24,6 +24,10 @@ pub struct Audit {
     pub target_label: String,
     pub before: Option<String>,
     pub after: Option<String>,
+    /// The user the target belongs to (a session's or API token's, a user
+    /// itself), for the change feed: who may see the change, tombstones
+    /// included (when the row is gone, this is all that says whose it was).
+    pub owner: Option<Uuid>,
 }
 
 impl Audit {
@@ -40,18 +44,25 @@ impl Audit {
             target_label: user.email.clone(),
             before,
             after,
+            owner: Some(user.id),
         }
     }
 
     /// A session's event, labelled with its user.
     pub fn session(action: &'static str, session_id: Uuid, user: &User) -> Self {
+        Self::session_of(action, session_id, user.id, &user.email)
+    }
+
+    /// A session's event, labelled with the email of its user `user_id`.
+    pub fn session_of(action: &'static str, session_id: Uuid, user_id: Uuid, email: &str) -> Self {
         Audit {
             action,
             target_type: "session",
             target_id: session_id.to_string(),
-            target_label: user.email.clone(),
+            target_label: email.to_owned(),
             before: None,
-            after: Some(format!("user {}", user.id)),
+            after: Some(format!("user {user_id}")),
+            owner: Some(user_id),
         }
     }
 
@@ -79,6 +90,7 @@ impl Audit {
                 token.user_id,
                 token.expires_at.to_rfc3339()
             )),
+            owner: Some(token.user_id),
         }
     }
 
@@ -90,46 +102,77 @@ impl Audit {
             target_label: invite.email.clone(),
             before: None,
             after,
+            owner: None,
         }
     }
 }
 
+/// Who a change's audit events are made by (unless an event names its own
+/// actor): in which organisation, by whom, for which call.
+pub(super) struct Author<'a> {
+    pub organisation_id: Uuid,
+    pub actor: &'a Actor,
+    pub request_id: Option<&'a str>,
+}
+
+impl<'a> Author<'a> {
+    /// The caller of a write.
+    pub fn of(ctx: &'a ChangeContext) -> Self {
+        Author {
+            organisation_id: ctx.organisation_id,
+            actor: &ctx.actor,
+            request_id: ctx.request_id.as_deref(),
+        }
+    }
+}
+
+/// The most audit rows one statement inserts (each binds 15 parameters, and
+/// a statement binds at most 65,535).
+const INSERT_BATCH: usize = 1000;
+
 /// Writes the audit events of a change, on the change's own connection (and
-/// so in its transaction), each as made by `ctx`'s actor or the actor it
+/// so in its transaction), each as made by `author`'s actor or the actor it
 /// names. When one of them records a change of the organisation's state, the
 /// change takes the organisation's next sequence number, and every event
 /// that does is a target of it, with the target's state after the change.
 /// Returns the change's position in the feed.
 pub(super) async fn record(
     conn: &mut Tx<'_>,
-    ctx: &ChangeContext,
+    author: Author<'_>,
     audits: Vec<(Option<Actor>, Audit)>,
 ) -> Result<Option<Position>, DomainError> {
     if audits.is_empty() {
         return Ok(None);
     }
-    let organisation_id = ctx.organisation_id;
-    let mut captured = Vec::with_capacity(audits.len());
-    for (_, audit) in &audits {
-        captured.push(if is_change(audit.action) {
-            Some(feed::capture(conn, organisation_id, audit.target_type, &audit.target_id).await?)
-        } else {
-            None
-        });
-    }
-    let position = if captured.iter().any(Option::is_some) {
-        Some(feed::next_change(conn, organisation_id).await?)
+    let organisation_id = author.organisation_id;
+    let targets: Vec<(&str, &str)> = audits
+        .iter()
+        .filter(|(_, audit)| is_change(audit.action))
+        .map(|(_, audit)| (audit.target_type, audit.target_id.as_str()))
+        .collect();
+    let (position, captured) = if targets.is_empty() {
+        (None, Vec::new())
     } else {
-        None
+        let captured = feed::capture(conn, organisation_id, &targets).await?;
+        (
+            Some(feed::next_change(conn, organisation_id).await?),
+            captured,
+        )
     };
+    let mut captured = captured.into_iter();
     let occurred_at = position
         .and_then(|position| position.committed_at)
         .unwrap_or_else(Utc::now);
     let mut rows = Vec::with_capacity(audits.len());
-    for ((actor, audit), captured) in audits.into_iter().zip(captured) {
-        let actor = actor.as_ref().unwrap_or(&ctx.actor).to_string();
-        let (sequence, captured) = match (position, captured) {
-            (Some(position), Some(captured)) => (Some(position.sequence), captured),
+    for (actor, audit) in audits {
+        let actor = actor.as_ref().unwrap_or(author.actor).to_string();
+        let (sequence, captured) = match position {
+            Some(position) if is_change(audit.action) => (
+                Some(position.sequence),
+                captured.next().ok_or_else(|| {
+                    DomainError::Internal("a change's target was not captured".into())
+                })?,
+            ),
             _ => (None, feed::Captured::default()),
         };
         let state = captured
@@ -137,6 +180,10 @@ pub(super) async fn record(
             .map(serde_json::to_value)
             .transpose()
             .map_err(|error| DomainError::Internal(format!("a change's state: {error}")))?;
+        let owner_id = match sequence {
+            Some(_) => captured.owner.or(audit.owner),
+            None => None,
+        };
         rows.push(AuditRow {
             id: Uuid::now_v7(),
             organisation_id,
@@ -148,18 +195,51 @@ pub(super) async fn record(
             target_label: audit.target_label,
             before: audit.before,
             after: audit.after,
-            request_id: ctx.request_id.clone(),
+            request_id: author.request_id.map(str::to_owned),
             sequence,
-            owner_id: captured.owner,
+            owner_id,
             state,
             expires_at: captured.expires_at,
         });
     }
-    diesel::insert_into(audit_events::table)
-        .values(rows)
-        .execute(conn.pg())
-        .await?;
+    for batch in rows.chunks(INSERT_BATCH) {
+        diesel::insert_into(audit_events::table)
+            .values(batch)
+            .execute(conn.pg())
+            .await?;
+    }
     Ok(position)
+}
+
+type AuditSelect = diesel::dsl::IntoBoxed<
+    'static,
+    diesel::dsl::Select<audit_events::table, diesel::dsl::AsSelect<AuditRow, diesel::pg::Pg>>,
+    diesel::pg::Pg,
+>;
+
+/// The organisation's events that match `filter` (but its
+/// `after_sequence`), boxed.
+fn filtered(organisation_id: Uuid, filter: &AuditFilter) -> AuditSelect {
+    let mut query = audit_events::table
+        .select(AuditRow::as_select())
+        .into_boxed()
+        .filter(audit_events::organisation_id.eq(organisation_id));
+    if let Some(actor) = &filter.actor {
+        query = query.filter(audit_events::actor.eq(actor.clone()));
+    }
+    if let Some(target_id) = &filter.target_id {
+        query = query.filter(audit_events::target_id.eq(target_id.clone()));
+    }
+    if let Some(action) = &filter.action {
+        query = query.filter(audit_events::action.eq(action.clone()));
+    }
+    if let Some(start) = filter.start_time {
+        query = query.filter(audit_events::occurred_at.ge(start));
+    }
+    if let Some(end) = filter.end_time {
+        query = query.filter(audit_events::occurred_at.lt(end));
+    }
+    query
 }
 
 impl Store {
@@ -172,29 +252,40 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AuditEvent>, DomainError> {
         let mut conn = self.conn().await?;
-        let mut query = audit_events::table
-            .filter(audit_events::organisation_id.eq(organisation_id))
-            .select(AuditRow::as_select())
+        let mut query = filtered(organisation_id, filter)
             .order(audit_events::id.desc())
-            .limit(limit)
-            .into_boxed();
-        if let Some(actor) = &filter.actor {
-            query = query.filter(audit_events::actor.eq(actor.clone()));
-        }
-        if let Some(target_id) = &filter.target_id {
-            query = query.filter(audit_events::target_id.eq(target_id.clone()));
-        }
-        if let Some(action) = &filter.action {
-            query = query.filter(audit_events::action.eq(action.clone()));
-        }
-        if let Some(start) = filter.start_time {
-            query = query.filter(audit_events::occurred_at.ge(start));
-        }
-        if let Some(end) = filter.end_time {
-            query = query.filter(audit_events::occurred_at.lt(end));
-        }
+            .limit(limit);
         if let Some(before_id) = before_id {
             query = query.filter(audit_events::id.lt(before_id));
+        }
+        let rows = query.load(&mut conn).await.map_err(db_error)?;
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
+    }
+
+    /// A page of the organisation's audit events of the change feed's
+    /// changes after `after_sequence`, oldest first by (sequence, id),
+    /// after `after` (the last event of the previous page).
+    pub async fn list_audit_events_by_sequence(
+        &self,
+        organisation_id: Uuid,
+        filter: &AuditFilter,
+        after_sequence: i64,
+        after: Option<SequenceCursor>,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, DomainError> {
+        let mut conn = self.conn().await?;
+        let mut query = filtered(organisation_id, filter)
+            .filter(audit_events::sequence.gt(after_sequence))
+            .order((audit_events::sequence.asc(), audit_events::id.asc()))
+            .limit(limit);
+        if let Some(after) = after {
+            query = query.filter(
+                audit_events::sequence
+                    .gt(after.sequence)
+                    .or(audit_events::sequence
+                        .eq(after.sequence)
+                        .and(audit_events::id.gt(after.id))),
+            );
         }
         let rows = query.load(&mut conn).await.map_err(db_error)?;
         Ok(rows.into_iter().map(AuditEvent::from).collect())

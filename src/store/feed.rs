@@ -52,15 +52,15 @@ pub(super) struct Captured {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// The state of the target `target_type`/`target_id` of `organisation_id`
-/// as the transaction sees it now (after the change).
+/// The states of the targets `targets` (each a target type and id) of
+/// `organisation_id` as the transaction sees them now (after the change), in
+/// their order: see `feed_state`.
 pub(super) async fn capture(
-    _conn: &mut Tx<'_>,
-    _organisation_id: Uuid,
-    _target_type: &str,
-    _target_id: &str,
-) -> Result<Captured, DomainError> {
-    Ok(Captured::default())
+    conn: &mut Tx<'_>,
+    organisation_id: Uuid,
+    targets: &[(&str, &str)],
+) -> Result<Vec<Captured>, DomainError> {
+    super::feed_state::capture(conn, organisation_id, targets).await
 }
 
 #[derive(QueryableByName)]
@@ -367,6 +367,13 @@ fn live_targets(target_type: TargetType) -> (&'static str, bool) {
              ORDER BY id LIMIT $3",
             true,
         ),
+        // Only in the deployment's feed (the nil organisation id).
+        TargetType::Service => (
+            "SELECT id::text AS id FROM service_credentials \
+             WHERE $1 = '00000000-0000-0000-0000-000000000000'::uuid AND id > $2::uuid \
+             AND revoked_at IS NULL ORDER BY id LIMIT $3",
+            true,
+        ),
     }
 }
 
@@ -424,34 +431,23 @@ impl Store {
             .load(&mut *conn)
             .await
             .map_err(db_error)?;
+        let kind = target_type.as_str();
+        let targets: Vec<(&str, &str)> = ids
+            .iter()
+            .map(|TargetId { id }| (kind, id.as_str()))
+            .collect();
+        let captured = capture(&mut Tx::over(&mut conn), organisation_id, &targets).await?;
         let mut page = Vec::with_capacity(ids.len());
-        for TargetId { id } in ids {
-            let captured = capture(
-                &mut Tx::over(&mut conn),
-                organisation_id,
-                target_type.as_str(),
-                &id,
-            )
-            .await?;
+        for (TargetId { id }, captured) in ids.iter().zip(captured) {
             // Gone since the ids were read: its tombstone follows in the feed.
-            let Some(state) = captured.state else {
-                page.push(TargetChange {
-                    action: SNAPSHOT.to_owned(),
-                    target_type,
-                    target_id: id,
-                    owner: captured.owner,
-                    state: None,
-                    expires_at: None,
-                });
-                continue;
-            };
+            let expires_at = captured.state.as_ref().and(captured.expires_at);
             page.push(TargetChange {
                 action: SNAPSHOT.to_owned(),
                 target_type,
-                target_id: id,
+                target_id: id.clone(),
                 owner: captured.owner,
-                state: Some(state),
-                expires_at: captured.expires_at,
+                state: captured.state,
+                expires_at,
             });
         }
         // Tombstones only kept the page's keyset position.

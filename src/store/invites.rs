@@ -35,6 +35,8 @@ fn creator_columns(creator: &Actor) -> (Option<Uuid>, Option<&str>) {
     match creator {
         Actor::User(id) => (Some(*id), None),
         Actor::ApiKey(fingerprint) => (None, Some(fingerprint.as_str())),
+        // No invite is the operator's: matches none, and cannot be stored.
+        Actor::Operator => (None, None),
     }
 }
 

@@ -13,6 +13,7 @@ use super::schema::{organisations, users};
 use super::text::StoredText as _;
 use super::write::Change;
 use super::{Store, db_error};
+use crate::domain::audit::{ORGANISATION_CREATE, USER_CREATE};
 use crate::domain::{DomainError, Role, email::Email, user::Organisation, user::User};
 
 /// A new API key's stored form.
@@ -51,7 +52,20 @@ impl Store {
                 password_hash,
             )
             .await?;
-            Ok(Change::unchanged(admin))
+            let created = Audit {
+                action: ORGANISATION_CREATE,
+                target_type: "organisation",
+                target_id: organisation_id.to_string(),
+                target_label: name.to_owned(),
+                before: None,
+                after: Some(format!("api_key={}", api_key.fingerprint)),
+                owner: None,
+            };
+            let first_admin =
+                Audit::user(USER_CREATE, &admin, None, Some(Role::NanoAdmin.to_string()));
+            Ok(Change::unchanged(admin)
+                .and_in(organisation_id, created)
+                .and_in(organisation_id, first_admin))
         })
         .await
     }
@@ -160,6 +174,7 @@ pub fn organisation_audit(
         target_label: after.name.clone(),
         before: Some(describe(before)),
         after: Some(describe(after)),
+        owner: None,
     }
 }
 

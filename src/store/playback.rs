@@ -20,8 +20,8 @@ use super::text::StoredText as _;
 use crate::domain::DomainError;
 use crate::domain::actor::ChangeContext;
 use crate::domain::audit::{
-    PLAYBACK_KEY_CREATE, PLAYBACK_KEY_REVOKE, PLAYBACK_KEY_ROTATE, PLAYBACK_TOKEN_ISSUE,
-    PLAYBACK_TOKEN_REVOKE,
+    PLAYBACK_KEY_CREATE, PLAYBACK_KEY_RETIRE, PLAYBACK_KEY_REVOKE, PLAYBACK_KEY_ROTATE,
+    PLAYBACK_TOKEN_ISSUE, PLAYBACK_TOKEN_REVOKE,
 };
 use crate::domain::playback::{self, SigningAlgorithm};
 use crate::sealing::{Keyring, Purpose};
@@ -56,6 +56,7 @@ fn key_audit(action: &'static str, kid: &str, before: Option<String>, after: &st
         target_label: String::new(),
         before,
         after: Some(after.to_owned()),
+        owner: None,
     }
 }
 
@@ -189,6 +190,7 @@ pub async fn record_token(
         target_label: key.kid.clone(),
         before: None,
         after: Some(after),
+        owner: None,
     };
     Ok((key, created.into_iter().chain([issued]).collect()))
 }
@@ -222,6 +224,12 @@ pub async fn rotate_key(
         }
     } else if let Some(old) = &old {
         retire(conn, &old.kid).await?;
+        audits.push(key_audit(
+            PLAYBACK_KEY_RETIRE,
+            &old.kid,
+            Some(old.alg.clone()),
+            "retired: verifies the tokens it signed until they expire",
+        ));
     }
     if !insert_key(conn, keyring, organisation_id, key).await? {
         return Err(DomainError::Aborted("a concurrent rotation won".into()));
@@ -277,6 +285,7 @@ pub async fn revoke_token(
         target_label: String::new(),
         before: Some(token.scope),
         after: Some("revoked".into()),
+        owner: None,
     };
     let revoked_at =
         revoked_at.ok_or_else(|| DomainError::Internal("revoked_at not set".into()))?;

@@ -7,11 +7,15 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use uuid::Uuid;
+
 use super::Tx;
+use super::audit::Audit;
 use super::schema::{mail_outbox, playback_signing_keys as keys, service_secrets};
 use super::write::Change;
 use super::{Store, db_error};
 use crate::domain::DomainError;
+use crate::domain::audit::PLAYBACK_KEY_REWRAP;
 use crate::sealing::{Keyring, OpenError, Purpose, Sealing, sealing_of};
 
 /// Playback keys re-sealed per query, within the one transaction.
@@ -175,14 +179,20 @@ impl Store {
         }
         self.operate(async |conn| {
             let mut done = rewrap_shared_secrets(conn, keyring).await?;
-            for more in [
-                rewrap_playback_keys(conn, keyring).await?,
-                rewrap_mail_payloads(conn, keyring).await?,
-            ] {
+            let (keys, resealed) = rewrap_playback_keys(conn, keyring).await?;
+            for more in [keys, rewrap_mail_payloads(conn, keyring).await?] {
                 done.sealed += more.sealed;
                 done.unchanged += more.unchanged;
             }
-            Ok(Change::unchanged(done))
+            // The deployment's secrets and the mail rows are no
+            // organisation's resources; each re-sealed signing key is a
+            // change of its organisation.
+            let change = resealed
+                .into_iter()
+                .fold(Change::unchanged(done), |change, (organisation_id, kid)| {
+                    change.and_in(organisation_id, rewrap_audit(&kid))
+                });
+            Ok(change)
         })
         .await
     }
@@ -254,26 +264,29 @@ async fn rewrap_shared_secrets(
     Ok(done)
 }
 
+/// Re-seals the playback signing keys; returns the counts and the keys
+/// re-sealed, each with its organisation.
 async fn rewrap_playback_keys(
     conn: &mut Tx<'_>,
     keyring: &Keyring,
-) -> Result<Rewrapped, DomainError> {
+) -> Result<(Rewrapped, Vec<(Uuid, String)>), DomainError> {
     let mut done = Rewrapped::default();
+    let mut resealed = Vec::new();
     let mut after = String::new();
     loop {
-        let rows: Vec<(String, Vec<u8>)> = keys::table
+        let rows: Vec<(String, Uuid, Vec<u8>)> = keys::table
             .filter(keys::kid.gt(&after))
-            .select((keys::kid, keys::private_key))
+            .select((keys::kid, keys::organisation_id, keys::private_key))
             .order(keys::kid)
             .limit(REWRAP_BATCH)
             .for_update()
             .load(conn.pg())
             .await?;
-        let Some((last, _)) = rows.last() else {
-            return Ok(done);
+        let Some((last, _, _)) = rows.last() else {
+            return Ok((done, resealed));
         };
         after = last.clone();
-        for (kid, stored) in rows {
+        for (kid, organisation_id, stored) in rows {
             match rewrapped(keyring, Purpose::PlaybackPrivateKey, &kid, &stored)? {
                 Some(sealed) => {
                     diesel::update(keys::table.find(&kid))
@@ -281,10 +294,25 @@ async fn rewrap_playback_keys(
                         .execute(conn.pg())
                         .await?;
                     done.sealed += 1;
+                    resealed.push((organisation_id, kid));
                 }
                 None => done.unchanged += 1,
             }
         }
+    }
+}
+
+/// The audit event of a signing key's re-sealing (its public half and
+/// validity are as they were: the feed repeats them).
+fn rewrap_audit(kid: &str) -> Audit {
+    Audit {
+        action: PLAYBACK_KEY_REWRAP,
+        target_type: "playback_key",
+        target_id: kid.to_owned(),
+        target_label: String::new(),
+        before: None,
+        after: Some("private key re-sealed with the current key-encryption key".into()),
+        owner: None,
     }
 }
 

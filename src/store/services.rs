@@ -5,22 +5,41 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
+use super::audit::Audit;
 use super::schema::service_credentials;
 use super::write::Change;
 use super::{Store, db_error, is_unique_violation};
 use crate::domain::DomainError;
+use crate::domain::audit::{SERVICE_REGISTER, SERVICE_REVOKE};
+use crate::domain::change::DEPLOYMENT;
+
+/// The audit event of a service's registration or revocation: a change of
+/// the deployment's feed (services belong to no organisation), naming the
+/// service by its id and name, never its key.
+fn service_audit(action: &'static str, id: Uuid, name: &str) -> Audit {
+    Audit {
+        action,
+        target_type: "service",
+        target_id: id.to_string(),
+        target_label: name.to_owned(),
+        before: None,
+        after: None,
+        owner: None,
+    }
+}
 
 impl Store {
     /// Registers a service under `name` with the hash of its key.
     pub async fn register_service(&self, name: &str, key_hash: &[u8]) -> Result<(), DomainError> {
         self.operate(async |conn| {
-            diesel::insert_into(service_credentials::table)
+            let id: Uuid = diesel::insert_into(service_credentials::table)
                 .values((
                     service_credentials::id.eq(Uuid::now_v7()),
                     service_credentials::name.eq(name),
                     service_credentials::secret_hash.eq(key_hash),
                 ))
-                .execute(conn.pg())
+                .returning(service_credentials::id)
+                .get_result(conn.pg())
                 .await
                 .map_err(|error| {
                     if is_unique_violation(&error) {
@@ -34,7 +53,7 @@ impl Store {
                         db_error(error)
                     }
                 })?;
-            Ok(Change::unchanged(()))
+            Ok(Change::unchanged(()).and_in(DEPLOYMENT, service_audit(SERVICE_REGISTER, id, name)))
         })
         .await
     }
@@ -43,15 +62,22 @@ impl Store {
     /// on every replica. Its name can then be registered again.
     pub async fn revoke_service(&self, name: &str) -> Result<(), DomainError> {
         self.operate(async |conn| {
-            let revoked = diesel::delete(
+            let revoked: Vec<Uuid> = diesel::delete(
                 service_credentials::table.filter(service_credentials::name.eq(name)),
             )
-            .execute(conn.pg())
+            .returning(service_credentials::id)
+            .get_results(conn.pg())
             .await?;
-            if revoked == 0 {
+            if revoked.is_empty() {
                 return Err(DomainError::NotFound("service"));
             }
-            Ok(Change::unchanged(()).settling())
+            let audits = revoked
+                .into_iter()
+                .map(|id| service_audit(SERVICE_REVOKE, id, name));
+            let change = audits.fold(Change::unchanged(()).settling(), |change, audit| {
+                change.and_in(DEPLOYMENT, audit)
+            });
+            Ok(change)
         })
         .await?;
         tracing::info!(service = name, at = %Utc::now(), "service revoked");

@@ -164,6 +164,41 @@ impl Store {
     }
 }
 
+/// The sessions of the organisation with these ids, ended or not, as the
+/// transaction sees them (the change feed's states); those gone are
+/// missing.
+pub(super) async fn by_ids(
+    conn: &mut Tx<'_>,
+    organisation_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Session>, DomainError> {
+    let rows: Vec<SessionRow> = sessions::table
+        .filter(sessions::organisation_id.eq(organisation_id))
+        .filter(sessions::id.eq_any(ids))
+        .select(SessionRow::as_select())
+        .load(conn.pg())
+        .await?;
+    Ok(rows.into_iter().map(Session::from).collect())
+}
+
+/// The ids of the user's live sessions but `keep`: those a change of the
+/// user is about to end.
+pub async fn live_of_user(
+    conn: &mut Tx<'_>,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+) -> Result<Vec<Uuid>, DomainError> {
+    Ok(sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::ended_at.is_null())
+        .filter(sessions::expires_at.gt(diesel::dsl::now))
+        .filter(sessions::id.ne(keep.unwrap_or(Uuid::nil())))
+        .select(sessions::id)
+        .order(sessions::id)
+        .load(conn.pg())
+        .await?)
+}
+
 /// Opens a session; returns it.
 pub async fn insert(conn: &mut Tx<'_>, new: NewSession<'_>) -> Result<Session, DomainError> {
     let row: SessionRow = diesel::insert_into(sessions::table)

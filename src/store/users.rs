@@ -11,11 +11,13 @@ use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use super::Tx;
+use super::audit::Audit;
 use super::models::{LoginRow, NewUserRow, UserRow};
 use super::schema::users;
 use super::text::StoredText as _;
 use super::write::Change;
 use super::{Store, db_error, is_unique_violation};
+use crate::domain::audit::{API_TOKEN_END, SESSION_END, USER_CREATE};
 use crate::domain::email::EmailPrefix;
 use crate::domain::session::EndReason;
 use crate::domain::user::{UserCursor, UserState};
@@ -262,12 +264,20 @@ impl Store {
             .map(|(email, role)| new_user(organisation_id, email, *role, password_hash))
             .collect();
         self.operate(async |conn| {
-            diesel::insert_into(users::table)
+            let inserted: Vec<UserRow> = diesel::insert_into(users::table)
                 .values(&rows)
-                .execute(conn.pg())
+                .returning(UserRow::as_returning())
+                .get_results(conn.pg())
                 .await
                 .map_err(user_exists_error)?;
-            Ok(Change::unchanged(()).settling())
+            let mut change = Change::unchanged(()).settling();
+            for row in inserted {
+                let user = User::try_from(row)?;
+                let role = Some(user.role.to_string());
+                change =
+                    change.and_in(organisation_id, Audit::user(USER_CREATE, &user, None, role));
+            }
+            Ok(change)
         })
         .await
     }
@@ -341,6 +351,50 @@ pub async fn locked(
         .optional()?
         .ok_or(DomainError::NotFound("user"))?
         .try_into()
+}
+
+/// The users of the organisation with these ids, as the transaction sees
+/// them (the change feed's states); those gone are missing.
+pub(super) async fn by_ids(
+    conn: &mut Tx<'_>,
+    organisation_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<User>, DomainError> {
+    let rows: Vec<UserRow> = users::table
+        .filter(users::organisation_id.eq(organisation_id))
+        .filter(users::id.eq_any(ids))
+        .select(UserRow::as_select())
+        .load(conn.pg())
+        .await?;
+    rows.into_iter().map(User::try_from).collect()
+}
+
+/// The audit events of the credentials of `user` that a change is about to
+/// end, read before the change: its live sessions but `keep_session` and,
+/// when `tokens` (the change renews the tokenKey or deletes the user), its
+/// working personal API tokens; each says `why`. Captured after the change,
+/// each is a tombstone in the change feed.
+pub async fn ending_credentials(
+    conn: &mut Tx<'_>,
+    user: &User,
+    keep_session: Option<Uuid>,
+    tokens: bool,
+    why: &str,
+) -> Result<Vec<Audit>, DomainError> {
+    let mut audits = Vec::new();
+    for session_id in super::sessions::live_of_user(conn, user.id, keep_session).await? {
+        let mut audit = Audit::session(SESSION_END, session_id, user);
+        audit.after = Some(format!("user {}; {why}", user.id));
+        audits.push(audit);
+    }
+    if tokens {
+        for token in super::api_tokens::working_of_user(conn, user.id, user.token_key).await? {
+            let mut audit = Audit::api_token(API_TOKEN_END, &token);
+            audit.after = Some(format!("user {}; {why}", user.id));
+            audits.push(audit);
+        }
+    }
+    Ok(audits)
 }
 
 /// How many active nanoAdmins the organisation has.

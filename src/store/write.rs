@@ -22,11 +22,14 @@ use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
+use std::collections::BTreeMap;
+
 use super::Store;
-use super::audit::{Audit, record};
+use super::audit::{Audit, Author, record};
 use super::text::StoredText as _;
 use crate::domain::actor::{Actor, ChangeContext, Proof};
 use crate::domain::api_token::allows;
+use crate::domain::change::Position;
 use crate::domain::error::AuthFailure;
 use crate::domain::permission::PermissionSet;
 use crate::domain::{DomainError, Permission, Role};
@@ -79,8 +82,17 @@ pub enum OrgLock {
 #[must_use]
 pub struct Change<T> {
     value: T,
-    audits: Vec<(Option<Actor>, Audit)>,
+    audits: Vec<Recorded>,
     settles: bool,
+}
+
+/// An audit event a change records: in the caller's organisation (or, for an
+/// operator's change, the one it names), by the caller (or the actor it
+/// names).
+struct Recorded {
+    organisation_id: Option<Uuid>,
+    actor: Option<Actor>,
+    audit: Audit,
 }
 
 impl<T> Change<T> {
@@ -100,21 +112,41 @@ impl<T> Change<T> {
 
     /// Records `audit` too.
     pub fn and(mut self, audit: Audit) -> Self {
-        self.audits.push((None, audit));
+        self.audits.push(Recorded {
+            organisation_id: None,
+            actor: None,
+            audit,
+        });
         self
     }
 
     /// Records `audit` too, as made by `actor` rather than the caller (the
     /// user an accepted invite created).
     pub fn and_by(mut self, actor: Actor, audit: Audit) -> Self {
-        self.audits.push((Some(actor), audit));
+        self.audits.push(Recorded {
+            organisation_id: None,
+            actor: Some(actor),
+            audit,
+        });
         self
     }
 
     /// Records every one of `audits` too.
-    pub fn and_all(mut self, audits: impl IntoIterator<Item = Audit>) -> Self {
-        self.audits
-            .extend(audits.into_iter().map(|audit| (None, audit)));
+    pub fn and_all(self, audits: impl IntoIterator<Item = Audit>) -> Self {
+        audits.into_iter().fold(self, Self::and)
+    }
+
+    /// Records `audit` too, in the organisation `organisation_id`: an
+    /// operator's change ([`Store::operate`]), which has no organisation of
+    /// its own, names the one each of its events is in
+    /// ([`crate::domain::change::DEPLOYMENT`] for what belongs to none).
+    /// Made by the operator.
+    pub fn and_in(mut self, organisation_id: Uuid, audit: Audit) -> Self {
+        self.audits.push(Recorded {
+            organisation_id: Some(organisation_id),
+            actor: None,
+            audit,
+        });
         self
     }
 
@@ -157,11 +189,16 @@ impl Store {
         self.commit(Some(caller), change).await
     }
 
-    /// An operator's change from the command line (provisioning, services),
-    /// or the mail outbox's own bookkeeping (a reset request's row, which
-    /// must be the same write whoever the email is; claiming, retrying and
-    /// deleting rows): the same path, with no caller to re-verify, no
-    /// organisation to lock and nothing to audit.
+    /// An operator's change from the command line (provisioning, seeding,
+    /// services, key rewrap), or internal bookkeeping (the mail outbox's: a
+    /// reset request's row, which must be the same write whoever the email
+    /// is; claiming, retrying and deleting rows; the change feed's
+    /// retention): the same path, with no caller to re-verify and no
+    /// organisation to lock. An operator's change records its audit events
+    /// with [`Change::and_in`], as made by [`Actor::Operator`]: each
+    /// organisation it changed takes its next sequence number (in id order,
+    /// so that two operators' changes never wait for each other in a
+    /// cycle). Bookkeeping records none: it changes no resource.
     pub async fn operate<T, F>(&self, change: F) -> Result<T, DomainError>
     where
         T: Send,
@@ -186,13 +223,8 @@ impl Store {
                 let mut done = change(&mut Tx(conn)).await?;
                 let audits = std::mem::take(&mut done.audits);
                 let position = match caller {
-                    Some(caller) => record(&mut Tx(conn), caller.ctx, audits).await?,
-                    None if audits.is_empty() => None,
-                    None => {
-                        return Err(DomainError::Internal(
-                            "an operator's change has no organisation to audit in".into(),
-                        ));
-                    }
+                    Some(caller) => record_call(&mut Tx(conn), caller.ctx, audits).await?,
+                    None => record_operator(&mut Tx(conn), audits).await?,
                 };
                 Ok((done, position))
             })
@@ -207,6 +239,53 @@ impl Store {
         }
         Ok(done.value)
     }
+}
+
+/// Records a call's audit events, all in the caller's organisation.
+async fn record_call(
+    conn: &mut Tx<'_>,
+    ctx: &ChangeContext,
+    audits: Vec<Recorded>,
+) -> Result<Option<Position>, DomainError> {
+    if audits.iter().any(|r| {
+        r.organisation_id
+            .is_some_and(|id| id != ctx.organisation_id)
+    }) {
+        return Err(DomainError::Internal(
+            "a call's change audits in another organisation".into(),
+        ));
+    }
+    let audits = audits.into_iter().map(|r| (r.actor, r.audit)).collect();
+    record(conn, Author::of(ctx), audits).await
+}
+
+/// Records an operator's audit events: one change (and sequence number) per
+/// organisation they are in, the organisations in id order. Returns the
+/// position of the last.
+async fn record_operator(
+    conn: &mut Tx<'_>,
+    audits: Vec<Recorded>,
+) -> Result<Option<Position>, DomainError> {
+    let mut by_organisation: BTreeMap<Uuid, Vec<(Option<Actor>, Audit)>> = BTreeMap::new();
+    for recorded in audits {
+        let organisation_id = recorded.organisation_id.ok_or_else(|| {
+            DomainError::Internal("an operator's change names no organisation to audit in".into())
+        })?;
+        by_organisation
+            .entry(organisation_id)
+            .or_default()
+            .push((recorded.actor, recorded.audit));
+    }
+    let mut last = None;
+    for (organisation_id, audits) in by_organisation {
+        let author = Author {
+            organisation_id,
+            actor: &Actor::Operator,
+            request_id: None,
+        };
+        last = record(conn, author, audits).await?.or(last);
+    }
+    Ok(last)
 }
 
 /// Takes the organisation's row lock, then checks that the caller may still
@@ -309,9 +388,10 @@ async fn recheck(
         }
         (Proof::Standing, Actor::User(_)) => holds(locked.member()?.0, permission),
         (Proof::ApiKey(_), Actor::User(_))
-        | (Proof::Session { .. } | Proof::ApiToken { .. }, Actor::ApiKey(_)) => Err(
-            DomainError::Internal("a caller's proof does not match its actor".into()),
-        ),
+        | (Proof::Session { .. } | Proof::ApiToken { .. }, Actor::ApiKey(_))
+        | (_, Actor::Operator) => Err(DomainError::Internal(
+            "a caller's proof does not match its actor".into(),
+        )),
     }
 }
 
