@@ -25,7 +25,8 @@ use crate::auth::access::{MEMBERS_READ, may_see};
 use crate::auth::authenticator::ServiceCaller;
 use crate::domain::DomainError;
 use crate::domain::change::{
-    ChangeFilter, ChangeRecord, Heads, Position, TargetChange, TargetState, check_resumable,
+    ChangeFilter, ChangeRecord, DEPLOYMENT, Heads, Position, TargetChange, TargetState,
+    check_resumable,
 };
 use crate::store::Store;
 
@@ -330,6 +331,7 @@ impl Changes {
             }
             other => other,
         };
+        let credentials = self.credentials_of(&who).await?;
         let (tx, rx) = mpsc::channel(16);
         let mut watch = Watch {
             changes: Arc::clone(self),
@@ -339,6 +341,7 @@ impl Changes {
             heartbeat,
             tx,
             heads: self.hub.subscribe(organisation_id, heads.head),
+            credentials,
             delivered: self.hub.register(organisation_id),
             position: Position {
                 organisation_id,
@@ -363,6 +366,21 @@ impl Changes {
             end,
             ended: false,
         })
+    }
+
+    /// For a service, the deployment's feed, whose head its revocation
+    /// raises (an organisation's feed does not move with it).
+    async fn credentials_of(
+        &self,
+        who: &Watcher,
+    ) -> Result<Option<watch::Receiver<i64>>, DomainError> {
+        match who {
+            Watcher::Service(_) => {
+                let head = self.store.change_head(DEPLOYMENT).await?.head;
+                Ok(Some(self.hub.subscribe(DEPLOYMENT, head)))
+            }
+            Watcher::Member(_) => Ok(None),
+        }
     }
 
     fn heartbeat_of(&self, asked: Option<Duration>) -> Result<Duration, DomainError> {
@@ -470,6 +488,9 @@ struct Watch {
     heartbeat: Duration,
     tx: mpsc::Sender<Event>,
     heads: watch::Receiver<i64>,
+    /// For a service: the deployment's head, which moves when a service is
+    /// registered or revoked.
+    credentials: Option<watch::Receiver<i64>>,
     /// The sequence this watch has gone past, for the lag metric.
     delivered: Arc<Delivered>,
     /// After the last change the watch went past.
@@ -520,6 +541,9 @@ impl Watch {
                         return Ok(());
                     }
                     last_sent = Instant::now();
+                }
+                () = moved(&mut self.credentials) => {
+                    self.who.still_stands(&self.changes.store).await?;
                 }
                 () = self.tx.closed() => return Ok(()),
             }
@@ -685,6 +709,17 @@ impl Watch {
         };
         self.send(last).await
     }
+}
+
+/// Returns when `head` moves; never when there is none to wait on (or its
+/// hub is gone).
+async fn moved(head: &mut Option<watch::Receiver<i64>>) {
+    if let Some(receiver) = head
+        && receiver.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// The sequence one watch has gone past.
