@@ -648,3 +648,142 @@ async fn a_watcher_that_does_not_read_is_ended_by_its_revocation() {
         "delivered {delivered:?}, revoked at {revoked}"
     );
 }
+
+/// A service's revocation is no change of the organisation it watches: the
+/// watch ends all the same within the settle bound, although nothing else
+/// happens in the organisation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_services_idle_watch_ends() {
+    let OneServer {
+        org,
+        channel,
+        server,
+    } = OneServer::start().await;
+    let key = register_service(&server.db, "idle-watcher").await;
+    let mut stream = feed(&channel)
+        .watch_changes(with_header(
+            proto::WatchChangesRequest {
+                organisation_id: org.id.to_string(),
+                ..Default::default()
+            },
+            proto::metadata::SERVICE_KEY,
+            &key,
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    store(&server.db)
+        .revoke_service("idle-watcher")
+        .await
+        .expect("service revoked");
+    let end = tokio::time::timeout(MAX_SETTLE, stream.message())
+        .await
+        .expect("the watch ends within the settle bound");
+    assert_status(
+        end,
+        Code::Unauthenticated,
+        Some("SERVICE_CREDENTIALS_INVALID"),
+    );
+}
+
+/// A role changed by hand in SQL keeps the tokenKey, so the watcher's
+/// credential still stands, as a new call's would; what it is sent from
+/// then on is what its new role may see, as a new call would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demotion_in_sql_narrows_what_the_watch_sends() {
+    let OneServer {
+        org,
+        channel,
+        server,
+    } = OneServer::start().await;
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let victim = admin
+        .create_user(VICTIM, Role::NanoAdmin)
+        .await
+        .expect("the victim");
+    let watching = login(&channel, VICTIM, PASSWORD).await;
+    let stream = feed(&channel)
+        .watch_changes(authed(proto::WatchChangesRequest::default(), &watching))
+        .await
+        .expect("watch")
+        .into_inner();
+    let watched = Watched::read(stream);
+    let before = admin
+        .create_user("before@acme.example.com", Role::NanoUser)
+        .await
+        .expect("created");
+    let has_target = |id: &str| {
+        let changes = watched.changes.lock().expect("not poisoned");
+        changes
+            .iter()
+            .any(|change| change.targets.iter().any(|target| target.target_id == id))
+    };
+    assert!(
+        poll_until(Duration::from_secs(10), || async { has_target(&before.id) }).await,
+        "a nanoAdmin sees a user created"
+    );
+
+    let demoted_at = {
+        let mut db = server.db.client().await;
+        let tx = db.transaction().await.expect("begin");
+        let head: i64 = tx
+            .query_one(
+                "SELECT head FROM change_heads WHERE organisation_id = $1 FOR UPDATE",
+                &[&org.id],
+            )
+            .await
+            .expect("the head")
+            .get(0);
+        let victim_id: uuid::Uuid = victim.id.parse().expect("a user id");
+        tx.execute(
+            "UPDATE users SET role = 'nanoReadOnly', version = version + 1, updated_at = now() \
+             WHERE id = $1",
+            &[&victim_id],
+        )
+        .await
+        .expect("demoted by hand");
+        tx.commit().await.expect("commit");
+        head
+    };
+    let after = admin
+        .create_user("after@acme.example.com", Role::NanoUser)
+        .await
+        .expect("created");
+    let renamed = OrganisationServiceClient::new(channel.clone())
+        .update_organisation(with_header(
+            rename_organisation("Acme renamed by its key"),
+            proto::metadata::API_KEY,
+            &org.api_key,
+        ))
+        .await
+        .expect("renamed");
+    let renamed = change_sequence(&renamed);
+    assert!(
+        poll_until(Duration::from_secs(10), || async {
+            sequences(&watched.changes).contains(&renamed)
+        })
+        .await,
+        "a nanoReadOnly sees the organisation renamed"
+    );
+    assert!(!watched.ended.is_finished(), "the watch goes on");
+    assert!(!has_target(&after.id), "a nanoReadOnly sees no user");
+    let changes = watched.changes.lock().expect("not poisoned").clone();
+    for change in changes.iter().filter(|change| change.sequence > demoted_at) {
+        for target in &change.targets {
+            assert_eq!(target.target_type, "organisation", "{change:?}");
+            let Some(proto::target_change::State::Organisation(organisation)) = &target.state
+            else {
+                panic!("an organisation's state: {target:?}");
+            };
+            assert_eq!(organisation.api_key_fingerprint, "", "{change:?}");
+            assert!(organisation.role_counts.is_empty(), "{change:?}");
+        }
+        // Nor who made it: the API key, by its fingerprint.
+        assert_eq!(change.actor, "", "{change:?}");
+    }
+    let before_change = changes
+        .iter()
+        .find(|change| change.targets.iter().any(|t| t.target_id == before.id))
+        .expect("the user created before");
+    assert_eq!(before_change.actor, format!("user:{}", org.admin_id));
+}
