@@ -24,6 +24,7 @@ use crate::auth::Principal;
 use crate::auth::access::{MEMBERS_READ, may_see};
 use crate::auth::authenticator::ServiceCaller;
 use crate::domain::DomainError;
+use crate::domain::actor::Actor;
 use crate::domain::change::{
     ChangeFilter, ChangeRecord, DEPLOYMENT, Heads, Position, TargetChange, TargetState,
     check_resumable,
@@ -161,13 +162,15 @@ impl Watcher {
 
     /// Who made `change`, as this watcher may know it: a caller who may not
     /// read the organisation's members (as GetOrganisation's rule says) is
-    /// told only when it made the change itself; no other user's id, and
-    /// nothing of the API key (its fingerprint), as WhoAmI shows such a
-    /// caller the organisation.
+    /// told only when it made the change itself, or the operator did; no
+    /// other user's id, and nothing of the API key (its fingerprint), as
+    /// WhoAmI shows such a caller the organisation.
     fn actor_of(&self, change: &ChangeRecord) -> String {
         match self {
             Watcher::Member(principal)
-                if !principal.can(MEMBERS_READ) && change.actor != principal.actor.to_string() =>
+                if !principal.can(MEMBERS_READ)
+                    && change.actor != principal.actor.to_string()
+                    && change.actor != Actor::Operator.to_string() =>
             {
                 String::new()
             }
