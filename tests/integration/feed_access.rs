@@ -787,3 +787,766 @@ async fn a_demotion_in_sql_narrows_what_the_watch_sends() {
         .expect("the user created before");
     assert_eq!(before_change.actor, format!("user:{}", org.admin_id));
 }
+
+/// A target of a change, or one a List or Get RPC shows: its type and id.
+type Target = (String, String);
+
+/// Someone who watches the feed, and what it is.
+struct Watching {
+    name: &'static str,
+    credential: Credential,
+    /// Whether its role (and token) holds users.read.
+    reads_members: bool,
+    /// Its own actor, as a change names it.
+    actor: String,
+}
+
+impl Watching {
+    fn token(name: &'static str, token: String, reads_members: bool, user_id: &str) -> Self {
+        let (header, value) = Credential::bearer(token);
+        Watching {
+            name,
+            credential: Credential {
+                header,
+                value,
+                session_id: None,
+                organisation_id: String::new(),
+            },
+            reads_members,
+            actor: format!("user:{user_id}"),
+        }
+    }
+}
+
+/// Every target `who` can read now through the List and Get RPCs (a
+/// playback token through RevokePlaybackToken's rule, as no RPC lists them),
+/// of the users `user_ids` and the playback tokens `playback_tokens`.
+async fn readable(
+    channel: &Channel,
+    who: &Credential,
+    organisation_id: &str,
+    user_ids: &[String],
+    playback_tokens: &[String],
+) -> std::collections::BTreeSet<Target> {
+    use proto::api_token_service_client::ApiTokenServiceClient;
+    use proto::playback_token_service_client::PlaybackTokenServiceClient;
+    use proto::session_service_client::SessionServiceClient;
+    use proto::user_service_client::UserServiceClient;
+    let target = |kind: &str, id: &str| (kind.to_owned(), id.to_owned());
+    let allowed = |status: &Status| {
+        assert!(
+            matches!(status.code(), Code::PermissionDenied | Code::NotFound),
+            "{status:?}"
+        );
+    };
+    let mut found = std::collections::BTreeSet::new();
+    let mut users = UserServiceClient::new(channel.clone());
+    match users
+        .list_users(who.req(proto::ListUsersRequest {
+            page_size: 1000,
+            ..Default::default()
+        }))
+        .await
+    {
+        Ok(page) => found.extend(
+            page.into_inner()
+                .users
+                .iter()
+                .map(|u| target("user", &u.id)),
+        ),
+        Err(status) => allowed(&status),
+    }
+    match users
+        .list_invites(who.req(proto::ListInvitesRequest {
+            page_size: 1000,
+            ..Default::default()
+        }))
+        .await
+    {
+        Ok(page) => found.extend(
+            page.into_inner()
+                .invites
+                .iter()
+                .map(|i| target("invite", &i.id)),
+        ),
+        Err(status) => allowed(&status),
+    }
+    for user_id in user_ids {
+        match SessionServiceClient::new(channel.clone())
+            .list_sessions(who.req(proto::ListSessionsRequest {
+                user_id: user_id.clone(),
+                page_size: 1000,
+                ..Default::default()
+            }))
+            .await
+        {
+            Ok(page) => found.extend(
+                page.into_inner()
+                    .sessions
+                    .iter()
+                    .map(|s| target("session", &s.id)),
+            ),
+            Err(status) => allowed(&status),
+        }
+        match ApiTokenServiceClient::new(channel.clone())
+            .list_api_tokens(who.req(proto::ListApiTokensRequest {
+                user_id: user_id.clone(),
+                page_size: 1000,
+                ..Default::default()
+            }))
+            .await
+        {
+            Ok(page) => found.extend(
+                page.into_inner()
+                    .api_tokens
+                    .iter()
+                    .map(|t| target("api_token", &t.id)),
+            ),
+            Err(status) => allowed(&status),
+        }
+    }
+    // Every member sees what its organisation is (WhoAmI), who is in it
+    // only with users.read (GetOrganisation).
+    found.insert(target("organisation", organisation_id));
+    let keys = PlaybackTokenServiceClient::new(channel.clone())
+        .list_signing_keys(proto::ListSigningKeysRequest {})
+        .await
+        .expect("signing keys are public")
+        .into_inner();
+    found.extend(
+        keys.keys
+            .iter()
+            .filter(|key| key.organisation_id == organisation_id)
+            .map(|key| target("playback_key", &key.kid)),
+    );
+    let revoking = PlaybackTokenServiceClient::new(channel.clone())
+        .revoke_playback_token(who.req(proto::RevokePlaybackTokenRequest {
+            target: Some(proto::revoke_playback_token_request::Target::TokenId(
+                uuid::Uuid::now_v7().to_string(),
+            )),
+        }))
+        .await;
+    match revoking {
+        Err(status) if status.code() == Code::NotFound => {
+            found.extend(
+                playback_tokens
+                    .iter()
+                    .map(|id| target("playback_token", id)),
+            );
+        }
+        Err(status) => assert_eq!(status.code(), Code::PermissionDenied, "{status:?}"),
+        Ok(answer) => panic!("revoked a token that does not exist: {answer:?}"),
+    }
+    found
+}
+
+/// Reads `stream` until it has gone past `last`; the changes it sent.
+async fn changes_through(
+    stream: &mut tonic::Streaming<proto::WatchChangesResponse>,
+    last: i64,
+) -> Vec<proto::Change> {
+    let mut changes = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("the watch goes on")
+            .expect("the watch is open")
+            .expect("a message");
+        match message.event {
+            Some(Event::Change(change)) => {
+                let sequence = change.sequence;
+                changes.push(change);
+                if sequence >= last {
+                    return changes;
+                }
+            }
+            Some(Event::Heartbeat(heartbeat)) if heartbeat.sequence >= last => return changes,
+            _ => {}
+        }
+    }
+}
+
+fn targets_of(changes: &[proto::Change]) -> std::collections::BTreeSet<Target> {
+    changes
+        .iter()
+        .flat_map(|change| &change.targets)
+        .map(|target| (target.target_type.clone(), target.target_id.clone()))
+        .collect()
+}
+
+/// Who sees what: each watcher (a nanoAdmin, a nanoUser, a nanoReadOnly,
+/// a personal API token restricted to some permissions, the API key, a
+/// registered service) watches while others write; each is sent exactly
+/// the targets it could read through the List and Get RPCs at some point of
+/// the script (of those the script changed: a service, every one), the
+/// organisation without its members or API key and no other's actor to a
+/// caller without users.read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_watcher_is_sent_what_the_list_and_get_rpcs_show_it() {
+    use proto::api_token_service_client::ApiTokenServiceClient;
+    use proto::auth_service_client::AuthServiceClient;
+    use proto::playback_token_service_client::PlaybackTokenServiceClient;
+    use proto::session_service_client::SessionServiceClient;
+    let OneServer {
+        org,
+        channel,
+        server,
+    } = OneServer::start().await;
+    let organisation_id = org.id.to_string();
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let user = admin
+        .create_user("user@acme.example.com", Role::NanoUser)
+        .await
+        .expect("a nanoUser");
+    let readonly = admin
+        .create_user("readonly@acme.example.com", Role::NanoReadOnly)
+        .await
+        .expect("a nanoReadOnly");
+    let other = admin
+        .create_user("other@acme.example.com", Role::NanoUser)
+        .await
+        .expect("another nanoUser");
+    let user_session = login(&channel, "user@acme.example.com", PASSWORD).await;
+    let readonly_session = login(&channel, "readonly@acme.example.com", PASSWORD).await;
+    let restricted = create_api_token(
+        &channel,
+        &user_session,
+        &["users.read", "sessions.manage_own"],
+    )
+    .await
+    .expect("a restricted token")
+    .token;
+    // Its first use is audited: before the feed is watched.
+    AuthServiceClient::new(channel.clone())
+        .who_am_i(authed(proto::WhoAmIRequest {}, &restricted))
+        .await
+        .expect("the token works");
+    let service_key = register_service(&server.db, "feed-reader").await;
+
+    let watchers = vec![
+        Watching::token(
+            "nanoAdmin",
+            admin.token.clone(),
+            true,
+            &org.admin_id.to_string(),
+        ),
+        Watching::token("nanoUser", user_session.clone(), true, &user.id),
+        Watching::token(
+            "nanoReadOnly",
+            readonly_session.clone(),
+            false,
+            &readonly.id,
+        ),
+        Watching::token("restricted API token", restricted.clone(), true, &user.id),
+        Watching {
+            name: "API key",
+            credential: Credential {
+                header: proto::metadata::API_KEY,
+                value: org.api_key.clone(),
+                session_id: None,
+                organisation_id: String::new(),
+            },
+            reads_members: true,
+            actor: String::new(),
+        },
+        Watching {
+            name: "service",
+            credential: Credential {
+                header: proto::metadata::SERVICE_KEY,
+                value: service_key,
+                session_id: None,
+                organisation_id: organisation_id.clone(),
+            },
+            reads_members: true,
+            actor: String::new(),
+        },
+    ];
+    let members = watchers.len() - 1;
+    // Every watch starts after the same change.
+    let start = feed(&channel)
+        .list_changes(admin.req(proto::ListChangesRequest {
+            page_size: 1000,
+            ..Default::default()
+        }))
+        .await
+        .expect("the feed so far")
+        .into_inner();
+    assert_eq!(start.next_page_token, "");
+    let mut streams = Vec::new();
+    for watcher in &watchers {
+        let stream = feed(&channel)
+            .watch_changes(watcher.credential.req(proto::WatchChangesRequest {
+                organisation_id: watcher.credential.organisation_id.clone(),
+                resume_token: start.resume_token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_or_else(|status| panic!("{} watches: {status:?}", watcher.name))
+            .into_inner();
+        streams.push(stream);
+    }
+
+    // The script: after each step, what each member can read.
+    let mut user_ids: Vec<String> = [&org.admin_id.to_string(), &user.id, &readonly.id, &other.id]
+        .into_iter()
+        .cloned()
+        .collect();
+    let mut playback_tokens = Vec::new();
+    let mut signed_in: Vec<String> = Vec::new();
+    let mut could_read = vec![std::collections::BTreeSet::new(); members];
+    let api_key = Caller::ApiKey(org.api_key.clone());
+    let mut last = start.head;
+    for step in 0..17 {
+        let sequence = match step {
+            0 => {
+                let answer = admin
+                    .users()
+                    .create_user(admin.req(proto::CreateUserRequest {
+                        email: "doomed@acme.example.com".into(),
+                        role: Role::NanoUser as i32,
+                        password: PASSWORD.into(),
+                    }))
+                    .await
+                    .expect("created");
+                let sequence = change_sequence(&answer);
+                user_ids.push(answer.into_inner().user.expect("user").id);
+                sequence
+            }
+            1 => change_sequence(
+                &admin
+                    .users()
+                    .create_invite(admin.req(proto::CreateInviteRequest {
+                        email: "invited@acme.example.com".into(),
+                        role: Role::NanoUser as i32,
+                        ttl: None,
+                    }))
+                    .await
+                    .expect("invited"),
+            ),
+            2 | 3 | 4 => {
+                let email = ["other", "user", "readonly"][step - 2];
+                let answer = AuthServiceClient::new(channel.clone())
+                    .login(proto::LoginRequest {
+                        email: format!("{email}@acme.example.com"),
+                        password: PASSWORD.into(),
+                        organisation_id: String::new(),
+                    })
+                    .await
+                    .expect("signed in");
+                let sequence = change_sequence(&answer);
+                signed_in.push(answer.into_inner().access_token);
+                sequence
+            }
+            5 | 6 => {
+                // The other user's token, then the nanoUser's, each made in
+                // the session its user signed in with above.
+                let (email, access) = [("other", &signed_in[0]), ("user", &signed_in[1])][step - 5];
+                let expires_at = prost_types::Timestamp {
+                    seconds: now_seconds() + 86_400,
+                    nanos: 0,
+                };
+                change_sequence(
+                    &ApiTokenServiceClient::new(channel.clone())
+                        .create_api_token(authed(
+                            proto::CreateApiTokenRequest {
+                                name: format!("{email}'s token"),
+                                expires_at: Some(expires_at),
+                                permissions: Vec::new(),
+                            },
+                            &access,
+                        ))
+                        .await
+                        .expect("a token"),
+                )
+            }
+            7 => change_sequence(
+                &OrganisationServiceClient::new(channel.clone())
+                    .update_organisation(admin.req(proto::UpdateOrganisationRequest {
+                        organisation: Some(proto::Organisation {
+                            name: "Acme renamed".into(),
+                            secure_playback: true,
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["name".into(), "secure_playback".into()],
+                        }),
+                    }))
+                    .await
+                    .expect("renamed"),
+            ),
+            8 => change_sequence(
+                &PlaybackTokenServiceClient::new(channel.clone())
+                    .rotate_signing_key(api_key.req(proto::RotateSigningKeyRequest::default()))
+                    .await
+                    .expect("rotated"),
+            ),
+            9 => {
+                let answer = PlaybackTokenServiceClient::new(channel.clone())
+                    .issue_playback_token(authed(
+                        proto::IssuePlaybackTokenRequest {
+                            revocable: true,
+                            ..crate::playback::for_streams(&["live"])
+                        },
+                        &user_session,
+                    ))
+                    .await
+                    .expect("issued");
+                let sequence = change_sequence(&answer);
+                playback_tokens.push(answer.into_inner().token_id);
+                sequence
+            }
+            10 => change_sequence(
+                &admin
+                    .users()
+                    .update_user_role(admin.req(proto::UpdateUserRoleRequest {
+                        user_id: user_ids[4].clone(),
+                        role: Role::NanoReadOnly as i32,
+                        etag: String::new(),
+                    }))
+                    .await
+                    .expect("role changed"),
+            ),
+            11 => {
+                let invites = admin
+                    .users()
+                    .list_invites(admin.req(proto::ListInvitesRequest::default()))
+                    .await
+                    .expect("invites")
+                    .into_inner()
+                    .invites;
+                change_sequence(
+                    &admin
+                        .users()
+                        .revoke_invite(admin.req(proto::RevokeInviteRequest {
+                            invite_id: invites[0].id.clone(),
+                        }))
+                        .await
+                        .expect("revoked"),
+                )
+            }
+            12 => {
+                let sessions = SessionServiceClient::new(channel.clone())
+                    .list_sessions(admin.req(proto::ListSessionsRequest {
+                        user_id: other.id.clone(),
+                        ..Default::default()
+                    }))
+                    .await
+                    .expect("the other user's sessions")
+                    .into_inner()
+                    .sessions;
+                change_sequence(
+                    &SessionServiceClient::new(channel.clone())
+                        .revoke_session(admin.req(proto::RevokeSessionRequest {
+                            session_id: sessions[0].id.clone(),
+                        }))
+                        .await
+                        .expect("ended"),
+                )
+            }
+            13 => change_sequence(
+                &AuthServiceClient::new(channel.clone())
+                    .logout(authed(proto::LogoutRequest {}, &signed_in[1]))
+                    .await
+                    .expect("logged out"),
+            ),
+            14 => {
+                let tokens = ApiTokenServiceClient::new(channel.clone())
+                    .list_api_tokens(admin.req(proto::ListApiTokensRequest {
+                        user_id: user.id.clone(),
+                        ..Default::default()
+                    }))
+                    .await
+                    .expect("the nanoUser's tokens")
+                    .into_inner()
+                    .api_tokens;
+                let unrestricted = tokens
+                    .iter()
+                    .find(|token| token.permissions.is_empty())
+                    .expect("the nanoUser's whole-role token");
+                change_sequence(
+                    &ApiTokenServiceClient::new(channel.clone())
+                        .revoke_api_token(admin.req(proto::RevokeApiTokenRequest {
+                            api_token_id: unrestricted.id.clone(),
+                        }))
+                        .await
+                        .expect("revoked"),
+                )
+            }
+            15 => {
+                let action = TwoStep::DeleteUser(user_ids[4].clone());
+                let asked = two_step::ask(&channel, &admin.caller(), &action)
+                    .await
+                    .expect("asked");
+                confirm_with_sequence(
+                    &channel,
+                    &admin.caller(),
+                    &action,
+                    &asked.confirmation_token,
+                )
+                .await
+            }
+            _ => change_sequence(
+                &OrganisationServiceClient::new(channel.clone())
+                    .update_organisation(api_key.req(rename_organisation("Acme by its key")))
+                    .await
+                    .expect("renamed by the key"),
+            ),
+        };
+        last = last.max(sequence);
+        for (watcher, readable_now) in watchers.iter().zip(could_read.iter_mut()) {
+            readable_now.extend(
+                readable(
+                    &channel,
+                    &watcher.credential,
+                    &organisation_id,
+                    &user_ids,
+                    &playback_tokens,
+                )
+                .await,
+            );
+        }
+    }
+    assert_eq!(last, sequence_now(&admin).await, "nothing else changed");
+
+    // Every target the script changed, from the database.
+    let changed: std::collections::BTreeSet<Target> = server
+        .db
+        .client()
+        .await
+        .query(
+            "SELECT target_type, target_id FROM audit_events \
+             WHERE organisation_id = $1 AND sequence > $2 AND sequence <= $3",
+            &[&org.id, &start.head, &last],
+        )
+        .await
+        .expect("the script's targets")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    for kind in [
+        "user",
+        "invite",
+        "session",
+        "api_token",
+        "playback_token",
+        "playback_key",
+        "organisation",
+    ] {
+        assert!(
+            changed.iter().any(|(changed, _)| changed == kind),
+            "the script changes a {kind}: {changed:?}"
+        );
+    }
+    let organisation_now = OrganisationServiceClient::new(channel.clone())
+        .get_organisation(admin.req(proto::GetOrganisationRequest {}))
+        .await
+        .expect("the organisation")
+        .into_inner()
+        .organisation
+        .expect("organisation");
+    for (index, (watcher, stream)) in watchers.iter().zip(streams.iter_mut()).enumerate() {
+        let changes = changes_through(stream, last).await;
+        let sent = targets_of(&changes);
+        let expected: std::collections::BTreeSet<Target> = match could_read.get(index) {
+            Some(could_read) if index < members => {
+                changed.intersection(could_read).cloned().collect()
+            }
+            _ => changed.clone(),
+        };
+        assert_eq!(sent, expected, "{}", watcher.name);
+        // The organisation as GetOrganisation shows it, or as WhoAmI does to
+        // a caller without users.read.
+        let organisation = changes
+            .iter()
+            .flat_map(|change| &change.targets)
+            .filter_map(|target| match &target.state {
+                Some(proto::target_change::State::Organisation(organisation)) => {
+                    Some(organisation.clone())
+                }
+                _ => None,
+            })
+            .next_back()
+            .expect("the organisation's last state");
+        if watcher.reads_members {
+            assert_eq!(organisation, organisation_now, "{}", watcher.name);
+        } else {
+            assert_eq!(organisation.name, organisation_now.name);
+            assert_eq!(organisation.api_key_fingerprint, "", "{}", watcher.name);
+            assert_eq!(organisation.api_key_rotated_at, None, "{}", watcher.name);
+            assert!(organisation.role_counts.is_empty(), "{}", watcher.name);
+            assert_eq!(organisation.user_count, 0, "{}", watcher.name);
+        }
+        for change in &changes {
+            assert!(
+                watcher.reads_members || change.actor.is_empty() || change.actor == watcher.actor,
+                "{}: {change:?}",
+                watcher.name
+            );
+            assert!(change.sequence > start.head && change.sequence <= last);
+        }
+    }
+    // Spelled out: the nanoUser and its restricted token see no session or
+    // token of another user; the nanoReadOnly no user and no invite.
+    let admin_sent = &could_read[0];
+    assert!(admin_sent.contains(&("user".into(), user_ids[4].clone())));
+    for (index, name) in [(1, "nanoUser"), (3, "restricted API token")] {
+        for (kind, id) in changed.intersection(&could_read[index]) {
+            if kind == "session" || kind == "api_token" {
+                let owner = owner_of(&server.db, kind, id).await;
+                assert_eq!(
+                    owner.as_deref(),
+                    Some(user.id.as_str()),
+                    "{name}: {kind} {id}"
+                );
+            }
+        }
+    }
+    assert!(
+        changed
+            .intersection(&could_read[2])
+            .all(|(kind, _)| kind != "user" && kind != "invite" && kind != "api_token"),
+        "nanoReadOnly"
+    );
+}
+
+/// The organisation's head now.
+async fn sequence_now(admin: &Session) -> i64 {
+    feed(&admin.channel)
+        .list_changes(admin.req(proto::ListChangesRequest {
+            page_size: 1,
+            ..Default::default()
+        }))
+        .await
+        .expect("the head")
+        .into_inner()
+        .head
+}
+
+/// The user a session or API token belongs to.
+async fn owner_of(db: &TestDb, kind: &str, id: &str) -> Option<String> {
+    let table = if kind == "session" {
+        "sessions"
+    } else {
+        "api_tokens"
+    };
+    let id: uuid::Uuid = id.parse().expect("an id");
+    db.client()
+        .await
+        .query_opt(
+            &format!("SELECT user_id FROM {table} WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .expect("the owner")
+        .map(|row| row.get::<_, uuid::Uuid>(0).to_string())
+}
+
+/// A registered service watches any organisation it names, and must name
+/// one; a member watches its own only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_names_the_organisation_it_watches_and_a_member_watches_its_own() {
+    let OneServer {
+        org,
+        channel,
+        server,
+    } = OneServer::start().await;
+    let beta = create_org(&server.db, "Beta").await;
+    let key = register_service(&server.db, "feed-reader").await;
+    let service = |organisation_id: &str| {
+        with_header(
+            proto::ListChangesRequest {
+                organisation_id: organisation_id.into(),
+                ..Default::default()
+            },
+            proto::metadata::SERVICE_KEY,
+            &key,
+        )
+    };
+    let status = assert_status(
+        feed(&channel).list_changes(service("")).await,
+        Code::InvalidArgument,
+        None,
+    );
+    assert_eq!(violated_fields(&status), ["organisation_id"]);
+    let status = assert_status(
+        feed(&channel)
+            .watch_changes(with_header(
+                proto::WatchChangesRequest::default(),
+                proto::metadata::SERVICE_KEY,
+                &key,
+            ))
+            .await,
+        Code::InvalidArgument,
+        None,
+    );
+    assert_eq!(violated_fields(&status), ["organisation_id"]);
+    for organisation in [&org, &beta] {
+        let page = feed(&channel)
+            .list_changes(service(&organisation.id.to_string()))
+            .await
+            .expect("a service lists any organisation's changes")
+            .into_inner();
+        assert!(!page.changes.is_empty());
+        assert!(
+            page.changes
+                .iter()
+                .all(|change| change.organisation_id == organisation.id.to_string())
+        );
+        let mut stream = feed(&channel)
+            .watch_changes(with_header(
+                proto::WatchChangesRequest {
+                    organisation_id: organisation.id.to_string(),
+                    start: proto::ChangeStart::Snapshot as i32,
+                    ..Default::default()
+                },
+                proto::metadata::SERVICE_KEY,
+                &key,
+            ))
+            .await
+            .expect("a service watches any organisation")
+            .into_inner();
+        assert!(matches!(
+            stream
+                .message()
+                .await
+                .expect("a message")
+                .expect("open")
+                .event,
+            Some(Event::Snapshot(_))
+        ));
+    }
+
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let beta_id = beta.id.to_string();
+    assert_status(
+        feed(&channel)
+            .list_changes(admin.req(proto::ListChangesRequest {
+                organisation_id: beta_id.clone(),
+                ..Default::default()
+            }))
+            .await,
+        Code::NotFound,
+        None,
+    );
+    assert_status(
+        feed(&channel)
+            .watch_changes(with_header(
+                proto::WatchChangesRequest {
+                    organisation_id: beta_id,
+                    ..Default::default()
+                },
+                proto::metadata::API_KEY,
+                &org.api_key,
+            ))
+            .await,
+        Code::NotFound,
+        None,
+    );
+    feed(&channel)
+        .list_changes(admin.req(proto::ListChangesRequest {
+            organisation_id: org.id.to_string(),
+            ..Default::default()
+        }))
+        .await
+        .expect("a member names its own organisation");
+}
