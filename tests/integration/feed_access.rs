@@ -1550,3 +1550,105 @@ async fn a_service_names_the_organisation_it_watches_and_a_member_watches_its_ow
         .await
         .expect("a member names its own organisation");
 }
+
+/// A snapshot is read a page at a time; a page read after the watcher's
+/// revocation (here: a user created after it, whose id sorts last) is never
+/// sent: the stream ends before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_sends_no_page_read_after_the_watchers_revocation() {
+    let OneServer {
+        org,
+        channel,
+        server,
+    } = OneServer::start().await;
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let victim = admin
+        .create_user(VICTIM, Role::NanoAdmin)
+        .await
+        .expect("the victim");
+    let passwords = usermgmt::auth::passwords::Passwords::new(1)
+        .await
+        .expect("passwords");
+    usermgmt::app::provisioning::seed_users(&store(&server.db), &passwords, org.id, 10_000, 1)
+        .await
+        .expect("seeded");
+    let watching = login(&channel, VICTIM, PASSWORD).await;
+    let mut stream = feed(&channel)
+        .watch_changes(authed(
+            proto::WatchChangesRequest {
+                start: proto::ChangeStart::Snapshot as i32,
+                ..Default::default()
+            },
+            &watching,
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let pages = Arc::new(Mutex::new(Vec::<proto::SnapshotPage>::new()));
+    let changes = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let (seen_pages, seen_changes) = (Arc::clone(&pages), Arc::clone(&changes));
+    let reader = tokio::spawn(async move {
+        loop {
+            match stream.message().await {
+                Ok(Some(message)) => match message.event {
+                    Some(Event::Snapshot(page)) => {
+                        seen_pages.lock().expect("not poisoned").push(page);
+                    }
+                    Some(Event::Change(change)) => {
+                        seen_changes
+                            .lock()
+                            .expect("not poisoned")
+                            .push(change.sequence);
+                    }
+                    _ => {}
+                },
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(status),
+            }
+        }
+    });
+    assert!(
+        poll_until(Duration::from_secs(30), || async {
+            !pages.lock().expect("not poisoned").is_empty()
+        })
+        .await,
+        "the snapshot begins"
+    );
+
+    let action = TwoStep::RenewTokenKey(victim.id.clone());
+    let asked = two_step::ask(&channel, &admin.caller(), &action)
+        .await
+        .expect("asked");
+    let revoked = confirm_with_sequence(
+        &channel,
+        &admin.caller(),
+        &action,
+        &asked.confirmation_token,
+    )
+    .await;
+    let late = admin
+        .create_user("late@acme.example.com", Role::NanoUser)
+        .await
+        .expect("created after the revocation");
+
+    let end = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the stream ends")
+        .expect("the reader");
+    let pages = pages.lock().expect("not poisoned");
+    let sent: usize = pages.iter().map(|page| page.targets.len()).sum();
+    assert!(
+        !pages.iter().any(|page| page.last),
+        "the snapshot was cut by the revocation, not finished before it ({sent} targets)"
+    );
+    assert!(
+        !pages
+            .iter()
+            .flat_map(|page| &page.targets)
+            .any(|target| target.target_id == late.id),
+        "a page read after the revocation was sent"
+    );
+    let changes = changes.lock().expect("not poisoned");
+    assert!(changes.iter().all(|sequence| *sequence < revoked));
+    assert_status(end, Code::Unauthenticated, Some("TOKEN_REVOKED"));
+}
