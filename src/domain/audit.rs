@@ -12,6 +12,9 @@ pub const INVITE_REVOKE: &str = "invite.revoke";
 pub const INVITE_ACCEPT: &str = "invite.accept";
 pub const ORGANISATION_UPDATE: &str = "organisation.update";
 pub const ORGANISATION_ROTATE_API_KEY: &str = "organisation.rotate_api_key";
+/// The organisation's members changed (a user created, deleted or given
+/// another role): its role counts with them.
+pub const ORGANISATION_MEMBERS: &str = "organisation.members";
 pub const PLAYBACK_TOKEN_ISSUE: &str = "playback_token.issue";
 pub const PLAYBACK_TOKEN_REVOKE: &str = "playback_token.revoke";
 pub const PLAYBACK_KEY_CREATE: &str = "playback_key.create";

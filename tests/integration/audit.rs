@@ -38,6 +38,8 @@ async fn audit_events_match_changes_one_to_one() {
     // and target, in the order made.
     let mut changes: Vec<(&str, String, String)> = Vec::new();
     let by_admin = format!("user:{}", org.admin_id);
+    // A change of the organisation's members changes its role counts too.
+    let org_id = org.id.to_string();
     let mut made = |action: &'static str, actor: &str, target: &str| {
         changes.push((action, actor.to_owned(), target.to_owned()));
     };
@@ -53,6 +55,7 @@ async fn audit_events_match_changes_one_to_one() {
                     .await
                 {
                     made("user.create", &by_admin, &user.id);
+                    made("organisation.members", &by_admin, &org_id);
                     users.push(user.id);
                 }
             }
@@ -63,6 +66,7 @@ async fn audit_events_match_changes_one_to_one() {
                     && response.changed
                 {
                     made("user.update_role", &by_admin, &target);
+                    made("organisation.members", &by_admin, &org_id);
                     if let Some(session) = sessions.remove(&target) {
                         made("session.end", &by_admin, &session);
                     }
@@ -76,6 +80,7 @@ async fn audit_events_match_changes_one_to_one() {
                     .await
                     .expect("delete");
                 made("user.delete", &by_admin, &target);
+                made("organisation.members", &by_admin, &org_id);
                 if let Some(session) = sessions.remove(&target) {
                     made("session.end", &by_admin, &session);
                 }
@@ -134,6 +139,7 @@ async fn audit_events_match_changes_one_to_one() {
                     let joiner = format!("user:{}", joined.user_id);
                     made("invite.accept", &joiner, &id);
                     made("user.create", &joiner, &joined.user_id);
+                    made("organisation.members", &joiner, &org_id);
                     sessions.insert(joined.user_id.clone(), joined.session_id.clone());
                     users.push(joined.user_id);
                 }

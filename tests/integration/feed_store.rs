@@ -291,8 +291,20 @@ async fn every_write_rpc_is_one_change_with_each_targets_state_after_it() {
     let change = feed.next(before, "CreateUser").await;
     assert_targets(
         &change,
-        &[("user.create", "user", &bob.id, true)],
+        &[
+            ("user.create", "user", &bob.id, true),
+            (
+                "organisation.members",
+                "organisation",
+                &org.id.to_string(),
+                true,
+            ),
+        ],
         "CreateUser",
+    );
+    assert_eq!(
+        change[1].field("role_counts")[1],
+        serde_json::json!(["NanoUser", 1])
     );
     assert_eq!(receipt, Some((before + 1).to_string()));
     assert_eq!(change[0].field("role"), "NanoUser");
@@ -461,6 +473,12 @@ async fn every_write_rpc_is_one_change_with_each_targets_state_after_it() {
         &[
             ("invite.accept", "invite", &accepted_id, false),
             ("user.create", "user", &carol.user_id, true),
+            (
+                "organisation.members",
+                "organisation",
+                &org.id.to_string(),
+                true,
+            ),
             ("session.open", "session", &carol.session_id, true),
         ],
         "AcceptInvite",
@@ -483,6 +501,12 @@ async fn every_write_rpc_is_one_change_with_each_targets_state_after_it() {
         &change,
         &[
             ("user.update_role", "user", &bob.id, true),
+            (
+                "organisation.members",
+                "organisation",
+                &org.id.to_string(),
+                true,
+            ),
             ("session.end", "session", &bob_second.session_id, false),
             ("api_token.end", "api_token", &token_id, false),
         ],
@@ -561,7 +585,15 @@ async fn every_write_rpc_is_one_change_with_each_targets_state_after_it() {
     let change = feed.next(before, "DeleteUser").await;
     assert_targets(
         &change,
-        &[("user.delete", "user", &carol.user_id, false)],
+        &[
+            ("user.delete", "user", &carol.user_id, false),
+            (
+                "organisation.members",
+                "organisation",
+                &org.id.to_string(),
+                true,
+            ),
+        ],
         "DeleteUser",
     );
     assert_eq!(
@@ -972,8 +1004,14 @@ async fn operator_commands_advance_each_organisations_sequence() {
         .await
         .expect("seed");
     let seeded = feed.next(1, "seeding").await;
-    assert_eq!(seeded.len(), 4, "{seeded:#?}");
-    assert!(seeded.iter().all(|t| t.action == "user.create"
+    assert_eq!(seeded.len(), 5, "{seeded:#?}");
+    let members = seeded.last().expect("the role counts");
+    assert_eq!(members.action, "organisation.members");
+    assert_eq!(
+        members.field("role_counts")[1],
+        serde_json::json!(["NanoUser", 2])
+    );
+    assert!(seeded[..4].iter().all(|t| t.action == "user.create"
         && t.actor == "operator"
         && t.state.is_some()
         && t.owner.map(|o| o.to_string()) == Some(t.target_id.clone())));
@@ -985,10 +1023,12 @@ async fn operator_commands_advance_each_organisations_sequence() {
         .get(0);
     let other_feed = Feed::of(&db, other).await;
     assert_eq!(other_feed.head().await, 2, "bootstrap, then its users");
+    // 7 users, 2 organisations: 3 here, one its first nanoAdmin; and the
+    // role counts.
     assert_eq!(
         other_feed.targets(2).await.len(),
-        2,
-        "7 users, 2 organisations: 3 of 4 new"
+        3,
+        "7 users, 2 organisations: 2 new here"
     );
 
     // bench-tokens' sessions: one change per organisation.
