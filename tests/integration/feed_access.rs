@@ -1123,7 +1123,7 @@ async fn each_watcher_is_sent_what_the_list_and_get_rpcs_show_it() {
                     .await
                     .expect("invited"),
             ),
-            2 | 3 | 4 => {
+            2..=4 => {
                 let email = ["other", "user", "readonly"][step - 2];
                 let answer = AuthServiceClient::new(channel.clone())
                     .login(proto::LoginRequest {
@@ -1153,7 +1153,7 @@ async fn each_watcher_is_sent_what_the_list_and_get_rpcs_show_it() {
                                 expires_at: Some(expires_at),
                                 permissions: Vec::new(),
                             },
-                            &access,
+                            access,
                         ))
                         .await
                         .expect("a token"),
