@@ -69,7 +69,7 @@ impl ChangeService for ChangeApi {
             )
             .await?;
         let stream = futures::stream::unfold(events, |mut events| async move {
-            let event = events.recv().await?;
+            let event = events.next().await?;
             let item = match event {
                 Ok(event) => Ok(proto::WatchChangesResponse {
                     event: Some(event_to_proto(event)),

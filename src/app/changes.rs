@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -24,8 +24,10 @@ use crate::auth::Principal;
 use crate::auth::access::{MEMBERS_READ, may_see};
 use crate::auth::authenticator::ServiceCaller;
 use crate::domain::DomainError;
+use crate::domain::actor::Actor;
 use crate::domain::change::{
-    ChangeFilter, ChangeRecord, Heads, Position, TargetChange, TargetState, check_resumable,
+    ChangeFilter, ChangeRecord, DEPLOYMENT, Heads, Position, TargetChange, TargetState,
+    check_resumable,
 };
 use crate::store::Store;
 
@@ -99,14 +101,21 @@ impl Watcher {
     }
 
     /// Fails when the watcher's credential no longer stands as it was
-    /// admitted (revoked, renewed, its role changed, its user suspended or
-    /// deleted, its session ended; a service no longer registered), by the
-    /// database as it is now.
-    async fn still_stands(&self, store: &Store) -> Result<(), DomainError> {
+    /// admitted (revoked, renewed, its user suspended or deleted, its
+    /// session ended; a service's key no longer registered), by the database
+    /// as it is now, with what a new call with the credential would be
+    /// answered. A user's role is read again: what the watcher is sent from
+    /// then on is what its current role may see, as a new call would.
+    async fn still_stands(&mut self, store: &Store) -> Result<(), DomainError> {
         match self {
-            Watcher::Member(principal) => store.recheck(&principal.change(None)).await,
+            Watcher::Member(principal) => {
+                if let Some(role) = store.recheck(&principal.change(None)).await? {
+                    principal.role = role;
+                }
+                Ok(())
+            }
             Watcher::Service(service) => {
-                if store.service_registered(&service.name).await? {
+                if store.service_key_works(&service.key_hash).await? {
                     Ok(())
                 } else {
                     Err(DomainError::Unauthenticated(
@@ -146,8 +155,27 @@ impl Watcher {
             .collect();
         (!targets.is_empty()).then(|| ChangeRecord {
             targets,
+            actor: self.actor_of(change),
             ..change.clone()
         })
+    }
+
+    /// Who made `change`, as this watcher may know it: a caller who may not
+    /// read the organisation's members (as GetOrganisation's rule says) is
+    /// told only when it made the change itself, or the operator did; no
+    /// other user's id, and nothing of the API key (its fingerprint), as
+    /// WhoAmI shows such a caller the organisation.
+    fn actor_of(&self, change: &ChangeRecord) -> String {
+        match self {
+            Watcher::Member(principal)
+                if !principal.can(MEMBERS_READ)
+                    && change.actor != principal.actor.to_string()
+                    && change.actor != Actor::Operator.to_string() =>
+            {
+                String::new()
+            }
+            _ => change.actor.clone(),
+        }
     }
 }
 
@@ -197,6 +225,36 @@ impl Event {
             Event::Heartbeat { position, .. } => Some(position.sequence),
             Event::Snapshot { last, position, .. } => last.then_some(position.sequence),
         }
+    }
+}
+
+/// The messages of a watch, as its client takes them.
+pub struct Events {
+    events: mpsc::Receiver<Event>,
+    end: oneshot::Receiver<DomainError>,
+    ended: bool,
+}
+
+impl Events {
+    /// The next message, or the error that ended the watch as soon as it
+    /// ended: before the messages still queued, which are older than the
+    /// end (the client resumes after the last it took). None once the watch
+    /// ended without an error, or after its error.
+    pub async fn next(&mut self) -> Option<Result<Event, DomainError>> {
+        if self.ended {
+            return None;
+        }
+        let next = tokio::select! {
+            biased;
+            end = &mut self.end => end.ok().map(Err),
+            event = self.events.recv() => match event {
+                Some(event) => return Some(Ok(event)),
+                // The watch ended; its error (if any) is sent just after.
+                None => (&mut self.end).await.ok().map(Err),
+            },
+        };
+        self.ended = true;
+        next
     }
 }
 
@@ -262,6 +320,7 @@ impl Changes {
             .await?;
         // After the read: a credential revoked by one of these changes fails
         // here, so nothing committed after a revocation is returned.
+        let mut who = who.clone();
         who.still_stands(&self.store).await?;
         let mut changes = Vec::new();
         let mut previous = position.sequence;
@@ -279,13 +338,13 @@ impl Changes {
         })
     }
 
-    /// Starts a watch for `who`; its messages arrive on the receiver, and
-    /// the error that ended it, if one did, as its last.
+    /// Starts a watch for `who`; its messages, and the error that ended it,
+    /// arrive through the [`Events`].
     pub async fn watch(
         self: &Arc<Self>,
         who: Watcher,
         request: WatchRequest,
-    ) -> Result<mpsc::Receiver<Result<Event, DomainError>>, DomainError> {
+    ) -> Result<Events, DomainError> {
         let organisation_id = who.organisation(request.organisation_id)?;
         let heartbeat = self.heartbeat_of(request.heartbeat)?;
         let slot = self.take_slot(&who)?;
@@ -305,6 +364,7 @@ impl Changes {
             }
             _ => None,
         };
+        let credentials = self.credentials_of(&who).await?;
         let (tx, rx) = mpsc::channel(16);
         let mut watch = Watch {
             changes: Arc::clone(self),
@@ -314,6 +374,7 @@ impl Changes {
             heartbeat,
             tx,
             heads: self.hub.subscribe(organisation_id, heads.head),
+            credentials,
             delivered: self.hub.register(organisation_id),
             position: Position {
                 organisation_id,
@@ -323,12 +384,37 @@ impl Changes {
             sent_through: 0,
             _slot: slot,
         };
+        let (end_tx, end) = oneshot::channel();
         tokio::spawn(async move {
-            if let Err(error) = watch.run(start).await {
-                let _ = watch.tx.send(Err(error)).await;
+            let ended = watch.run(start).await;
+            // Ends at once, whether or not its client takes what it was
+            // sent: its slot and its batch go now, and the error does not
+            // wait for room behind the queued messages.
+            drop(watch);
+            if let Err(error) = ended {
+                let _ = end_tx.send(error);
             }
         });
-        Ok(rx)
+        Ok(Events {
+            events: rx,
+            end,
+            ended: false,
+        })
+    }
+
+    /// For a service, the deployment's feed, whose head its revocation
+    /// raises (an organisation's feed does not move with it).
+    async fn credentials_of(
+        &self,
+        who: &Watcher,
+    ) -> Result<Option<watch::Receiver<i64>>, DomainError> {
+        match who {
+            Watcher::Service(_) => {
+                let head = self.store.change_head(DEPLOYMENT).await?.head;
+                Ok(Some(self.hub.subscribe(DEPLOYMENT, head)))
+            }
+            Watcher::Member(_) => Ok(None),
+        }
     }
 
     fn heartbeat_of(&self, asked: Option<Duration>) -> Result<Duration, DomainError> {
@@ -436,8 +522,11 @@ struct Watch {
     organisation_id: Uuid,
     filter: ChangeFilter,
     heartbeat: Duration,
-    tx: mpsc::Sender<Result<Event, DomainError>>,
+    tx: mpsc::Sender<Event>,
     heads: watch::Receiver<i64>,
+    /// For a service: the deployment's head, which moves when a service is
+    /// registered or revoked.
+    credentials: Option<watch::Receiver<i64>>,
     /// The sequence this watch has gone past, for the lag metric.
     delivered: Arc<Delivered>,
     /// After the last change the watch went past.
@@ -466,11 +555,14 @@ impl Watch {
                 }
             }
             Start::Snapshot => {
-                if self.snapshot().await.is_err() {
+                if self.send_snapshot().await?.is_err() {
                     return Ok(());
                 }
             }
         }
+        // A revocation committed after the call was admitted but before the
+        // watch began listening moves no head it waits on: it fails here.
+        self.who.still_stands(&self.changes.store).await?;
         self.delivered.set(self.position.sequence);
         let mut last_sent = Instant::now();
         loop {
@@ -500,6 +592,9 @@ impl Watch {
                         return Ok(());
                     }
                     last_sent = Instant::now();
+                }
+                () = moved(&mut self.credentials) => {
+                    self.who.still_stands(&self.changes.store).await?;
                 }
                 () = self.tx.closed() => return Ok(()),
             }
@@ -574,7 +669,7 @@ impl Watch {
                             if let Some(through) = event.brings_to() {
                                 self.sent_through = through;
                             }
-                            permit.send(Ok(event));
+                            permit.send(event);
                             Ok(())
                         }
                         Err(_) => Err(Gone),
@@ -589,17 +684,6 @@ impl Watch {
 
     /// Sends the organisation's current state, then sets the position to
     /// the sequence it shows.
-    async fn snapshot(&mut self) -> Result<(), Gone> {
-        let result = self.send_snapshot().await;
-        match result {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                let _ = self.tx.send(Err(error)).await;
-                Err(Gone)
-            }
-        }
-    }
-
     async fn send_snapshot(&mut self) -> Result<Result<(), Gone>, DomainError> {
         let store = self.changes.store.clone();
         let (pages_tx, mut pages) = mpsc::channel(2);
@@ -610,9 +694,19 @@ impl Watch {
         let mut sequence = 0;
         while let Some((at, targets)) = pages.recv().await {
             sequence = at;
-            let targets: Vec<TargetChange> = targets
+            let targets: Vec<&TargetChange> = targets
                 .iter()
                 .filter(|target| self.filter.matches(target))
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            // After the page's read, as after a batch of changes: a page
+            // read after the watcher's revocation (its targets may show
+            // states committed after it) fails here, before it is sent.
+            self.who.still_stands(&self.changes.store).await?;
+            let targets: Vec<TargetChange> = targets
+                .into_iter()
                 .filter_map(|target| self.who.view(target))
                 .collect();
             if targets.is_empty() {
@@ -658,6 +752,17 @@ impl Watch {
         };
         self.send(last).await
     }
+}
+
+/// Returns when `head` moves; never when there is none to wait on (or its
+/// hub is gone).
+async fn moved(head: &mut Option<watch::Receiver<i64>>) {
+    if let Some(receiver) = head
+        && receiver.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// The sequence one watch has gone past.

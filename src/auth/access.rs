@@ -226,6 +226,9 @@ pub const FEED_VISIBILITY: &[(TargetType, &str)] = &[
         TargetType::Organisation,
         "/usermgmt.v1.RoleService/ListRoles",
     ),
+    // Only in the deployment's feed, which only a registered service may
+    // watch (no member sees one).
+    (TargetType::Service, "/usermgmt.v1.AuthService/Authorize"),
 ];
 
 /// Whether `principal` may see, in the change feed, a target of
@@ -294,6 +297,19 @@ mod tests {
                 rpcs.iter().any(|rpc| rpc == path),
                 "{path} is not an RPC of the contract"
             );
+        }
+    }
+
+    #[test]
+    fn every_target_type_has_exactly_one_visibility_rule_of_an_rpc() {
+        for target_type in TargetType::ALL {
+            let rules: Vec<&str> = FEED_VISIBILITY
+                .iter()
+                .filter(|(kind, _)| *kind == target_type)
+                .map(|(_, rpc)| *rpc)
+                .collect();
+            assert_eq!(rules.len(), 1, "{target_type:?}: {rules:?}");
+            assert!(rule_for(rules[0]).is_some(), "{}", rules[0]);
         }
     }
 

@@ -41,9 +41,21 @@ impl std::fmt::Debug for Credential<'_> {
 }
 
 /// A registered internal service, as established for a call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ServiceCaller {
     pub name: String,
+    /// The SHA-256 of the key the call presented: a long call (a change feed
+    /// watch) ends when that key stops working, even if a service of the
+    /// same name is registered again with another.
+    pub key_hash: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServiceCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceCaller")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who a call was admitted as.
@@ -299,10 +311,15 @@ impl Authenticator {
             .ok_or(DomainError::Unauthenticated(
                 AuthFailure::ServiceCredentialsInvalid,
             ))?;
-        let name = self.store.service_by_key(&opaque::hash(key)).await?.ok_or(
-            DomainError::Unauthenticated(AuthFailure::ServiceCredentialsInvalid),
-        )?;
-        Ok(ServiceCaller { name })
+        let key_hash = opaque::hash(key);
+        let name =
+            self.store
+                .service_by_key(&key_hash)
+                .await?
+                .ok_or(DomainError::Unauthenticated(
+                    AuthFailure::ServiceCredentialsInvalid,
+                ))?;
+        Ok(ServiceCaller { name, key_hash })
     }
 }
 

@@ -295,12 +295,14 @@ impl Store {
         result
     }
 
-    /// Whether an internal service named `name` is registered now.
-    pub async fn service_registered(&self, name: &str) -> Result<bool, DomainError> {
+    /// Whether the internal service key whose SHA-256 is `key_hash` still
+    /// works (registered, not revoked), by the database as it is now.
+    pub async fn service_key_works(&self, key_hash: &[u8]) -> Result<bool, DomainError> {
         use super::schema::service_credentials;
         let mut conn = self.conn().await?;
         let found: Option<Uuid> = service_credentials::table
-            .filter(service_credentials::name.eq(name))
+            .filter(service_credentials::secret_hash.eq(key_hash))
+            .filter(service_credentials::revoked_at.is_null())
             .select(service_credentials::id)
             .first(&mut conn)
             .await
@@ -442,7 +444,7 @@ impl Store {
             .map(|(TargetId { id }, captured)| TargetChange {
                 action: SNAPSHOT.to_owned(),
                 target_type,
-                target_id: id,
+                target_id: id.clone(),
                 owner: captured.owner,
                 expires_at: captured.state.as_ref().and(captured.expires_at),
                 state: captured.state,

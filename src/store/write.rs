@@ -298,15 +298,21 @@ async fn lock_and_recheck(conn: &mut Tx<'_>, caller: Caller<'_>) -> Result<(), D
 impl Store {
     /// Whether `ctx`'s caller still stands as it was admitted, by the rows as
     /// they are now (the write path's re-check, without its lock): for a
-    /// watcher of the change feed, which must stop at its revocation.
-    pub async fn recheck(&self, ctx: &ChangeContext) -> Result<(), DomainError> {
+    /// watcher of the change feed, which must stop at its revocation. Its
+    /// user must still exist, active (a suspended user's credentials fail
+    /// like a deleted one's, as at the lock), with the tokenKey it was
+    /// admitted with. A personal API token revoked or expired fails with
+    /// `API_TOKEN_INVALID`, as any call with it is answered; one whose user
+    /// changed with `TOKEN_REVOKED`. Returns the user's current role (none
+    /// for the API key).
+    pub async fn recheck(&self, ctx: &ChangeContext) -> Result<Option<Role>, DomainError> {
         let mut conn = self.conn().await?;
         let member = ctx.actor.user_id().unwrap_or(Uuid::nil());
         let current = diesel::sql_query(
             "SELECT o.api_key_hash AS key_hash, o.api_key_fingerprint AS key_fingerprint, \
                     u.role AS member_role, u.token_key AS member_token_key \
              FROM organisations o \
-             LEFT JOIN users u ON u.organisation_id = o.id AND u.id = $2 \
+             LEFT JOIN users u ON u.organisation_id = o.id AND u.id = $2 AND u.state = 'active' \
              WHERE o.id = $1",
         )
         .bind::<diesel::sql_types::Uuid, _>(ctx.organisation_id)
@@ -315,7 +321,20 @@ impl Store {
         .await
         .optional()?
         .ok_or(DomainError::NotFound("organisation"))?;
-        recheck(&mut Tx(&mut conn), current, ctx, ctx.permission).await
+        let role = match (&ctx.actor, &current.member_role) {
+            (Actor::User(_), Some(role)) => Some(Role::from_stored(role)?),
+            _ => None,
+        };
+        let user_unchanged = match ctx.proof {
+            Proof::ApiToken { token_key, .. } => current.member_with(token_key).is_ok(),
+            _ => false,
+        };
+        match recheck(&mut Tx(&mut conn), current, ctx, ctx.permission).await {
+            Err(DomainError::Unauthenticated(AuthFailure::TokenRevoked)) if user_unchanged => {
+                Err(DomainError::Unauthenticated(AuthFailure::ApiTokenInvalid))
+            }
+            checked => checked.map(|()| role),
+        }
     }
 }
 
