@@ -672,6 +672,12 @@ async fn a_revoked_services_idle_watch_ends() {
         .await
         .expect("watch")
         .into_inner();
+    // A watch from now opens with a heartbeat naming where it starts.
+    let opening = stream.message().await.expect("the opening heartbeat");
+    assert!(matches!(
+        opening.and_then(|message| message.event),
+        Some(proto::watch_changes_response::Event::Heartbeat(_))
+    ));
     store(&server.db)
         .revoke_service("idle-watcher")
         .await
