@@ -175,7 +175,8 @@ pub struct WatchRequest {
 /// One message of a watch.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Change(ChangeRecord),
+    /// A change, and the sequence the watch was at before it.
+    Change { change: ChangeRecord, previous: i64 },
     Heartbeat {
         head: i64,
         position: Position,
@@ -188,10 +189,23 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The sequence a client that received this event has been brought to.
+    fn brings_to(&self) -> Option<i64> {
+        match self {
+            Event::Change { change, .. } => Some(change.sequence),
+            Event::Heartbeat { position, .. } => Some(position.sequence),
+            Event::Snapshot { last, position, .. } => last.then_some(position.sequence),
+        }
+    }
+}
+
 /// A page of ListChanges.
 #[derive(Debug, Clone)]
 pub struct ChangePage {
-    pub changes: Vec<ChangeRecord>,
+    /// Each change, with the sequence the page had brought its client to
+    /// before it (the page token's, at first).
+    pub changes: Vec<(ChangeRecord, i64)>,
     /// The organisation's head when the page was read.
     pub head: i64,
     /// After the last change the page examined.
@@ -232,7 +246,10 @@ impl Changes {
         let organisation_id = who.organisation(organisation_id)?;
         let heads = self.store.change_head(organisation_id).await?;
         let mut position = match after {
-            Some(position) => self.resumable(organisation_id, position, heads).await?,
+            Some(position) => {
+                self.resumable("page_token", organisation_id, position, heads)
+                    .await?
+            }
             None => Position {
                 organisation_id,
                 sequence: heads.pruned_through,
@@ -247,8 +264,12 @@ impl Changes {
         // here, so nothing committed after a revocation is returned.
         who.still_stands(&self.store).await?;
         let mut changes = Vec::new();
+        let mut previous = position.sequence;
         for change in &batch {
-            changes.extend(who.select(change, filter));
+            if let Some(visible) = who.select(change, filter) {
+                changes.push((visible, previous));
+                previous = change.sequence;
+            }
             position = change.position();
         }
         Ok(ChangePage {
@@ -270,9 +291,10 @@ impl Changes {
         let slot = self.take_slot(&who)?;
         let heads = self.store.change_head(organisation_id).await?;
         let start = match request.start {
-            Start::Resume(position) => {
-                Start::Resume(self.resumable(organisation_id, position, heads).await?)
-            }
+            Start::Resume(position) => Start::Resume(
+                self.resumable("resume_token", organisation_id, position, heads)
+                    .await?,
+            ),
             other => other,
         };
         // "Now" is the head read here, before the client has its answer: a
@@ -298,6 +320,7 @@ impl Changes {
                 sequence: heads.head,
                 committed_at,
             },
+            sent_through: 0,
             _slot: slot,
         };
         tokio::spawn(async move {
@@ -329,16 +352,18 @@ impl Changes {
         }
     }
 
-    /// `position`, when the feed can be resumed after it.
+    /// `position`, when the feed can be resumed after it; a token of
+    /// another organisation's feed is a bad `field`.
     async fn resumable(
         &self,
+        field: &str,
         organisation_id: Uuid,
         position: Position,
         heads: Heads,
     ) -> Result<Position, DomainError> {
         if position.organisation_id != organisation_id {
             return Err(DomainError::invalid(
-                "resume_token",
+                field,
                 "is a token of another organisation's feed",
             ));
         }
@@ -417,15 +442,29 @@ struct Watch {
     delivered: Arc<Delivered>,
     /// After the last change the watch went past.
     position: Position,
+    /// The sequence its client was brought to by the last message it was
+    /// sent (a change's, a heartbeat's, the snapshot's; at first, the
+    /// position it resumed from).
+    sent_through: i64,
     _slot: Slot,
 }
 
 impl Watch {
     async fn run(&mut self, start: Start) -> Result<(), DomainError> {
         match start {
-            Start::Resume(position) => self.position = position,
+            Start::Resume(position) => {
+                self.position = position;
+                self.sent_through = position.sequence;
+            }
             // At the head as the watch was answered (`Changes::watch`).
-            Start::Now => {}
+            Start::Now => {
+                // Where the watch starts, so that its first change's
+                // previous_sequence can be checked.
+                let head = self.position.sequence;
+                if self.send_heartbeat(head).await.is_err() {
+                    return Ok(());
+                }
+            }
             Start::Snapshot => {
                 if self.snapshot().await.is_err() {
                     return Ok(());
@@ -437,12 +476,17 @@ impl Watch {
         loop {
             let head = *self.heads.borrow_and_update();
             if head > self.position.sequence {
+                let before = self.position.sequence;
                 match self.catch_up().await? {
                     Ok(true) => last_sent = Instant::now(),
                     Ok(false) => {}
                     Err(Gone) => return Ok(()),
                 }
-                continue;
+                // No change to read although the head is past the position
+                // (its rows were deleted by hand): wait, rather than spin.
+                if self.position.sequence != before {
+                    continue;
+                }
             }
             tokio::select! {
                 changed = self.heads.changed() => {
@@ -481,7 +525,11 @@ impl Watch {
         for change in &batch {
             match self.who.select(change, &self.filter) {
                 Some(visible) => {
-                    if self.send(Event::Change(visible)).await?.is_err() {
+                    let event = Event::Change {
+                        change: visible,
+                        previous: self.sent_through,
+                    };
+                    if self.send(event).await?.is_err() {
                         return Ok(Err(Gone));
                     }
                     sent = true;
@@ -523,6 +571,9 @@ impl Watch {
                 permit = self.tx.reserve() => {
                     return Ok(match permit {
                         Ok(permit) => {
+                            if let Some(through) = event.brings_to() {
+                                self.sent_through = through;
+                            }
                             permit.send(Ok(event));
                             Ok(())
                         }

@@ -171,18 +171,18 @@ impl Store {
             .load(&mut conn)
             .await
             .map_err(db_error)?;
-        Ok(group_changes(rows))
+        group_changes(rows)
     }
 }
 
 /// Audit rows, in sequence order, as the changes they make up.
-fn group_changes(rows: Vec<AuditRow>) -> Vec<ChangeRecord> {
+fn group_changes(rows: Vec<AuditRow>) -> Result<Vec<ChangeRecord>, DomainError> {
     let mut changes: Vec<ChangeRecord> = Vec::new();
     for row in rows {
         let Some(sequence) = row.sequence else {
             continue;
         };
-        let target = target_of(&row);
+        let target = target_of(&row)?;
         match changes.last_mut() {
             Some(last) if last.sequence == sequence => last.targets.extend(target),
             _ => changes.push(ChangeRecord {
@@ -195,29 +195,35 @@ fn group_changes(rows: Vec<AuditRow>) -> Vec<ChangeRecord> {
             }),
         }
     }
-    changes
+    Ok(changes)
 }
 
-fn target_of(row: &AuditRow) -> Option<TargetChange> {
-    let target_type = TargetType::parse(&row.target_type)?;
-    let state = match &row.state {
-        Some(json) => match serde_json::from_value::<TargetState>(json.clone()) {
-            Ok(state) => Some(state),
-            Err(error) => {
-                tracing::error!(%error, id = %row.id, "a change's stored state does not read");
-                None
-            }
-        },
-        None => None,
+/// The target an audit row of a change names; None for a type the feed
+/// does not know. A stored state that does not read is an error, never a
+/// tombstone: a client would drop a target that exists.
+fn target_of(row: &AuditRow) -> Result<Option<TargetChange>, DomainError> {
+    let Some(target_type) = TargetType::parse(&row.target_type) else {
+        return Ok(None);
     };
-    Some(TargetChange {
+    let state = row
+        .state
+        .as_ref()
+        .map(|json| serde_json::from_value::<TargetState>(json.clone()))
+        .transpose()
+        .map_err(|error| {
+            DomainError::Internal(format!(
+                "the stored state of audit event {}: {error}",
+                row.id
+            ))
+        })?;
+    Ok(Some(TargetChange {
         action: row.action.clone(),
         target_type,
         target_id: row.target_id.clone(),
         owner: row.owner_id,
         state,
         expires_at: row.expires_at,
-    })
+    }))
 }
 
 /// The notification channel of committed changes (payload

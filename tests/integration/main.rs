@@ -17,6 +17,7 @@ mod db_faults;
 mod example_env;
 mod failover;
 mod feed;
+mod feed_order;
 mod fuzz;
 mod grpc_web;
 mod hasher_bounds;
