@@ -18,6 +18,7 @@ mod example_env;
 mod failover;
 mod feed;
 mod feed_order;
+mod feed_replicas;
 mod fuzz;
 mod grpc_web;
 mod hasher_bounds;
