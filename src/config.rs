@@ -539,6 +539,12 @@ pub struct ServeArgs {
     /// database does not answer at all.
     #[arg(long, env = "USERMGMT_DB_CALL_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub db_call_timeout_ms: u64,
+
+    /// How long the change feed keeps a change, in hours: the states of
+    /// older changes are dropped, and a resume token before them is refused
+    /// (CHANGE_TOKEN_EXPIRED). The audit events stay.
+    #[arg(long, env = "USERMGMT_CHANGE_RETENTION_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=87_600))]
+    pub change_retention_hours: u64,
 }
 
 impl ServeArgs {
@@ -615,6 +621,11 @@ impl ServeArgs {
             retry_base: Duration::from_millis(self.mail_retry_base_ms),
             retry_max: Duration::from_millis(self.mail_retry_max_ms),
         }
+    }
+
+    /// How long the change feed keeps a change.
+    pub fn change_retention(&self) -> Duration {
+        Duration::from_secs(self.change_retention_hours.saturating_mul(3600))
     }
 
     pub fn hashing_limits(&self) -> crate::auth::passwords::HashingLimits {

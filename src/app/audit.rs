@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::domain::DomainError;
-use crate::domain::audit::{AuditEvent, AuditFilter};
+use crate::domain::audit::{AuditEvent, AuditFilter, SequenceCursor};
 use crate::store::Store;
 
 pub struct AuditLog {
@@ -26,6 +26,27 @@ impl AuditLog {
     ) -> Result<Vec<AuditEvent>, DomainError> {
         self.store
             .list_audit_events(caller.organisation_id, filter, before, limit)
+            .await
+    }
+
+    /// A page of the events of the change feed's changes after
+    /// `after_sequence` that match `filter`, oldest first, after `after`.
+    pub async fn list_by_sequence(
+        &self,
+        caller: &Principal,
+        filter: &AuditFilter,
+        after_sequence: i64,
+        after: Option<SequenceCursor>,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, DomainError> {
+        self.store
+            .list_audit_events_by_sequence(
+                caller.organisation_id,
+                filter,
+                after_sequence,
+                after,
+                limit,
+            )
             .await
     }
 }

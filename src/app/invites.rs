@@ -23,6 +23,7 @@ use crate::domain::session::SessionLifetime;
 use crate::domain::{DomainError, Role, email::Email};
 use crate::store::audit::Audit;
 use crate::store::invites::{self, NewInvite};
+use crate::store::organisations::members_audit;
 use crate::store::write::{Change, OrgLock};
 use crate::store::{Store, Tx, users};
 
@@ -188,10 +189,12 @@ impl Invites {
                     Audit::invite(INVITE_ACCEPT, &invite, Some(format!("user {}", user.id)));
                 let created = Audit::user(USER_CREATE, &user, None, Some(user.role.to_string()));
                 let session = opened.audit(&user);
+                let members = members_audit(organisation_id, USER_CREATE, user.id);
                 let joined = Actor::User(user.id);
                 Ok(Change::unchanged(opened)
                     .and_by(joined.clone(), audit)
                     .and_by(joined.clone(), created)
+                    .and_by(joined.clone(), members)
                     .and_by(joined, session)
                     .settling())
             })

@@ -22,6 +22,7 @@ use crate::domain::user::{UserCursor, UserState};
 use crate::domain::{DomainError, Role, email::Email, user::User};
 use crate::store::audit::Audit;
 use crate::store::invites::{self};
+use crate::store::organisations::members_audit;
 use crate::store::users::{self, UserQuery};
 use crate::store::write::{Change, OrgLock};
 use crate::store::{Store, Tx};
@@ -172,7 +173,8 @@ impl Users {
                     users::insert(conn, organisation_id, email.as_str(), role, &password_hash)
                         .await?;
                 let audit = Audit::user(USER_CREATE, &user, None, Some(role.to_string()));
-                Ok(Change::audited(user, audit).settling())
+                let members = members_audit(organisation_id, USER_CREATE, user.id);
+                Ok(Change::audited(user, audit).and(members).settling())
             })
             .await
     }
@@ -224,7 +226,9 @@ impl Users {
                     changed: true,
                     revoked_invites: revoked.len(),
                 };
+                let members = members_audit(organisation_id, USER_UPDATE_ROLE, user_id);
                 Ok(Change::audited(outcome, audit)
+                    .and(members)
                     .and_all(revoked)
                     .and_all(ended)
                     .settling())
@@ -383,7 +387,9 @@ async fn delete_now(conn: &mut Tx<'_>, user: User) -> Result<Change<User>, Domai
     users::delete(conn, &user).await?;
     let revoked = revoke_invites_of(conn, &user, "its creator was deleted").await?;
     let audit = Audit::user(USER_DELETE, &user, Some(user.role.to_string()), None);
+    let members = members_audit(user.organisation_id, USER_DELETE, user.id);
     Ok(Change::audited(user, audit)
+        .and(members)
         .and_all(revoked)
         .and_all(ended)
         .settling())

@@ -12,6 +12,9 @@ pub const INVITE_REVOKE: &str = "invite.revoke";
 pub const INVITE_ACCEPT: &str = "invite.accept";
 pub const ORGANISATION_UPDATE: &str = "organisation.update";
 pub const ORGANISATION_ROTATE_API_KEY: &str = "organisation.rotate_api_key";
+/// The organisation's members changed (a user created, deleted or given
+/// another role): its role counts with them.
+pub const ORGANISATION_MEMBERS: &str = "organisation.members";
 pub const PLAYBACK_TOKEN_ISSUE: &str = "playback_token.issue";
 pub const PLAYBACK_TOKEN_REVOKE: &str = "playback_token.revoke";
 pub const PLAYBACK_KEY_CREATE: &str = "playback_key.create";
@@ -92,18 +95,68 @@ pub struct AuditFilter {
     pub action: Option<String>,
     pub start_time: Option<DateTime<Utc>>,
     pub end_time: Option<DateTime<Utc>>,
+    /// Only the events of the change feed's changes after this sequence,
+    /// oldest first by (sequence, id); none: every event, newest first.
+    pub after_sequence: Option<i64>,
 }
 
 impl AuditFilter {
     /// A canonical text of the filter, bound into page tokens.
     pub fn fingerprint(&self) -> String {
-        format!(
+        let mut text = format!(
             "actor={:?};target={:?};action={:?};start={:?};end={:?}",
             self.actor,
             self.target_id,
             self.action,
             self.start_time.map(|t| t.timestamp_micros()),
             self.end_time.map(|t| t.timestamp_micros()),
-        )
+        );
+        if let Some(after) = self.after_sequence {
+            text.push_str(&format!(";after_sequence={after}"));
+        }
+        text
+    }
+}
+
+/// Where a page of events in the change feed's order starts: after the
+/// event `id` of the change `sequence`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceCursor {
+    pub sequence: i64,
+    pub id: Uuid,
+}
+
+impl SequenceCursor {
+    /// The cursor after `event` (which has a sequence in this order).
+    pub fn after(event: &AuditEvent) -> Self {
+        SequenceCursor {
+            sequence: event.sequence.unwrap_or_default(),
+            id: event.id,
+        }
+    }
+}
+
+impl super::paging::Cursor for SequenceCursor {
+    fn encode(&self, filter: &str) -> String {
+        super::paging::KeyedCursor {
+            after: self.id,
+            key: self.sequence.to_string(),
+        }
+        .encode(filter)
+    }
+}
+
+impl super::paging::TokenCursor for SequenceCursor {
+    fn decode(raw: &str, filter: &str) -> Result<Option<Self>, super::DomainError> {
+        let Some(cursor) = super::paging::KeyedCursor::decode(raw, filter)? else {
+            return Ok(None);
+        };
+        let sequence = cursor.key.parse().map_err(|_| {
+            super::DomainError::invalid("page_token", "is not a page token of this query")
+        })?;
+        Ok(Some(SequenceCursor {
+            sequence,
+            id: cursor.after,
+        }))
     }
 }

@@ -115,6 +115,11 @@ pub async fn serve(
         store.clone(),
         Duration::from_millis(args.api_token_usage_flush_ms),
     ));
+    let retention_task = tokio::spawn(crate::store::feed_retention::prune_every(
+        store.clone(),
+        args.change_retention(),
+        crate::store::feed_retention::PRUNE_INTERVAL,
+    ));
     let (health, health_task) = health(&store, &args).await;
     let routes = reflection(Routes::new(health))?;
     let metrics_task = metrics(&args, &store).await?;
@@ -173,6 +178,7 @@ pub async fn serve(
     let background = Background {
         health: health_task,
         usage: usage_task,
+        retention: retention_task,
         cache: cache_task,
         metrics: metrics_task,
         mail: mail_workers,
@@ -373,6 +379,8 @@ fn api(
 struct Background {
     health: JoinHandle<()>,
     usage: JoinHandle<()>,
+    /// The change feed's retention (`store::feed_retention`).
+    retention: JoinHandle<()>,
     cache: Option<JoinHandle<()>>,
     metrics: Option<JoinHandle<()>>,
     mail: Option<OutboxWorkers>,
@@ -388,6 +396,7 @@ impl Background {
         self.health.abort();
         self.usage.abort();
         self.feed.abort();
+        self.retention.abort();
         if let Some(mail) = self.mail {
             mail.stop(MAIL_STOP_GRACE).await;
         }

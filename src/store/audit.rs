@@ -11,7 +11,7 @@ use super::{Store, db_error};
 use crate::domain::DomainError;
 use crate::domain::actor::{Actor, ChangeContext};
 use crate::domain::api_token::ApiToken;
-use crate::domain::audit::{AuditEvent, AuditFilter, is_change};
+use crate::domain::audit::{AuditEvent, AuditFilter, SequenceCursor, is_change};
 use crate::domain::change::Position;
 use crate::domain::invite::Invite;
 use crate::domain::user::User;
@@ -211,6 +211,37 @@ pub(super) async fn record(
     Ok(position)
 }
 
+type AuditSelect = diesel::dsl::IntoBoxed<
+    'static,
+    diesel::dsl::Select<audit_events::table, diesel::dsl::AsSelect<AuditRow, diesel::pg::Pg>>,
+    diesel::pg::Pg,
+>;
+
+/// The organisation's events that match `filter` (but its
+/// `after_sequence`), boxed.
+fn filtered(organisation_id: Uuid, filter: &AuditFilter) -> AuditSelect {
+    let mut query = audit_events::table
+        .select(AuditRow::as_select())
+        .into_boxed()
+        .filter(audit_events::organisation_id.eq(organisation_id));
+    if let Some(actor) = &filter.actor {
+        query = query.filter(audit_events::actor.eq(actor.clone()));
+    }
+    if let Some(target_id) = &filter.target_id {
+        query = query.filter(audit_events::target_id.eq(target_id.clone()));
+    }
+    if let Some(action) = &filter.action {
+        query = query.filter(audit_events::action.eq(action.clone()));
+    }
+    if let Some(start) = filter.start_time {
+        query = query.filter(audit_events::occurred_at.ge(start));
+    }
+    if let Some(end) = filter.end_time {
+        query = query.filter(audit_events::occurred_at.lt(end));
+    }
+    query
+}
+
 impl Store {
     /// A page of the organisation's audit events, newest first.
     pub async fn list_audit_events(
@@ -221,29 +252,40 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AuditEvent>, DomainError> {
         let mut conn = self.conn().await?;
-        let mut query = audit_events::table
-            .filter(audit_events::organisation_id.eq(organisation_id))
-            .select(AuditRow::as_select())
+        let mut query = filtered(organisation_id, filter)
             .order(audit_events::id.desc())
-            .limit(limit)
-            .into_boxed();
-        if let Some(actor) = &filter.actor {
-            query = query.filter(audit_events::actor.eq(actor.clone()));
-        }
-        if let Some(target_id) = &filter.target_id {
-            query = query.filter(audit_events::target_id.eq(target_id.clone()));
-        }
-        if let Some(action) = &filter.action {
-            query = query.filter(audit_events::action.eq(action.clone()));
-        }
-        if let Some(start) = filter.start_time {
-            query = query.filter(audit_events::occurred_at.ge(start));
-        }
-        if let Some(end) = filter.end_time {
-            query = query.filter(audit_events::occurred_at.lt(end));
-        }
+            .limit(limit);
         if let Some(before_id) = before_id {
             query = query.filter(audit_events::id.lt(before_id));
+        }
+        let rows = query.load(&mut conn).await.map_err(db_error)?;
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
+    }
+
+    /// A page of the organisation's audit events of the change feed's
+    /// changes after `after_sequence`, oldest first by (sequence, id),
+    /// after `after` (the last event of the previous page).
+    pub async fn list_audit_events_by_sequence(
+        &self,
+        organisation_id: Uuid,
+        filter: &AuditFilter,
+        after_sequence: i64,
+        after: Option<SequenceCursor>,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, DomainError> {
+        let mut conn = self.conn().await?;
+        let mut query = filtered(organisation_id, filter)
+            .filter(audit_events::sequence.gt(after_sequence))
+            .order((audit_events::sequence.asc(), audit_events::id.asc()))
+            .limit(limit);
+        if let Some(after) = after {
+            query = query.filter(
+                audit_events::sequence
+                    .gt(after.sequence)
+                    .or(audit_events::sequence
+                        .eq(after.sequence)
+                        .and(audit_events::id.gt(after.id))),
+            );
         }
         let rows = query.load(&mut conn).await.map_err(db_error)?;
         Ok(rows.into_iter().map(AuditEvent::from).collect())

@@ -9,6 +9,7 @@ pub(crate) mod confirmations;
 pub(crate) mod connect;
 pub mod deadline;
 pub mod feed;
+pub mod feed_retention;
 mod feed_state;
 pub(crate) mod invites;
 pub(crate) mod models;

@@ -13,7 +13,7 @@ use super::schema::{organisations, users};
 use super::text::StoredText as _;
 use super::write::Change;
 use super::{Store, db_error};
-use crate::domain::audit::{ORGANISATION_CREATE, USER_CREATE};
+use crate::domain::audit::{ORGANISATION_CREATE, ORGANISATION_MEMBERS, USER_CREATE};
 use crate::domain::{DomainError, Role, email::Email, user::Organisation, user::User};
 
 /// A new API key's stored form.
@@ -174,6 +174,21 @@ pub fn organisation_audit(
         target_label: after.name.clone(),
         before: Some(describe(before)),
         after: Some(describe(after)),
+        owner: None,
+    }
+}
+
+/// The audit event of a change of the organisation's members, made with
+/// the change of the user `user_id` that `action` names: the organisation's
+/// role counts changed with it (the change feed carries them).
+pub fn members_audit(organisation_id: Uuid, action: &str, user_id: Uuid) -> Audit {
+    Audit {
+        action: ORGANISATION_MEMBERS,
+        target_type: "organisation",
+        target_id: organisation_id.to_string(),
+        target_label: String::new(),
+        before: None,
+        after: Some(format!("{action} user {user_id}")),
         owner: None,
     }
 }

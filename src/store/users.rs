@@ -271,11 +271,19 @@ impl Store {
                 .await
                 .map_err(user_exists_error)?;
             let mut change = Change::unchanged(()).settling();
+            let mut last = None;
             for row in inserted {
                 let user = User::try_from(row)?;
                 let role = Some(user.role.to_string());
+                last = Some(user.id);
                 change =
                     change.and_in(organisation_id, Audit::user(USER_CREATE, &user, None, role));
+            }
+            // The role counts changed with them: once per batch.
+            if let Some(user_id) = last {
+                let members =
+                    super::organisations::members_audit(organisation_id, USER_CREATE, user_id);
+                change = change.and_in(organisation_id, members);
             }
             Ok(change)
         })

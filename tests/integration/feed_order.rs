@@ -102,10 +102,16 @@ fn sequences(changes: &[proto::Change]) -> Vec<i64> {
     changes.iter().map(|change| change.sequence).collect()
 }
 
-/// The (action, target id) of a change of one target.
+/// The (action, target id) of a change of one target (besides the
+/// organisation's members, which a change of a user records too).
 fn what(change: &proto::Change) -> (String, String) {
-    assert_eq!(change.targets.len(), 1, "{change:?}");
-    let target = &change.targets[0];
+    let own: Vec<_> = change
+        .targets
+        .iter()
+        .filter(|target| target.action != "organisation.members")
+        .collect();
+    assert_eq!(own.len(), 1, "{change:?}");
+    let target = own[0];
     (target.action.clone(), target.target_id.clone())
 }
 

@@ -395,13 +395,25 @@ impl Session {
     }
 }
 
-/// How many audit events the organisation has, straight from the database.
+/// Whether an audit event is one of a call under test: not a sign-in's
+/// (`login.*` and the `session.open` of each) nor the operator's (the
+/// bootstrap's). As [`audit_count`] counts.
+pub fn is_call_event(event: &proto::AuditEvent) -> bool {
+    !event.action.starts_with("login.")
+        && event.action != "session.open"
+        && event.actor != "operator"
+}
+
+/// How many audit events the organisation has, straight from the database:
+/// those of the calls under test, not the sign-ins' (`login.*` and the
+/// `session.open` of each) nor the operator's (the bootstrap's).
 pub async fn audit_count(db: &TestDb, org: Uuid) -> i64 {
     db.client()
         .await
         .query_one(
             "SELECT count(*) FROM audit_events WHERE organisation_id = $1 \
-             AND action NOT LIKE 'login.%'",
+             AND action NOT LIKE 'login.%' AND action <> 'session.open' \
+             AND actor <> 'operator'",
             &[&org],
         )
         .await
