@@ -675,7 +675,7 @@ async fn read_snapshot(
 /// pages that show their targets were read, so only the snapshot's sequence
 /// (the head read before the first page) brings them in. At the end the
 /// folded users, invites, sessions and API tokens are what the List RPCs
-/// say.
+/// say, and the organisation (its role counts) what GetOrganisation says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_raced_by_writes_folds_into_the_organisations_state() {
     // The snapshot's statement waits for the lock while the test writes:
@@ -1080,6 +1080,25 @@ async fn a_snapshot_raced_by_writes_folds_into_the_organisations_state() {
         _ => None,
     });
     assert_same("API tokens", &folded_tokens, &listed_tokens);
+    // And the organisation, its role counts moved by the user changes.
+    let organisation = proto::organisation_service_client::OrganisationServiceClient::new(
+        replicas.on_first.clone(),
+    )
+    .get_organisation(admin.req(proto::GetOrganisationRequest {}))
+    .await
+    .expect("get the organisation")
+    .into_inner()
+    .organisation
+    .expect("the organisation");
+    let folded_organisation = of_type(&folded, "organisation", |state| match state {
+        State::Organisation(organisation) => Some(organisation.clone()),
+        _ => None,
+    });
+    assert_same(
+        "the organisation",
+        &folded_organisation,
+        &BTreeMap::from([(organisation.id.clone(), organisation)]),
+    );
 
     // A watcher that asks for some types gets only those in its snapshot,
     // and they are the folded ones.
