@@ -19,6 +19,7 @@ mod failover;
 mod feed;
 mod feed_order;
 mod feed_access;
+mod feed_replicas;
 mod feed_store;
 mod fuzz;
 mod grpc_web;
