@@ -4,7 +4,7 @@
 # (how long a write waits for the replicas' caches) measured in the same run
 # (crates/loadgen/src/bin/feed-latency.rs says how). Two release `usermgmt
 # serve` replicas on a fresh database; FEED_LATENCY_RUNS runs (default 3),
-# each printed, then the median of each figure over the runs.
+# each printed, then the median (min-max) of each figure over the runs.
 # Extra arguments go to feed-latency, e.g. `scripts/feed-latency.sh --rate 100`.
 # FEED_LATENCY_BIN=DIR takes usermgmt and feed-latency from DIR instead of
 # target/release (e.g. target/debug, or a build of another commit kept aside).
@@ -66,10 +66,11 @@ done
 python3 - "$OUT" <<'EOF'
 import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-print(f"medians of {len(runs)} runs ({runs[0]['writes']} writes each at {runs[0]['rate']}/s):")
+print(f"median (min-max) of {len(runs)} runs ({runs[0]['writes']} writes each at {runs[0]['rate']}/s):")
 for key in ["delivery_p50_ms", "delivery_p99_ms", "after_answer_p50_ms", "after_answer_p99_ms",
             "settle_p50_ms", "settle_p99_ms", "ratio_p50", "ratio_p99",
             "after_answer_ratio_p50", "after_answer_ratio_p99",
             "answer_settling_p50_ms", "answer_plain_p50_ms"]:
-    print(f"  {key:24} {statistics.median(run[key] for run in runs):8.2f}")
+    values = [run[key] for run in runs]
+    print(f"  {key:24} {statistics.median(values):8.2f} ({min(values):.2f}-{max(values):.2f})")
 EOF
