@@ -37,11 +37,10 @@ const CHANGES: u64 = 10_000;
 /// Writers issuing them side by side.
 const WRITERS: u64 = 8;
 /// The most the server's resident memory may grow while its one watcher
-/// lags by `CHANGES` and catches up. Measured once (a debug build, changes
-/// of one target each): the watch as built grows it by 1 to 2 MiB; holding
-/// the backlog grows it by 10 MiB (the whole backlog read at once) to 14 MiB
-/// (an unbounded channel to the client), and more as changes carry bigger
-/// states.
+/// lags by `CHANGES` and catches up. Measured (a debug build): the watch as
+/// built grows it by 1 to 2 MiB; holding the backlog grows it by 10 MiB (the
+/// whole backlog read at once) to 15 MiB (an unbounded channel to the
+/// client).
 const RSS_BOUND_KIB: u64 = 6 * 1024;
 
 /// A `usermgmt serve` process with a metrics port, killed when dropped.
