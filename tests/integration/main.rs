@@ -17,6 +17,7 @@ mod db_faults;
 mod example_env;
 mod failover;
 mod feed;
+mod feed_load;
 mod feed_order;
 mod feed_access;
 mod feed_replicas;
