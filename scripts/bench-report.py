@@ -6,6 +6,11 @@ many-call scenarios (invite_cycle) and any errors. Extra arguments go to
 loadgen; the environment (BENCH_REPLICAS, ...) goes to bench.sh.
 
     scripts/bench-report.py --runs 3 -- --in-flight 64 --scenarios health,get_user
+
+With --usermgmt FILE given more than once, the server builds take turns
+(run 1 of each, then run 2 of each, ...; bench.sh's BENCH_USERMGMT), each
+is reported on its own, and then each against the first, per scenario, as
+the ratio of their medians' × health figures (req/s and p50).
 """
 import argparse
 import json
@@ -15,10 +20,13 @@ import subprocess
 import sys
 
 
-def run_once(loadgen_args):
+def run_once(loadgen_args, usermgmt=None):
+    env = dict(os.environ)
+    if usermgmt:
+        env["BENCH_USERMGMT"] = usermgmt
     proc = subprocess.run(
         ["scripts/bench.sh", "--json", *loadgen_args],
-        capture_output=True, text=True, env=os.environ,
+        capture_output=True, text=True, env=env,
     )
     # Pass the servers' and loadgen's messages on (warnings included),
     # without loadgen's progress lines.
@@ -36,6 +44,12 @@ def run_once(loadgen_args):
     return rows, startup
 
 
+def ratio(value):
+    """Two decimals, or two significant digits below 0.1 (a login is
+    thousands of times slower than a health check)."""
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
+
+
 def spread(values, fmt):
     values = [v for v in values if v is not None]
     if not values:
@@ -46,13 +60,72 @@ def spread(values, fmt):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--usermgmt", action="append", default=[],
+                        help="a server binary; given several times, the builds take turns")
     parser.add_argument("loadgen_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     extra = [a for a in args.loadgen_args if a != "--"]
-    runs = []
+    builds = [os.path.abspath(b) for b in args.usermgmt] or [None]
+    runs = {build: [] for build in builds}
     for n in range(args.runs):
-        print(f"run {n + 1}/{args.runs} …", file=sys.stderr)
-        runs.append(run_once(extra))
+        for build in builds:
+            label = f" of {build}" if build else ""
+            print(f"run {n + 1}/{args.runs}{label} …", file=sys.stderr)
+            runs[build].append(run_once(extra, build))
+    for build in builds:
+        if build:
+            print(f"\n## {build}\n")
+        report(runs[build])
+    if len(builds) > 1:
+        compare(builds, runs)
+
+
+def medians(runs):
+    """Per (in flight, scenario): the medians of req/s, p50 and p99, and of
+    their ratios to health."""
+    pooled = {}
+    for rows, _ in runs:
+        for row in rows:
+            pooled.setdefault((row["in_flight"], row["scenario"]), []).append(row)
+
+    def median(rows, field):
+        values = [r.get(field) for r in rows if r.get(field) is not None]
+        return statistics.median(values) if values else None
+
+    return {key: {field: median(rows, field) for field in
+                  ("req_per_s", "req_per_s_ratio", "p50_us", "p50_ratio", "p99_us", "p99_ratio")}
+            for key, rows in pooled.items()}
+
+
+def compare(builds, runs):
+    first = medians(runs[builds[0]])
+    print(f"\n## Each build against the first ({builds[0]})\n")
+    print("| build | in flight | scenario | req/s ×health: first → this | this ÷ first "
+          "| p50 ×health: first → this | this ÷ first | p99 ×health: first → this |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def fmt(value):
+        return "-" if value is None else ratio(value)
+
+    def quotient(a, b):
+        return None if a is None or b is None or a == 0 else b / a
+
+    for build in builds[1:]:
+        this = medians(runs[build])
+        for key, base in first.items():
+            other = this.get(key)
+            if other is None:
+                continue
+            in_flight, scenario = key
+            print(f"| {os.path.basename(os.path.dirname(build)) or build} | {in_flight} | {scenario} "
+                  f"| {fmt(base['req_per_s_ratio'])} → {fmt(other['req_per_s_ratio'])} "
+                  f"| {fmt(quotient(base['req_per_s_ratio'], other['req_per_s_ratio']))} "
+                  f"| {fmt(base['p50_ratio'])} → {fmt(other['p50_ratio'])} "
+                  f"| {fmt(quotient(base['p50_ratio'], other['p50_ratio']))} "
+                  f"| {fmt(base['p99_ratio'])} → {fmt(other['p99_ratio'])} |")
+
+
+def report(runs):
     keys = []
     for rows, _ in runs:
         for row in rows:
@@ -67,12 +140,12 @@ def main():
         rss = [r["server_rss_kib"] / 1024 if r.get("server_rss_kib") else None for r in rows]
         print(
             f"| {in_flight} | {scenario} | {spread([r['req_per_s'] for r in rows], lambda v: f'{v:.0f}')} "
-            f"| {spread([r['req_per_s_ratio'] for r in rows], lambda v: f'{v:.2f}')} "
+            f"| {spread([r['req_per_s_ratio'] for r in rows], ratio)} "
             f"| {spread([r['p99_us'] for r in rows], lambda v: f'{v:.0f}')} "
-            f"| {spread([r['p99_ratio'] for r in rows], lambda v: f'{v:.2f}')} "
+            f"| {spread([r['p99_ratio'] for r in rows], ratio)} "
             f"| {spread(rss, lambda v: f'{v:.0f}')} "
             f"| {spread([r['p50_us'] for r in rows], lambda v: f'{v:.0f}')} "
-            f"| {spread([r.get('p50_ratio') for r in rows], lambda v: f'{v:.2f}')} "
+            f"| {spread([r.get('p50_ratio') for r in rows], ratio)} "
             f"| {spread([r.get('user_cache_hit_rate') for r in rows], lambda v: f'{v * 100:.1f} %')} |"
         )
     print("\n| in flight | scenario | server CPU µs per call | loadgen CPU µs per call |")

@@ -8,17 +8,27 @@
 # `usermgmt serve` replicas of the same database on distinct loopback ports;
 # the load goes to the first, and every writer waits for all N caches to
 # settle. BENCH_BIN=DIR takes usermgmt and loadgen from DIR instead of the
-# target directory (e.g. a copy kept aside, to compare builds).
+# target directory (e.g. a copy kept aside, to compare builds);
+# BENCH_USERMGMT=FILE takes the server binary (and its operator commands:
+# bootstrap, seed, bench-tokens) from FILE, with loadgen still from the
+# target directory or BENCH_BIN (one load generator, several server builds).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if [[ -n ${BENCH_BIN:-} ]]; then
     BIN=$BENCH_BIN
-    [[ -x $BIN/usermgmt && -x $BIN/loadgen ]] || { echo "BENCH_BIN=$BIN has no usermgmt and loadgen" >&2; exit 1; }
+    [[ -x $BIN/loadgen && ( -n ${BENCH_USERMGMT:-} || -x $BIN/usermgmt ) ]] ||
+        { echo "BENCH_BIN=$BIN has no usermgmt and loadgen" >&2; exit 1; }
 else
     BIN=${CARGO_TARGET_DIR:-target}/release
-    [[ -x $BIN/usermgmt && -x $BIN/loadgen ]] || cargo build --release --locked --bin usermgmt --bin loadgen
+    if [[ -n ${BENCH_USERMGMT:-} ]]; then
+        [[ -x $BIN/loadgen ]] || cargo build --release --locked --bin loadgen
+    else
+        [[ -x $BIN/usermgmt && -x $BIN/loadgen ]] || cargo build --release --locked --bin usermgmt --bin loadgen
+    fi
 fi
+USERMGMT=${BENCH_USERMGMT:-$BIN/usermgmt}
+[[ -x $USERMGMT ]] || { echo "BENCH_USERMGMT=$USERMGMT is not an executable" >&2; exit 1; }
 REPLICAS=${BENCH_REPLICAS:-1}
 [[ $REPLICAS =~ ^[1-9][0-9]?$ ]] || { echo "BENCH_REPLICAS must be 1 to 99, not $REPLICAS" >&2; exit 1; }
 DB="usermgmt_bench_$$"
@@ -47,14 +57,14 @@ cleanup() {
 trap cleanup EXIT
 
 PASSWORD='bench password 1'
-BOOT=$(USERMGMT_LOG=warn $BIN/usermgmt bootstrap --organisation Bench --email bench@example.com --password "$PASSWORD")
+BOOT=$(USERMGMT_LOG=warn $USERMGMT bootstrap --organisation Bench --email bench@example.com --password "$PASSWORD")
 API_KEY=$(echo "$BOOT" | python3 -c 'import json, sys; print(json.load(sys.stdin)["api_key"])')
 ORG=$(echo "$BOOT" | python3 -c 'import json, sys; print(json.load(sys.stdin)["organisation_id"])')
-SERVICE_KEY=$(USERMGMT_LOG=warn $BIN/usermgmt service register --name bench |
+SERVICE_KEY=$(USERMGMT_LOG=warn $USERMGMT service register --name bench |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["service_key"])')
 psql -qh 127.0.0.1 -U postgres -d "$DB" -c 'UPDATE organisations SET secure_playback = true' >/dev/null
 if [[ -n ${BENCH_SEED_USERS:-} ]]; then
-    USERMGMT_LOG=warn $BIN/usermgmt seed --organisation-id "$ORG" --users "$BENCH_SEED_USERS" \
+    USERMGMT_LOG=warn $USERMGMT seed --organisation-id "$ORG" --users "$BENCH_SEED_USERS" \
         --organisations "${BENCH_SEED_ORGANISATIONS:-1}"
 fi
 
@@ -63,7 +73,7 @@ for PORT in "${PORTS[@]}"; do
     # shellcheck disable=SC2086
     METRICS_ARGS=()
     [[ $PORT != "${PORTS[0]}" ]] || METRICS_ARGS=(--metrics-listen "127.0.0.1:$METRICS_PORT")
-    USERMGMT_LOG=warn $BIN/usermgmt serve --listen "127.0.0.1:$PORT" "${METRICS_ARGS[@]}" ${BENCH_SERVE_ARGS:-} &
+    USERMGMT_LOG=warn $USERMGMT serve --listen "127.0.0.1:$PORT" "${METRICS_ARGS[@]}" ${BENCH_SERVE_ARGS:-} &
     SERVERS+=("$!")
     [[ $PORT == "${PORTS[0]}" ]] || OTHERS+=("http://127.0.0.1:$PORT")
 done
@@ -75,6 +85,6 @@ if ((${#OTHERS[@]})); then
 fi
 $BIN/loadgen --addr "http://127.0.0.1:${PORTS[0]}" --email bench@example.com --password "$PASSWORD" \
     --service-key "$SERVICE_KEY" --api-key "$API_KEY" --server-pid "$PIDS" --wait-serving \
-    --usermgmt-bin "$BIN/usermgmt" \
+    --usermgmt-bin "$USERMGMT" \
     --metrics-addr "127.0.0.1:$METRICS_PORT" \
     "${REPLICA_ARGS[@]}" "$@"

@@ -157,9 +157,33 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "authorization")]
     pub token_header: TokenHeader,
 
-    /// The email prefix `list_users_prefix` searches by.
+    /// The email prefix `list_users_prefix` searches by, and that of the
+    /// users `login` and `login_orgs` sign in as (`seed-`: the users of
+    /// `usermgmt seed`).
     #[arg(long, default_value = "seed-")]
     pub email_prefix: String,
+
+    /// How many organisations `issue_playback_orgs` and `login_orgs` spread
+    /// their calls over: those of the first N users by id, which must be N
+    /// distinct organisations (as after `usermgmt bootstrap` then `usermgmt
+    /// seed --organisations N` on a fresh database).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub organisations: u32,
+
+    /// How many users of each organisation `login` and `login_orgs` sign in
+    /// as, in turn (see --email-prefix).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub login_users: u32,
+
+    /// The password of those users (default: the one `usermgmt seed` gives
+    /// every user).
+    #[arg(
+        long,
+        env = "LOADGEN_LOGIN_PASSWORD",
+        hide_env_values = true,
+        default_value = "seeded password"
+    )]
+    pub login_password: String,
 
     /// The server's metrics listener (`usermgmt serve --metrics-listen`),
     /// loopback only: the users cache's hit rate of each measurement is

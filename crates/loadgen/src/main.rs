@@ -23,9 +23,15 @@
 //!     --email admin@example.com --password '...'
 //! ```
 //!
+//! The same-organisation write scenarios (`issue_playback`, `login` and their
+//! `_orgs` forms over `--organisations` organisations) need several
+//! organisations with known users: `scripts/bench-writes.sh` seeds them and
+//! runs them.
+//!
 //! Adding a scenario is one variant of [`Scenario`] and one arm of
 //! [`Scenario::call`], in `scenarios.rs`. The other modules: `cli` (the
-//! flags), `session` (signing in and what the scenarios prepare), `connect`
+//! flags), `session` (signing in and what the scenarios prepare),
+//! `organisations` (what the same-organisation write scenarios prepare), `connect`
 //! (loopback connections), `measure` (rounds, the in-flight loop, timing),
 //! `latency` (percentiles, from an HdrHistogram), `usage` (the server's CPU,
 //! RSS and cache hits), `report` (the output) and `tokens` (the tokens of
@@ -35,6 +41,7 @@ mod cli;
 mod connect;
 mod latency;
 mod measure;
+mod organisations;
 mod report;
 mod scenarios;
 mod session;

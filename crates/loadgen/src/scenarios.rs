@@ -15,6 +15,7 @@ use usermgmt_proto::playback_token_service_client::PlaybackTokenServiceClient;
 use usermgmt_proto::user_service_client::UserServiceClient;
 
 use crate::measure::nanos;
+use crate::organisations::{login_request, playback_request};
 use crate::session::Session;
 
 /// One kind of call to measure.
@@ -69,6 +70,39 @@ pub enum Scenario {
     /// `UserService/RevokeInvite` of that invite: one iteration is both calls
     /// (each call's latency is reported too).
     InviteCycle,
+    /// `PlaybackTokenService/IssuePlaybackToken` as the signed-in user: an
+    /// organisation-wide, revocable token expiring 5 minutes after the call,
+    /// so every call is a committed write (the token's record and its audit
+    /// event) in that one organisation, under its shared lock. Before
+    /// measuring, loadgen makes the organisation secure if it is not
+    /// (`UpdateOrganisation`) and issues one token, which creates its
+    /// signing key.
+    IssuePlayback,
+    /// The same as `issue_playback`, each call as the user of the next of
+    /// `--organisations` organisations, in turn: the first
+    /// `--organisations` users by id (their tokens from `usermgmt
+    /// bench-tokens`, see `--usermgmt-bin`), which must belong to as many
+    /// organisations and hold `playback_tokens.create` and `users.read`, as
+    /// the nanoAdmins `usermgmt bootstrap` then `usermgmt seed
+    /// --organisations N` create do. Each organisation is prepared as for
+    /// `issue_playback`.
+    IssuePlaybackOrgs,
+    /// `AuthService/Login` (an argon2id verification, then a session opened
+    /// in a committed write of the organisation) as the next of the first
+    /// `--login-users` users of the signed-in user's organisation whose email
+    /// starts with `--email-prefix` (by email), in turn, each with
+    /// `--login-password` and the organisation's id. Each of them signs in
+    /// once before measuring, so that every measured login comes from an
+    /// address the user already signed in from. The server's limit on login
+    /// attempts per peer address must allow the rate (`usermgmt serve
+    /// --login-rate-per-peer 0`: every call comes from one address), and at
+    /// most 8 logins may be in flight (the server's default bound of
+    /// password hashes queued per caller).
+    Login,
+    /// The same as `login`, over `--login-users` users of each of the
+    /// `--organisations` organisations of `issue_playback_orgs`: consecutive
+    /// calls sign in to different organisations.
+    LoginOrgs,
 }
 
 /// What one successful call (or iteration) of a scenario was.
@@ -233,6 +267,34 @@ impl Scenario {
                     .into_inner();
                 if !answer.changed {
                     return Ok(Outcome::Unchanged);
+                }
+            }
+            Scenario::IssuePlayback | Scenario::IssuePlaybackOrgs => {
+                let request = playback_request();
+                let request = if self == Scenario::IssuePlayback {
+                    session.authorized(request)
+                } else {
+                    session.as_next_organisation(request)?
+                };
+                PlaybackTokenServiceClient::new(channel.clone())
+                    .issue_playback_token(request)
+                    .await?;
+            }
+            Scenario::Login | Scenario::LoginOrgs => {
+                let users = if self == Scenario::Login {
+                    &session.login_users
+                } else {
+                    &session.login_users_orgs
+                };
+                let user = session
+                    .next_of(users)
+                    .ok_or_else(|| Status::internal("no login users were prepared"))?;
+                let answer = AuthServiceClient::new(channel.clone())
+                    .login(login_request(user, &session.login_password))
+                    .await?
+                    .into_inner();
+                if answer.access_token.is_empty() {
+                    return Err(Status::internal("Login answered no access token"));
                 }
             }
             Scenario::InviteCycle => {

@@ -17,6 +17,7 @@ use usermgmt_proto::user_service_client::UserServiceClient;
 
 use crate::cli::{Args, WriteCredential};
 use crate::connect::error_chain;
+use crate::organisations::{self, LoginUser};
 use crate::scenarios::{DEEP_PAGE, LIST_PAGE_SIZE, Scenario};
 use crate::{BoxError, tokens};
 
@@ -52,6 +53,22 @@ pub struct Session {
     /// A personal API token of the signed-in user, and its header value.
     pub api_token: Option<String>,
     pub api_token_credential: Option<AsciiMetadataValue>,
+    /// The organisation the signed-in user belongs to.
+    pub signed_in_organisation_id: String,
+    /// The `--token-header` values of a user of each of `--organisations`
+    /// organisations (`issue_playback_orgs`).
+    pub organisation_credentials: Vec<AsciiMetadataValue>,
+    /// The users `login` signs in as: `--login-users` of the signed-in
+    /// user's organisation.
+    pub login_users: Vec<LoginUser>,
+    /// The users `login_orgs` signs in as: `--login-users` of each of
+    /// `--organisations` organisations, organisation by organisation in turn.
+    pub login_users_orgs: Vec<LoginUser>,
+    /// The password of every login user.
+    pub login_password: String,
+    /// The next call's turn in `issue_playback_orgs`, `login` and
+    /// `login_orgs` (which never run at once).
+    pub turn: AtomicU64,
 }
 
 impl Session {
@@ -104,6 +121,26 @@ impl Session {
         let mut request = Request::new(message);
         request.metadata_mut().insert(self.read_credential.0, value);
         Ok(request)
+    }
+
+    /// A request as the user of the next of the `--organisations`
+    /// organisations, in turn.
+    pub fn as_next_organisation<T>(&self, message: T) -> Result<Request<T>, Status> {
+        let credential = self
+            .next_of(&self.organisation_credentials)
+            .ok_or_else(|| Status::internal("no organisations were prepared"))?;
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert(self.read_credential.0, credential.clone());
+        Ok(request)
+    }
+
+    /// The next item of `items`, in turn (`None` if there are none).
+    pub fn next_of<'a, T>(&self, items: &'a [T]) -> Option<&'a T> {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let count = u64::try_from(items.len()).ok().filter(|&n| n > 0)?;
+        items.get(usize::try_from(turn % count).ok()?)
     }
 
     pub fn authorized<T>(&self, message: T) -> Request<T> {
@@ -188,6 +225,12 @@ pub async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError
         email_prefix: args.email_prefix.clone(),
         api_token: None,
         api_token_credential: None,
+        signed_in_organisation_id: response.organisation_id,
+        organisation_credentials: Vec::new(),
+        login_users: Vec::new(),
+        login_users_orgs: Vec::new(),
+        login_password: args.login_password.clone(),
+        turn: AtomicU64::new(0),
     };
     if args
         .scenarios
@@ -213,6 +256,7 @@ pub async fn login(endpoint: &Endpoint, args: &Args) -> Result<Session, BoxError
     if args.scenarios.contains(&Scenario::VerifyPlayback) {
         session.playback_token = Some(issue_playback_token(endpoint, &session).await?);
     }
+    organisations::prepare(endpoint, args, &mut session).await?;
     Ok(session)
 }
 
@@ -229,19 +273,7 @@ pub async fn user_tokens(args: &Args) -> Result<Vec<AsciiMetadataValue>, BoxErro
     if args.users == 0 {
         return Err("who_am_i_users needs --users N".into());
     }
-    let usermgmt = args
-        .usermgmt_bin
-        .clone()
-        .unwrap_or_else(tokens::default_usermgmt);
-    let source = tokens::TokenSource {
-        usermgmt: &usermgmt,
-        database_url: &args.database_url,
-        key_encryption_key: args.key_encryption_key.as_deref(),
-        jwt_secret: args.jwt_secret.as_deref(),
-        issuer: &args.token_issuer,
-        audience: &args.token_audience,
-        organisation_id: args.users_organisation_id,
-    };
+    let source = token_source(args, args.users_organisation_id);
     let started = Instant::now();
     let tokens = tokens::tokens_of_users(&source, args.users).await?;
     eprintln!(
@@ -251,8 +283,25 @@ pub async fn user_tokens(args: &Args) -> Result<Vec<AsciiMetadataValue>, BoxErro
     );
     tokens
         .iter()
-        .map(|token| args.token_header.value(token))
+        .map(|token| args.token_header.value(&token.access_token))
         .collect()
+}
+
+/// Where `usermgmt bench-tokens` is and what it needs to sign as the server
+/// does: users of `organisation_id`, or of every organisation.
+pub fn token_source(args: &Args, organisation_id: Option<uuid::Uuid>) -> tokens::TokenSource<'_> {
+    tokens::TokenSource {
+        usermgmt: args
+            .usermgmt_bin
+            .clone()
+            .unwrap_or_else(tokens::default_usermgmt),
+        database_url: &args.database_url,
+        key_encryption_key: args.key_encryption_key.as_deref(),
+        jwt_secret: args.jwt_secret.as_deref(),
+        issuer: &args.token_issuer,
+        audience: &args.token_audience,
+        organisation_id,
+    }
 }
 
 /// The id of the user `update_user_role` changes, which is then a nanoUser:

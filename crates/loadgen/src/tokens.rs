@@ -2,7 +2,7 @@
 //! a child process, on the server's database): N logins would cost N
 //! argon2id verifications.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use tokio::io::AsyncBufReadExt as _;
@@ -12,7 +12,7 @@ use crate::BoxError;
 
 /// The `usermgmt` binary to run, and what it needs to know of the server.
 pub struct TokenSource<'a> {
-    pub usermgmt: &'a Path,
+    pub usermgmt: PathBuf,
     pub database_url: &'a str,
     pub key_encryption_key: Option<&'a str>,
     pub jwt_secret: Option<&'a str>,
@@ -32,12 +32,19 @@ pub fn default_usermgmt() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("usermgmt"))
 }
 
+/// One user's access token, and the organisation it acts in.
+#[derive(Debug)]
+pub struct UserToken {
+    pub organisation_id: String,
+    pub access_token: String,
+}
+
 /// An access token for each of the first `count` users (by id).
 pub async fn tokens_of_users(
     source: &TokenSource<'_>,
     count: u32,
-) -> Result<Vec<String>, BoxError> {
-    let mut command = tokio::process::Command::new(source.usermgmt);
+) -> Result<Vec<UserToken>, BoxError> {
+    let mut command = tokio::process::Command::new(&source.usermgmt);
     command
         .arg("bench-tokens")
         .arg("--users")
@@ -82,8 +89,15 @@ pub async fn tokens_of_users(
     while let Some(line) = lines.next_line().await? {
         let token = serde_json::from_str::<serde_json::Value>(&line)
             .ok()
-            .and_then(|value| Some(value.get("access_token")?.as_str()?.to_owned()))
-            .ok_or("usermgmt bench-tokens printed a line without an access_token")?;
+            .and_then(|value| {
+                Some(UserToken {
+                    organisation_id: value.get("organisation_id")?.as_str()?.to_owned(),
+                    access_token: value.get("access_token")?.as_str()?.to_owned(),
+                })
+            })
+            .ok_or(
+                "usermgmt bench-tokens printed a line without an organisation_id and an access_token",
+            )?;
         tokens.push(token);
     }
     let status = child.wait().await?;
