@@ -28,7 +28,12 @@ function step(name) {
 function load() {
   const protoDir = path.resolve(__dirname, "..", "..", "proto");
   const definition = protoLoader.loadSync(
-    ["usermgmt/v1/auth_service.proto", "usermgmt/v1/user_service.proto", "usermgmt/v1/audit_service.proto"],
+    [
+      "usermgmt/v1/auth_service.proto",
+      "usermgmt/v1/user_service.proto",
+      "usermgmt/v1/audit_service.proto",
+      "usermgmt/v1/change_service.proto",
+    ],
     // Plain JS values: enums as names, 64-bit as strings, oneofs named.
     { includeDirs: [protoDir], keepCase: true, enums: String, longs: String, defaults: true, oneofs: true },
   );
@@ -45,6 +50,116 @@ function promised(Client, address) {
     const deadline = new Date(Date.now() + DEADLINE_MS);
     return promisify(client[method].bind(client))(request, metadata, { deadline });
   };
+}
+
+function bearer(token) {
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${token}`);
+  return metadata;
+}
+
+// A write, with the sequence of the change it committed (from its answer's
+// metadata): { response, sequence }.
+function writeWithChange(client, method, request, token) {
+  return new Promise((resolve, reject) => {
+    let sequence;
+    const deadline = new Date(Date.now() + DEADLINE_MS);
+    const call = client[method](request, bearer(token), { deadline }, (error, response) =>
+      error ? reject(error) : resolve({ response, sequence }),
+    );
+    call.on("metadata", (metadata) => {
+      sequence = Number(metadata.get("x-usermgmt-change-sequence")[0]);
+    });
+  });
+}
+
+// Where a client stands in the feed: the last sequence it has everything up
+// to, and the token to resume after it. Checks density on every change.
+class Cursor {
+  constructor() {
+    this.last = undefined;
+    this.token = undefined;
+  }
+
+  // Applies one message of a watch; returns the change, if it is one.
+  take(message) {
+    if (message.event === "heartbeat") {
+      const beat = message.heartbeat;
+      if (this.last !== undefined) assert.equal(Number(beat.sequence), this.last);
+      this.last = Number(beat.sequence);
+      this.token = beat.resume_token;
+      return undefined;
+    }
+    assert.equal(message.event, "change", `unexpected message ${message.event}`);
+    const { change } = message;
+    assert.ok(this.last !== undefined, "a change before the watch said where it stands");
+    assert.equal(Number(change.sequence), this.last + 1, `a hole: ${this.last} then ${change.sequence}`);
+    this.last = Number(change.sequence);
+    this.token = change.resume_token;
+    return change;
+  }
+}
+
+// The next message of a watch (its async iterator), within the deadline.
+async function nextMessage(messages) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error("no message within the deadline")), DEADLINE_MS);
+  });
+  try {
+    const { value, done } = await Promise.race([messages.next(), timeout]);
+    assert.ok(!done, "the stream ended");
+    return value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// WatchChanges across a reconnect: watch, write, receive it, cancel, write
+// again, resume from the last token: exactly the next sequence.
+async function watchAcrossReconnect(v1, address, admin) {
+  const changes = new v1.ChangeService(address, grpc.credentials.createInsecure());
+  const users = new v1.UserService(address, grpc.credentials.createInsecure());
+  const cursor = new Cursor();
+  const everySecond = { seconds: "1", nanos: 0 };
+
+  let call = changes.WatchChanges({ start: "CHANGE_START_NOW", heartbeat_interval: everySecond }, bearer(admin));
+  let messages = call[Symbol.asyncIterator]();
+  // The first heartbeat: the watch stands at the head, so the next write is
+  // the next change.
+  cursor.take(await nextMessage(messages));
+  const created = await writeWithChange(
+    users,
+    "CreateInvite",
+    { email: "watched@node.example.com", role: "ROLE_NANO_USER" },
+    admin,
+  );
+  const inviteId = created.response.invite.id;
+  let change;
+  while (!change || Number(change.sequence) !== created.sequence) {
+    change = cursor.take(await nextMessage(messages));
+  }
+  assert.deepEqual(
+    change.targets.map((target) => [target.action, target.target_id]),
+    [["invite.create", inviteId]],
+  );
+  call.cancel();
+  await expectCode(grpc.status.CANCELLED, messages.next());
+  step("WatchChanges delivered a write's change, in sequence; the client hung up");
+
+  const revoked = await writeWithChange(users, "RevokeInvite", { invite_id: inviteId }, admin);
+  assert.equal(revoked.sequence, created.sequence + 1);
+  call = changes.WatchChanges({ resume_token: cursor.token, heartbeat_interval: everySecond }, bearer(admin));
+  messages = call[Symbol.asyncIterator]();
+  change = cursor.take(await nextMessage(messages));
+  assert.ok(change, "the first message after resuming is the change made meanwhile");
+  assert.equal(Number(change.sequence), revoked.sequence);
+  assert.deepEqual(
+    change.targets.map((target) => [target.action, target.target_id]),
+    [["invite.revoke", inviteId]],
+  );
+  call.cancel();
+  step("resumed from the last token: exactly the next sequence, the change made meanwhile");
 }
 
 async function expectCode(code, promise) {
@@ -135,6 +250,8 @@ async function main() {
   const demote = events.find((event) => event.action === "user.update_role");
   assert.equal(demote.request_id, "node-sdk-demote");
   step("ListAuditEvents lists every change, with the request id");
+
+  await watchAcrossReconnect(v1, address, admin);
 
   console.log(`node sdk: ${passed} passed, 0 failed`);
 }

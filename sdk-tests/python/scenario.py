@@ -18,6 +18,7 @@ import grpc  # noqa: E402
 
 from usermgmt.v1 import audit_service_pb2, audit_service_pb2_grpc  # noqa: E402
 from usermgmt.v1 import auth_service_pb2, auth_service_pb2_grpc  # noqa: E402
+from usermgmt.v1 import change_service_pb2, change_service_pb2_grpc  # noqa: E402
 from usermgmt.v1 import resources_pb2  # noqa: E402
 from usermgmt.v1 import user_service_pb2, user_service_pb2_grpc  # noqa: E402
 
@@ -46,6 +47,96 @@ def expect_code(code, call, *args, **kwargs):
             raise AssertionError(f"expected {code}, got {error.code()}: {error.details()}")
         return error
     raise AssertionError(f"expected {code}, but the call succeeded")
+
+
+def change_sequence(call):
+    """The sequence of the change a write committed, from its answer's metadata."""
+    metadata = dict(call.initial_metadata())
+    return int(metadata["x-usermgmt-change-sequence"])
+
+
+class Cursor:
+    """Where a client stands in the feed: the last sequence it has everything
+    up to, and the token to resume after it. Checks density on every change."""
+
+    def __init__(self):
+        self.last = None
+        self.token = None
+
+    def take(self, message):
+        """Applies one message of a watch; returns the change, if it is one."""
+        kind = message.WhichOneof("event")
+        if kind == "heartbeat":
+            beat = message.heartbeat
+            assert self.last is None or beat.sequence == self.last, (self.last, beat)
+            self.last, self.token = beat.sequence, beat.resume_token
+            return None
+        if kind == "change":
+            change = message.change
+            assert self.last is not None, "a change before the watch said where it stands"
+            assert change.sequence == self.last + 1, f"a hole: {self.last} then {change.sequence}"
+            self.last, self.token = change.sequence, change.resume_token
+            return change
+        raise AssertionError(f"unexpected message {kind}")
+
+
+def watch_until(stream, cursor, sequence):
+    """Reads `stream` until it delivered the change `sequence`; returns it."""
+    for message in stream:
+        change = cursor.take(message)
+        if change is not None and change.sequence == sequence:
+            return change
+    raise AssertionError(f"the stream ended before change {sequence}")
+
+
+def watch_across_reconnect(channel, admin):
+    """WatchChanges across a reconnect: watch, write, receive it, cancel,
+    write again, resume from the last token: exactly the next sequence."""
+    changes = change_service_pb2_grpc.ChangeServiceStub(channel)
+    users = user_service_pb2_grpc.UserServiceStub(channel)
+    cursor = Cursor()
+    every_second = change_service_pb2.WatchChangesRequest(
+        start=change_service_pb2.CHANGE_START_NOW
+    )
+    every_second.heartbeat_interval.FromSeconds(1)
+
+    stream = changes.WatchChanges(every_second, metadata=admin, timeout=30)
+    # The first heartbeat: the watch stands at the head, so the next write
+    # is the next change.
+    cursor.take(next(stream))
+    invite, call = users.CreateInvite.with_call(
+        user_service_pb2.CreateInviteRequest(
+            email="watched@python.example.com", role=resources_pb2.ROLE_NANO_USER
+        ),
+        metadata=admin,
+        timeout=TIMEOUT,
+    )
+    created = change_sequence(call)
+    change = watch_until(stream, cursor, created)
+    assert [(t.action, t.target_id) for t in change.targets] == [
+        ("invite.create", invite.invite.id)
+    ], change
+    stream.cancel()
+    expect_code(grpc.StatusCode.CANCELLED, next, stream)
+    step("WatchChanges delivered a write's change, in sequence; the client hung up")
+
+    _, call = users.RevokeInvite.with_call(
+        user_service_pb2.RevokeInviteRequest(invite_id=invite.invite.id),
+        metadata=admin,
+        timeout=TIMEOUT,
+    )
+    revoked = change_sequence(call)
+    assert revoked == created + 1, (created, revoked)
+    resumed = change_service_pb2.WatchChangesRequest(resume_token=cursor.token)
+    resumed.heartbeat_interval.FromSeconds(1)
+    stream = changes.WatchChanges(resumed, metadata=admin, timeout=30)
+    change = cursor.take(next(stream))
+    assert change is not None and change.sequence == revoked, change
+    assert [(t.action, t.target_id) for t in change.targets] == [
+        ("invite.revoke", invite.invite.id)
+    ], change
+    stream.cancel()
+    step("resumed from the last token: exactly the next sequence, the change made meanwhile")
 
 
 def main():
@@ -161,6 +252,8 @@ def main():
         demote = next(event for event in events if event.action == "user.update_role")
         assert demote.request_id == "python-sdk-demote", demote
         step("ListAuditEvents lists every change, with the request id")
+
+        watch_across_reconnect(channel, admin)
 
     print(f"python sdk: {passed} passed, 0 failed")
 

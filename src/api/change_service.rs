@@ -117,7 +117,11 @@ impl ChangeService for ChangeApi {
             String::new()
         };
         Ok(Response::new(proto::ListChangesResponse {
-            changes: page.changes.iter().map(change_to_proto).collect(),
+            changes: page
+                .changes
+                .iter()
+                .map(|(change, previous)| change_to_proto(change, *previous))
+                .collect(),
             next_page_token,
             head: page.head,
             resume_token: page.position.token(),
@@ -133,38 +137,41 @@ fn watcher<T>(request: &Request<T>) -> Result<Watcher, Status> {
     super::principal(request).map(Watcher::Member)
 }
 
+/// The longest target id a filter may name.
+const MAX_TARGET_ID: usize = 200;
+
+/// The filters of a feed request; each bad element is named by its index
+/// (`target_types[2]`), as every repeated field's are.
 fn filter(types: &[String], ids: &[String]) -> Result<ChangeFilter, DomainError> {
+    let mut v = Violations::default();
     if types.len() > MAX_FILTER {
-        return Err(DomainError::invalid(
-            "target_types",
-            format!("at most {MAX_FILTER}"),
-        ));
+        v.add("target_types", format!("at most {MAX_FILTER}"));
     }
     if ids.len() > MAX_FILTER {
-        return Err(DomainError::invalid(
-            "target_ids",
-            format!("at most {MAX_FILTER}"),
-        ));
+        v.add("target_ids", format!("at most {MAX_FILTER}"));
     }
+    v.into_result()?;
+    let mut v = Violations::default();
     let mut target_types = Vec::with_capacity(types.len());
-    for name in types {
+    for (i, name) in types.iter().enumerate() {
         match TargetType::parse(name) {
             Some(target_type) => target_types.push(target_type),
-            None => {
-                return Err(DomainError::invalid(
-                    "target_types",
-                    "each must be one of user, invite, session, api_token, playback_token, \
-                     playback_key, organisation",
-                ));
-            }
+            None => v.add(
+                format!("target_types[{i}]"),
+                "must be one of user, invite, session, api_token, playback_token, \
+                 playback_key, organisation",
+            ),
         }
     }
-    if ids.iter().any(|id| id.is_empty() || id.len() > 200) {
-        return Err(DomainError::invalid(
-            "target_ids",
-            "each must be 1 to 200 characters",
-        ));
+    for (i, id) in ids.iter().enumerate() {
+        if id.is_empty() || id.len() > MAX_TARGET_ID {
+            v.add(
+                format!("target_ids[{i}]"),
+                format!("must be 1 to {MAX_TARGET_ID} bytes"),
+            );
+        }
     }
+    v.into_result()?;
     Ok(ChangeFilter {
         target_types,
         target_ids: ids.to_vec(),
@@ -201,7 +208,7 @@ fn start(resume_token: &str, start: i32) -> Result<Start, DomainError> {
 fn event_to_proto(event: Event) -> proto::watch_changes_response::Event {
     use proto::watch_changes_response::Event as E;
     match event {
-        Event::Change(change) => E::Change(change_to_proto(&change)),
+        Event::Change { change, previous } => E::Change(change_to_proto(&change, previous)),
         Event::Heartbeat { head, position, at } => E::Heartbeat(proto::Heartbeat {
             head,
             sequence: position.sequence,
@@ -225,7 +232,7 @@ fn event_to_proto(event: Event) -> proto::watch_changes_response::Event {
     }
 }
 
-fn change_to_proto(change: &ChangeRecord) -> proto::Change {
+fn change_to_proto(change: &ChangeRecord, previous_sequence: i64) -> proto::Change {
     proto::Change {
         organisation_id: change.organisation_id.to_string(),
         sequence: change.sequence,
@@ -234,6 +241,7 @@ fn change_to_proto(change: &ChangeRecord) -> proto::Change {
         request_id: change.request_id.clone().unwrap_or_default(),
         targets: change.targets.iter().map(target_to_proto).collect(),
         resume_token: change.position().token(),
+        previous_sequence,
     }
 }
 
@@ -247,8 +255,8 @@ fn target_to_proto(target: &TargetChange) -> proto::TargetChange {
     }
 }
 
-/// The contract's state of a target; none for a registered service's (in
-/// the deployment's feed), which the contract has no message for yet.
+/// The state of a target; none for a registered service (the contract has
+/// no message for one yet: its type and id say what it is).
 fn state_to_proto(state: Option<&TargetState>) -> Option<proto::target_change::State> {
     use proto::target_change::State as S;
     let Some(state) = state else {

@@ -203,7 +203,8 @@ pub struct WatchRequest {
 /// One message of a watch.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Change(ChangeRecord),
+    /// A change, and the sequence the watch was at before it.
+    Change { change: ChangeRecord, previous: i64 },
     Heartbeat {
         head: i64,
         position: Position,
@@ -246,10 +247,23 @@ impl Events {
     }
 }
 
+impl Event {
+    /// The sequence a client that received this event has been brought to.
+    fn brings_to(&self) -> Option<i64> {
+        match self {
+            Event::Change { change, .. } => Some(change.sequence),
+            Event::Heartbeat { position, .. } => Some(position.sequence),
+            Event::Snapshot { last, position, .. } => last.then_some(position.sequence),
+        }
+    }
+}
+
 /// A page of ListChanges.
 #[derive(Debug, Clone)]
 pub struct ChangePage {
-    pub changes: Vec<ChangeRecord>,
+    /// Each change, with the sequence the page had brought its client to
+    /// before it (the page token's, at first).
+    pub changes: Vec<(ChangeRecord, i64)>,
     /// The organisation's head when the page was read.
     pub head: i64,
     /// After the last change the page examined.
@@ -290,7 +304,10 @@ impl Changes {
         let organisation_id = who.organisation(organisation_id)?;
         let heads = self.store.change_head(organisation_id).await?;
         let mut position = match after {
-            Some(position) => self.resumable(organisation_id, position, heads).await?,
+            Some(position) => {
+                self.resumable("page_token", organisation_id, position, heads)
+                    .await?
+            }
             None => Position {
                 organisation_id,
                 sequence: heads.pruned_through,
@@ -306,8 +323,12 @@ impl Changes {
         let mut who = who.clone();
         who.still_stands(&self.store).await?;
         let mut changes = Vec::new();
+        let mut previous = position.sequence;
         for change in &batch {
-            changes.extend(who.select(change, filter));
+            if let Some(visible) = who.select(change, filter) {
+                changes.push((visible, previous));
+                previous = change.sequence;
+            }
             position = change.position();
         }
         Ok(ChangePage {
@@ -329,12 +350,21 @@ impl Changes {
         let slot = self.take_slot(&who)?;
         let heads = self.store.change_head(organisation_id).await?;
         let start = match request.start {
-            Start::Resume(position) => {
-                Start::Resume(self.resumable(organisation_id, position, heads).await?)
-            }
+            Start::Resume(position) => Start::Resume(
+                self.resumable("resume_token", organisation_id, position, heads)
+                    .await?,
+            ),
             other => other,
         };
         let credentials = self.credentials_of(&who).await?;
+        // "Now" is the head read here, before the client has its answer: a
+        // change it commits once it has the answer comes after it.
+        let committed_at = match (start, heads.head) {
+            (Start::Now, head) if head > 0 => {
+                self.store.change_commit_time(organisation_id, head).await?
+            }
+            _ => None,
+        };
         let (tx, rx) = mpsc::channel(16);
         let mut watch = Watch {
             changes: Arc::clone(self),
@@ -349,8 +379,9 @@ impl Changes {
             position: Position {
                 organisation_id,
                 sequence: heads.head,
-                committed_at: None,
+                committed_at,
             },
+            sent_through: 0,
             _slot: slot,
         };
         let (end_tx, end) = oneshot::channel();
@@ -407,16 +438,18 @@ impl Changes {
         }
     }
 
-    /// `position`, when the feed can be resumed after it.
+    /// `position`, when the feed can be resumed after it; a token of
+    /// another organisation's feed is a bad `field`.
     async fn resumable(
         &self,
+        field: &str,
         organisation_id: Uuid,
         position: Position,
         heads: Heads,
     ) -> Result<Position, DomainError> {
         if position.organisation_id != organisation_id {
             return Err(DomainError::invalid(
-                "resume_token",
+                field,
                 "is a token of another organisation's feed",
             ));
         }
@@ -498,14 +531,29 @@ struct Watch {
     delivered: Arc<Delivered>,
     /// After the last change the watch went past.
     position: Position,
+    /// The sequence its client was brought to by the last message it was
+    /// sent (a change's, a heartbeat's, the snapshot's; at first, the
+    /// position it resumed from).
+    sent_through: i64,
     _slot: Slot,
 }
 
 impl Watch {
     async fn run(&mut self, start: Start) -> Result<(), DomainError> {
         match start {
-            Start::Resume(position) => self.position = position,
-            Start::Now => self.position = self.now().await?,
+            Start::Resume(position) => {
+                self.position = position;
+                self.sent_through = position.sequence;
+            }
+            // At the head as the watch was answered (`Changes::watch`); a
+            // heartbeat says where, so that the first change's
+            // previous_sequence can be checked.
+            Start::Now => {
+                let head = self.position.sequence;
+                if self.send_heartbeat(head).await.is_err() {
+                    return Ok(());
+                }
+            }
             Start::Snapshot => {
                 if self.send_snapshot().await?.is_err() {
                     return Ok(());
@@ -553,21 +601,6 @@ impl Watch {
         }
     }
 
-    /// The position at the organisation's head now.
-    async fn now(&self) -> Result<Position, DomainError> {
-        let store = &self.changes.store;
-        let heads = store.change_head(self.organisation_id).await?;
-        let committed_at = match heads.head {
-            0 => None,
-            head => store.change_commit_time(self.organisation_id, head).await?,
-        };
-        Ok(Position {
-            organisation_id: self.organisation_id,
-            sequence: heads.head,
-            committed_at,
-        })
-    }
-
     /// Sends the changes after the watch's position, one batch; whether it
     /// sent anything.
     async fn catch_up(&mut self) -> Result<Result<bool, Gone>, DomainError> {
@@ -587,7 +620,11 @@ impl Watch {
         for change in &batch {
             match self.who.select(change, &self.filter) {
                 Some(visible) => {
-                    if self.send(Event::Change(visible)).await?.is_err() {
+                    let event = Event::Change {
+                        change: visible,
+                        previous: self.sent_through,
+                    };
+                    if self.send(event).await?.is_err() {
                         return Ok(Err(Gone));
                     }
                     sent = true;
@@ -629,6 +666,9 @@ impl Watch {
                 permit = self.tx.reserve() => {
                     return Ok(match permit {
                         Ok(permit) => {
+                            if let Some(through) = event.brings_to() {
+                                self.sent_through = through;
+                            }
                             permit.send(event);
                             Ok(())
                         }

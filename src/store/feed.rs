@@ -431,25 +431,25 @@ impl Store {
             .load(&mut *conn)
             .await
             .map_err(db_error)?;
-        let kind = target_type.as_str();
         let targets: Vec<(&str, &str)> = ids
             .iter()
-            .map(|TargetId { id }| (kind, id.as_str()))
+            .map(|TargetId { id }| (target_type.as_str(), id.as_str()))
             .collect();
         let captured = capture(&mut Tx::over(&mut conn), organisation_id, &targets).await?;
-        let mut page = Vec::with_capacity(ids.len());
-        for (TargetId { id }, captured) in ids.iter().zip(captured) {
-            // Gone since the ids were read: its tombstone follows in the feed.
-            let expires_at = captured.state.as_ref().and(captured.expires_at);
-            page.push(TargetChange {
+        // A target gone since the ids were read keeps a tombstone for now:
+        // its own tombstone follows in the feed.
+        let mut page: Vec<TargetChange> = ids
+            .into_iter()
+            .zip(captured)
+            .map(|(TargetId { id }, captured)| TargetChange {
                 action: SNAPSHOT.to_owned(),
                 target_type,
                 target_id: id.clone(),
                 owner: captured.owner,
+                expires_at: captured.state.as_ref().and(captured.expires_at),
                 state: captured.state,
-                expires_at,
-            });
-        }
+            })
+            .collect();
         // Tombstones only kept the page's keyset position.
         let last = page.last().map(|target| target.target_id.clone());
         page.retain(|target| target.state.is_some());

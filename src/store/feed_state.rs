@@ -114,7 +114,7 @@ async fn invite_states(
     ids: &[&str],
     now: DateTime<Utc>,
 ) -> Result<States, DomainError> {
-    /// An invite, when it was accepted and when it was revoked.
+    // An invite, when it was accepted and when it was revoked.
     type Row = (InviteRow, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
     let rows: Vec<Row> = invites::table
         .filter(invites::organisation_id.eq(organisation_id))

@@ -5,19 +5,6 @@ use usermgmt::proto::{self, Role, auth_service_client::AuthServiceClient};
 
 use crate::support::*;
 
-/// A small deterministic generator, so that a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % bound
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_events_match_changes_one_to_one() {
     let OneServer {

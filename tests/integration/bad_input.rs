@@ -115,7 +115,9 @@ answered_by_ok!(
     proto::UpdateOrganisationResponse,
     proto::RotateApiKeyResponse,
     proto::IssuePlaybackTokenResponse,
-    proto::RevokePlaybackTokenResponse
+    proto::RevokePlaybackTokenResponse,
+    proto::ListChangesResponse,
+    tonic::Streaming<proto::WatchChangesResponse>
 );
 
 /// What a 10 KiB value of a field gets.
@@ -1010,6 +1012,117 @@ fn playback_token_service_length_cases(fixture: &LengthFixture) -> Vec<LengthCas
     ]
 }
 
+/// The length cases of ChangeService.
+fn change_service_length_cases(fixture: &LengthFixture) -> Vec<LengthCase> {
+    let LengthFixture {
+        channel,
+        admin,
+        long,
+        ..
+    } = fixture;
+    let feed = || proto::change_service_client::ChangeServiceClient::new(channel.clone());
+    let list = |request: proto::ListChangesRequest| admin.req(request);
+    let watch = |request: proto::WatchChangesRequest| admin.req(request);
+    vec![
+        (
+            "ListChangesRequest.organisation_id",
+            Expect::Invalid("organisation_id"),
+            call!(
+                feed(),
+                list_changes,
+                list(proto::ListChangesRequest {
+                    organisation_id: long.clone(),
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "ListChangesRequest.page_token",
+            Expect::Invalid("page_token"),
+            call!(
+                feed(),
+                list_changes,
+                list(proto::ListChangesRequest {
+                    page_token: long.clone(),
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "ListChangesRequest.target_types",
+            Expect::Invalid("target_types[0]"),
+            call!(
+                feed(),
+                list_changes,
+                list(proto::ListChangesRequest {
+                    target_types: vec![long.clone()],
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "ListChangesRequest.target_ids",
+            Expect::Invalid("target_ids[0]"),
+            call!(
+                feed(),
+                list_changes,
+                list(proto::ListChangesRequest {
+                    target_ids: vec![long.clone()],
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "WatchChangesRequest.organisation_id",
+            Expect::Invalid("organisation_id"),
+            call!(
+                feed(),
+                watch_changes,
+                watch(proto::WatchChangesRequest {
+                    organisation_id: long.clone(),
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "WatchChangesRequest.resume_token",
+            Expect::Invalid("resume_token"),
+            call!(
+                feed(),
+                watch_changes,
+                watch(proto::WatchChangesRequest {
+                    resume_token: long.clone(),
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "WatchChangesRequest.target_types",
+            Expect::Invalid("target_types[0]"),
+            call!(
+                feed(),
+                watch_changes,
+                watch(proto::WatchChangesRequest {
+                    target_types: vec![long.clone()],
+                    ..Default::default()
+                })
+            ),
+        ),
+        (
+            "WatchChangesRequest.target_ids",
+            Expect::Invalid("target_ids[0]"),
+            call!(
+                feed(),
+                watch_changes,
+                watch(proto::WatchChangesRequest {
+                    target_ids: vec![long.clone()],
+                    ..Default::default()
+                })
+            ),
+        ),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_string_field_has_a_length_limit() {
     let server = TestServer::start().await;
@@ -1046,6 +1159,7 @@ async fn every_string_field_has_a_length_limit() {
         audit_service_length_cases(&fixture),
         organisation_service_length_cases(&fixture),
         playback_token_service_length_cases(&fixture),
+        change_service_length_cases(&fixture),
     ]
     .into_iter()
     .flatten()

@@ -65,4 +65,67 @@ async fn a_write_answers_with_its_change_and_the_feed_lists_it() {
         }
     }
     assert_eq!(seen, (2..=sequence).collect::<Vec<_>>());
+    for change in &page.changes {
+        assert_eq!(change.previous_sequence, change.sequence - 1);
+    }
+}
+
+/// A filtered watcher skips changes, and proves it missed none of its own:
+/// each change names the sequence its previous message brought it to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_watcher_can_prove_it_missed_nothing() {
+    let OneServer {
+        org,
+        channel,
+        server: _server,
+    } = OneServer::start().await;
+    let admin = Session::login(&channel, &org.admin_email, ADMIN_PASSWORD).await;
+    let mut feed = ChangeServiceClient::new(channel.clone());
+    let mut stream = feed
+        .watch_changes(admin.req(proto::WatchChangesRequest {
+            start: proto::ChangeStart::Now as i32,
+            target_types: vec!["invite".into()],
+            ..Default::default()
+        }))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut invites = Vec::new();
+    for n in 0..6 {
+        // Users between the invites: changes this watcher does not get.
+        admin
+            .create_user(&format!("skipped{n}@acme.example.com"), Role::NanoUser)
+            .await
+            .expect("create a user");
+        let invite = admin
+            .users()
+            .create_invite(admin.req(proto::CreateInviteRequest {
+                email: format!("invited{n}@acme.example.com"),
+                role: Role::NanoUser as i32,
+                ttl: None,
+            }))
+            .await
+            .expect("invite")
+            .into_inner();
+        invites.push(invite.invite.expect("invite").id);
+    }
+    let mut through = None;
+    let mut received = Vec::new();
+    while received.len() < invites.len() {
+        let message = stream.message().await.expect("a message").expect("open");
+        match message.event.expect("an event") {
+            proto::watch_changes_response::Event::Heartbeat(beat) => through = Some(beat.sequence),
+            proto::watch_changes_response::Event::Change(change) => {
+                assert_eq!(
+                    Some(change.previous_sequence),
+                    through,
+                    "each change names where the watcher's previous message left it"
+                );
+                through = Some(change.sequence);
+                received.push(change.targets[0].target_id.clone());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(received, invites);
 }

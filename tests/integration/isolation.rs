@@ -11,8 +11,8 @@ use tonic::Code;
 use tonic::transport::Channel;
 use usermgmt::proto::{
     self, Role, api_token_service_client::ApiTokenServiceClient,
-    auth_service_client::AuthServiceClient, credential::Kind,
-    organisation_service_client::OrganisationServiceClient,
+    auth_service_client::AuthServiceClient, change_service_client::ChangeServiceClient,
+    credential::Kind, organisation_service_client::OrganisationServiceClient,
     playback_token_service_client::PlaybackTokenServiceClient,
     revoke_playback_token_request::Target, role_service_client::RoleServiceClient,
     session_service_client::SessionServiceClient,
@@ -45,6 +45,8 @@ struct Victim {
     session_id: String,
     /// A personal API token of the admin.
     api_token_id: String,
+    /// A resume token of A's change feed (after its last change).
+    change_token: String,
 }
 
 async fn victim(server: &TestServer, channel: &Channel) -> Victim {
@@ -95,7 +97,14 @@ async fn victim(server: &TestServer, channel: &Channel) -> Victim {
         .api_token
         .expect("its resource")
         .id;
+    let change_token = ChangeServiceClient::new(channel.clone())
+        .list_changes(admin.req(proto::ListChangesRequest::default()))
+        .await
+        .expect("A's changes")
+        .into_inner()
+        .resume_token;
     Victim {
+        change_token,
         api_token_id,
         session_id,
         org,
@@ -687,6 +696,136 @@ async fn playback_token_service_cases(parties: &Parties, cases: &mut Cases) {
     });
 }
 
+/// NOT_FOUND, of the organisation, with nothing of it in the answer.
+#[track_caller]
+fn organisation_not_found<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    a_id: &str,
+    rpc: &str,
+) {
+    let status = assert_status(result, Code::NotFound, None);
+    assert_eq!(
+        error_summary::<()>(Err(status.clone())),
+        "code: NotFound\nresource type: organisation\n",
+        "{rpc}"
+    );
+    assert!(!status.message().contains(a_id), "{rpc}: {status:?}");
+}
+
+/// INVALID_ARGUMENT, naming exactly `field`.
+#[track_caller]
+fn invalid_field<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str, rpc: &str) {
+    let status = assert_status(result, Code::InvalidArgument, None);
+    assert_eq!(violated_fields(&status), [field], "{rpc}: {status:?}");
+}
+
+/// Every id of A's objects, which nothing B is answered may name.
+fn ids_of(a: &Victim) -> Vec<String> {
+    vec![
+        a.org.id.to_string(),
+        a.org.admin_id.to_string(),
+        a.user_id.clone(),
+        a.invite_id.clone(),
+        a.playback_token_id.clone(),
+        a.session_id.clone(),
+        a.api_token_id.clone(),
+    ]
+}
+
+async fn change_service_cases(parties: &Parties, cases: &mut Cases) {
+    let Parties {
+        channel,
+        a,
+        b,
+        a_id,
+        b_id,
+        ..
+    } = parties;
+    let feed = || ChangeServiceClient::new(channel.clone());
+    // ChangeService: B's admin names A's organisation (NOT_FOUND), resumes
+    // from A's token (INVALID_ARGUMENT), and its own feed names nothing of A.
+    cases.insert("ChangeService/ListChanges", {
+        let mut feed = feed();
+        let naming_a = b.req(proto::ListChangesRequest {
+            organisation_id: a_id.clone(),
+            ..Default::default()
+        });
+        let from_a_token = b.req(proto::ListChangesRequest {
+            page_token: a.change_token.clone(),
+            ..Default::default()
+        });
+        let own = b.req(proto::ListChangesRequest::default());
+        let (a_id, b_id, a_ids) = (a_id.clone(), b_id.clone(), ids_of(a));
+        Box::pin(async move {
+            organisation_not_found(feed.list_changes(naming_a).await, &a_id, "ListChanges");
+            invalid_field(
+                feed.list_changes(from_a_token).await,
+                "page_token",
+                "ListChanges",
+            );
+            let page = feed
+                .list_changes(own)
+                .await
+                .expect("B's changes")
+                .into_inner();
+            assert!(!page.changes.is_empty(), "B has changes of its own");
+            for change in &page.changes {
+                assert_eq!(change.organisation_id, b_id);
+                for target in &change.targets {
+                    assert!(!a_ids.contains(&target.target_id), "{target:?}");
+                }
+            }
+        })
+    });
+    cases.insert("ChangeService/WatchChanges", {
+        let mut feed = feed();
+        let naming_a = b.req(proto::WatchChangesRequest {
+            organisation_id: a_id.clone(),
+            ..Default::default()
+        });
+        let from_a_token = b.req(proto::WatchChangesRequest {
+            resume_token: a.change_token.clone(),
+            ..Default::default()
+        });
+        let own_snapshot = b.req(proto::WatchChangesRequest {
+            start: proto::ChangeStart::Snapshot as i32,
+            ..Default::default()
+        });
+        let (a_id, a_ids) = (a_id.clone(), ids_of(a));
+        Box::pin(async move {
+            organisation_not_found(feed.watch_changes(naming_a).await, &a_id, "WatchChanges");
+            invalid_field(
+                feed.watch_changes(from_a_token).await,
+                "resume_token",
+                "WatchChanges",
+            );
+            let mut stream = feed
+                .watch_changes(own_snapshot)
+                .await
+                .expect("B watches its own")
+                .into_inner();
+            loop {
+                let message =
+                    tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+                        .await
+                        .expect("B's snapshot within 30 s")
+                        .expect("B's stream")
+                        .expect("open");
+                let Some(proto::watch_changes_response::Event::Snapshot(page)) = message.event
+                else {
+                    panic!("a snapshot page first: {message:?}");
+                };
+                for target in &page.targets {
+                    assert!(!a_ids.contains(&target.target_id), "{target:?}");
+                }
+                if page.last {
+                    break;
+                }
+            }
+        })
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_rpc() {
     let server = TestServer::start().await;
@@ -734,6 +873,7 @@ async fn another_organisations_admin_reaches_nothing_of_an_organisation_by_any_r
     role_service_cases(&parties, &mut cases).await;
     organisation_service_cases(&parties, &mut cases).await;
     playback_token_service_cases(&parties, &mut cases).await;
+    change_service_cases(&parties, &mut cases).await;
 
     // Every RPC has a case, and every case is an RPC.
     let rpcs = contract_rpcs();

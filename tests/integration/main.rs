@@ -18,6 +18,7 @@ mod example_env;
 mod failover;
 mod feed;
 mod feed_access;
+mod feed_order;
 mod feed_store;
 mod fuzz;
 mod grpc_web;

@@ -23,6 +23,20 @@ pub use fixture::{OneServer, TwoReplicas};
 pub use server::{Replica, TestServer, channel, channel_from, free_port};
 pub use two_step::{Asked, Caller, Done, TwoStep};
 
+/// A small deterministic generator, so that a failure can be replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next number below `bound` (at least 1).
+    pub fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound.max(1)
+    }
+}
+
 pub const ADMIN_PASSWORD: &str = "admin password 1";
 pub const PASSWORD: &str = "user password 1";
 
