@@ -676,9 +676,19 @@ async fn a_revoked_services_idle_watch_ends() {
         .revoke_service("idle-watcher")
         .await
         .expect("service revoked");
-    let end = tokio::time::timeout(MAX_SETTLE, stream.message())
-        .await
-        .expect("the watch ends within the settle bound");
+    // Past its opening heartbeat, to its end.
+    let end = tokio::time::timeout(MAX_SETTLE, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(proto::WatchChangesResponse {
+                    event: Some(Event::Heartbeat(_)),
+                })) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the watch ends within the settle bound");
     assert_status(
         end,
         Code::Unauthenticated,
