@@ -217,6 +217,17 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The sequence a client that received this event has been brought to.
+    fn brings_to(&self) -> Option<i64> {
+        match self {
+            Event::Change { change, .. } => Some(change.sequence),
+            Event::Heartbeat { position, .. } => Some(position.sequence),
+            Event::Snapshot { last, position, .. } => last.then_some(position.sequence),
+        }
+    }
+}
+
 /// The messages of a watch, as its client takes them.
 pub struct Events {
     events: mpsc::Receiver<Event>,
@@ -244,17 +255,6 @@ impl Events {
         };
         self.ended = true;
         next
-    }
-}
-
-impl Event {
-    /// The sequence a client that received this event has been brought to.
-    fn brings_to(&self) -> Option<i64> {
-        match self {
-            Event::Change { change, .. } => Some(change.sequence),
-            Event::Heartbeat { position, .. } => Some(position.sequence),
-            Event::Snapshot { last, position, .. } => last.then_some(position.sequence),
-        }
     }
 }
 
@@ -356,7 +356,6 @@ impl Changes {
             ),
             other => other,
         };
-        let credentials = self.credentials_of(&who).await?;
         // "Now" is the head read here, before the client has its answer: a
         // change it commits once it has the answer comes after it.
         let committed_at = match (start, heads.head) {
@@ -365,6 +364,7 @@ impl Changes {
             }
             _ => None,
         };
+        let credentials = self.credentials_of(&who).await?;
         let (tx, rx) = mpsc::channel(16);
         let mut watch = Watch {
             changes: Arc::clone(self),
