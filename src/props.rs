@@ -203,6 +203,20 @@ fn consume(name: &str, seconds: i64, nanos: i32) {
             let at = time().expect("accepted by the rules");
             let _ = crate::domain::api_token::validate_expiry("expires_at", at, now);
         }
+        "WatchChangesRequest.heartbeat_interval" => {
+            // What a watch then adds to the time of its last message, once
+            // the interval is within the feed's bounds.
+            let settings = crate::app::changes::FeedSettings::default();
+            let asked = optional_duration(
+                "heartbeat_interval",
+                Some(prost_types::Duration { seconds, nanos }),
+            );
+            if let Ok(Some(interval)) = asked
+                && (settings.heartbeat_min..=settings.heartbeat_max).contains(&interval)
+            {
+                let _ = tokio::time::Instant::now() + interval;
+            }
+        }
         // Output only: UpdateOrganisation ignores them.
         "UpdateOrganisationRequest.organisation.created_at"
         | "UpdateOrganisationRequest.organisation.api_key_rotated_at" => {}
