@@ -41,10 +41,12 @@ impl ChangeService for ChangeApi {
         let who = watcher(&request)?;
         let request = request.into_inner();
         let mut v = Violations::default();
-        let organisation_id = v
-            .check(optional_id("organisation_id", &request.organisation_id))
-            .flatten();
-        let filter = v.check(filter(&request.target_types, &request.target_ids));
+        let (organisation_id, filter) = scope(
+            &mut v,
+            &request.organisation_id,
+            &request.target_types,
+            &request.target_ids,
+        );
         let start = v.check(start(&request.resume_token, request.start));
         let heartbeat = v
             .check(convert::optional_duration(
@@ -88,10 +90,12 @@ impl ChangeService for ChangeApi {
         let who = watcher(&request)?;
         let request = request.into_inner();
         let mut v = Violations::default();
-        let organisation_id = v
-            .check(optional_id("organisation_id", &request.organisation_id))
-            .flatten();
-        let filter = v.check(filter(&request.target_types, &request.target_ids));
+        let (organisation_id, filter) = scope(
+            &mut v,
+            &request.organisation_id,
+            &request.target_types,
+            &request.target_ids,
+        );
         let after = v
             .check(optional_position("page_token", &request.page_token))
             .flatten();
@@ -142,6 +146,20 @@ const MAX_TARGET_ID: usize = 200;
 
 /// The filters of a feed request; each bad element is named by its index
 /// (`target_types[2]`), as every repeated field's are.
+/// The organisation and the filter a feed request asks for (each None when
+/// invalid, with its violations in `v`).
+fn scope(
+    v: &mut Violations,
+    organisation_id: &str,
+    types: &[String],
+    ids: &[String],
+) -> (Option<uuid::Uuid>, Option<ChangeFilter>) {
+    let organisation_id = v
+        .check(optional_id("organisation_id", organisation_id))
+        .flatten();
+    (organisation_id, v.check(filter(types, ids)))
+}
+
 fn filter(types: &[String], ids: &[String]) -> Result<ChangeFilter, DomainError> {
     let mut v = Violations::default();
     if types.len() > MAX_FILTER {
