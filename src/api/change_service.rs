@@ -6,7 +6,6 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, playback_service, session_service};
 use crate::app::changes::{Changes, Event, Start, WatchRequest, Watcher};
-use crate::app::playback::PublishedKey;
 use crate::auth::ServiceCaller;
 use crate::domain::DomainError;
 use crate::domain::change::{
@@ -295,28 +294,16 @@ fn state_to_proto(state: Option<&TargetState>) -> Option<proto::target_change::S
             revoked_at: token.revoked_at.map(convert::timestamp),
             kid: token.kid.clone(),
         }),
-        TargetState::PlaybackKey(key) => {
-            let published = PublishedKey {
-                kid: key.kid.clone(),
-                organisation_id: key.organisation_id,
-                alg: key.alg.clone(),
-                public_key: key.public_key.clone(),
-                created_at: key.created_at,
-                retired_at: key.retired_at,
-                verify_until: key.verify_until,
-                revoked_at: key.revoked_at,
-            };
-            match playback_service::signing_key_to_proto(&published) {
-                Ok(key) => S::SigningKey(key),
-                Err(error) => {
-                    tracing::error!(%error, kid = %key.kid, "a signing key in the feed does not convert");
-                    S::SigningKey(proto::SigningKey {
-                        kid: key.kid.clone(),
-                        ..Default::default()
-                    })
-                }
+        TargetState::PlaybackKey(key) => match playback_service::signing_key_to_proto(key) {
+            Ok(key) => S::SigningKey(key),
+            Err(error) => {
+                tracing::error!(%error, kid = %key.kid, "a signing key in the feed does not convert");
+                S::SigningKey(proto::SigningKey {
+                    kid: key.kid.clone(),
+                    ..Default::default()
+                })
             }
-        }
+        },
         TargetState::Organisation(organisation) => {
             S::Organisation(convert::organisation(organisation))
         }

@@ -4,9 +4,10 @@ use chrono::Utc;
 use tonic::{Request, Response, Status};
 
 use super::{convert, principal, request_id};
-use crate::app::playback::{PlaybackSettings, PlaybackTokens, PublishedKey, RevokeTarget};
+use crate::app::playback::{PlaybackSettings, PlaybackTokens, RevokeTarget};
 use crate::auth::playback::{JwkParts, PlaybackClaims, jwk_parts};
 use crate::domain::DomainError;
+use crate::domain::change::SigningKeyInfo;
 use crate::domain::error::Violations;
 use crate::domain::playback::{
     Grant, Restrictions, Scope, SigningAlgorithm, VerifyFailure, validity_window,
@@ -148,8 +149,8 @@ impl PlaybackTokenService for PlaybackApi {
     ) -> Result<Response<proto::ListSigningKeysResponse>, Status> {
         let keys = self.tokens.published_keys().await?;
         let keys = keys
-            .iter()
-            .map(signing_key_to_proto)
+            .into_iter()
+            .map(|key| signing_key_to_proto(&key.into()))
             .collect::<Result<_, _>>()?;
         Ok(Response::new(proto::ListSigningKeysResponse { keys }))
     }
@@ -167,7 +168,7 @@ impl PlaybackTokenService for PlaybackApi {
             .rotate(&caller, request_id, algorithm, request.revoke_previous)
             .await?;
         Ok(Response::new(proto::RotateSigningKeyResponse {
-            key: Some(signing_key_to_proto(&key)?),
+            key: Some(signing_key_to_proto(&key.into())?),
             retired_kid: retired_kid.unwrap_or_default(),
         }))
     }
@@ -237,7 +238,7 @@ fn claims_to_proto(claims: &PlaybackClaims, kid: String) -> proto::PlaybackToken
     }
 }
 
-pub(super) fn signing_key_to_proto(key: &PublishedKey) -> Result<proto::SigningKey, DomainError> {
+pub(super) fn signing_key_to_proto(key: &SigningKeyInfo) -> Result<proto::SigningKey, DomainError> {
     let alg: SigningAlgorithm = key.alg.parse()?;
     let JwkParts { kty, crv, x, n, e } = jwk_parts(alg, &key.public_key)?;
     Ok(proto::SigningKey {

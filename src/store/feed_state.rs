@@ -274,16 +274,7 @@ async fn signing_keys(
                 Captured {
                     owner: None,
                     expires_at: row.retired_at.and(row.verify_until),
-                    state: Some(TargetState::PlaybackKey(SigningKeyInfo {
-                        kid: row.kid,
-                        organisation_id: row.organisation_id,
-                        alg: row.alg,
-                        public_key: row.public_key,
-                        created_at: row.created_at,
-                        retired_at: row.retired_at,
-                        verify_until: row.verify_until,
-                        revoked_at: row.revoked_at,
-                    })),
+                    state: Some(TargetState::PlaybackKey(SigningKeyInfo::from(row))),
                 }
             } else {
                 Captured::default()

@@ -225,6 +225,21 @@ pub struct PublicKeyRow {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+impl From<PublicKeyRow> for crate::domain::change::SigningKeyInfo {
+    fn from(row: PublicKeyRow) -> Self {
+        crate::domain::change::SigningKeyInfo {
+            kid: row.kid,
+            organisation_id: row.organisation_id,
+            alg: row.alg,
+            public_key: row.public_key,
+            created_at: row.created_at,
+            retired_at: row.retired_at,
+            verify_until: row.verify_until,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
 /// What is known of an issued playback token (never the token itself).
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = super::schema::playback_tokens, check_for_backend(diesel::pg::Pg))]
