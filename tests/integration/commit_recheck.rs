@@ -35,7 +35,7 @@ const CALL_BOUND: Duration = Duration::from_secs(20);
 
 /// The RPCs that change nothing. Every other RPC of the contract must be a
 /// [`Write`] with a case.
-const READS: &[&str] = &[
+pub(crate) const READS: &[&str] = &[
     "AuthService/WhoAmI",
     // Queues a reset request in the mail outbox when mail is on (it is off
     // here); the worker's write of the reset goes through the write path

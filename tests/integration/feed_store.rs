@@ -147,27 +147,11 @@ fn assert_targets(targets: &[Target], expected: &[(&str, &str, &str, bool)], wha
     assert_eq!(shapes, expect(expected), "{what}: {targets:#?}");
 }
 
-/// The RPCs that change nothing: reads, and the one write that records no
-/// change (RequestPasswordReset: the feed must not tell whether an account
-/// exists; checked below to take no sequence number).
-const NOT_CHANGES: &[&str] = &[
-    "AuthService/WhoAmI",
-    "AuthService/Authorize",
-    "AuthService/AuthorizeBatch",
-    "AuthService/RequestPasswordReset",
-    "SessionService/ListSessions",
-    "ApiTokenService/ListApiTokens",
-    "UserService/GetUser",
-    "UserService/ListUsers",
-    "UserService/ListInvites",
-    "AuditService/ListAuditEvents",
-    "RoleService/ListRoles",
-    "OrganisationService/GetOrganisation",
-    "PlaybackTokenService/VerifyPlaybackToken",
-    "PlaybackTokenService/ListSigningKeys",
-    "ChangeService/WatchChanges",
-    "ChangeService/ListChanges",
-];
+/// The RPCs that change nothing: the reads of the commit re-check's list,
+/// which also holds the one write that records no change
+/// (RequestPasswordReset: the feed must not tell whether an account exists;
+/// checked below to take no sequence number).
+use crate::commit_recheck::READS as NOT_CHANGES;
 
 fn users(
     session: &Session,
