@@ -35,8 +35,9 @@ const PLAIN: &str = "console.log('plain');";
 const SECRET: &str = "not for browsers";
 
 /// A console build in `root/dist` (`index.html`, a hashed and an unhashed
-/// asset), beside files that must stay unreachable (`root/secret.txt`,
-/// `root/Cargo.toml`); removed on drop.
+/// asset), with files that must stay unreachable: beside it
+/// (`root/secret.txt`, `root/Cargo.toml`) and in it but neither the page nor
+/// an asset (`root/dist/stray.txt`); removed on drop.
 struct Build {
     root: PathBuf,
 }
@@ -50,6 +51,7 @@ impl Build {
             (root.join("dist").join("index.html"), INDEX),
             (assets.join("app-ABCDEF12.js"), HASHED),
             (assets.join("plain.js"), PLAIN),
+            (root.join("dist").join("stray.txt"), SECRET),
             (root.join("secret.txt"), SECRET),
             (root.join("Cargo.toml"), SECRET),
         ] {
@@ -180,6 +182,8 @@ async fn no_path_reads_outside_the_console() {
         "/assets/%2e%2e%2f%2e%2e%2fsecret.txt",
         "/assets/..%5c..%5csecret.txt",
         "/%2e%2e/secret.txt",
+        "/stray.txt",
+        "/assets/../stray.txt",
         "/assets//etc/passwd",
         "/assets/%2fetc%2fpasswd",
     ] {
