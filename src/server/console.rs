@@ -22,7 +22,7 @@ use tower_http::services::ServeDir;
 
 /// The console's own scripts, styles, images and fonts, and calls to its own
 /// origin (the API on this listener); nothing inline, no framing, no forms.
-pub(crate) const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     img-src 'self' data:; font-src 'self'; connect-src 'self'; manifest-src 'self'; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
