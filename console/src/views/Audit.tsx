@@ -263,14 +263,14 @@ export function Audit() {
               Oldest first from there
             </p>
           </div>
-          <div class="audit-filter-actions">
-            <button type="submit" class="button button-primary" disabled={busy} aria-busy={busy}>
-              {busy ? "Loading…" : "Apply filters"}
-            </button>
-            <button type="button" class="button" onClick={clear} disabled={!filtered}>
-              Clear filters
-            </button>
-          </div>
+        </div>
+        <div class="audit-filter-actions">
+          <button type="submit" class="button button-primary" disabled={busy} aria-busy={busy}>
+            {busy ? "Loading…" : "Apply filters"}
+          </button>
+          <button type="button" class="button" onClick={clear} disabled={!filtered}>
+            Clear filters
+          </button>
         </div>
         <ErrorText text={formError} />
       </form>
@@ -391,12 +391,17 @@ function Details(props: { before: string; after: string }) {
   return null;
 }
 
-/** "user.delete user <id>" (what changed the members) as "User deleted: bob@example.com". */
+const USER_ID = /user ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/g;
+
+/**
+ * Names users by email where the text names them by id, and "user.delete
+ * user <id>" (what changed the members) reads "User deleted: bob@example.com".
+ */
 function readable(text: string): string {
-  const members = /^([a-z_]+\.[a-z_]+) user ([0-9a-f-]{36})$/.exec(text);
-  if (members === null) return text;
-  const [, action = "", id = ""] = members;
-  return `${ACTION_LABELS.get(action) ?? action}: ${emails.get(id) ?? `user ${id}`}`;
+  const named = text.replace(USER_ID, (whole, id: string) => emails.get(id) ?? whole);
+  const members = /^([a-z_]+\.[a-z_]+) (.+)$/.exec(named);
+  const label = members === null ? undefined : ACTION_LABELS.get(members[1] ?? "");
+  return label === undefined ? named : `${label}: ${members?.[2] ?? ""}`;
 }
 
 /** `2026-12-08 14:03:21 UTC`: the log is read to the second. */
@@ -515,7 +520,7 @@ async function learnNames(events: AuditEvent[]): Promise<boolean> {
   }
   const named = events.flatMap((e) => [
     e.actor.startsWith("user:") ? e.actor.slice("user:".length) : "",
-    /^[a-z_]+\.[a-z_]+ user ([0-9a-f-]{36})$/.exec(e.after)?.[1] ?? "",
+    ...[...`${e.before} ${e.after}`.matchAll(USER_ID)].map((match) => match[1] ?? ""),
   ]);
   const unknown = new Set(named.filter((id) => id !== "" && !emails.has(id)));
   await Promise.all(
