@@ -2,11 +2,13 @@
 // one ends it at the service and signs its page out), changing the
 // password, and personal API tokens (created once-shown, used, listed,
 // revoked) — in the browser against a real server.
-import { Code } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import type { Locator, Page } from "@playwright/test";
 import { expectAccessible, tabTo } from "./a11y";
-import { expect, Role, signIn, startServer, test as base, type Person, type Server } from "./fixtures";
+import { expect, PASSWORD, Role, signIn, startServer, test as base, type Person, type Server } from "./fixtures";
 import { failureOf } from "../src/errors";
+import { UserService } from "../src/gen/usermgmt/v1/user_service_pb";
 
 // Token uses are written every 200 ms here (5 s by default), so that a
 // token's first use reaches the page's list within the test's patience.
@@ -50,6 +52,17 @@ async function liveSessionIds(server: Server, person: Person): Promise<string[]>
   return rows.map((row) => row.id);
 }
 
+/** Another member, invited with the organisation's API key: no admin session opens for it. */
+async function memberInvitedByApiKey(server: Server, email: string): Promise<Person> {
+  const transport = createGrpcWebTransport({
+    baseUrl: server.url,
+    interceptors: [(next) => (request) => (request.header.set("x-bintu-apikey", server.apiKey), next(request))],
+  });
+  const invite = await createClient(UserService, transport).createInvite({ email, role: Role.NANO_USER });
+  const accepted = await server.api().auth.acceptInvite({ inviteToken: invite.inviteToken, password: PASSWORD });
+  return { email, password: PASSWORD, userId: accepted.userId };
+}
+
 /** Presses Tab until `target` has the focus. */
 async function tabUntil(page: Page, target: Locator, limit = 60): Promise<void> {
   for (let i = 0; i < limit; i++) {
@@ -59,7 +72,7 @@ async function tabUntil(page: Page, target: Locator, limit = 60): Promise<void> 
   throw new Error(`${target.toString()} never got the focus in ${limit} Tab presses`);
 }
 
-test("the profile shows who one is and what one's role may do", async ({ page, server }) => {
+test("the profile shows who one is and what one's role may do", async ({ server, page }) => {
   const user = await server.addUser(Role.NANO_USER);
   await signIn(page, server, user);
   await openAccount(page);
@@ -76,11 +89,12 @@ test("the profile shows who one is and what one's role may do", async ({ page, s
 });
 
 test("sessions: this one is marked, another appears and disappears live, ending one signs its page out", async ({
-  page,
   server,
+  page,
   newPage,
 }) => {
   const admin = server.admin;
+  const someone = await memberInvitedByApiKey(server, "someone@example.com");
   await signIn(page, server, admin);
   await openAccount(page);
   const [here] = await liveSessionIds(server, admin);
@@ -100,9 +114,12 @@ test("sessions: this one is marked, another appears and disappears live, ending 
   await expect(page.getByTestId(`session-${there}`)).toContainText("127.0.0.1");
   await expectAccessible(page, "my account with two sessions");
 
-  // A sign-in and its end elsewhere (a script) show live too.
+  // A sign-in and its end elsewhere (a script) show live too; another
+  // member's sign-in, which this admin's feed also carries, does not.
+  const theirs = await server.api().auth.login({ email: someone.email, password: someone.password });
   const scripted = await server.api().auth.login({ email: admin.email, password: admin.password });
   await expect(page.getByTestId(`session-${scripted.sessionId}`)).toBeVisible();
+  await expect(page.getByTestId(`session-${theirs.sessionId}`)).toHaveCount(0);
   await server.api(scripted.accessToken).auth.logout({});
   await expect(page.getByTestId(`session-${scripted.sessionId}`)).toHaveCount(0);
 
@@ -135,8 +152,8 @@ test("sessions: this one is marked, another appears and disappears live, ending 
 });
 
 test("changing the password: violations beside the fields, the other sessions end, the new one signs in", async ({
-  page,
   server,
+  page,
 }) => {
   const user = await server.addUser(Role.NANO_READ_ONLY);
   const otherToken = await server.tokenOf(user);
@@ -185,8 +202,8 @@ test("changing the password: violations beside the fields, the other sessions en
 });
 
 test("a personal API token: created with a subset, shown once, works, listed, used, revoked", async ({
-  page,
   server,
+  page,
 }) => {
   const user = await server.addUser(Role.NANO_USER);
   await page.context().grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.url });
@@ -247,8 +264,8 @@ test("a personal API token: created with a subset, shown once, works, listed, us
 });
 
 test("tokens made and revoked elsewhere appear and disappear live; a whole-role token says so", async ({
-  page,
   server,
+  page,
 }) => {
   const user = await server.addUser(Role.NANO_READ_ONLY);
   await signIn(page, server, user);
@@ -263,7 +280,7 @@ test("tokens made and revoked elsewhere appear and disappear live; a whole-role 
   await expect(row).toHaveCount(0);
 });
 
-test("keyboard only: create and revoke a token, change the password", async ({ page, server }) => {
+test("keyboard only: create and revoke a token, change the password", async ({ server, page }) => {
   const user = await server.addUser(Role.NANO_USER);
   await signIn(page, server, user);
   await tabTo(page, "link", "My account");
@@ -320,7 +337,7 @@ test("keyboard only: create and revoke a token, change the password", async ({ p
   expect(await outcome(server.api().auth.login({ email: user.email, password: NEW_PASSWORD }))).toBe("OK");
 });
 
-test("at 360 px wide: no sideways scrolling, every action reachable", async ({ page, server }) => {
+test("at 360 px wide: no sideways scrolling, every action reachable", async ({ server, page }) => {
   const user = await server.addUser(Role.NANO_USER);
   const elsewhere = server.api(await server.tokenOf(user));
   const expiresAt = { seconds: BigInt(Math.floor(Date.now() / 1000) + 86_400), nanos: 0 };
