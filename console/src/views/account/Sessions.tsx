@@ -106,7 +106,7 @@ function SessionRow({ session, onEnd }: { session: Session; onEnd: (session: Ses
   const client = shortUserAgent(session.userAgent);
   return (
     <tr data-testid={`session-${session.id}`} class={current ? "session-current" : undefined}>
-      <td>
+      <td class="session-client">
         <details class="user-agent">
           <summary title={session.userAgent}>{client}</summary>
           <span class="user-agent-full">{session.userAgent || "The client sent no user agent."}</span>
