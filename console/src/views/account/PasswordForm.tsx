@@ -1,6 +1,7 @@
 // Changing one's password: the current one, the new one twice. The service
 // keeps this session and ends every other session of the person; personal
 // API tokens keep working (only a reset or a tokenKey renewal ends them).
+import type { RefObject } from "preact";
 import { useRef, useState } from "preact/hooks";
 import { Code } from "@connectrpc/connect";
 import { api } from "../../api";
@@ -29,7 +30,11 @@ export function PasswordForm() {
   const [formError, setFormError] = useState("");
   const [done, setDone] = useState(false);
   const [busy, setBusy] = useState(false);
-  const inputs = { current: useRef<HTMLInputElement>(null), next: useRef<HTMLInputElement>(null), repeat: useRef<HTMLInputElement>(null) };
+  const inputs: Record<Field, RefObject<HTMLInputElement>> = {
+    current: useRef<HTMLInputElement>(null),
+    next: useRef<HTMLInputElement>(null),
+    repeat: useRef<HTMLInputElement>(null),
+  };
 
   function showErrors(found: FieldErrors): void {
     setErrors(found);
@@ -52,45 +57,26 @@ export function PasswordForm() {
       const failure = failureOf(caught);
       const { fields, unplaced } = placeViolations(failure.fieldViolations, FIELD_OF, PLAIN);
       showErrors(fields);
-      const allPlaced = failure.code === Code.InvalidArgument && unplaced.length === 0 && Object.keys(fields).length > 0;
+      const allPlaced =
+        failure.code === Code.InvalidArgument && unplaced.length === 0 && Object.keys(fields).length > 0;
       if (!allPlaced) setFormError(describeFailure(failure));
     } finally {
       setBusy(false);
     }
   }
 
-  const field = (name: Field, label: string, autocomplete: string, hint?: string) => {
-    const id = `password-${name}`;
-    const error = errors[name];
-    const describedBy = [hint !== undefined ? `${id}-hint` : "", error !== undefined ? `${id}-error` : ""]
-      .filter((s) => s !== "")
-      .join(" ");
-    return (
-      <div class="form-field">
-        <label for={id}>{label}</label>
-        <input
-          id={id}
-          ref={inputs[name]}
-          type="password"
-          autocomplete={autocomplete}
-          value={values[name]}
-          aria-invalid={error !== undefined ? "true" : undefined}
-          aria-describedby={describedBy === "" ? undefined : describedBy}
-          onInput={(e) => setValues({ ...values, [name]: e.currentTarget.value })}
-        />
-        {hint !== undefined && (
-          <p id={`${id}-hint`} class="muted field-hint">
-            {hint}
-          </p>
-        )}
-        {error !== undefined && (
-          <p id={`${id}-error`} class="error-text field-error" data-testid={`${id}-error`}>
-            {error}
-          </p>
-        )}
-      </div>
-    );
-  };
+  const field = (name: Field, label: string, autocomplete: string, hint?: string) => (
+    <PasswordField
+      id={`password-${name}`}
+      inputRef={inputs[name]}
+      label={label}
+      autocomplete={autocomplete}
+      hint={hint}
+      error={errors[name]}
+      value={values[name]}
+      onInput={(value) => setValues({ ...values, [name]: value })}
+    />
+  );
 
   return (
     <section class="card account-section" aria-labelledby="password-title">
@@ -108,5 +94,48 @@ export function PasswordForm() {
         </button>
       </form>
     </section>
+  );
+}
+
+interface PasswordFieldProps {
+  id: string;
+  inputRef: RefObject<HTMLInputElement>;
+  label: string;
+  autocomplete: string;
+  hint: string | undefined;
+  error: string | undefined;
+  value: string;
+  onInput: (value: string) => void;
+}
+
+/** A password input with its hint and, when the service refused it, the reason beside it. */
+function PasswordField({ id, inputRef, label, autocomplete, hint, error, value, onInput }: PasswordFieldProps) {
+  const describedBy = [hint !== undefined ? `${id}-hint` : "", error !== undefined ? `${id}-error` : ""]
+    .filter((part) => part !== "")
+    .join(" ");
+  return (
+    <div class="form-field">
+      <label for={id}>{label}</label>
+      <input
+        id={id}
+        ref={inputRef}
+        type="password"
+        autocomplete={autocomplete}
+        value={value}
+        aria-invalid={error !== undefined ? "true" : undefined}
+        aria-describedby={describedBy === "" ? undefined : describedBy}
+        onInput={(e) => onInput(e.currentTarget.value)}
+      />
+      {hint !== undefined && (
+        <p id={`${id}-hint`} class="muted field-hint">
+          {hint}
+        </p>
+      )}
+      {error !== undefined && (
+        <p id={`${id}-error`} class="error-text field-error" data-testid={`${id}-error`}>
+          {error}
+        </p>
+      )}
+    </div>
   );
 }
