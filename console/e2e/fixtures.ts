@@ -230,11 +230,13 @@ export const test = base.extend<Fixtures>({
     await use(problems);
     expect(problems, "console errors and failed requests").toEqual([]);
   },
-  page: async ({ page, problems }, use) => {
+  // After the server, so that the page (and its watch) closes before the
+  // server stops.
+  page: async ({ page, problems, server: _server }, use) => {
     watchForProblems(page, problems);
     await use(page);
   },
-  newPage: async ({ browser, problems }, use) => {
+  newPage: async ({ browser, problems, server: _server }, use) => {
     const contexts: BrowserContext[] = [];
     await use(async () => {
       const context = await browser.newContext();
