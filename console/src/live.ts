@@ -42,9 +42,10 @@ async function follow(abort: AbortSignal): Promise<void> {
   let resumeToken = "";
   let position: bigint | undefined;
   let retryMs = 500;
-  // Set when the feed could not resume: the views reload once the new watch
-  // is open, so that a change committed while they read is not missed.
-  let resetPending = false;
+  // Set at first and when the feed could not resume: the views reload once
+  // the new watch is open, so that a change committed between their first
+  // read and the watch's start is not missed.
+  let resetPending = true;
   while (!abort.aborted) {
     try {
       // A resume names where to go on from; only a fresh watch says where to start.
