@@ -33,7 +33,7 @@ function rowOf(page: Page, userId: string) {
   return page.locator(`tr.user-row[data-user-id="${userId}"]`);
 }
 
-test("the list, its total and its pages agree with ListUsers; a user expands to its details", async ({ page, server }) => {
+test("the list, its total and its pages agree with ListUsers; a user expands to its details", async ({ server, page }) => {
   await seedUsers(server, 60);
   const api = await adminApi(server);
   const first = await listPage(api, {}, 25);
@@ -86,7 +86,7 @@ test("the list, its total and its pages agree with ListUsers; a user expands to 
   await expect(rowOf(page, seeded?.id ?? "").locator("td").nth(5)).toHaveText("never");
 });
 
-test("role and state filters and the email search agree with ListUsers", async ({ page, server }) => {
+test("role and state filters and the email search agree with ListUsers", async ({ server, page }) => {
   await seedUsers(server, 30);
   const carol = await server.addUser(Role.NANO_USER, "carol@example.com");
   const carl = await server.addUser(Role.NANO_READ_ONLY, "carl@example.com");
@@ -158,26 +158,28 @@ test("role and state filters and the email search agree with ListUsers", async (
   await expectAccessible(page, "user overview, invalid search");
 });
 
-test("the CSV export is ListUsers over every page, formulas defused and fields quoted", async ({ page, server }) => {
+test("the CSV export is ListUsers over every page, formulas defused and fields quoted", async ({ server, page }) => {
   await seedUsers(server, 1_050);
   await server.addUser(Role.NANO_USER, 'o"brien,jr@example.com');
   await server.addUser(Role.NANO_USER, "=cmd@example.com");
   await server.addUser(Role.NANO_READ_ONLY, "+1@example.com");
   await server.addUser(Role.NANO_READ_ONLY, "-x@example.com");
+  // After the 1,050 "seed-…" emails in email order, past the 1,000 rows one search call reads.
+  await server.addUser(Role.NANO_USER, "śr@example.com");
   const api = await adminApi(server);
 
   await signIn(page, server, server.admin);
   await openUsers(page);
-  await expect(page.getByTestId("users-total")).toHaveText("1,055 users");
+  await expect(page.getByTestId("users-total")).toHaveText("1,056 users");
 
   const all = await exportCsv(page);
   expect(all.name).toMatch(/^users-\d{4}-\d{2}-\d{2}\.csv$/);
   const everyone = await listAll(api);
-  expect(everyone).toHaveLength(1_055);
+  expect(everyone).toHaveLength(1_056);
   expect(all.text).toBe(expectedCsv(everyone));
   const lines = all.text.split("\r\n");
   expect(lines[0]).toBe("Email,Role,State,Token key fingerprint,Created (UTC),Last sign-in (UTC)");
-  expect(lines).toHaveLength(1_055 + 2);
+  expect(lines).toHaveLength(1_056 + 2);
   expect(lines.find((line) => line.includes("brien"))).toMatch(/^"o""brien,jr@example\.com",nanoUser,active,/);
   expect(lines.find((line) => line.includes("cmd@"))).toMatch(
     /^'=cmd@example\.com,nanoUser,active,[^,]+,\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z,\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
@@ -201,6 +203,18 @@ test("the CSV export is ListUsers over every page, formulas defused and fields q
   const seeded = await listAll(api, { emailPrefix: "seed-" });
   expect(seeded).toHaveLength(1_050);
   expect(seeds.text).toBe(expectedCsv(seeded));
+
+  // "ś" ranges over every email starting with "s": ListUsers' first page is
+  // empty with a next page; the view follows it to the match, and so does the export.
+  const firstOfAccent = await listPage(api, { emailPrefix: "ś" }, 25);
+  expect(firstOfAccent.users).toEqual([]);
+  expect(firstOfAccent.nextPageToken).not.toBe("");
+  await page.getByRole("searchbox", { name: "Search by email" }).fill("ś");
+  await page.getByRole("searchbox", { name: "Search by email" }).press("Enter");
+  await expectEmails(page, ["śr@example.com"]);
+  const accented = await exportCsv(page);
+  expect(accented.text).toBe(expectedCsv(await listAll(api, { emailPrefix: "ś" })));
+  expect(accented.text.split("\r\n")[1]).toMatch(/^śr@example\.com,nanoUser,active,/);
 });
 
 async function exportCsv(page: Page): Promise<{ name: string; text: string }> {
@@ -211,7 +225,7 @@ async function exportCsv(page: Page): Promise<{ name: string; text: string }> {
   return { name: file.suggestedFilename(), text: await readFile(path, "utf8") };
 }
 
-test("role changes, suspensions, deletions and new users made elsewhere show without a reload", async ({ page, server }) => {
+test("role changes, suspensions, deletions and new users made elsewhere show without a reload", async ({ server, page }) => {
   const dora = await server.addUser(Role.NANO_READ_ONLY, "dora@example.com");
   const emil = await server.addUser(Role.NANO_USER, "emil@example.com");
   const fritz = await server.addUser(Role.NANO_USER, "fritz@example.com");
@@ -252,7 +266,7 @@ test("role changes, suspensions, deletions and new users made elsewhere show wit
   ]);
 });
 
-test("under a filter, a user who leaves it leaves the page and the total", async ({ page, server }) => {
+test("under a filter, a user who leaves it leaves the page and the total", async ({ server, page }) => {
   const hana = await server.addUser(Role.NANO_USER, "hana@example.com");
   const ivo = await server.addUser(Role.NANO_USER, "ivo@example.com");
   const api = await adminApi(server);
@@ -276,7 +290,7 @@ test("under a filter, a user who leaves it leaves the page and the total", async
   await expect(page.getByTestId("users-total")).toHaveText("1 user", WITHIN_A_SECOND);
 });
 
-test("keyboard only: page, expand, filter and search", async ({ page, server }) => {
+test("keyboard only: page, expand, filter and search", async ({ server, page }) => {
   await seedUsers(server, 30);
   await server.addUser(Role.NANO_USER, "kim@example.com");
   const api = await adminApi(server);
@@ -322,7 +336,7 @@ test("keyboard only: page, expand, filter and search", async ({ page, server }) 
   await expectEmails(page, ["kim@example.com"]);
 });
 
-test("at 360 px wide the page does not scroll sideways and every control is reachable", async ({ page, server }) => {
+test("at 360 px wide the page does not scroll sideways and every control is reachable", async ({ server, page }) => {
   await seedUsers(server, 30);
   await page.setViewportSize({ width: 360, height: 740 });
   await signIn(page, server, server.admin);
@@ -349,7 +363,7 @@ test("at 360 px wide the page does not scroll sideways and every control is reac
   await expectAccessible(page, "user overview at 360 px");
 });
 
-test("a nanoUser sees the list; a nanoReadOnly, without users.read, is not offered it", async ({ page, newPage, server }) => {
+test("a nanoUser sees the list; a nanoReadOnly, without users.read, is not offered it", async ({ server, page, newPage }) => {
   const user = await server.addUser(Role.NANO_USER, "nina@example.com");
   const reader = await server.addUser(Role.NANO_READ_ONLY, "otto@example.com");
   await signIn(page, server, user);
