@@ -117,8 +117,8 @@ export function Users() {
   }
 
   function applyTarget(target: TargetChange): void {
-    if (target.targetType === "invite" && target.action === "invite.accept") return reloadSoon();
     if (target.targetType !== "user") return;
+    // A new user (created, or an invite accepted): the total and maybe this page change.
     if (target.action === "user.create") return reloadSoon();
     if (target.state.case === "tombstone") return dropUser(target.targetId);
     if (target.state.case === "user") return showUser(target.state.value);
