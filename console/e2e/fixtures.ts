@@ -38,6 +38,8 @@ export interface Person {
 
 export interface Server {
   url: string;
+  /** The PostgreSQL URL of the server's database (for CLI commands such as `usermgmt seed`). */
+  databaseUrl: string;
   organisationId: string;
   apiKey: string;
   admin: Person;
@@ -165,6 +167,7 @@ export async function startServer(extraArgs: string[] = []): Promise<{ server: S
   const adminPerson: Person = { email: ADMIN_EMAIL, password: PASSWORD, userId: created.user_id };
   const server: Server = {
     url,
+    databaseUrl,
     organisationId: created.organisation_id,
     apiKey: created.api_key,
     admin: adminPerson,
