@@ -37,15 +37,11 @@ async function inviteState(server: Server, email: string) {
 }
 
 async function fillNewPassword(page: Page, first: string, second: string): Promise<void> {
-  await page.getByLabel("New password").fill(first);
-  await page.getByLabel("Repeat the password").fill(second);
+  await page.getByLabel("New password", { exact: true }).fill(first);
+  await page.getByLabel("Repeat the password", { exact: true }).fill(second);
 }
 
-test("an invite's link, shown once, lets the invitee join with its role; the admin's list loses it live", async ({
-  page,
-  server,
-  newPage,
-}) => {
+test("an invite's link, shown once, lets the invitee join with its role; the admin's list loses it live", async ({ server, page, newPage }) => {
   await page.context().grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.url });
   await openInvites(page, server);
   await expect(page.getByTestId("invites-empty")).toHaveText(
@@ -109,11 +105,7 @@ test("an invite's link, shown once, lets the invitee join with its role; the adm
   await expect(page.getByTestId("invites-empty")).toBeVisible();
 });
 
-test("a revoked invite leaves the list and its link then fails with a clear sentence", async ({
-  page,
-  server,
-  newPage,
-}) => {
+test("a revoked invite leaves the list and its link then fails with a clear sentence", async ({ server, page, newPage }) => {
   await openInvites(page, server);
   await expect(page.getByTestId("invites-empty")).toBeVisible();
   // Invites made elsewhere join the open list within a second.
@@ -167,14 +159,14 @@ test("accepting checks the two passwords here and shows the server's objection",
   await fillNewPassword(invitee, NEW_PASSWORD, `${NEW_PASSWORD}!`);
   await invitee.getByRole("button", { name: "Set password and join" }).click();
   await expect(invitee.getByRole("alert")).toHaveText("The two passwords differ: type the same password twice.");
-  await expect(invitee.getByLabel("Repeat the password")).toBeFocused();
+  await expect(invitee.getByLabel("Repeat the password", { exact: true })).toBeFocused();
   await expectAccessible(invitee, "accept invite, passwords differ");
   expect(sent).toEqual([]);
 
   await fillNewPassword(invitee, "short", "short");
   await invitee.getByRole("button", { name: "Set password and join" }).click();
   await expect(invitee.getByRole("alert")).toHaveText("The password must be at least 8 characters.");
-  await expect(invitee.getByLabel("New password")).toBeFocused();
+  await expect(invitee.getByLabel("New password", { exact: true })).toBeFocused();
   expect(sent).toHaveLength(1);
   expect(await inviteState(server, "careful@example.com")).toEqual([
     { role: "nanoUser", accepted: false, revoked: false, days: 7 },
@@ -182,7 +174,7 @@ test("accepting checks the two passwords here and shows the server's objection",
   expect(await server.sql("SELECT id FROM users WHERE email = $1", ["careful@example.com"])).toEqual([]);
 });
 
-test("creating an invite, accepting it and revoking one with the keyboard only", async ({ page, server, newPage }) => {
+test("creating an invite, accepting it and revoking one with the keyboard only", async ({ server, page, newPage }) => {
   await signIn(page, server, server.admin);
   await tabTo(page, "link", "Invites");
   await page.keyboard.press("Enter");
@@ -244,7 +236,7 @@ test("creating an invite, accepting it and revoking one with the keyboard only",
   ]);
 });
 
-test("the pending list comes a page at a time", async ({ page, server }) => {
+test("the pending list comes a page at a time", async ({ server, page }) => {
   const api = server.api(await server.tokenOf(server.admin));
   for (let i = 1; i <= 51; i++) {
     await api.users.createInvite({ email: `paged-${String(i).padStart(2, "0")}@example.com`, role: Role.NANO_USER });
@@ -259,7 +251,7 @@ test("the pending list comes a page at a time", async ({ page, server }) => {
   await expect(page.getByRole("heading", { name: "Pending invites (51)" })).toBeVisible();
 });
 
-test("an invite for a member's email or a malformed one is refused beside the field", async ({ page, server }) => {
+test("an invite for a member's email or a malformed one is refused beside the field", async ({ server, page }) => {
   await openInvites(page, server);
   await page.getByLabel("Email").fill(server.admin.email);
   await page.getByRole("button", { name: "Create invite" }).click();
@@ -269,7 +261,7 @@ test("an invite for a member's email or a malformed one is refused beside the fi
   expect(await server.sql("SELECT id FROM invites")).toEqual([]);
 });
 
-test("members without users.invite are not offered Invites", async ({ page, server }) => {
+test("members without users.invite are not offered Invites", async ({ server, page }) => {
   const user = await server.addUser(Role.NANO_USER);
   await signIn(page, server, user);
   const nav = page.getByRole("navigation", { name: "Sections" });
@@ -281,7 +273,7 @@ test("members without users.invite are not offered Invites", async ({ page, serv
   await expect(page.getByRole("heading", { level: 1, name: "Invites" })).toHaveCount(0);
 });
 
-test("at 360 px the form, the list, the link and the accept page fit", async ({ page, server, newPage }) => {
+test("at 360 px the form, the list, the link and the accept page fit", async ({ server, page, newPage }) => {
   await page.setViewportSize({ width: 360, height: 740 });
   await openInvites(page, server);
   await inviteThroughApi(server, "a.rather.long.address.for.a.narrow.screen@example.com");

@@ -77,8 +77,8 @@ async function requestReset(page: Page, email: string): Promise<void> {
 }
 
 async function fillNewPassword(page: Page, password: string): Promise<void> {
-  await page.getByLabel("New password").fill(password);
-  await page.getByLabel("Repeat the password").fill(password);
+  await page.getByLabel("New password", { exact: true }).fill(password);
+  await page.getByLabel("Repeat the password", { exact: true }).fill(password);
 }
 
 async function signInWith(page: Page, password: string): Promise<void> {
@@ -134,7 +134,7 @@ test("a password reset: asked for on the sign-in page, mailed, and set on the li
   }
 });
 
-test("asking for a reset answers the same for an unknown email as for a member's", async ({ page, server }) => {
+test("asking for a reset answers the same for an unknown email as for a member's", async ({ server, page }) => {
   await page.goto(server.url);
   await requestReset(page, ADMIN_EMAIL);
   const known = await page.getByRole("dialog").innerText();
@@ -143,7 +143,7 @@ test("asking for a reset answers the same for an unknown email as for a member's
   expect(await page.getByRole("dialog").innerText()).toBe(known);
 });
 
-test("links without a working token say so plainly", async ({ page, server }) => {
+test("links without a working token say so plainly", async ({ server, page }) => {
   await page.goto(`${server.url}/reset-password#token=not-a-real-token`);
   await fillNewPassword(page, NEW_PASSWORD);
   await page.getByRole("button", { name: "Change password" }).click();
@@ -158,7 +158,7 @@ test("links without a working token say so plainly", async ({ page, server }) =>
   await expect(page.getByRole("heading", { level: 1, name: "Sign in to User Management" })).toBeVisible();
 });
 
-test("asking for a reset with the keyboard only", async ({ page, server }) => {
+test("asking for a reset with the keyboard only", async ({ server, page }) => {
   await page.goto(server.url);
   await tabTo(page, "button", "Forgot your password?");
   await page.keyboard.press("Enter");
@@ -181,7 +181,7 @@ test("asking for a reset with the keyboard only", async ({ page, server }) => {
   await expect(page.getByTestId("link-invalid")).toHaveText(RESET_INVALID);
 });
 
-test("the public pages fit 360 px", async ({ page, server }) => {
+test("the public pages fit 360 px", async ({ server, page }) => {
   await page.setViewportSize({ width: 360, height: 740 });
   await page.goto(server.url);
   await requestReset(page, ADMIN_EMAIL);

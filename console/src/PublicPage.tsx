@@ -24,6 +24,13 @@ function readPublicRoute(): PublicRoute | undefined {
 /** The public page this document was opened at, until the person leaves it. */
 export const publicRoute = signal<PublicRoute | undefined>(readPublicRoute());
 
+// Another link pasted over this one's address changes only the fragment: the
+// same document, so no load reads it; read it here.
+window.addEventListener("hashchange", () => {
+  const route = readPublicRoute();
+  if (route !== undefined && route.token !== "") publicRoute.value = route;
+});
+
 /** Leaves the public page for the console at `address` (e.g. "/#/overview"). */
 export function leavePublicPage(address: string): void {
   window.history.replaceState(null, "", address);
@@ -32,7 +39,7 @@ export function leavePublicPage(address: string): void {
 
 export function PublicPage({ route }: { route: PublicRoute }) {
   if (route.page === "accept-invite") {
-    return <AcceptInvite token={route.token} onJoined={() => leavePublicPage("/#/overview")} />;
+    return <AcceptInvite key={route.token} token={route.token} onJoined={() => leavePublicPage("/#/overview")} />;
   }
-  return <ResetPassword token={route.token} onChanged={() => leavePublicPage("/")} />;
+  return <ResetPassword key={route.token} token={route.token} onChanged={() => leavePublicPage("/")} />;
 }
