@@ -398,6 +398,12 @@ pub struct ServeArgs {
     #[arg(long, env = "USERMGMT_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
 
+    /// The web console's build (its `index.html` and `assets/`), served to
+    /// browsers (GET) on the gRPC listener; relative to the working
+    /// directory. Without its `index.html` at start, the API only.
+    #[arg(long, env = "USERMGMT_CONSOLE_DIR", default_value = "console/dist")]
+    pub console_dir: std::path::PathBuf,
+
     /// Largest request message accepted, in bytes; a larger one gets
     /// RESOURCE_EXHAUSTED before it is decoded.
     #[arg(long, env = "USERMGMT_MAX_REQUEST_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1024..=4 * 1024 * 1024))]

@@ -1,5 +1,6 @@
 //! Wiring: the database, the authenticator, the services and the server.
 
+mod console;
 mod deadline;
 pub mod healthcheck;
 mod limits;
@@ -9,6 +10,7 @@ mod telemetry;
 mod tls;
 mod web;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,6 +129,7 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| ServeError::Init(e.to_string()))?;
     tracing::info!(%address, tls = tls.is_some(), "usermgmt listening");
+    let console = console(&args, address, tls.is_some());
     let request_messages =
         RequestMessages::of_contract().map_err(|e| ServeError::Reflection(e.to_string()))?;
     // HTTP/1.1 too, for gRPC-Web from browsers.
@@ -155,11 +158,14 @@ pub async fn serve(
         outbox,
     );
     let routes = routes.add_service(
-        ChangeServiceServer::new(ChangeApi { changes })
-            .max_decoding_message_size(args.max_request_bytes as usize)
-            .max_encoding_message_size(args.max_response_bytes as usize),
+        ChangeServiceServer::new(ChangeApi {
+            changes: Arc::clone(&changes),
+        })
+        .max_decoding_message_size(args.max_request_bytes as usize)
+        .max_encoding_message_size(args.max_response_bytes as usize),
     );
     let result = builder
+        .layer(console)
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(TelemetryLayer)
@@ -172,7 +178,11 @@ pub async fn serve(
             args.max_request_bytes as usize,
         ))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), async move {
+            shutdown.await;
+            // Open watches would hold the drain of open calls for ever.
+            changes.close();
+        })
         .await;
     sessions.finish_audits(AUDITS_AT_SHUTDOWN).await;
     let background = Background {
@@ -187,6 +197,45 @@ pub async fn serve(
     background.stop(&store, &usage).await;
     tracing::info!("usermgmt stopped");
     result.map_err(ServeError::from)
+}
+
+/// The console of `--console-dir`, as found at start: said in the log, and
+/// where to open it on standard output too, for whoever started the server.
+fn console(args: &ServeArgs, address: SocketAddr, tls: bool) -> console::ConsoleLayer {
+    let console = console::ConsoleLayer::at(&args.console_dir);
+    if !console.is_built() {
+        tracing::info!("{}", console.not_built_message());
+        return console;
+    }
+    let scheme = if tls { "https" } else { "http" };
+    let console_url = format!("{scheme}://{}/", browsable(address));
+    tracing::info!(%console_url, "usermgmt console at {console_url}");
+    say_on_stdout(&format!("usermgmt console at {console_url}"));
+    console
+}
+
+/// `address`, or the loopback address on its port when it is the
+/// unspecified one (`0.0.0.0`, `::`), which a browser cannot open.
+fn browsable(address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, address.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, address.port()))
+        }
+        _ => address,
+    }
+}
+
+/// `line` on standard output; a closed standard output does not stop the
+/// server (where `println!` would panic).
+fn say_on_stdout(line: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        tracing::warn!(%error, "cannot write to standard output");
+    }
 }
 
 /// The mailer of the settings; None (said in the log) without an SMTP URL.

@@ -10,10 +10,13 @@ use usermgmt::proto;
 
 use crate::support::{ADMIN_PASSWORD, TestServer, create_org, login};
 
-const DASHBOARD: &str = "https://dashboard.example.com";
+pub(crate) const DASHBOARD: &str = "https://dashboard.example.com";
 
 /// One HTTP/1.1 request on a connection of its own.
-async fn send(addr: SocketAddr, request: http::Request<Full<Bytes>>) -> http::Response<Bytes> {
+pub(crate) async fn send(
+    addr: SocketAddr,
+    request: http::Request<Full<Bytes>>,
+) -> http::Response<Bytes> {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -26,7 +29,7 @@ async fn send(addr: SocketAddr, request: http::Request<Full<Bytes>>) -> http::Re
 }
 
 /// `message` as one gRPC-Web data frame.
-fn frame(message: &impl prost::Message) -> Bytes {
+pub(crate) fn frame(message: &impl prost::Message) -> Bytes {
     let mut body = BytesMut::new();
     body.put_u8(0);
     body.put_u32(message.encoded_len() as u32);
@@ -35,7 +38,7 @@ fn frame(message: &impl prost::Message) -> Bytes {
 }
 
 /// The data frames and the trailers of a gRPC-Web response body.
-fn unframe(mut body: Bytes) -> (Vec<Bytes>, String) {
+pub(crate) fn unframe(mut body: Bytes) -> (Vec<Bytes>, String) {
     let (mut messages, mut trailers) = (Vec::new(), String::new());
     while body.has_remaining() {
         let flag = body.get_u8();
@@ -50,7 +53,7 @@ fn unframe(mut body: Bytes) -> (Vec<Bytes>, String) {
     (messages, trailers)
 }
 
-fn grpc_web_post(
+pub(crate) fn grpc_web_post(
     addr: SocketAddr,
     path: &str,
     token: Option<&str>,

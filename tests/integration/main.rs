@@ -13,6 +13,7 @@ mod authorize;
 mod bad_input;
 mod cache_by_hand;
 mod commit_recheck;
+mod console;
 mod db_faults;
 mod example_env;
 mod failover;
