@@ -7,7 +7,7 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Page } from "@playwright/test";
-import { ADMIN_EMAIL, expect, PASSWORD, startServer, test } from "./fixtures";
+import { ADMIN_EMAIL, expect, PASSWORD, startServer, test, type Server } from "./fixtures";
 import { expectAccessible, tabTo } from "./a11y";
 
 const REQUESTED =
@@ -68,6 +68,27 @@ async function startMailSink(): Promise<MailSink> {
   };
 }
 
+// A server that mails through the sink (its links name another host: the
+// tests take the token and open it on the server's own address).
+const mailTest = test.extend<{ mailSink: MailSink; server: Server }>({
+  // eslint-disable-next-line no-empty-pattern
+  mailSink: async ({}, use) => {
+    const sink = await startMailSink();
+    await use(sink);
+    await sink.stop();
+  },
+  server: async ({ mailSink }, use) => {
+    const { server, stop } = await startServer([
+      "--smtp-url",
+      `smtp://${mailSink.address}`,
+      "--public-url",
+      "https://dashboard.example.com",
+    ]);
+    await use(server);
+    await stop();
+  },
+});
+
 async function requestReset(page: Page, email: string): Promise<void> {
   await page.getByRole("button", { name: "Forgot your password?" }).click();
   const dialog = page.getByRole("dialog", { name: "Reset your password" });
@@ -87,51 +108,50 @@ async function signInWith(page: Page, password: string): Promise<void> {
   await page.getByRole("button", { name: "Sign in" }).click();
 }
 
-test("a password reset: asked for on the sign-in page, mailed, and set on the link's page", async ({ page }) => {
-  const sink = await startMailSink();
-  const { server, stop } = await startServer(["--smtp-url", `smtp://${sink.address}`, "--public-url", "https://dashboard.example.com"]);
-  try {
-    await page.goto(server.url);
-    await page.getByLabel("Email", { exact: true }).fill(ADMIN_EMAIL);
-    await page.getByRole("button", { name: "Forgot your password?" }).click();
-    const dialog = page.getByRole("dialog", { name: "Reset your password" });
-    // The email typed for signing in is carried over.
-    await expect(dialog.getByLabel("Your account's email")).toHaveValue(ADMIN_EMAIL);
-    await expectAccessible(page, "forgot password dialog");
-    await dialog.getByRole("button", { name: "Send reset link" }).click();
-    await expect(dialog.getByTestId("reset-requested")).toHaveText(REQUESTED);
-    await expectAccessible(page, "forgot password dialog, sent");
-    await dialog.getByRole("button", { name: "Back to sign in" }).click();
+mailTest("a password reset: asked for on the sign-in page, mailed, and set on the link's page", async ({
+  mailSink,
+  server,
+  page,
+  newPage,
+}) => {
+  await page.goto(server.url);
+  await page.getByLabel("Email", { exact: true }).fill(ADMIN_EMAIL);
+  await page.getByRole("button", { name: "Forgot your password?" }).click();
+  const dialog = page.getByRole("dialog", { name: "Reset your password" });
+  // The email typed for signing in is carried over.
+  await expect(dialog.getByLabel("Your account's email")).toHaveValue(ADMIN_EMAIL);
+  await expectAccessible(page, "forgot password dialog");
+  await dialog.getByRole("button", { name: "Send reset link" }).click();
+  await expect(dialog.getByTestId("reset-requested")).toHaveText(REQUESTED);
+  await expectAccessible(page, "forgot password dialog, sent");
+  await dialog.getByRole("button", { name: "Back to sign in" }).click();
 
-    const token = await sink.resetTokenFor(ADMIN_EMAIL);
-    await page.goto(`${server.url}/reset-password#token=${token}`);
-    await expect(page.getByRole("heading", { level: 1, name: "Choose a new password" })).toBeVisible();
-    await expect(page).toHaveURL(`${server.url}/reset-password`);
-    await expectAccessible(page, "reset password");
-    await fillNewPassword(page, NEW_PASSWORD);
-    await page.getByRole("button", { name: "Change password" }).click();
+  const token = await mailSink.resetTokenFor(ADMIN_EMAIL);
+  await page.goto(`${server.url}/reset-password#token=${token}`);
+  await expect(page.getByRole("heading", { level: 1, name: "Choose a new password" })).toBeVisible();
+  await expect(page).toHaveURL(`${server.url}/reset-password`);
+  await expectAccessible(page, "reset password");
+  await fillNewPassword(page, NEW_PASSWORD);
+  await page.getByRole("button", { name: "Change password" }).click();
 
-    await expect(page.getByTestId("sign-in-notice")).toHaveText(CHANGED);
-    await expect(page).toHaveURL(`${server.url}/`);
-    await expectAccessible(page, "sign-in after a reset");
-    await signInWith(page, PASSWORD);
-    await expect(page.getByRole("alert")).toHaveText("The email or the password is wrong.");
-    await signInWith(page, NEW_PASSWORD);
-    await expect(page.getByTestId("me-email")).toHaveText(ADMIN_EMAIL);
+  await expect(page.getByTestId("sign-in-notice")).toHaveText(CHANGED);
+  await expect(page).toHaveURL(`${server.url}/`);
+  await expectAccessible(page, "sign-in after a reset");
+  await signInWith(page, PASSWORD);
+  await expect(page.getByRole("alert")).toHaveText("The email or the password is wrong.");
+  await signInWith(page, NEW_PASSWORD);
+  await expect(page.getByTestId("me-email")).toHaveText(ADMIN_EMAIL);
 
-    // The link works once.
-    await page.goto(`${server.url}/reset-password#token=${token}`);
-    await fillNewPassword(page, "yet another passphrase");
-    await page.getByRole("button", { name: "Change password" }).click();
-    await expect(page.getByTestId("link-invalid")).toHaveText(RESET_INVALID);
-    await expectAccessible(page, "reset password, link invalid");
-    expect(await server.sql("SELECT count(*)::int AS used FROM password_resets WHERE used_at IS NOT NULL")).toEqual([
-      { used: 1 },
-    ]);
-  } finally {
-    await stop();
-    await sink.stop();
-  }
+  // The link works once (opened in another browser: this page stays signed in).
+  const again = await newPage();
+  await again.goto(`${server.url}/reset-password#token=${token}`);
+  await fillNewPassword(again, "yet another passphrase");
+  await again.getByRole("button", { name: "Change password" }).click();
+  await expect(again.getByTestId("link-invalid")).toHaveText(RESET_INVALID);
+  await expectAccessible(again, "reset password, link invalid");
+  expect(await server.sql("SELECT count(*)::int AS used FROM password_resets WHERE used_at IS NOT NULL")).toEqual([
+    { used: 1 },
+  ]);
 });
 
 test("asking for a reset answers the same for an unknown email as for a member's", async ({ server, page }) => {
