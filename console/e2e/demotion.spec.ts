@@ -22,11 +22,7 @@ async function expandUser(page: Page, email: string): Promise<Locator> {
   return page.getByRole("group", { name: `Actions for ${email}` });
 }
 
-test("a demoted admin's open page loses the admin actions within a second and the server refuses its token", async ({
-  page,
-  server,
-  newPage,
-}) => {
+test("a demoted admin's open page loses the admin actions within a second and the server refuses its token", async ({ server, page, newPage }) => {
   const b = await server.addUser(Role.NANO_ADMIN);
   const c = await server.addUser(Role.NANO_USER);
 

@@ -64,10 +64,7 @@ function notice(page: Page, text: string): Locator {
   return page.getByRole("status").getByText(text, { exact: true });
 }
 
-test("an admin changes a role in the dialog: each role expands to exactly its permissions, the confirmation says what happens", async ({
-  page,
-  server,
-}) => {
+test("an admin changes a role in the dialog: each role expands to exactly its permissions, the confirmation says what happens", async ({ server, page }) => {
   const user = await adminWithInvites(server, 1);
   const matrix = await listRoles(server, await server.tokenOf(server.admin));
   let listRolesCalls = 0;
@@ -127,7 +124,7 @@ test("an admin changes a role in the dialog: each role expands to exactly its pe
   await expect(dialog).toBeHidden();
 });
 
-test("delete needs both confirmations: cancelling at either step changes nothing", async ({ page, server }) => {
+test("delete needs both confirmations: cancelling at either step changes nothing", async ({ server, page }) => {
   const user = await adminWithInvites(server, 2);
   const before = await userRow(server, user.userId);
   const e = user.email;
@@ -170,7 +167,7 @@ test("delete needs both confirmations: cancelling at either step changes nothing
   expect(await pendingInvitesOf(server, user.userId)).toBe(0);
 });
 
-test("renew token needs both confirmations; the fingerprint changes only after the second", async ({ page, server }) => {
+test("renew token needs both confirmations; the fingerprint changes only after the second", async ({ server, page }) => {
   const user = await server.addUser(Role.NANO_USER);
   const oldToken = await server.tokenOf(user);
   const before = await userRow(server, user.userId);
@@ -215,7 +212,7 @@ test("renew token needs both confirmations; the fingerprint changes only after t
   expect(refused).toMatchObject({ code: Code.Unauthenticated, reason: "TOKEN_REVOKED" });
 });
 
-test("suspend is double-confirmed; reactivate takes one confirmation", async ({ page, server }) => {
+test("suspend is double-confirmed; reactivate takes one confirmation", async ({ server, page }) => {
   const user = await server.addUser(Role.NANO_USER);
   const e = user.email;
   await signIn(page, server, server.admin);
@@ -252,10 +249,7 @@ test("suspend is double-confirmed; reactivate takes one confirmation", async ({ 
   await expect(actions.getByRole("button", { name: "Suspend", exact: true })).toBeVisible();
 });
 
-test("a stale etag: the page reads the user again instead of overwriting someone else's change", async ({
-  page,
-  server,
-}) => {
+test("a stale etag: the page reads the user again instead of overwriting someone else's change", async ({ server, page }) => {
   const user = await server.addUser(Role.NANO_USER);
   await signIn(page, server, server.admin);
   const actions = await expandUser(page, user.email);
@@ -286,10 +280,7 @@ test("a stale etag: the page reads the user again instead of overwriting someone
   expect(await userRow(server, user.userId)).toMatchObject({ role: "nanoAdmin" });
 });
 
-test("the last admin can be neither demoted, suspended nor deleted: the page shows the service's reason", async ({
-  page,
-  server,
-}) => {
+test("the last admin can be neither demoted, suspended nor deleted: the page shows the service's reason", async ({ server, page }) => {
   const reason = `${server.admin.email} is the organisation's last active nanoAdmin: make another user nanoAdmin first`;
   await signIn(page, server, server.admin);
   const actions = await expandUser(page, server.admin.email);
@@ -320,7 +311,7 @@ test("the last admin can be neither demoted, suspended nor deleted: the page sho
   expect(await userRow(server, server.admin.userId)).toMatchObject({ role: "nanoAdmin", state: "active" });
 });
 
-test("a nanoUser sees the users without any action; a nanoReadOnly has no Users page", async ({ page, server }) => {
+test("a nanoUser sees the users without any action; a nanoReadOnly has no Users page", async ({ server, page }) => {
   const member = await server.addUser(Role.NANO_USER);
   const readOnly = await server.addUser(Role.NANO_READ_ONLY);
   await signIn(page, server, member);
@@ -332,6 +323,7 @@ test("a nanoUser sees the users without any action; a nanoReadOnly has no Users 
   }
   await expectAccessible(page, "users, expanded, as nanoUser");
   await page.getByRole("button", { name: "Sign out" }).click();
+  await expect(page.getByTestId("sign-in-notice")).toHaveText("You signed out.");
 
   await signIn(page, server, readOnly);
   const sections = page.getByRole("navigation", { name: "Sections" });
@@ -341,7 +333,7 @@ test("a nanoUser sees the users without any action; a nanoReadOnly has no Users 
   await expect(page.getByRole("group", { name: /^Actions for/ })).toHaveCount(0);
 });
 
-test("with the keyboard only: edit a role, then delete the user", async ({ page, server }) => {
+test("with the keyboard only: edit a role, then delete the user", async ({ server, page }) => {
   const user = await server.addUser(Role.NANO_USER);
   await page.goto(server.url);
   await tabTo(page, "textbox", "Email");
@@ -392,7 +384,7 @@ test("with the keyboard only: edit a role, then delete the user", async ({ page,
   expect(await userRow(server, user.userId)).toBeUndefined();
 });
 
-test("at 360 px the dialogs fit and their actions are reachable", async ({ page, server }) => {
+test("at 360 px the dialogs fit and their actions are reachable", async ({ server, page }) => {
   const user = await adminWithInvites(server, 1);
   await page.setViewportSize({ width: 360, height: 740 });
   await signIn(page, server, server.admin);
@@ -408,6 +400,7 @@ test("at 360 px the dialogs fit and their actions are reachable", async ({ page,
   await proceed.scrollIntoViewIfNeeded();
   await expect(proceed).toBeInViewport();
   await expectAccessible(page, "role dialog at 360 px");
+  await dialog.getByRole("radio", { name: "nanoUser" }).check();
   await proceed.click();
   await expect(dialog.getByRole("button", { name: "Change role" })).toBeInViewport();
   expect(await pageWidth()).toBeLessThanOrEqual(360);

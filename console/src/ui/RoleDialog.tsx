@@ -218,6 +218,7 @@ function RoleOption({ role, definition, describe, current, checked, onChoose }: 
         disabled={definition === undefined}
         onClick={() => setExpanded(!expanded)}
       >
+        <span class="disclosure-mark" aria-hidden="true" />
         Permissions of {name}
         <span class="muted"> ({permissions.length})</span>
       </button>
