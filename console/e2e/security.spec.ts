@@ -60,10 +60,11 @@ test("the document and its hashed assets arrive with the policy, no framing, no 
     expectConsoleHeaders(headers, asset.url());
     expect(headers["cache-control"], asset.url()).toBe(IMMUTABLE);
   }
+});
 
-  // The same document under its other names, as a mail's link opens it.
+test("the document's other names, which the mails' links open, arrive with the same headers", async ({ server, request }) => {
   for (const path of ["/index.html", "/accept-invite", "/reset-password"]) {
-    const answer = await page.request.get(`${server.url}${path}`);
+    const answer = await request.get(`${server.url}${path}`);
     expect(answer.status(), path).toBe(200);
     expectConsoleHeaders(answer.headers(), path);
     expect(answer.headers()["cache-control"], path).toBe(NO_STORE);
