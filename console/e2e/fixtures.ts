@@ -38,6 +38,8 @@ export interface Person {
 
 export interface Server {
   url: string;
+  /** The PostgreSQL URL of the server's database (for CLI commands such as `usermgmt seed`). */
+  databaseUrl: string;
   organisationId: string;
   apiKey: string;
   admin: Person;
@@ -60,6 +62,10 @@ export interface Api {
   sessions: Client<typeof SessionService>;
   apiTokens: Client<typeof ApiTokenService>;
   audit: Client<typeof AuditService>;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 async function freePort(): Promise<number> {
@@ -137,11 +143,20 @@ export async function startServer(extraArgs: string[] = []): Promise<{ server: S
   child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  // DROP DATABASE … WITH (FORCE) at the end terminates connections the pool
+  // may still be closing: that is expected, not an error of the test.
+  pool.on("error", () => undefined);
+  pool.on("connect", (client) => client.on("error", () => undefined));
+  // The server drains its calls at SIGTERM, open watches of pages still
+  // signed in included: it must end them and stop.
   const stop = async (): Promise<void> => {
+    const exited = new Promise((resolve) => child.once("exit", resolve));
     child.kill("SIGTERM");
-    if (child.exitCode === null) await new Promise((resolve) => child.once("exit", resolve));
+    const stopped = child.exitCode !== null || (await Promise.race([exited.then(() => true), sleep(15_000).then(() => false)]));
+    if (!stopped) child.kill("SIGKILL");
     await pool.end();
     await admin(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+    if (!stopped) throw new Error(`usermgmt did not stop within 15 s of SIGTERM:\n${output.slice(-4000)}`);
   };
   try {
     await waitUntilServing(url, child, () => output);
@@ -152,6 +167,7 @@ export async function startServer(extraArgs: string[] = []): Promise<{ server: S
   const adminPerson: Person = { email: ADMIN_EMAIL, password: PASSWORD, userId: created.user_id };
   const server: Server = {
     url,
+    databaseUrl,
     organisationId: created.organisation_id,
     apiKey: created.api_key,
     admin: adminPerson,
@@ -221,11 +237,13 @@ export const test = base.extend<Fixtures>({
     await use(problems);
     expect(problems, "console errors and failed requests").toEqual([]);
   },
-  page: async ({ page, problems }, use) => {
+  // After the server, so that the page (and its watch) closes before the
+  // server stops.
+  page: async ({ page, problems, server: _server }, use) => {
     watchForProblems(page, problems);
     await use(page);
   },
-  newPage: async ({ browser, problems }, use) => {
+  newPage: async ({ browser, problems, server: _server }, use) => {
     const contexts: BrowserContext[] = [];
     await use(async () => {
       const context = await browser.newContext();

@@ -2,6 +2,7 @@
 // person, the navigation the caller's role allows, and the current page.
 import { useEffect } from "preact/hooks";
 import { SignIn } from "./SignIn";
+import { PublicPage, publicRoute } from "./PublicPage";
 import { live, startFeed, stopFeed } from "./live";
 import { can, identity, onSessionEnd, signOut } from "./session";
 import { currentPage, hrefOf, PAGES, type Page } from "./routes";
@@ -16,6 +17,7 @@ import { Audit } from "./views/Audit";
 onSessionEnd(stopFeed);
 
 export function App() {
+  if (publicRoute.value !== undefined) return <PublicPage route={publicRoute.value} />;
   const me = identity.value;
   if (me === undefined) return <SignIn />;
   return <Console />;

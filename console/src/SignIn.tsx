@@ -4,6 +4,7 @@ import { useState } from "preact/hooks";
 import { Code } from "@connectrpc/connect";
 import { describeFailure, failureOf } from "./errors";
 import { signIn, signInNotice } from "./session";
+import { ForgotPassword } from "./ResetPassword";
 
 export function SignIn() {
   const [email, setEmail] = useState("");
@@ -82,6 +83,7 @@ export function SignIn() {
           {busy ? "Signing in…" : "Sign in"}
         </button>
       </form>
+      <ForgotPassword email={email} />
     </main>
   );
 }

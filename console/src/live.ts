@@ -42,15 +42,25 @@ async function follow(abort: AbortSignal): Promise<void> {
   let resumeToken = "";
   let position: bigint | undefined;
   let retryMs = 500;
+  // Set at first and when the feed could not resume: the views reload once
+  // the new watch is open, so that a change committed between their first
+  // read and the watch's start is not missed.
+  let resetPending = true;
   while (!abort.aborted) {
     try {
+      // A resume names where to go on from; only a fresh watch says where to start.
+      const start = resumeToken === "" ? ChangeStart.NOW : ChangeStart.UNSPECIFIED;
       const stream = api.changes.watchChanges(
-        { resumeToken, start: ChangeStart.NOW, heartbeatInterval: { seconds: 10n } },
+        { resumeToken, start, heartbeatInterval: { seconds: 10n } },
         { signal: abort },
       );
       for await (const message of stream) {
         live.value = true;
         retryMs = 500;
+        if (resetPending) {
+          resetPending = false;
+          publish({ kind: "reset" });
+        }
         const event = message.event;
         if (event.case === "change") {
           const change = event.value;
@@ -78,7 +88,7 @@ async function follow(abort: AbortSignal): Promise<void> {
         // deployment): start afresh and let every view reload.
         resumeToken = "";
         position = undefined;
-        publish({ kind: "reset" });
+        resetPending = true;
       }
     }
     if (abort.aborted) return;

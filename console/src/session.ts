@@ -56,6 +56,13 @@ export async function signIn(email: string, password: string, organisationId: st
   signInNotice.value = "";
 }
 
+/** Starts the session a grant opened outside the sign-in form (an accepted invite). */
+export async function adoptGrant(grant: Grant): Promise<void> {
+  adopt(grant);
+  await reloadIdentity();
+  signInNotice.value = "";
+}
+
 /** Ends the session at the service, then here. */
 export async function signOut(): Promise<void> {
   try {

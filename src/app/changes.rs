@@ -270,12 +270,19 @@ pub struct ChangePage {
     pub position: Position,
 }
 
+/// Completes once the feed is closing.
+async fn closed(mut closing: watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
+}
+
 /// The change feed of this replica.
 pub struct Changes {
     store: Store,
     hub: Arc<Hub>,
     settings: FeedSettings,
     watches: Mutex<HashMap<String, usize>>,
+    /// Set when the server shuts down: every watch ends.
+    closing: watch::Sender<bool>,
 }
 
 impl Changes {
@@ -287,8 +294,16 @@ impl Changes {
             hub,
             settings,
             watches: Mutex::default(),
+            closing: watch::Sender::new(false),
         });
         (changes, task)
+    }
+
+    /// Ends every watch with UNAVAILABLE (its client resumes elsewhere, or
+    /// here after the restart), so that the server's drain of open calls,
+    /// which a watch would otherwise hold for ever, can finish.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Up to `limit` changes after `after` (none: from the oldest held) that
@@ -597,6 +612,11 @@ impl Watch {
                     self.who.still_stands(&self.changes.store).await?;
                 }
                 () = self.tx.closed() => return Ok(()),
+                () = closed(self.changes.closing.subscribe()) => {
+                    return Err(DomainError::Unavailable(
+                        "the server is shutting down: resume with the last resume token".into(),
+                    ));
+                }
             }
         }
     }

@@ -137,7 +137,9 @@ enum Route {
 impl Route {
     fn of(path: &str) -> Self {
         match path {
-            "/" | "/index.html" => Route::Index,
+            // The pages the service's mails link to (`{public_url}/accept-invite#token=…`,
+            // `{public_url}/reset-password#token=…`) are the console's too.
+            "/" | "/index.html" | "/accept-invite" | "/reset-password" => Route::Index,
             _ => match path.strip_prefix("/assets/") {
                 Some(file) => Route::Asset {
                     hashed: is_content_hashed(file),
@@ -278,6 +280,8 @@ mod tests {
     fn routes() {
         assert_eq!(Route::of("/"), Route::Index);
         assert_eq!(Route::of("/index.html"), Route::Index);
+        assert_eq!(Route::of("/accept-invite"), Route::Index);
+        assert_eq!(Route::of("/reset-password"), Route::Index);
         assert_eq!(
             Route::of("/assets/app-3F2ZK7QX.js"),
             Route::Asset { hashed: true }
@@ -286,7 +290,13 @@ mod tests {
             Route::of("/assets/plain.js"),
             Route::Asset { hashed: false }
         );
-        for other in ["/assets", "/favicon.ico", "/../Cargo.toml", "/index.htm"] {
+        for other in [
+            "/assets",
+            "/favicon.ico",
+            "/../Cargo.toml",
+            "/index.htm",
+            "/accept-invite/x",
+        ] {
             assert_eq!(Route::of(other), Route::NotFound, "{other}");
         }
     }

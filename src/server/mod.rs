@@ -158,9 +158,11 @@ pub async fn serve(
         outbox,
     );
     let routes = routes.add_service(
-        ChangeServiceServer::new(ChangeApi { changes })
-            .max_decoding_message_size(args.max_request_bytes as usize)
-            .max_encoding_message_size(args.max_response_bytes as usize),
+        ChangeServiceServer::new(ChangeApi {
+            changes: Arc::clone(&changes),
+        })
+        .max_decoding_message_size(args.max_request_bytes as usize)
+        .max_encoding_message_size(args.max_response_bytes as usize),
     );
     let result = builder
         .layer(console)
@@ -176,7 +178,11 @@ pub async fn serve(
             args.max_request_bytes as usize,
         ))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), async move {
+            shutdown.await;
+            // Open watches would hold the drain of open calls for ever.
+            changes.close();
+        })
         .await;
     sessions.finish_audits(AUDITS_AT_SHUTDOWN).await;
     let background = Background {
