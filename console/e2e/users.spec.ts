@@ -13,7 +13,6 @@ import {
   openUsers,
   seedUsers,
   suspendUser,
-  userRows,
 } from "./users-helpers";
 import { UserState } from "../src/gen/usermgmt/v1/resources_pb";
 import type { Page } from "@playwright/test";

@@ -14,6 +14,7 @@ import { Role } from "../gen/usermgmt/v1/resources_pb";
 import type { RoleDefinition } from "../gen/usermgmt/v1/role_service_pb";
 import type { Invite } from "../gen/usermgmt/v1/user_service_pb";
 import { can, guarded, identity } from "../session";
+import { ConfirmDialog } from "../ui/ConfirmDialog";
 import { Dialog } from "../ui/Dialog";
 import { ErrorText, notify } from "../ui/Notice";
 
@@ -428,44 +429,27 @@ function RevokeDialog({
   onRevoked: (id: string) => void;
   onClose: () => void;
 }) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState("");
-
-  async function revoke(): Promise<void> {
-    setBusy(true);
-    setError("");
-    try {
-      await guarded(() => api.users.revokeInvite({ inviteId: invite.id }));
-      notify(`The invite for ${invite.email} was revoked.`);
-      onRevoked(invite.id);
-    } catch (caught) {
-      const failure = failureOf(caught);
-      if (failure.code === Code.NotFound) {
-        notify(`The invite for ${invite.email} is no longer pending: it was accepted, revoked or expired.`);
-        onRevoked(invite.id);
-        return;
-      }
-      setError(describeFailure(failure));
-      setBusy(false);
-    }
-  }
-
   return (
-    <Dialog title="Revoke the invite?" onClose={onClose} describedBy="revoke-invite-text">
-      <p id="revoke-invite-text">
+    <ConfirmDialog
+      title="Revoke the invite?"
+      actionLabel="Revoke invite"
+      busyLabel="Revoking…"
+      action={() => api.users.revokeInvite({ inviteId: invite.id })}
+      onDone={(alreadyOver) => {
+        notify(
+          alreadyOver
+            ? `The invite for ${invite.email} is no longer pending: it was accepted, revoked or expired.`
+            : `The invite for ${invite.email} was revoked.`,
+        );
+        onRevoked(invite.id);
+      }}
+      onClose={onClose}
+    >
+      <p>
         The invite for <strong>{invite.email}</strong> (
         <span class={roleClass(invite.role)}>{roleName(invite.role)}</span>) stops working at once: its link can no
         longer be used to join.
       </p>
-      <ErrorText text={error} />
-      <div class="dialog-actions">
-        <button type="button" class="button" onClick={onClose}>
-          Cancel
-        </button>
-        <button type="button" class="button button-danger" disabled={busy} onClick={() => void revoke()}>
-          {busy ? "Revoking…" : "Revoke invite"}
-        </button>
-      </div>
-    </Dialog>
+    </ConfirmDialog>
   );
 }

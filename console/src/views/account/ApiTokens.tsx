@@ -3,13 +3,10 @@
 // here and shown once; listed without the secret; revoked after a
 // confirmation.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { Code } from "@connectrpc/connect";
 import { api } from "../../api";
-import { describeFailure, failureOf } from "../../errors";
 import { utc } from "../../format";
 import type { ApiToken } from "../../gen/usermgmt/v1/resources_pb";
-import { guarded } from "../../session";
-import { Dialog } from "../../ui/Dialog";
+import { ConfirmDialog } from "../../ui/ConfirmDialog";
 import { ErrorText, notify } from "../../ui/Notice";
 import { CreateTokenDialog } from "./CreateTokenDialog";
 import { useOwnList } from "./ownList";
@@ -132,38 +129,19 @@ interface RevokeTokenDialogProps {
 }
 
 function RevokeTokenDialog({ token, onRevoked, onClose }: RevokeTokenDialogProps) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState("");
-
-  async function revoke(): Promise<void> {
-    setBusy(true);
-    setError("");
-    try {
-      await guarded(() => api.apiTokens.revokeApiToken({ apiTokenId: token.id }));
-      onRevoked(token, false);
-    } catch (caught) {
-      const failure = failureOf(caught);
-      if (failure.code === Code.NotFound) return onRevoked(token, true);
-      setBusy(false);
-      setError(describeFailure(failure));
-    }
-  }
-
   return (
-    <Dialog title={`Revoke the token “${token.name}”?`} onClose={onClose} describedBy="revoke-token-text">
-      <p id="revoke-token-text">
+    <ConfirmDialog
+      title={`Revoke the token “${token.name}”?`}
+      actionLabel="Revoke token"
+      busyLabel="Revoking…"
+      action={() => api.apiTokens.revokeApiToken({ apiTokenId: token.id })}
+      onDone={(alreadyOver) => onRevoked(token, alreadyOver)}
+      onClose={onClose}
+    >
+      <p>
         Every script or backend using it is refused from its next call. This cannot be undone: a new token has a new
         value.
       </p>
-      <ErrorText text={error} />
-      <div class="dialog-actions">
-        <button type="button" class="button" onClick={onClose}>
-          Cancel
-        </button>
-        <button type="button" class="button button-danger" disabled={busy} onClick={() => void revoke()}>
-          {busy ? "Revoking…" : "Revoke token"}
-        </button>
-      </div>
-    </Dialog>
+    </ConfirmDialog>
   );
 }

@@ -1,13 +1,11 @@
 // One's signed-in sessions: where and when each signed in, the current one
 // marked, and ending one (ending the current one signs this page out).
 import { useEffect, useRef, useState } from "preact/hooks";
-import { Code } from "@connectrpc/connect";
 import { api } from "../../api";
-import { describeFailure, failureOf } from "../../errors";
 import { utc } from "../../format";
 import type { Session } from "../../gen/usermgmt/v1/resources_pb";
-import { endSession, guarded, identity } from "../../session";
-import { Dialog } from "../../ui/Dialog";
+import { endSession, identity } from "../../session";
+import { ConfirmDialog } from "../../ui/ConfirmDialog";
 import { ErrorText, notify } from "../../ui/Notice";
 import { useOwnList } from "./ownList";
 import { shortUserAgent } from "./userAgent";
@@ -136,45 +134,24 @@ interface EndSessionDialogProps {
 }
 
 function EndSessionDialog({ session, onEnded, onClose }: EndSessionDialogProps) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState("");
   const current = isCurrent(session);
-
-  async function end(): Promise<void> {
-    setBusy(true);
-    setError("");
-    try {
-      await guarded(() => api.sessions.revokeSession({ sessionId: session.id }));
-    } catch (caught) {
-      const failure = failureOf(caught);
-      if (failure.code === Code.NotFound) return onEnded(session, true);
-      setBusy(false);
-      return setError(describeFailure(failure));
-    }
-    if (current) endSession(ENDED_HERE);
-    else onEnded(session, false);
-  }
-
   return (
-    <Dialog
+    <ConfirmDialog
       title={current ? "End this session?" : "End the session?"}
+      actionLabel={current ? "End this session" : "End session"}
+      busyLabel="Ending…"
+      action={() => api.sessions.revokeSession({ sessionId: session.id })}
+      onDone={(alreadyOver) => {
+        if (current && !alreadyOver) endSession(ENDED_HERE);
+        else onEnded(session, alreadyOver);
+      }}
       onClose={onClose}
-      describedBy="end-session-text"
     >
-      <p id="end-session-text">
+      <p>
         {current
           ? "This is the session of this page: ending it signs you out here. Your other sessions keep working."
           : `${shortUserAgent(session.userAgent)} at ${session.clientAddress || "an unknown address"}, signed in ${utc(session.createdAt)}, is signed out on its next request.`}
       </p>
-      <ErrorText text={error} />
-      <div class="dialog-actions">
-        <button type="button" class="button" onClick={onClose}>
-          Cancel
-        </button>
-        <button type="button" class="button button-danger" disabled={busy} onClick={() => void end()}>
-          {busy ? "Ending…" : current ? "End this session" : "End session"}
-        </button>
-      </div>
-    </Dialog>
+    </ConfirmDialog>
   );
 }
