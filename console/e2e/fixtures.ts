@@ -237,8 +237,13 @@ export const test = base.extend<Fixtures>({
     await use(problems);
     expect(problems, "console errors and failed requests").toEqual([]);
   },
-  // After the server, so that the page (and its watch) closes before the
-  // server stops.
+  // The browser context is set up after the server, so it is torn down
+  // (its pages and their watches closed) before the server stops: a page
+  // left open would otherwise see its watch cut and its reconnection
+  // refused (ERR_CONNECTION_REFUSED) while the server stops.
+  context: async ({ server: _server, context }, use) => {
+    await use(context);
+  },
   page: async ({ page, problems, server: _server }, use) => {
     watchForProblems(page, problems);
     await use(page);
