@@ -196,8 +196,30 @@ pub async fn call_raw(
         let value: MetadataValue<_> = value.parse().expect("a metadata value");
         request.metadata_mut().insert(*name, value);
     }
+    let streaming = is_server_streaming(path);
     let path = http::uri::PathAndQuery::try_from(path).expect("an RPC path");
+    if streaming {
+        // A watch that was accepted may never end: its first message (or
+        // its error) is the answer.
+        let mut stream = grpc
+            .server_streaming(request, path, RawCodec)
+            .await?
+            .into_inner();
+        return stream.message().await.map(Option::unwrap_or_default);
+    }
     grpc.unary(request, path, RawCodec)
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// Whether the RPC at `path` answers with a stream.
+fn is_server_streaming(path: &str) -> bool {
+    let pool = DescriptorPool::decode(usermgmt::proto::FILE_DESCRIPTOR_SET)
+        .expect("the contract's descriptors decode");
+    pool.services()
+        .flat_map(|service| service.methods().collect::<Vec<_>>())
+        .any(|method| {
+            method.is_server_streaming()
+                && path == format!("/{}/{}", method.parent_service().full_name(), method.name())
+        })
 }
